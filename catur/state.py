@@ -1,0 +1,168 @@
+"""Placement state of many hosts, and the placements that change it.
+
+:class:`HostsState` holds the usage of ``H`` hosts that share one :class:`~catur.topology.Topology`
+as two integer arrays, ``used_vcpus[host, node]`` and ``used_mem_mib[host, node]``: one array
+per field, never an object per node, so that array code can work across hosts.
+
+A :class:`Placement` is the answer for one VM: for each vNUMA instance, the node its vCPUs
+are bound to and how its memory is spread over all nodes. :func:`apply` adds it to a host and
+:func:`release` takes it away again; both are exact (integer arithmetic), so applying and then
+releasing gives back the very same state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from catur.errors import CaturError
+from catur.topology import Topology
+
+
+@dataclass(frozen=True, eq=False)
+class Placement:
+    """Where one VM goes.
+
+    Attributes:
+        cpu_nodes: ``int64[k]`` the node each vNUMA instance's vCPUs are bound to (distinct).
+        vcpus: ``int64[k]`` vCPUs of each instance.
+        mem_mib: ``int64[k, N]`` MiB of each instance's memory on each node; row ``i`` sums
+            to instance ``i``'s memory.
+        policy: Name of the policy that chose it.
+    """
+
+    cpu_nodes: np.ndarray
+    vcpus: np.ndarray
+    mem_mib: np.ndarray
+    policy: str = ""
+
+    @property
+    def num_instances(self) -> int:
+        return int(self.cpu_nodes.shape[0])
+
+    @property
+    def total_vcpus(self) -> int:
+        return int(self.vcpus.sum())
+
+    @property
+    def total_mem_mib(self) -> int:
+        return int(self.mem_mib.sum())
+
+    def node_vcpus(self, num_nodes: int) -> np.ndarray:
+        """``int64[N]`` vCPUs this VM binds to each node."""
+        out = np.zeros(num_nodes, dtype=np.int64)
+        out[self.cpu_nodes] = self.vcpus
+        return out
+
+    def node_mem_mib(self) -> np.ndarray:
+        """``int64[N]`` MiB this VM takes on each node."""
+        return self.mem_mib.sum(axis=0)
+
+    def remote_mem_mib(self) -> int:
+        """Memory not on its own instance's CPU node."""
+        local = self.mem_mib[np.arange(self.num_instances), self.cpu_nodes].sum()
+        return int(self.mem_mib.sum() - local)
+
+    def rmr(self) -> float:
+        """Remote memory ratio: remote memory / total memory (fixed at placement)."""
+        return self.remote_mem_mib() / self.total_mem_mib
+
+    def to_dict(self) -> dict:
+        return {
+            "policy": self.policy,
+            "instances": [
+                {
+                    "cpu_node": int(c),
+                    "vcpus": int(v),
+                    "mem_mib": {int(j): int(m) for j, m in enumerate(row) if m},
+                }
+                for c, v, row in zip(self.cpu_nodes, self.vcpus, self.mem_mib)
+            ],
+        }
+
+
+class HostsState:
+    """Usage of ``num_hosts`` hosts of one topology.
+
+    ``used_vcpus`` may exceed a node's cores (vCPU overcommit); ``used_mem_mib`` may exceed a
+    node's memory only when a VM could not fit anywhere on its host. Free amounts
+    (:meth:`free_cores`, :meth:`free_mem_mib`) are therefore allowed to be negative.
+    """
+
+    def __init__(self, topology: Topology, num_hosts: int = 1) -> None:
+        if num_hosts < 1:
+            raise CaturError(f"num_hosts must be >= 1, got {num_hosts}")
+        self.topology = topology
+        self.used_vcpus = np.zeros((num_hosts, topology.num_nodes), dtype=np.int64)
+        self.used_mem_mib = np.zeros((num_hosts, topology.num_nodes), dtype=np.int64)
+
+    @classmethod
+    def from_usage(cls, topology: Topology, used_vcpus, used_mem_mib) -> "HostsState":
+        """A state from given usage arrays (``[N]`` for one host or ``[H, N]``), validated."""
+        vcpus = np.atleast_2d(np.asarray(used_vcpus))
+        mem = np.atleast_2d(np.asarray(used_mem_mib))
+        n = topology.num_nodes
+        for label, arr in (("used_vcpus", vcpus), ("used_mem_mib", mem)):
+            if arr.ndim != 2 or arr.shape[1] != n:
+                raise CaturError(
+                    f"{label} has shape {np.asarray(arr).shape}; topology {topology.name!r} "
+                    f"has {n} nodes"
+                )
+            if not np.isfinite(arr.astype(float)).all() or (arr < 0).any():
+                raise CaturError(f"{label} must be finite and >= 0, got {arr.tolist()}")
+        if vcpus.shape != mem.shape:
+            raise CaturError(f"used_vcpus {vcpus.shape} and used_mem_mib {mem.shape} differ")
+        state = cls(topology, vcpus.shape[0])
+        state.used_vcpus[:] = vcpus
+        state.used_mem_mib[:] = mem
+        return state
+
+    @property
+    def num_hosts(self) -> int:
+        return int(self.used_vcpus.shape[0])
+
+    def free_cores(self, host: int) -> np.ndarray:
+        return self.topology.node_cores - self.used_vcpus[host]
+
+    def free_mem_mib(self, host: int) -> np.ndarray:
+        return self.topology.node_mem_mib - self.used_mem_mib[host]
+
+    def copy(self) -> "HostsState":
+        twin = HostsState(self.topology, self.num_hosts)
+        twin.used_vcpus[:] = self.used_vcpus
+        twin.used_mem_mib[:] = self.used_mem_mib
+        return twin
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HostsState):
+            return NotImplemented
+        return (
+            self.topology == other.topology
+            and np.array_equal(self.used_vcpus, other.used_vcpus)
+            and np.array_equal(self.used_mem_mib, other.used_mem_mib)
+        )
+
+
+def apply(state: HostsState, host: int, placement: Placement) -> None:
+    """Add a placed VM to ``host`` (in place)."""
+    state.used_vcpus[host, placement.cpu_nodes] += placement.vcpus
+    state.used_mem_mib[host] += placement.node_mem_mib()
+
+
+def release(state: HostsState, host: int, placement: Placement) -> None:
+    """Remove a VM placed earlier from ``host`` (in place).
+
+    Raises :class:`CaturError` if the host does not hold that much, which means the VM was
+    never applied there or was released twice; the state is left untouched in that case.
+    """
+    vcpus = state.used_vcpus[host].copy()
+    vcpus[placement.cpu_nodes] -= placement.vcpus
+    mem = state.used_mem_mib[host] - placement.node_mem_mib()
+    if (vcpus < 0).any() or (mem < 0).any():
+        raise CaturError(
+            f"release on host {host} would make usage negative: the VM was not placed there "
+            f"or was already released"
+        )
+    state.used_vcpus[host] = vcpus
+    state.used_mem_mib[host] = mem

@@ -1,0 +1,177 @@
+"""Replay one host's VM arrivals and departures through a placement policy.
+
+This is the reference replay loop: plain Python over events, one host at a time, calling the
+same placement core (:func:`catur.placement.place`) and metrics (:mod:`catur.metrics`) as the
+service. It is the yardstick that faster engines must agree with.
+
+Events at the same instant are ordered departures first (a VM leaving frees room for one
+arriving at that second), then by VM order in the trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from catur.errors import CaturError
+from catur.metrics import CorClock, MetricsConfig, Summary, cor_after, defect, summarize
+from catur.placement import place
+from catur.policies import Policy, get_policy
+from catur.request import VMRequest
+from catur.state import HostsState, Placement, apply, release
+from catur.topology import Topology
+
+
+@dataclass(frozen=True, eq=False)
+class HostTrace:
+    """The VMs one host receives, as arrays of equal length (one entry per VM).
+
+    ``departure_s`` is NaN for a VM still running at the end; ``vnuma`` is 0 where the VM
+    does not ask for a vNUMA count. ``end_s`` is when the trace window closes (running VMs are
+    integrated up to it); by default the last arrival or departure.
+    """
+
+    arrival_s: np.ndarray
+    departure_s: np.ndarray
+    vcpus: np.ndarray
+    mem_mib: np.ndarray
+    alpha: np.ndarray | None = None
+    beta: np.ndarray | None = None
+    vnuma: np.ndarray | None = None
+    end_s: float | None = None
+
+    def __post_init__(self) -> None:
+        n = np.asarray(self.arrival_s).shape[0]
+        fields = {
+            "arrival_s": (self.arrival_s, float, None),
+            "departure_s": (self.departure_s, float, None),
+            "vcpus": (self.vcpus, np.int64, None),
+            "mem_mib": (self.mem_mib, np.int64, None),
+            "alpha": (self.alpha, float, 1.0),
+            "beta": (self.beta, float, 1.0),
+            "vnuma": (self.vnuma, np.int64, 0),
+        }
+        for name, (values, dtype, default) in fields.items():
+            arr = np.full(n, default, dtype=dtype) if values is None else np.asarray(values, dtype=dtype)
+            if arr.shape != (n,):
+                raise CaturError(f"host trace: {name} has {arr.shape[0]} entries, expected {n}")
+            object.__setattr__(self, name, arr)
+        if not np.isfinite(self.arrival_s).all():
+            raise CaturError("host trace: arrival_s must be finite")
+        early = self.departure_s < self.arrival_s
+        if early.any():
+            i = int(np.flatnonzero(early)[0])
+            raise CaturError(
+                f"host trace: VM {i} departs at {self.departure_s[i]} before it arrives at "
+                f"{self.arrival_s[i]}"
+            )
+        if self.end_s is None:
+            times = np.concatenate([self.arrival_s, self.departure_s[~np.isnan(self.departure_s)]])
+            object.__setattr__(self, "end_s", float(times.max()) if times.size else 0.0)
+        elif n and self.end_s < self.arrival_s.max():
+            raise CaturError(f"host trace: end_s={self.end_s} is before the last arrival")
+
+    @property
+    def num_vms(self) -> int:
+        return int(self.arrival_s.shape[0])
+
+    def request(self, i: int) -> VMRequest:
+        vnuma = int(self.vnuma[i])
+        return VMRequest(
+            int(self.vcpus[i]),
+            int(self.mem_mib[i]),
+            float(self.alpha[i]),
+            float(self.beta[i]),
+            vnuma if vnuma > 0 else None,
+        )
+
+    def events(self) -> list[tuple[float, int, int]]:
+        """``(time, kind, vm)`` sorted; kind 0 = departure, 1 = arrival (departures first)."""
+        events = [(float(t), 1, i) for i, t in enumerate(self.arrival_s)]
+        events += [
+            (float(t), 0, i) for i, t in enumerate(self.departure_s) if not np.isnan(t)
+        ]
+        events.sort()
+        return events
+
+
+@dataclass
+class HostReplay:
+    """Per-VM outcome of replaying one host: placements and defects, in trace order."""
+
+    placements: list[Placement | None] = field(default_factory=list)
+    cor_at_placement: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    rmr: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    placement_defect: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    lifetime_defect: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def summary(self, config: MetricsConfig = MetricsConfig()) -> Summary:
+        return summarize(self.lifetime_defect, self.placement_defect, config)
+
+
+def replay_host(
+    topology: Topology,
+    trace: HostTrace,
+    policy: Policy | str,
+    seed: int = 0,
+) -> HostReplay:
+    """Run every event of ``trace`` on an empty host of ``topology`` with ``policy``."""
+    policy = get_policy(policy) if isinstance(policy, str) else policy
+    rng = np.random.default_rng(seed)
+    n = trace.num_vms
+    state = HostsState(topology, 1)
+    clock = CorClock(topology.node_cores, start_s=float(trace.arrival_s.min()) if n else 0.0)
+    out = HostReplay(
+        placements=[None] * n,
+        cor_at_placement=np.zeros(n),
+        rmr=np.zeros(n),
+        placement_defect=np.zeros(n),
+        lifetime_defect=np.zeros(n),
+    )
+    cor_integral_at_arrival = np.zeros(n)
+    mean_cor = np.zeros(n)
+
+    def close(vm: int, t: float) -> None:
+        placement = out.placements[vm]
+        lifetime = t - trace.arrival_s[vm]
+        if lifetime > 0:
+            grown = clock.weighted_integral(placement) - cor_integral_at_arrival[vm]
+            mean_cor[vm] = grown / placement.total_vcpus / lifetime
+        else:  # a VM that leaves the instant it arrives keeps its defect at placement
+            mean_cor[vm] = out.cor_at_placement[vm]
+
+    for t, kind, vm in trace.events():
+        clock.advance(t)
+        if kind == 1:
+            request = trace.request(vm)
+            placement = place(
+                topology, state.used_vcpus[0], state.used_mem_mib[0], request, policy, rng
+            )
+            out.cor_at_placement[vm] = cor_after(topology.node_cores, state.used_vcpus[0], placement)
+            out.rmr[vm] = placement.rmr()
+            apply(state, 0, placement)
+            out.placements[vm] = placement
+            cor_integral_at_arrival[vm] = clock.weighted_integral(placement)
+        else:
+            close(vm, t)
+            release(state, 0, out.placements[vm])
+        clock.set_usage(state.used_vcpus[0])
+    clock.advance(max(trace.end_s, clock.now))
+    for vm in np.flatnonzero(np.isnan(trace.departure_s)):
+        close(int(vm), clock.now)
+    out.placement_defect = defect(trace.alpha, trace.beta, out.cor_at_placement, out.rmr)
+    out.lifetime_defect = defect(trace.alpha, trace.beta, mean_cor, out.rmr)
+    return out
+
+
+def compare_policies(
+    topology: Topology,
+    trace: HostTrace,
+    policies: Sequence[str],
+    config: MetricsConfig = MetricsConfig(),
+    seed: int = 0,
+) -> dict[str, Summary]:
+    """Replay the same host trace under each policy; summaries by policy name."""
+    return {name: replay_host(topology, trace, name, seed).summary(config) for name in policies}
