@@ -1,3 +1,171 @@
-"""placeholder"""
-def main():
-    pass
+"""The ``catur`` command line.
+
+Sub-commands (``catur COMMAND --help`` explains each one with examples):
+
+* ``catur demo`` — the main job on the embedded synthetic workload: compare every policy.
+* ``catur evaluate`` — replay a trace over a modelled cluster and compare NUMA policies.
+* ``catur traces convert|stats`` — read public trace formats into Catur's canonical trace.
+* ``catur topology list|show|detect`` — host NUMA models: presets, files, this machine.
+* ``catur policies`` — the placement policies and what each one does.
+
+Bad input ends with a one-line ``catur: error: ...`` naming the bad value and exit status 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from catur.errors import CaturError
+
+EPILOG_TOPOLOGY = """examples:
+  catur topology list
+  catur topology show amd-2s-nps2
+  catur topology show my-host.yaml --json
+  catur topology detect --save this-host.yaml
+"""
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+# --- topology ------------------------------------------------------------------------------------
+
+
+def cmd_topology_list(args: argparse.Namespace) -> int:
+    from catur.topology import PRESETS
+
+    for name, topology in PRESETS.items():
+        print(
+            f"{name:<14} {topology.num_nodes} nodes, {topology.num_sockets} sockets, "
+            f"{int(topology.node_cores[0])} cores and "
+            f"{topology.node_mem_mib[0] / 1024:g} GiB per node"
+        )
+    return 0
+
+
+def cmd_topology_show(args: argparse.Namespace) -> int:
+    from catur.topology import resolve_topology
+
+    topology = resolve_topology(args.name)
+    if args.json:
+        _print_json(topology.to_dict())
+    else:
+        print(topology.describe())
+    return 0
+
+
+def cmd_topology_detect(args: argparse.Namespace) -> int:
+    import yaml
+
+    from catur.topology import detect_topology
+
+    topology = detect_topology(args.sysfs, name=args.name)
+    if args.save:
+        Path(args.save).write_text(yaml.safe_dump(topology.to_dict(), sort_keys=False))
+        print(f"wrote {args.save}", file=sys.stderr)
+    if args.json:
+        _print_json(topology.to_dict())
+    else:
+        print(topology.describe())
+    return 0
+
+
+def cmd_policies(args: argparse.Namespace) -> int:
+    from catur.policies import POLICIES
+
+    for kind in ("primitive", "baseline"):
+        print(f"{kind}s:")
+        for policy in POLICIES.values():
+            if policy.kind == kind:
+                print(f"  {policy.name:<15} {policy.summary}")
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="catur",
+        description="NUMA placement of virtual machines: replay traces, compare policies, "
+        "train and serve placement models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'catur COMMAND --help' for the options and examples of each command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    from catur.evaluate_cli import add_evaluate_commands
+
+    add_evaluate_commands(sub)
+
+    try:
+        from catur.traces.commands import add_traces_commands
+    except ImportError:  # pragma: no cover - only while the traces package is incomplete
+        pass
+    else:
+        add_traces_commands(sub)
+
+    topo = sub.add_parser(
+        "topology",
+        help="host NUMA topologies: list presets, show one, detect this machine's",
+        description="Host NUMA topologies: nodes with cores and memory, sockets, distances.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_TOPOLOGY,
+    )
+    topo_sub = topo.add_subparsers(dest="topology_command", metavar="ACTION", required=True)
+    p = topo_sub.add_parser("list", help="list the shipped presets")
+    p.set_defaults(func=cmd_topology_list)
+    p = topo_sub.add_parser(
+        "show",
+        help="show a preset or a topology file",
+        description="Show a topology: a preset name (see 'catur topology list') or a "
+        "YAML/TOML file with 'nodes' (cores, mem_gib, socket) and optional 'distances'.",
+    )
+    p.add_argument("name", metavar="PRESET|FILE")
+    p.add_argument("--json", action="store_true", help="print as JSON (the file format)")
+    p.set_defaults(func=cmd_topology_show)
+    p = topo_sub.add_parser(
+        "detect",
+        help="read this machine's topology from /sys/devices/system/node",
+        description="Read the NUMA topology of the machine this runs on from Linux sysfs: "
+        "CPUs per node, MemTotal per node, the SLIT distance matrix and sockets.",
+    )
+    p.add_argument("--sysfs", default="/sys", help="sysfs root to read (default: /sys)")
+    p.add_argument("--name", default="detected", help="name to give the topology")
+    p.add_argument("--save", metavar="FILE", help="also write it as a YAML topology file")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_topology_detect)
+
+    p = sub.add_parser("policies", help="list the placement policies")
+    p.set_defaults(func=cmd_policies)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CaturError as exc:
+        print(f"catur: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"catur: error: no such file: {exc.filename}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("catur: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `catur ... | head`
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -74,7 +74,9 @@ def vnuma_count(topology: Topology, request: VMRequest) -> int:
     An explicit ``request.vnuma`` must be between 1 and the node count. Otherwise: the smallest
     ``k`` such that at least ``k`` nodes can each hold a ``1/k`` share (rounded up) of the VM's
     vCPUs and memory by *capacity* (not by what is free). A VM too large even for one share
-    per node gets one instance per node and overcommits.
+    per node gets one instance per node and overcommits. Either way there are never more
+    instances than vCPUs: every instance needs at least one vCPU (an instance with none would
+    hold memory that is local to none of the VM's vCPUs, yet count as local in RMR).
     """
     n = topology.num_nodes
     if request.vnuma is not None:
@@ -89,13 +91,14 @@ def vnuma_count(topology: Topology, request: VMRequest) -> int:
                 f"requested vNUMA instance needs at least one vCPU"
             )
         return request.vnuma
-    for k in range(1, n + 1):
+    most = min(n, request.vcpus)
+    for k in range(1, most + 1):
         cpu_share = -(-request.vcpus // k)
         mem_share = -(-request.mem_mib // k)
         fits = (topology.node_cores >= cpu_share) & (topology.node_mem_mib >= mem_share)
         if int(fits.sum()) >= k:
             return k
-    return n
+    return most
 
 
 def split_request(topology: Topology, request: VMRequest) -> tuple[np.ndarray, np.ndarray]:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from catur.configfile import CONFIG_SUFFIXES, read_config_file
 from catur.errors import CaturError, unknown_name
 
 MIB_PER_GIB = 1024
@@ -297,28 +297,14 @@ def _number(value: object, where: str) -> float:
 
 def load_topology_file(path: str | Path) -> Topology:
     """Read a user topology from a ``.yaml``/``.yml`` or ``.toml`` file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise CaturError(f"cannot read topology file {str(path)!r}: {exc.strerror}") from exc
-    try:
-        if path.suffix == ".toml":
-            spec = tomllib.loads(text)
-        else:
-            import yaml
-
-            spec = yaml.safe_load(text)
-    except Exception as exc:  # parse errors of either format
-        raise CaturError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from exc
-    return topology_from_dict(spec, source=str(path))
+    return topology_from_dict(read_config_file(path, "topology"), source=str(path))
 
 
 def resolve_topology(name_or_path: str) -> Topology:
     """A preset name, or else the path of a topology file."""
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
-    if Path(name_or_path).suffix in (".yaml", ".yml", ".toml") or Path(name_or_path).exists():
+    if Path(name_or_path).suffix in CONFIG_SUFFIXES or Path(name_or_path).exists():
         return load_topology_file(name_or_path)
     raise unknown_name("topology preset", name_or_path, list(PRESETS))
 

@@ -5,7 +5,8 @@ same placement core (:func:`catur.placement.place`) and metrics (:mod:`catur.met
 service. It is the yardstick that faster engines must agree with.
 
 Events at the same instant are ordered departures first (a VM leaving frees room for one
-arriving at that second), then by VM order in the trace.
+arriving at that second), then by VM order in the trace. The one exception is a VM that
+departs the instant it arrives: its departure directly follows its own arrival.
 """
 
 from __future__ import annotations
@@ -54,12 +55,31 @@ class HostTrace:
             "vnuma": (self.vnuma, np.int64, 0),
         }
         for name, (values, dtype, default) in fields.items():
-            arr = np.full(n, default, dtype=dtype) if values is None else np.asarray(values, dtype=dtype)
+            if values is None:
+                arr = np.full(n, default, dtype=dtype)
+            else:
+                arr = np.asarray(values, dtype=float)
+                if dtype is np.int64:
+                    # Refuse what a plain int64 cast would silently truncate (2.5) or choke on (NaN).
+                    bad = ~np.isfinite(arr) | (arr != np.round(arr))
+                    if bad.any():
+                        i = int(np.flatnonzero(bad.ravel())[0])
+                        raise CaturError(
+                            f"host trace: {name} must be whole numbers, got {arr.ravel()[i]!r} "
+                            f"for VM {i}"
+                        )
+                    arr = arr.astype(np.int64)
             if arr.shape != (n,):
                 raise CaturError(f"host trace: {name} has {arr.shape[0]} entries, expected {n}")
             object.__setattr__(self, name, arr)
         if not np.isfinite(self.arrival_s).all():
             raise CaturError("host trace: arrival_s must be finite")
+        if np.isinf(self.departure_s).any():
+            i = int(np.flatnonzero(np.isinf(self.departure_s))[0])
+            raise CaturError(
+                f"host trace: departure_s of VM {i} is {self.departure_s[i]}; use NaN for a VM "
+                f"still running at the end"
+            )
         early = self.departure_s < self.arrival_s
         if early.any():
             i = int(np.flatnonzero(early)[0])
@@ -88,12 +108,22 @@ class HostTrace:
         )
 
     def events(self) -> list[tuple[float, int, int]]:
-        """``(time, kind, vm)`` sorted; kind 0 = departure, 1 = arrival (departures first)."""
+        """``(time, kind, vm)`` sorted; kind 0 = departure, 1 = arrival (departures first).
+
+        A VM whose departure equals its arrival leaves right after its own arrival (it must be
+        placed before it can be released), before any later arrival at that instant.
+        """
         events = [(float(t), 1, i) for i, t in enumerate(self.arrival_s)]
         events += [
             (float(t), 0, i) for i, t in enumerate(self.departure_s) if not np.isnan(t)
         ]
-        events.sort()
+
+        def order(event: tuple[float, int, int]) -> tuple:
+            t, kind, vm = event
+            instant = kind == 0 and t == self.arrival_s[vm]
+            return (t, 1 if instant else kind, vm, kind == 0)
+
+        events.sort(key=order)
         return events
 
 

@@ -1,0 +1,191 @@
+"""``catur evaluate`` and ``catur demo``: compare NUMA policies on a replayed trace."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from catur.errors import CaturError
+
+DEFAULT_TARGET_UTILIZATION = 0.9
+
+EPILOG_EVALUATE = """examples:
+  catur evaluate --synthetic default
+  catur evaluate ../shared/traces/huawei-east-1-lt.csv.gz --days 16:31 --json out.json --plots plots/
+  catur evaluate trace.parquet --cluster my-cluster.yaml --policies xen,core-best-fit,mem-most-idle
+  catur evaluate trace.csv.gz --target-utilization 0.8 --jobs 2
+
+The trace is a public format (detected from its header, or --format) or Catur's canonical
+trace. Public traces have no hosts: VMs are first admitted onto a cluster (--cluster, a
+shipped mix or a YAML/TOML file) sized so the trace's peak demand reaches
+--target-utilization of the binding resource. The same admission serves every policy.
+
+Metrics (DESIGN.md §2): avg defect = mean over VMs of alpha*COR + beta*RMR averaged over the
+VM's lifetime; at placement = the same right after placing; p99 of the lifetime defect; ticket
+ratio = mean sigmoid(100 * (defect - 0.10)); anomalies = VMs placed with defect > 0.40.
+"""
+
+
+def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="replay a trace over a cluster and compare NUMA policies",
+        description="Replay a VM trace (or a built-in synthetic workload) over a modelled "
+        "cluster and compare NUMA placement policies on the paper's metrics.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_EVALUATE,
+    )
+    add_scenario_arguments(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "demo",
+        help="the main job: compare every policy on the embedded synthetic workload",
+        description="Run 'catur evaluate --synthetic default' on a two-week window with "
+        "plots written to ./catur-demo/. Needs no download.",
+    )
+    p.add_argument("--out", default="catur-demo", help="folder for plots and JSON (default: catur-demo)")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
+    p.set_defaults(func=cmd_demo)
+
+
+def add_scenario_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("workload")
+    src.add_argument("trace", nargs="?", help="trace file (any supported format, gzip ok)")
+    src.add_argument("--synthetic", metavar="NAME", help="use a built-in synthetic workload instead of a file")
+    src.add_argument("--format", default="auto", help="trace format (default: auto-detect)")
+    src.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (counted) instead of failing")
+    src.add_argument("--days", metavar="FIRST:LAST", help="evaluate VMs arriving on these days (1-based, inclusive), e.g. 16:31")
+    src.add_argument("--seed", type=int, default=0, help="seed for synthetic workloads and the random policy (default 0)")
+    cl = p.add_argument_group("cluster")
+    cl.add_argument("--cluster", default="mixed", help="shipped mix (mixed, intel-2s, amd-2s-nps2, amd-2s-nps4) or a YAML/TOML file (default: mixed)")
+    cl.add_argument(
+        "--cpu-overcommit",
+        type=float,
+        help="vCPUs admitted per host core (default: the cluster file's, else 1.0); the benchmark scenario uses 1.02",
+    )
+    cl.add_argument(
+        "--target-utilization",
+        type=float,
+        default=DEFAULT_TARGET_UTILIZATION,
+        help=f"size the cluster so peak demand is this fraction of capacity (default {DEFAULT_TARGET_UTILIZATION}); 0 keeps the file's host counts",
+    )
+    pol = p.add_argument_group("policies and output")
+    pol.add_argument("--policies", help="comma-separated policy names (default: all primitives and baselines; see 'catur policies')")
+    pol.add_argument("--anomaly-threshold", type=float, default=0.40, help="defect at placement above which a VM is an anomaly (default 0.40)")
+    pol.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    pol.add_argument("--plots", metavar="DIR", help="write defect CDF and per-day plots (PNG) here")
+    pol.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
+    pol.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def load_workload(args: argparse.Namespace):
+    """The canonical trace DataFrame and a label for it, from a file or --synthetic."""
+    if args.synthetic and args.trace:
+        raise CaturError("give either a trace file or --synthetic NAME, not both")
+    if args.synthetic:
+        from catur.traces.synthetic import generate
+
+        return generate(args.synthetic, seed=args.seed), f"synthetic:{args.synthetic}"
+    if not args.trace:
+        raise CaturError("no workload: give a trace file or --synthetic NAME (try --synthetic default)")
+    from catur.traces.readers import read_trace
+
+    df, report = read_trace(args.trace, fmt=args.format, skip_bad_rows=args.skip_bad_rows)
+    if report.rows_skipped:
+        print(f"skipped {report.rows_skipped} malformed rows of {args.trace}", file=sys.stderr)
+    return df, Path(args.trace).name
+
+
+def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
+    from tqdm import tqdm
+
+    from catur.metrics import MetricsConfig
+    from catur.policies import BASELINES, PRIMITIVES, get_policy
+    from catur.sim.admission import admit, host_streams, parse_days
+    from catur.sim.cluster import load_cluster
+    from catur.sim.evaluate import Evaluation, admission_summary, evaluate_policies
+
+    started = time.perf_counter()
+    if policies is None:
+        policies = [p.strip() for p in args.policies.split(",")] if args.policies else list(PRIMITIVES + BASELINES)
+    for name in policies:
+        get_policy(name)
+    if args.target_utilization < 0 or args.target_utilization > 1:
+        raise CaturError(f"--target-utilization must be in [0, 1], got {args.target_utilization}")
+    if args.jobs is not None and args.jobs < 1:
+        raise CaturError(f"--jobs must be >= 1, got {args.jobs}")
+    config = MetricsConfig(anomaly_threshold=args.anomaly_threshold)
+    df, label = load_workload(args)
+    spec = load_cluster(args.cluster)
+    if args.cpu_overcommit is not None:
+        spec = dataclasses.replace(spec, cpu_overcommit=args.cpu_overcommit)
+    start_s, end_s = parse_days(args.days, df)
+    admission = admit(df, spec, args.target_utilization or None)
+    streams = host_streams(df, admission, start_s, end_s)
+    total = sum(s.trace.num_vms for s in streams) * len(policies)
+    with tqdm(total=total, unit="VM", desc="replaying", disable=args.quiet or None, file=sys.stderr) as bar:
+        results = evaluate_policies(
+            streams, policies, jobs=args.jobs, seed=args.seed, config=config, progress=bar.update
+        )
+    origin_s, _ = parse_days(None, df)
+    scenario = {
+        "trace": label,
+        "vms_in_trace": int(len(df)),
+        "days": args.days or "all",
+        "window_s": [start_s, end_s],
+        "cluster": spec.name,
+        "cpu_overcommit": spec.cpu_overcommit,
+        "target_utilization": args.target_utilization or None,
+        **admission_summary(admission),
+        "anomaly_threshold": config.anomaly_threshold,
+        "ticket_c1": config.ticket_c1,
+        "ticket_c2": config.ticket_c2,
+        "seed": args.seed,
+        "wall_s": None,
+    }
+    evaluation = Evaluation(scenario, results)
+    scenario["wall_s"] = round(time.perf_counter() - started, 3)
+    return evaluation, df, origin_s
+
+
+def report(evaluation, df, origin_s, args: argparse.Namespace) -> None:
+    from catur.sim.report import format_table, write_plots
+
+    s = evaluation.scenario
+    print(
+        f"{s['trace']}: {s['vms_in_trace']} VMs, days {s['days']}, cluster {s['cluster']} "
+        f"({s['hosts']} hosts: {', '.join(f'{v}× {k}' for k, v in s['hosts_by_topology'].items())}), "
+        f"{s['rejected_vms']} VMs rejected by admission"
+    )
+    print(format_table(evaluation))
+    print(f"({s['wall_s']:.1f} s; defects and ratios in percent, lower is better)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(evaluation.to_json(), indent=2))
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.plots:
+        for path in write_plots(evaluation, df, origin_s, args.plots):
+            print(f"wrote {path}", file=sys.stderr)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    evaluation, df, origin_s = run_evaluation(args)
+    report(evaluation, df, origin_s, args)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    parser = argparse.ArgumentParser()
+    add_scenario_arguments(parser)
+    out = Path(args.out)
+    argv = ["--synthetic", "default", "--days", "8:14", "--json", str(out / "results.json"), "--plots", str(out)]
+    if args.jobs:
+        argv += ["--jobs", str(args.jobs)]
+    eval_args = parser.parse_args(argv)
+    print("Catur demo: every NUMA policy on one week of the built-in synthetic workload\n")
+    return cmd_evaluate(eval_args)

@@ -1,0 +1,92 @@
+"""Presenting an evaluation: the comparison table and the plots.
+
+The table lists policies best first by average resource defect, with defects and ratios in
+percent (the JSON keeps fractions). Plots are PNG files written with matplotlib's
+non-interactive backend, so they work on servers without a display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from catur.sim.evaluate import Evaluation
+
+
+def format_table(evaluation: Evaluation) -> str:
+    """A fixed-width table, best average defect first; percentages with 3 decimals."""
+    rows = sorted(evaluation.results.values(), key=lambda r: (r.summary.avg_defect, r.name))
+    has_correctable = any("correctable_anomalies" in r.extra for r in rows)
+    header = f"{'policy':<15}{'avg defect':>12}{'at placement':>14}{'p99 defect':>12}{'ticket ratio':>14}{'anomalies':>11}"
+    if has_correctable:
+        header += f"{'correctable':>13}"
+    header += f"{'VMs':>10}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        s = r.summary
+        line = (
+            f"{r.name:<15}{100 * s.avg_defect:>11.3f}%{100 * s.defect_at_placement:>13.3f}%"
+            f"{100 * s.p99_defect:>11.2f}%{100 * s.ticket_ratio:>13.3f}%{s.anomalies:>11}"
+        )
+        if has_correctable:
+            value = r.extra.get("correctable_anomalies")
+            line += f"{'-' if value is None else value:>13}"
+        line += f"{s.vms:>10}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write_plots(evaluation: Evaluation, df: pd.DataFrame, origin_s: float, out_dir: str | Path) -> list[Path]:
+    """Write ``defect_cdf.png``, ``daily_defect.png`` and ``daily_anomalies.png``; return paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    order = sorted(evaluation.results.values(), key=lambda r: r.summary.avg_defect)
+    title = evaluation.scenario.get("trace", "")
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in order:
+        values = np.sort(r.lifetime_defect)
+        if values.size == 0:
+            continue
+        cdf = np.arange(1, values.size + 1) / values.size
+        ax.plot(100 * values, cdf, label=r.name, linewidth=1.4)
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("lifetime-averaged resource defect per VM (%)")
+    ax.set_ylabel("fraction of VMs")
+    ax.set_ylim(min(0.8, ax.get_ylim()[0]), 1.001)
+    ax.set_title(f"Defect CDF (upper tail) — {title}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    paths.append(out / "defect_cdf.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    daily = evaluation.per_day(df, origin_s)
+    for column, label, name in (
+        ("avg_defect", "average resource defect (%)", "daily_defect.png"),
+        ("anomalies", "performance anomalies (defect at placement > threshold)", "daily_anomalies.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for r in order:
+            part = daily[daily.policy == r.name]
+            scale = 100 if column == "avg_defect" else 1
+            ax.plot(part["day"], scale * part[column], marker="o", markersize=3, label=r.name)
+        ax.set_xlabel("day of trace (by VM arrival)")
+        ax.set_ylabel(label)
+        ax.set_title(f"Per day — {title}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        paths.append(out / name)
+        fig.tight_layout()
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths
