@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from catur.policies import NodeContext, Policy, get_policy, node_order
+from catur.errors import unknown_name
+from catur.metrics import defect_at_placement
+from catur.policies import PRIMITIVES, POLICIES, NodeContext, Policy, get_policy, node_order
 from catur.request import VMRequest, split_request
 from catur.state import HostsState, Placement
 from catur.topology import Topology
@@ -74,6 +76,55 @@ def place_on_host(
     return place(
         state.topology, state.used_vcpus[host], state.used_mem_mib[host], request, policy, rng
     )
+
+
+def primitive_placements(
+    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, request: VMRequest
+) -> dict[str, Placement]:
+    """What each of the four primitives would do from this state (Catur's action space)."""
+    return {
+        name: place(topology, used_vcpus, used_mem_mib, request, POLICIES[name])
+        for name in PRIMITIVES
+    }
+
+
+GREEDY = "greedy"
+
+
+def greedy_place(
+    topology: Topology,
+    used_vcpus: np.ndarray,
+    used_mem_mib: np.ndarray,
+    request: VMRequest,
+    rng: np.random.Generator | None = None,
+) -> Placement:
+    """``greedy``: try all four primitives, keep the lowest defect at placement.
+
+    It is the k-step oracle with k = 1 and needs only the request in hand, so it is
+    deployable, and a strong baseline: a learned policy earns its keep only where it beats it.
+    Ties go to the primitive listed first in :data:`~catur.policies.PRIMITIVES`.
+    """
+    best, best_defect = None, np.inf
+    for candidate in primitive_placements(topology, used_vcpus, used_mem_mib, request).values():
+        value = defect_at_placement(topology.node_cores, used_vcpus, candidate, request.alpha, request.beta)
+        if value < best_defect:
+            best, best_defect = candidate, value
+    return Placement(best.cpu_nodes, best.vcpus, best.mem_mib, GREEDY)
+
+
+def decider(name: str):
+    """A function ``(topology, used_vcpus, used_mem_mib, request, rng) -> Placement`` by name:
+    any policy of :data:`~catur.policies.POLICIES`, or ``greedy``."""
+    if name == GREEDY:
+        return greedy_place
+    if name not in POLICIES:
+        raise unknown_name("policy", name, [*POLICIES, GREEDY])
+    policy = POLICIES[name]
+
+    def decide(topology, used_vcpus, used_mem_mib, request, rng=None):
+        return place(topology, used_vcpus, used_mem_mib, request, policy, rng)
+
+    return decide
 
 
 def choose_nodes(

@@ -25,6 +25,7 @@ import pandas as pd
 
 from catur.errors import CaturError
 from catur.sim.cluster import ClusterSpec
+from catur.sim.events import event_order
 from catur.sim.replay import HostTrace
 from catur.topology import MIB_PER_GIB, Topology
 
@@ -34,17 +35,6 @@ SECONDS_PER_DAY = 86400.0
 def mem_mib_of(df: pd.DataFrame) -> np.ndarray:
     """The trace's memory column in whole MiB (Catur's unit)."""
     return np.round(df["mem_gib"].to_numpy(dtype=float) * MIB_PER_GIB).astype(np.int64)
-
-
-def event_order(arrival_s: np.ndarray, departure_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All events as ``(vm, is_arrival)`` arrays in time order, departures first at a tie."""
-    n = arrival_s.shape[0]
-    departs = ~np.isnan(departure_s)
-    vm = np.concatenate([np.arange(n), np.flatnonzero(departs)])
-    time = np.concatenate([arrival_s, departure_s[departs]])
-    is_arrival = np.concatenate([np.ones(n, dtype=bool), np.zeros(int(departs.sum()), dtype=bool)])
-    order = np.lexsort((vm, is_arrival, time))
-    return vm[order], is_arrival[order]
 
 
 def peak_demand(df: pd.DataFrame) -> tuple[int, int]:

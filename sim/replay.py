@@ -12,14 +12,24 @@ departs the instant it arrives: its departure directly follows its own arrival.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
+from functools import partial
 from typing import Sequence
 
 import numpy as np
 
 from catur.errors import CaturError
-from catur.metrics import CorClock, MetricsConfig, Summary, cor_after, defect, summarize
-from catur.placement import place
-from catur.policies import Policy, get_policy
+from catur.metrics import (
+    CorClock,
+    MetricsConfig,
+    Summary,
+    cor_after,
+    defect,
+    defect_at_placement,
+    summarize,
+)
+from catur.placement import decider, place
+from catur.policies import Policy
 from catur.request import VMRequest
 from catur.state import HostsState, Placement, apply, release
 from catur.topology import Topology
@@ -136,9 +146,13 @@ class HostReplay:
     rmr: np.ndarray = field(default_factory=lambda: np.zeros(0))
     placement_defect: np.ndarray = field(default_factory=lambda: np.zeros(0))
     lifetime_defect: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    correctable: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     def summary(self, config: MetricsConfig = MetricsConfig()) -> Summary:
         return summarize(self.lifetime_defect, self.placement_defect, config)
+
+
+ORACLE = "oracle"
 
 
 def replay_host(
@@ -146,9 +160,26 @@ def replay_host(
     trace: HostTrace,
     policy: Policy | str,
     seed: int = 0,
+    *,
+    oracle_k: int = 5,
+    correctable_above: float | None = None,
 ) -> HostReplay:
-    """Run every event of ``trace`` on an empty host of ``topology`` with ``policy``."""
-    policy = get_policy(policy) if isinstance(policy, str) else policy
+    """Run every event of ``trace`` on an empty host of ``topology`` with ``policy``.
+
+    ``policy`` is a :class:`~catur.policies.Policy`, a policy name, ``"greedy"``, or
+    ``"oracle"``: the k-step oracle (:mod:`catur.sim.oracle`) with look-ahead ``oracle_k``.
+    With ``correctable_above`` set (an anomaly threshold), every VM placed with a defect above
+    it is checked against the oracle, and :attr:`HostReplay.correctable` marks those the
+    oracle would have placed at or below it.
+    """
+    use_oracle = policy == ORACLE
+    if use_oracle or correctable_above is not None:
+        from catur.sim.oracle import Lookahead, lookahead_events, oracle_place
+
+        if oracle_k < 1:
+            raise CaturError(f"oracle look-ahead k must be >= 1, got {oracle_k}")
+    if not use_oracle:
+        decide = decider(policy) if isinstance(policy, str) else partial(place, policy=policy)
     rng = np.random.default_rng(seed)
     n = trace.num_vms
     state = HostsState(topology, 1)
@@ -162,6 +193,14 @@ def replay_host(
     )
     cor_integral_at_arrival = np.zeros(n)
     mean_cor = np.zeros(n)
+    out.correctable = np.zeros(n, dtype=bool)
+    events = trace.events()
+    requests = [trace.request(i) for i in range(n)]
+    live: dict[int, Placement] = {}
+
+    def oracle_choice(pos: int) -> Placement:
+        look = Lookahead(lookahead_events(events, pos, oracle_k), requests, live)
+        return oracle_place(topology, state.used_vcpus[0], state.used_mem_mib[0], look)
 
     def close(vm: int, t: float) -> None:
         placement = out.placements[vm]
@@ -172,21 +211,34 @@ def replay_host(
         else:  # a VM that leaves the instant it arrives keeps its defect at placement
             mean_cor[vm] = out.cor_at_placement[vm]
 
-    for t, kind, vm in trace.events():
+    for pos, (t, kind, vm) in enumerate(events):
         clock.advance(t)
         if kind == 1:
-            request = trace.request(vm)
-            placement = place(
-                topology, state.used_vcpus[0], state.used_mem_mib[0], request, policy, rng
-            )
+            request = requests[vm]
+            if use_oracle:
+                placement = oracle_choice(pos)
+            else:
+                placement = decide(topology, state.used_vcpus[0], state.used_mem_mib[0], request, rng=rng)
             out.cor_at_placement[vm] = cor_after(topology.node_cores, state.used_vcpus[0], placement)
             out.rmr[vm] = placement.rmr()
+            if correctable_above is not None:
+                placed = defect(request.alpha, request.beta, out.cor_at_placement[vm], out.rmr[vm])
+                if placed > correctable_above:
+                    better = oracle_choice(pos)
+                    out.correctable[vm] = (
+                        defect_at_placement(
+                            topology.node_cores, state.used_vcpus[0], better, request.alpha, request.beta
+                        )
+                        <= correctable_above
+                    )
             apply(state, 0, placement)
             out.placements[vm] = placement
+            live[vm] = placement
             cor_integral_at_arrival[vm] = clock.weighted_integral(placement)
         else:
             close(vm, t)
             release(state, 0, out.placements[vm])
+            del live[vm]
         clock.set_usage(state.used_vcpus[0])
     clock.advance(max(trace.end_s, clock.now))
     for vm in np.flatnonzero(np.isnan(trace.departure_s)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,11 @@ from catur.topology import PRESETS, Topology
 
 ALL = list(POLICIES)
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Requests far larger than a tiny generated node (hundreds of times its capacity) overflow
+# e-pvm's b**utilisation to inf; harmless (only the order among such hopeless nodes is
+# affected, and the overload ranks them first) but noisy.
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in power:RuntimeWarning")
 
 # Which resources each policy's "feasible" needs (see catur.policies): a node that is feasible
 # for the policy must have room for the instance's memory / vCPUs.
@@ -248,14 +254,14 @@ def test_memory_is_local_first_then_nearest(case):
         if p.num_instances != 1:
             continue
         node, row = int(p.cpu_nodes[0]), p.mem_mib[0]
-        assert row[node] >= min(int(inst := row.sum()), int(free[node])), name  # local first
+        assert row[node] >= min(req.mem_mib, int(free[node])), name  # local first
         left = free - np.minimum(taken, free)  # free memory each node still has afterwards
         remote = [j for j in range(topo.num_nodes) if j != node and row[j] > 0]
         for j in remote:
             nearer = topo.distance[node] < topo.distance[node, j]
             # every strictly nearer node was drained before node j was used
             assert (left[nearer] == 0).all(), name
-        if remote and inst > free.sum():
+        if remote and req.mem_mib > free.sum():
             assert row[node] > free[node]  # what fits nowhere overcommits the own node
 
 

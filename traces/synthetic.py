@@ -45,7 +45,7 @@ measuring script reads them with pandas; each table's comment gives its expressi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -55,6 +55,56 @@ from catur.errors import CaturError, unknown_name
 
 SECONDS_PER_HOUR = 3600.0
 SECONDS_PER_DAY = 86400.0
+
+
+def _fail(owner: object, label: str, value: object, why: str) -> None:
+    raise CaturError(f"{type(owner).__name__}.{label} {why}, got {value!r}")
+
+
+def _is_num(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.number))
+
+
+def _bad_int(value: object) -> bool:
+    return not _is_num(value) or not math.isfinite(value) or value != int(value)  # type: ignore[arg-type]
+
+
+def _check_num(owner: object, label: str, lo: float | None = None, lo_open: bool = False,
+               hi: float | None = None) -> None:  # fmt: skip
+    value = getattr(owner, label)
+    if not _is_num(value) or not math.isfinite(value):
+        _fail(owner, label, value, "must be a finite number")
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        _fail(owner, label, value, f"must be {'>' if lo_open else '>='} {lo:g}")
+    if hi is not None and value > hi:
+        _fail(owner, label, value, f"must be <= {hi:g}")
+    object.__setattr__(owner, label, float(value))
+
+
+def _coerce_tuple(owner: object, label: str, value: object) -> tuple:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        _fail(owner, label, value, "must be a sequence")
+    return tuple(value)  # type: ignore[arg-type]
+
+
+def _coerce_flavors(owner: object, label: str, value: object) -> tuple[Flavor, ...]:
+    """Accept Flavor rows or plain (vcpus, mem_gib, share) triples, e.g. from a YAML file."""
+    rows = []
+    for row in _coerce_tuple(owner, label, value):
+        if not hasattr(row, "__len__") or len(row) != 3:
+            _fail(owner, label, row, "rows must be (vcpus, mem_gib, share)")
+        vcpus, mem, share = row
+        if _bad_int(vcpus) or vcpus < 1:
+            _fail(owner, label, row, "vcpus must be a whole number >= 1")
+        if not _is_num(mem) or not math.isfinite(mem) or mem <= 0:
+            _fail(owner, label, row, "mem_gib must be > 0")
+        if not _is_num(share) or not math.isfinite(share) or share < 0:
+            _fail(owner, label, row, "share must be >= 0")
+        rows.append(Flavor(int(vcpus), float(mem), float(share)))
+    if not rows or sum(f.share for f in rows) <= 0:
+        _fail(owner, label, value, "needs at least one flavor with a positive share")
+    return tuple(rows)
+
 
 # --------------------------------------------------------------------------------------------
 # Calibration tables.
@@ -109,6 +159,8 @@ AZURE_HOURLY: tuple[float, ...] = (
 # full days are within 6% of each other.
 HUAWEI_DAILY_SIGMA = 0.41
 AZURE_DAILY_SIGMA = 0.056
+HUAWEI_HOURLY_SIGMA = 0.4
+HUAWEI_HOURLY_CORR = 0.5
 
 # Lifetime quantiles (seconds) at these probability levels, per vCPU size class:
 #   np.quantile(h.loc[class, "lt"], LIFETIME_LEVELS).
@@ -304,7 +356,7 @@ HUAWEI_BATCHES = BatchModel(
 # Azure's file spreads arrivals evenly inside 5-minute bins, so it shows no batches.
 NO_BATCHES = BatchModel(class_bounds=(1,), p_single=(1.0, 1.0), max_size=(2, 2), size_weights=(1.0,))
 
-# Among 1-lifetime-sampled VMs in a Huawei batch, log-lifetimes differ by sd 0.26 on average
+# Within a Huawei batch, log-lifetimes differ by sd 0.26 on average
 # (median 0.06: most batches leave together, a few scatter).
 HUAWEI_BATCH_LIFETIME_SIGMA = 0.26
 
@@ -455,7 +507,10 @@ class SyntheticConfig:
     seed: int = 0
     flavors: tuple[Flavor, ...] = HUAWEI_FLAVORS
     hourly_profile: tuple[float, ...] = HUAWEI_HOURLY
+    warmup_days: float = 0.0
     daily_sigma: float = HUAWEI_DAILY_SIGMA
+    hourly_sigma: float = HUAWEI_HOURLY_SIGMA
+    hourly_corr: float = HUAWEI_HOURLY_CORR
     lifetimes: LifetimeTable = HUAWEI_LIFETIMES
     batches: BatchModel = HUAWEI_BATCHES
     batch_lifetime_sigma: float = HUAWEI_BATCH_LIFETIME_SIGMA
@@ -483,7 +538,10 @@ class SyntheticConfig:
         if len(prof) != 24 or any(not _is_num(x) or x < 0 for x in prof) or sum(prof) <= 0:
             _fail(self, "hourly_profile", prof, "needs 24 non-negative weights with a positive sum")
         object.__setattr__(self, "hourly_profile", tuple(float(x) for x in prof))
+        _check_num(self, "warmup_days", lo=0.0, hi=3660.0)
         _check_num(self, "daily_sigma", lo=0.0, hi=3.0)
+        _check_num(self, "hourly_sigma", lo=0.0, hi=3.0)
+        _check_num(self, "hourly_corr", lo=0.0, hi=0.99)
         _check_num(self, "batch_lifetime_sigma", lo=0.0, hi=3.0)
         for label, kind in (("lifetimes", LifetimeTable), ("batches", BatchModel)):
             if not isinstance(getattr(self, label), kind):
@@ -505,7 +563,7 @@ class SyntheticConfig:
         if self.adversarial is not None and self.adversarial.from_day >= self.days:
             _fail(self, "adversarial.from_day", self.adversarial.from_day, f"must be < days ({self.days})")
         late = shift.late_arrival_factor if shift is not None else 1.0
-        expected = self.arrivals_per_hour * self.days * 24 * max(1.0, late)
+        expected = self.arrivals_per_hour * (self.days + self.warmup_days) * 24 * max(1.0, late)
         if expected > MAX_EXPECTED_VMS:
             _fail(self, "arrivals_per_hour", self.arrivals_per_hour,
                   f"asks for ~{expected:,.0f} VMs over {self.days} days (limit {MAX_EXPECTED_VMS:,})")  # fmt: skip
@@ -514,55 +572,6 @@ class SyntheticConfig:
     def window_s(self) -> float:
         """Window length in seconds."""
         return float(self.days) * SECONDS_PER_DAY
-
-
-def _fail(owner: object, label: str, value: object, why: str) -> None:
-    raise CaturError(f"{type(owner).__name__}.{label} {why}, got {value!r}")
-
-
-def _is_num(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, np.number))
-
-
-def _bad_int(value: object) -> bool:
-    return not _is_num(value) or not math.isfinite(value) or value != int(value)  # type: ignore[arg-type]
-
-
-def _check_num(owner: object, label: str, lo: float | None = None, lo_open: bool = False,
-               hi: float | None = None) -> None:  # fmt: skip
-    value = getattr(owner, label)
-    if not _is_num(value) or not math.isfinite(value):
-        _fail(owner, label, value, "must be a finite number")
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        _fail(owner, label, value, f"must be {'>' if lo_open else '>='} {lo:g}")
-    if hi is not None and value > hi:
-        _fail(owner, label, value, f"must be <= {hi:g}")
-    object.__setattr__(owner, label, float(value))
-
-
-def _coerce_tuple(owner: object, label: str, value: object) -> tuple:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        _fail(owner, label, value, "must be a sequence")
-    return tuple(value)  # type: ignore[arg-type]
-
-
-def _coerce_flavors(owner: object, label: str, value: object) -> tuple[Flavor, ...]:
-    """Accept Flavor rows or plain (vcpus, mem_gib, share) triples, e.g. from a YAML file."""
-    rows = []
-    for row in _coerce_tuple(owner, label, value):
-        if not hasattr(row, "__len__") or len(row) != 3:
-            _fail(owner, label, row, "rows must be (vcpus, mem_gib, share)")
-        vcpus, mem, share = row
-        if _bad_int(vcpus) or vcpus < 1:
-            _fail(owner, label, row, "vcpus must be a whole number >= 1")
-        if not _is_num(mem) or not math.isfinite(mem) or mem <= 0:
-            _fail(owner, label, row, "mem_gib must be > 0")
-        if not _is_num(share) or not math.isfinite(share) or share < 0:
-            _fail(owner, label, row, "share must be >= 0")
-        rows.append(Flavor(int(vcpus), float(mem), float(share)))
-    if not rows or sum(f.share for f in rows) <= 0:
-        _fail(owner, label, value, "needs at least one flavor with a positive share")
-    return tuple(rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -631,9 +640,15 @@ def peak_concurrency(trace: pd.DataFrame) -> int:
     return int(live.max())
 
 
+def _clip_to_window(arrival: np.ndarray, departure: np.ndarray, end: float) -> tuple[np.ndarray, ...]:
+    """Mask of VMs alive inside [0, end), their arrivals clipped to 0, departures NaN past end."""
+    keep = departure > 0
+    return keep, np.maximum(arrival[keep], 0.0), np.where(departure[keep] < end, departure[keep], np.nan)
+
+
 def _peak(arrival: np.ndarray, life: np.ndarray, scale: float, end: float) -> int:
-    dep = arrival + scale * life
-    return int(live_vms(arrival, np.where(dep < end, dep, np.nan))[1].max())
+    _, arr, dep = _clip_to_window(arrival, arrival + scale * life, end)
+    return int(live_vms(arr, dep)[1].max()) if len(arr) else 0
 
 
 def _scale_for_peak(arrival: np.ndarray, life: np.ndarray, end: float, target: int) -> float:
@@ -700,17 +715,27 @@ def generate(scenario: str | SyntheticConfig = "default", seed: int | None = Non
     rate_factor = batches_per_vm @ cl_share  # batches per VM, per period
 
     # 1. Batch arrival times: Poisson counts per hour, uniform within the hour.
-    n_hours = int(math.ceil(config.days * 24 - 1e-9))
-    start = np.arange(n_hours) * SECONDS_PER_HOUR
+    # With a warm-up the process starts before 0; VMs still alive at 0 are kept (below).
+    origin = -config.warmup_days * SECONDS_PER_DAY
+    n_hours = int(math.ceil((end - origin) / SECONDS_PER_HOUR - 1e-9))
+    start = origin + np.arange(n_hours) * SECONDS_PER_HOUR
     width = np.minimum(SECONDS_PER_HOUR, end - start)
-    n_days = int(math.ceil(n_hours / 24))
-    day_factor = np.exp(config.daily_sigma * r_days.standard_normal(n_days))
-    day_hours = np.bincount(np.arange(n_hours) // 24, weights=width, minlength=n_days)
-    day_factor /= (day_factor * day_hours).sum() / day_hours.sum()  # mean 1 over the window
+    hour = np.floor(start / SECONDS_PER_HOUR).astype(np.int64)  # hour on the trace clock
+    day = np.floor(start / SECONDS_PER_DAY).astype(np.int64)
+    day -= day[0]
+    day_factor = np.exp(config.daily_sigma * r_days.standard_normal(int(day[-1]) + 1))
+    # Bursts: an AR(1) log-factor per hour, so a busy hour tends to be followed by another.
+    noise = r_days.standard_normal(n_hours)
+    rho, burst = config.hourly_corr, np.empty(n_hours)
+    burst[0] = noise[0]
+    for i in range(1, n_hours):  # a loop over hours, not VMs
+        burst[i] = rho * burst[i - 1] + math.sqrt(1 - rho * rho) * noise[i]
+    busy = day_factor[day] * np.exp(config.hourly_sigma * burst)
+    busy /= (busy * width).sum() / width.sum()  # mean 1 over the window
     profile = np.asarray(config.hourly_profile)
     profile = profile / profile.mean()
     late_frac = np.clip((start + width - shift_s) / width, 0.0, 1.0)
-    vm_rate = config.arrivals_per_hour * profile[np.arange(n_hours) % 24] * day_factor[np.arange(n_hours) // 24]
+    vm_rate = config.arrivals_per_hour * profile[hour % 24] * busy
     batch_rate = vm_rate * ((1 - late_frac) * rate_factor[0] + late_frac * late_rate * rate_factor[1])
     counts = r_times.poisson(batch_rate * width / SECONDS_PER_HOUR)
     t_batch = np.repeat(start, counts) + r_times.random(counts.sum()) * np.repeat(width, counts)
@@ -758,8 +783,11 @@ def generate(scenario: str | SyntheticConfig = "default", seed: int | None = Non
     scale = config.lifetime_scale
     if config.peak_concurrency is not None and n > 0:
         scale = _scale_for_peak(arrival, life, end, config.peak_concurrency)
-    departure = arrival + scale * life
-    departure[departure >= end] = np.nan  # still running when the window closes
+    # Drop warm-up VMs gone by 0; the rest start at 0, as if already running when the window
+    # opens. Departures at or past the end become NaN: still running when the window closes.
+    keep, arrival, departure = _clip_to_window(arrival, arrival + scale * life, end)
+    vcpus, mem_gib, vm_cluster = vcpus[keep], mem_gib[keep], vm_cluster[keep]
+    n = len(arrival)
 
     frame = {
         "vm_id": np.arange(n, dtype=np.int64),

@@ -1,0 +1,114 @@
+"""The k-step oracle: the best primitive sequence for a host's next k arrivals, known in advance.
+
+At each arrival the oracle looks at the next ``k`` arrivals on the same host (the VM in hand
+included, and the departures between them), tries every sequence of the four primitives for
+them, and keeps the first decision of the sequence whose placed VMs have the smallest total
+defect at placement. Ties go to the smaller defect of the VM in hand, then to the primitive
+listed first. With ``k = 1`` it is the deployable ``greedy`` policy; with ``k > 1`` it needs
+the future, so it is an upper bound for evaluation, not a policy to deploy.
+
+Branches whose placements are identical are explored once (primitives often agree), which
+keeps the exhaustive ``4^k`` search affordable in practice.
+
+The oracle also defines **correctable anomalies**: an anomaly (a VM placed with defect above
+the threshold) that the oracle, from the same state with the same knowledge of the next ``k``
+arrivals, would have placed at or below the threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from catur.errors import CaturError
+from catur.metrics import defect_at_placement
+from catur.placement import primitive_placements
+from catur.state import Placement
+from catur.topology import Topology
+
+
+@dataclass(frozen=True)
+class Lookahead:
+    """What the oracle knows: upcoming events ``(is_arrival, vm)`` starting with the VM in hand.
+
+    ``requests`` and ``alpha``/``beta`` are per VM of the host trace; ``placed`` holds the
+    placements of VMs already on the host (for departures inside the look-ahead).
+    """
+
+    events: list[tuple[bool, int]]
+    requests: list
+    placed: dict[int, Placement]
+
+
+def _same(a: Placement, b: Placement) -> bool:
+    return np.array_equal(a.cpu_nodes, b.cpu_nodes) and np.array_equal(a.mem_mib, b.mem_mib)
+
+
+def _distinct_choices(topology, used_vcpus, used_mem, request) -> list[Placement]:
+    """One placement per primitive, duplicates dropped (first primitive kept)."""
+    choices: list[Placement] = []
+    for candidate in primitive_placements(topology, used_vcpus, used_mem, request).values():
+        if not any(_same(candidate, c) for c in choices):
+            choices.append(candidate)
+    return choices
+
+
+def _search(topology: Topology, used_vcpus, used_mem, look: Lookahead, pos: int, branch: dict) -> float:
+    """Least total defect of the arrivals in ``look.events[pos:]`` from this usage."""
+    while pos < len(look.events) and not look.events[pos][0]:
+        vm = look.events[pos][1]
+        placement = branch.get(vm) or look.placed.get(vm)
+        if placement is not None:
+            used_vcpus = used_vcpus.copy()
+            used_vcpus[placement.cpu_nodes] -= placement.vcpus
+            used_mem = used_mem - placement.node_mem_mib()
+        pos += 1
+    if pos >= len(look.events):
+        return 0.0
+    vm = look.events[pos][1]
+    request = look.requests[vm]
+    best = np.inf
+    for choice in _distinct_choices(topology, used_vcpus, used_mem, request):
+        cost = defect_at_placement(topology.node_cores, used_vcpus, choice, request.alpha, request.beta)
+        if cost >= best:
+            continue  # defects are >= 0, so this branch cannot win
+        next_vcpus = used_vcpus.copy()
+        next_vcpus[choice.cpu_nodes] += choice.vcpus
+        branch[vm] = choice
+        cost += _search(topology, next_vcpus, used_mem + choice.node_mem_mib(), look, pos + 1, branch)
+        del branch[vm]
+        best = min(best, cost)
+    return best
+
+
+def oracle_place(
+    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, look: Lookahead
+) -> Placement:
+    """The oracle's placement for the VM in hand (``look.events[0]``, an arrival)."""
+    if not look.events or not look.events[0][0]:
+        raise CaturError("the oracle's look-ahead must start with the arrival to place")
+    vm = look.events[0][1]
+    request = look.requests[vm]
+    best_key, best = None, None
+    for choice in _distinct_choices(topology, used_vcpus, used_mem_mib, request):
+        first = defect_at_placement(topology.node_cores, used_vcpus, choice, request.alpha, request.beta)
+        next_vcpus = used_vcpus.copy()
+        next_vcpus[choice.cpu_nodes] += choice.vcpus
+        rest = _search(topology, next_vcpus, used_mem_mib + choice.node_mem_mib(), look, 1, {vm: choice})
+        key = (first + rest, first)
+        if best_key is None or key < best_key:
+            best_key, best = key, choice
+    return Placement(best.cpu_nodes, best.vcpus, best.mem_mib, "oracle")
+
+
+def lookahead_events(events: list[tuple[float, int, int]], pos: int, k: int) -> list[tuple[bool, int]]:
+    """From ``events[pos]`` (an arrival), the events up to and including the k-th arrival."""
+    out: list[tuple[bool, int]] = []
+    arrivals = 0
+    for _, kind, vm in events[pos:]:
+        out.append((kind == 1, vm))
+        arrivals += kind == 1
+        if arrivals == k:
+            break
+    return out
