@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from functools import partial
 from typing import Sequence
 
 import numpy as np
@@ -31,6 +30,7 @@ from catur.metrics import (
 from catur.placement import decider, place
 from catur.policies import Policy
 from catur.request import VMRequest
+from catur.sim.events import event_order
 from catur.state import HostsState, Placement, apply, release
 from catur.topology import Topology
 
@@ -118,23 +118,11 @@ class HostTrace:
         )
 
     def events(self) -> list[tuple[float, int, int]]:
-        """``(time, kind, vm)`` sorted; kind 0 = departure, 1 = arrival (departures first).
-
-        A VM whose departure equals its arrival leaves right after its own arrival (it must be
-        placed before it can be released), before any later arrival at that instant.
-        """
-        events = [(float(t), 1, i) for i, t in enumerate(self.arrival_s)]
-        events += [
-            (float(t), 0, i) for i, t in enumerate(self.departure_s) if not np.isnan(t)
-        ]
-
-        def order(event: tuple[float, int, int]) -> tuple:
-            t, kind, vm = event
-            instant = kind == 0 and t == self.arrival_s[vm]
-            return (t, 1 if instant else kind, vm, kind == 0)
-
-        events.sort(key=order)
-        return events
+        """``(time, kind, vm)`` in time order (:func:`catur.sim.events.event_order`); kind 0 =
+        departure, 1 = arrival."""
+        vms, arriving = event_order(self.arrival_s, self.departure_s)
+        times = np.where(arriving, self.arrival_s[vms], self.departure_s[vms])
+        return list(zip(times.tolist(), arriving.astype(int).tolist(), vms.tolist()))
 
 
 @dataclass

@@ -766,7 +766,19 @@ def generate(scenario: str | SyntheticConfig = "default", seed: int | None = Non
     u_life = np.repeat(r_life.random(nb), size)
     n = len(arrival)
 
-    # 4. Adversarial injection, per VM, drawn for every VM so the stream never depends on the day.
+    # 4. Lifetimes: the batch's draw from the VM's class, mean-preserving jitter, drift, scale.
+    sigma = config.batch_lifetime_sigma
+    drift = np.exp(sigma * r_jitter.standard_normal(n) - sigma**2 / 2)
+    if shift is not None:
+        drift = np.where(arrival >= shift_s, drift * shift.late_lifetime_factor, drift)
+    life = config.lifetimes.sample(vcpus, u_life) * drift
+    scale = config.lifetime_scale
+    if config.peak_concurrency is not None and n > 0:
+        scale = _scale_for_peak(arrival, life, end, config.peak_concurrency)
+
+    # 5. Adversarial injection, per VM, after the scale is fixed: the trace is its base trace
+    # with some VMs' flavors (and so lifetime classes) swapped, nothing else moved. Drawn for
+    # every VM so the stream never depends on the day.
     u_adv, u_adv_flavor = r_adv.random(n), r_adv.random(n)
     if config.adversarial is not None:
         adv = config.adversarial
@@ -774,15 +786,7 @@ def generate(scenario: str | SyntheticConfig = "default", seed: int | None = Non
         avc, amem, ap = _tilted(adv.flavors, 0.0, 0.0)
         idx = np.minimum(np.searchsorted(np.cumsum(ap), u_adv_flavor[hit], side="right"), len(ap) - 1)
         vcpus[hit], mem_gib[hit] = avc[idx], amem[idx]
-
-    # 5. Lifetimes: the batch's draw from the VM's class, mean-preserving jitter, drift, scale.
-    sigma = config.batch_lifetime_sigma
-    life = config.lifetimes.sample(vcpus, u_life) * np.exp(sigma * r_jitter.standard_normal(n) - sigma**2 / 2)
-    if shift is not None:
-        life = np.where(arrival >= shift_s, life * shift.late_lifetime_factor, life)
-    scale = config.lifetime_scale
-    if config.peak_concurrency is not None and n > 0:
-        scale = _scale_for_peak(arrival, life, end, config.peak_concurrency)
+        life[hit] = config.lifetimes.sample(vcpus[hit], u_life[hit]) * drift[hit]
     # Drop warm-up VMs gone by 0; the rest start at 0, as if already running when the window
     # opens. Departures at or past the end become NaN: still running when the window closes.
     keep, arrival, departure = _clip_to_window(arrival, arrival + scale * life, end)
