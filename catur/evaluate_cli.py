@@ -76,6 +76,15 @@ def add_scenario_arguments(p: argparse.ArgumentParser) -> None:
     )
     pol = p.add_argument_group("policies and output")
     pol.add_argument("--policies", help="comma-separated policy names (default: all primitives and baselines; see 'catur policies')")
+    pol.add_argument(
+        "--oracle-hosts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run the k-step oracle, and count each policy's correctable anomalies, on N "
+        "randomly sampled hosts (0 = off; the oracle is exhaustive, so keep N small)",
+    )
+    pol.add_argument("--oracle-k", type=int, default=5, help="oracle look-ahead in arrivals, the VM in hand included (default 5)")
     pol.add_argument("--anomaly-threshold", type=float, default=0.40, help="defect at placement above which a VM is an anomaly (default 0.40)")
     pol.add_argument("--json", metavar="OUT", help="write the results as JSON")
     pol.add_argument("--plots", metavar="DIR", help="write defect CDF and per-day plots (PNG) here")
@@ -105,16 +114,22 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
     from tqdm import tqdm
 
     from catur.metrics import MetricsConfig
-    from catur.policies import BASELINES, PRIMITIVES, get_policy
+    import numpy as np
+
+    from catur.placement import GREEDY
+    from catur.policies import BASELINES, PRIMITIVES
     from catur.sim.admission import admit, host_streams, parse_days
     from catur.sim.cluster import load_cluster
-    from catur.sim.evaluate import Evaluation, admission_summary, evaluate_policies
+    from catur.sim.evaluate import Evaluation, admission_summary, check_policy_name, evaluate_policies
+    from catur.sim.replay import ORACLE
 
     started = time.perf_counter()
     if policies is None:
-        policies = [p.strip() for p in args.policies.split(",")] if args.policies else list(PRIMITIVES + BASELINES)
+        policies = [p.strip() for p in args.policies.split(",")] if args.policies else [*PRIMITIVES, GREEDY, *BASELINES]
     for name in policies:
-        get_policy(name)
+        check_policy_name(name)
+    if args.oracle_hosts < 0 or args.oracle_k < 1:
+        raise CaturError(f"--oracle-hosts must be >= 0 and --oracle-k >= 1, got {args.oracle_hosts} and {args.oracle_k}")
     if args.target_utilization < 0 or args.target_utilization > 1:
         raise CaturError(f"--target-utilization must be in [0, 1], got {args.target_utilization}")
     if args.jobs is not None and args.jobs < 1:
@@ -132,6 +147,26 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
         results = evaluate_policies(
             streams, policies, jobs=args.jobs, seed=args.seed, config=config, progress=bar.update
         )
+    oracle_sample = None
+    if args.oracle_hosts:
+        rng = np.random.default_rng(args.seed)
+        picked = np.sort(rng.choice(len(streams), size=min(args.oracle_hosts, len(streams)), replace=False))
+        sample = [streams[i] for i in picked]
+        names = [p for p in policies if p != ORACLE] + [ORACLE]
+        total = sum(s.trace.num_vms for s in sample) * len(names)
+        with tqdm(total=total, unit="VM", desc="oracle sample", disable=args.quiet or None, file=sys.stderr) as bar:
+            sampled = evaluate_policies(
+                sample, names, jobs=args.jobs, seed=args.seed, config=config, progress=bar.update,
+                count_correctable=True, oracle_k=args.oracle_k,
+            )
+        for name, result in sampled.items():
+            if name == ORACLE:
+                results[ORACLE] = result
+                result.extra["oracle_sample_anomalies"] = result.summary.anomalies
+            else:
+                results[name].extra["correctable_anomalies"] = result.extra["correctable_anomalies"]
+                results[name].extra["oracle_sample_anomalies"] = result.summary.anomalies
+        oracle_sample = {"hosts": [int(s.host) for s in sample], "k": args.oracle_k, "vms": int(sampled[ORACLE].summary.vms)}
     origin_s, _ = parse_days(None, df)
     scenario = {
         "trace": label,
@@ -146,6 +181,7 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
         "ticket_c1": config.ticket_c1,
         "ticket_c2": config.ticket_c2,
         "seed": args.seed,
+        "oracle_sample": oracle_sample,
         "wall_s": None,
     }
     evaluation = Evaluation(scenario, results)

@@ -19,11 +19,18 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from catur.errors import CaturError
+from catur.errors import CaturError, unknown_name
 from catur.metrics import MetricsConfig, Summary, summarize
-from catur.policies import get_policy
+from catur.placement import GREEDY
+from catur.policies import POLICIES
 from catur.sim.admission import SECONDS_PER_DAY, Admission, HostStream
-from catur.sim.replay import replay_host
+from catur.sim.replay import ORACLE, replay_host
+
+
+def check_policy_name(name: str) -> None:
+    """Raise a :class:`CaturError` listing the valid names if ``name`` is not a policy."""
+    if name not in (GREEDY, ORACLE) and name not in POLICIES:
+        raise unknown_name("policy", name, [*POLICIES, GREEDY, ORACLE])
 
 
 @dataclass
@@ -38,14 +45,32 @@ class PolicyResult:
     extra: dict = field(default_factory=dict)  # e.g. correctable anomalies
 
 
-def _replay_streams(task: tuple[list[HostStream], str, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Worker: replay some hosts under one policy; counted VMs' (rows, lifetime, placement)."""
-    streams, policy, seed = task
+def _replay_streams(task: tuple) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """Worker: replay some hosts under one policy.
+
+    Returns, per host, the counted VMs' (rows, lifetime defect, placement defect) and how many
+    of them were correctable anomalies (0 unless ``correctable_above`` is set).
+    """
+    streams, policy, seed, correctable_above, oracle_k = task
     out = []
     for stream in streams:
-        result = replay_host(stream.topology, stream.trace, policy, seed=seed + stream.host)
+        result = replay_host(
+            stream.topology,
+            stream.trace,
+            policy,
+            seed=seed + stream.host,
+            oracle_k=oracle_k,
+            correctable_above=correctable_above,
+        )
         keep = stream.counted
-        out.append((stream.rows[keep], result.lifetime_defect[keep], result.placement_defect[keep]))
+        out.append(
+            (
+                stream.rows[keep],
+                result.lifetime_defect[keep],
+                result.placement_defect[keep],
+                int(result.correctable[keep].sum()),
+            )
+        )
     return out
 
 
@@ -69,20 +94,27 @@ def evaluate_policies(
     seed: int = 0,
     config: MetricsConfig = MetricsConfig(),
     progress: Callable[[int], None] | None = None,
+    count_correctable: bool = False,
+    oracle_k: int = 5,
 ) -> dict[str, PolicyResult]:
-    """Replay every host stream under each policy.
+    """Replay every host stream under each policy (names as in ``catur policies``, plus
+    ``greedy`` and ``oracle``).
 
     ``progress(n)`` is called with the number of VM placements just finished, for a progress
-    bar. ``jobs`` defaults to the CPU count; ``jobs=1`` runs in this process.
+    bar. ``jobs`` defaults to the CPU count; ``jobs=1`` runs in this process. With
+    ``count_correctable``, each result's ``extra["correctable_anomalies"]`` counts the
+    anomalies the ``oracle_k``-step oracle would have avoided (costly: use few hosts).
     """
     for name in policies:
-        get_policy(name)  # fail fast, before any work, on an unknown name
+        check_policy_name(name)  # fail fast, before any work, on an unknown name
     if not streams:
         raise CaturError("nothing to evaluate: no admitted VM arrives in the window")
     jobs = jobs or os.cpu_count() or 1
     tasks_per_policy = 4 * jobs if jobs > 1 else 1
     tasks = [
-        (chunk, name, seed) for name in policies for chunk in _chunks(streams, tasks_per_policy)
+        (chunk, name, seed, config.anomaly_threshold if count_correctable else None, oracle_k)
+        for name in policies
+        for chunk in _chunks(streams, tasks_per_policy)
     ]
     parts: dict[str, list] = {name: [] for name in policies}
     if jobs == 1:
@@ -91,7 +123,7 @@ def evaluate_policies(
         pool = ProcessPoolExecutor(max_workers=jobs)
         results = pool.map(_replay_streams, tasks)
     try:
-        for (chunk, name, _), result in zip(tasks, results):
+        for (chunk, name, *_), result in zip(tasks, results):
             parts[name].extend(result)
             if progress:
                 progress(sum(s.trace.num_vms for s in chunk))
@@ -107,6 +139,8 @@ def evaluate_policies(
         out[name] = PolicyResult(
             name, summarize(lifetime, at_placement, config), rows[order], lifetime, at_placement
         )
+        if count_correctable:
+            out[name].extra["correctable_anomalies"] = sum(p[3] for p in parts[name])
     return out
 
 

@@ -24,6 +24,8 @@ def format_table(evaluation: Evaluation) -> str:
         header += f"{'correctable':>13}"
     header += f"{'VMs':>10}"
     lines = [header, "-" * len(header)]
+    if has_correctable:
+        lines.insert(0, "correctable = anomalies the k-step oracle would have avoided / anomalies, on the oracle's sampled hosts")
     for r in rows:
         s = r.summary
         line = (
@@ -32,7 +34,9 @@ def format_table(evaluation: Evaluation) -> str:
         )
         if has_correctable:
             value = r.extra.get("correctable_anomalies")
-            line += f"{'-' if value is None else value:>13}"
+            sampled = r.extra.get("oracle_sample_anomalies")
+            cell = "-" if value is None else f"{value}/{sampled}"
+            line += f"{cell:>13}"
         line += f"{s.vms:>10}"
         lines.append(line)
     return "\n".join(lines)

@@ -122,13 +122,17 @@ class ReadReport:
     reasons: list[str] = field(default_factory=list)
 
 
+# What every reader returns: the canonical trace and the report.
+Read = tuple[pd.DataFrame, ReadReport]
+
+
 @dataclass(frozen=True)
 class TraceFormat:
     """A named format: its reader and a one-line description (shown by ``--help``)."""
 
     name: str
     description: str
-    read: Callable[[Path, bool], tuple[pd.DataFrame, ReadReport]]
+    read: Callable[[Path, bool], Read]
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,7 +284,7 @@ def _drop_whole_vms(checker: RowChecker, keys: np.ndarray, key_ok: np.ndarray) -
     if not bad.any():
         return
     first_bad = pd.Series(checker.lines[bad]).groupby(keys[bad]).min()
-    collateral = ~checker.bad & key_ok & np.isin(keys, first_bad.index.to_numpy())
+    collateral = ~checker.bad & key_ok & pd.Series(keys).isin(first_bad.index).to_numpy()
     if collateral.any():
         line_of = first_bad.reindex(keys[collateral]).to_numpy()
         where = np.full(keys.shape[0], -1, dtype=np.int64)
@@ -290,7 +294,7 @@ def _drop_whole_vms(checker: RowChecker, keys: np.ndarray, key_ok: np.ndarray) -
 
 
 def _finish(checker: RowChecker, table: _Table, source: str, fmt: str,
-            skip_bad_rows: bool, build: Callable[[np.ndarray], pd.DataFrame]) -> tuple[pd.DataFrame, ReadReport]:
+            skip_bad_rows: bool, build: Callable[[np.ndarray], pd.DataFrame]) -> Read:
     """Raise or skip, build the frame from the good rows, validate, and report."""
     if not skip_bad_rows:
         checker.raise_first(_SKIP_HINT)
@@ -320,7 +324,7 @@ def _huawei_table(path: Path, fmt: str, names: tuple[str, ...]) -> _Table:
     return _read_table(path, header=header, names=None if header else names)
 
 
-def read_huawei_events(path: str | Path, skip_bad_rows: bool = False) -> tuple[pd.DataFrame, ReadReport]:
+def read_huawei_events(path: str | Path, skip_bad_rows: bool = False) -> Read:
     """Read Huawei-East-1's event log ``vmid,cpu,memory,time,type`` (see module docs)."""
     path, source, fmt = Path(path), str(path), "huawei-events"
     table = _huawei_table(path, fmt, ("vmid", "cpu", "memory", "time", "type"))
@@ -382,7 +386,7 @@ def read_huawei_events(path: str | Path, skip_bad_rows: bool = False) -> tuple[p
     return _finish(checker, table, source, fmt, skip_bad_rows, build)
 
 
-def read_huawei_lt(path: str | Path, skip_bad_rows: bool = False) -> tuple[pd.DataFrame, ReadReport]:
+def read_huawei_lt(path: str | Path, skip_bad_rows: bool = False) -> Read:
     """Read Huawei-East-1 as arrival and lifetime, ``vmid,cpu,mem,at,lt`` (see module docs)."""
     path, source, fmt = Path(path), str(path), "huawei-lt"
     table = _huawei_table(path, fmt, ("vmid", "cpu", "mem", "at", "lt"))
@@ -438,7 +442,7 @@ def _bucketed(checker: RowChecker, column: pd.Series, name: str) -> np.ndarray:
     return values
 
 
-def _read_azure(path: str | Path, skip_bad_rows: bool, fmt: str) -> tuple[pd.DataFrame, ReadReport]:
+def _read_azure(path: str | Path, skip_bad_rows: bool, fmt: str) -> Read:
     path, source = Path(path), str(path)
     head = _head_lines(path, 1)
     if not head:
@@ -482,12 +486,12 @@ def _read_azure(path: str | Path, skip_bad_rows: bool, fmt: str) -> tuple[pd.Dat
     return _finish(checker, table, source, fmt, skip_bad_rows, build)
 
 
-def read_azure_v1(path: str | Path, skip_bad_rows: bool = False) -> tuple[pd.DataFrame, ReadReport]:
+def read_azure_v1(path: str | Path, skip_bad_rows: bool = False) -> Read:
     """Read an Azure Public Dataset V1 (2017) ``vmtable`` (see module docs)."""
     return _read_azure(path, skip_bad_rows, "azure-v1")
 
 
-def read_azure_v2(path: str | Path, skip_bad_rows: bool = False) -> tuple[pd.DataFrame, ReadReport]:
+def read_azure_v2(path: str | Path, skip_bad_rows: bool = False) -> Read:
     """Read an Azure Public Dataset V2 (2019) ``vmtable`` with size buckets (see module docs)."""
     return _read_azure(path, skip_bad_rows, "azure-v2")
 
@@ -497,7 +501,7 @@ def read_azure_v2(path: str | Path, skip_bad_rows: bool = False) -> tuple[pd.Dat
 # --------------------------------------------------------------------------------------------
 
 
-def read_canonical_trace(path: str | Path, skip_bad_rows: bool = False) -> tuple[pd.DataFrame, ReadReport]:
+def read_canonical_trace(path: str | Path, skip_bad_rows: bool = False) -> Read:
     """Read a canonical parquet/CSV trace with a report (``read_canonical`` without one)."""
     path, source = Path(path), str(path)
     raw, kind = read_canonical_raw(path)
@@ -560,8 +564,7 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def read_trace(path: str | Path, fmt: str = "auto",
-               skip_bad_rows: bool = False) -> tuple[pd.DataFrame, ReadReport]:
+def read_trace(path: str | Path, fmt: str = "auto", skip_bad_rows: bool = False) -> Read:
     """Read any supported trace file into a canonical trace; returns ``(df, report)``.
 
     ``fmt`` is ``"auto"`` (detect, see module docs) or a key of :data:`FORMATS`. Gzip is

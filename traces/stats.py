@@ -26,14 +26,17 @@ _PERCENTILES = (50, 90, 99)
 _TOP_FLAVORS = 10
 
 
-def _peak(arrival: np.ndarray, departure: np.ndarray, weight: np.ndarray | None) -> tuple[float, float]:
+def _peak(
+    arrival: np.ndarray, departure: np.ndarray, weight: np.ndarray | None
+) -> tuple[float, float]:
     """Max of the live sum and the first time it is reached (NaN departures never leave)."""
     leaves = ~np.isnan(departure)
     times = np.concatenate([departure[leaves], arrival])
     w = np.ones(arrival.shape[0]) if weight is None else weight.astype(np.float64)
     deltas = np.concatenate([-w[leaves], w])
     # kind 0 = departure, 1 = arrival: lexsort's last key is primary, so time first, then kind.
-    kinds = np.concatenate([np.zeros(int(leaves.sum()), np.int8), np.ones(arrival.shape[0], np.int8)])
+    kinds = np.concatenate([np.zeros(int(leaves.sum()), np.int8),
+                            np.ones(arrival.shape[0], np.int8)])
     order = np.lexsort((kinds, times))
     live = np.cumsum(deltas[order])
     at = int(np.argmax(live))
@@ -112,8 +115,10 @@ def format_stats(stats: dict) -> str:
         f"VMs            {stats['vms']:,}",
         f"time span      {stats['span_s']:,.0f} s ({stats['span_days']:.2f} days), "
         f"from {_num(stats['start_s'])} s to {_num(stats['end_s'])} s",
-        f"still running  {stats['still_running']:,} ({stats['still_running_share']:.1%}) at the end",
-        f"peak live      {stats['peak_live_vms']:,} VMs (first at {_num(stats['peak_live_vms_at_s'])} s), "
+        f"still running  {stats['still_running']:,} ({stats['still_running_share']:.1%}) "
+        "at the end",
+        f"peak live      {stats['peak_live_vms']:,} VMs "
+        f"(first at {_num(stats['peak_live_vms_at_s'])} s), "
         f"{stats['peak_vcpus']:,} vCPUs, {_num(stats['peak_mem_gib'])} GiB",
     ]
     for key, unit in (("vcpus", "vCPUs"), ("mem_gib", "GiB")):
