@@ -153,7 +153,10 @@ def e_pvm(ctx: NodeContext) -> Ranking:
     mem_before = ctx.used_mem_mib / ctx.mem_mib
     cpu_after = cpu_before + ctx.need_vcpus / ctx.cores
     mem_after = mem_before + ctx.need_mem_mib / ctx.mem_mib
-    cost = (base**cpu_after - base**cpu_before) + (base**mem_after - base**mem_before)
+    # Requests far beyond a node's size overflow to inf; that only orders hopeless nodes,
+    # which the overload score ranks anyway.
+    with np.errstate(over="ignore", invalid="ignore"):
+        cost = (base**cpu_after - base**cpu_before) + (base**mem_after - base**mem_before)
     return Ranking(_fits_both(ctx), (cost,), _both_overload(ctx))
 
 

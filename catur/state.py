@@ -111,6 +111,8 @@ class HostsState:
                 )
             if not np.isfinite(arr.astype(float)).all() or (arr < 0).any():
                 raise CaturError(f"{label} must be finite and >= 0, got {arr.tolist()}")
+            if (arr != np.round(arr)).any():  # would be truncated silently by the int64 copy
+                raise CaturError(f"{label} must be whole numbers, got {arr.tolist()}")
         if vcpus.shape != mem.shape:
             raise CaturError(f"used_vcpus {vcpus.shape} and used_mem_mib {mem.shape} differ")
         state = cls(topology, vcpus.shape[0])

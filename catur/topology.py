@@ -371,6 +371,6 @@ def detect_topology(sysfs_root: str | Path = "/sys", name: str = "detected") -> 
     if not cores:
         raise CaturError(f"no NUMA node under {node_dir} has CPUs")
     dist = np.array(rows)[:, kept]
-    # Renumber sockets densely from 0 in order of appearance.
+    # Renumber sockets densely from 0, in the order of the package ids.
     _, dense_socket = np.unique(np.array(socket), return_inverse=True)
     return Topology(name, cores, mem, dense_socket, dist)

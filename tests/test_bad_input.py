@@ -206,6 +206,7 @@ def test_release_on_wrong_host():
         ([1, 2, 3], [0, 0, 0], ["used_vcpus", "2 nodes"]),
         ([1, 2], [0, -5], ["used_mem_mib", "-5"]),
         ([1, NAN], [0, 0], ["used_vcpus", "finite"]),
+        ([1.5, 0], [0, 0], ["used_vcpus", "whole", "1.5"]),
     ],
 )
 def test_bad_usage_state(used_v, used_m, words):

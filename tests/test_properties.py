@@ -26,10 +26,6 @@ from catur.topology import PRESETS, Topology
 ALL = list(POLICIES)
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-# Requests far larger than a tiny generated node (hundreds of times its capacity) overflow
-# e-pvm's b**utilisation to inf; harmless (only the order among such hopeless nodes is
-# affected, and the overload ranks them first) but noisy.
-pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in power:RuntimeWarning")
 
 # Which resources each policy's "feasible" needs (see catur.policies): a node that is feasible
 # for the policy must have room for the instance's memory / vCPUs.

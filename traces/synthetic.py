@@ -68,6 +68,10 @@ from catur.errors import CaturError, unknown_name
 SECONDS_PER_HOUR = 3600.0
 SECONDS_PER_DAY = 86400.0
 
+# --------------------------------------------------------------------------------------------
+# Validation helpers: every error names the class, the field and the value.
+# --------------------------------------------------------------------------------------------
+
 
 def _fail(owner: object, label: str, value: object, why: str) -> None:
     raise CaturError(f"{type(owner).__name__}.{label} {why}, got {value!r}")
@@ -78,11 +82,15 @@ def _is_num(value: object) -> bool:
 
 
 def _bad_int(value: object) -> bool:
-    return not _is_num(value) or not math.isfinite(value) or value != int(value)  # type: ignore[arg-type]
+    if not _is_num(value) or not math.isfinite(value):  # type: ignore[arg-type]
+        return True
+    return value != int(value)  # type: ignore[call-overload]
 
 
-def _check_num(owner: object, label: str, lo: float | None = None, lo_open: bool = False,
-               hi: float | None = None) -> None:  # fmt: skip
+def _check_num(
+    owner: object, label: str, lo: float | None = None, lo_open: bool = False, hi: float | None = None
+) -> None:
+    """Check a numeric field (finite, within bounds) and store it as a float."""
     value = getattr(owner, label)
     if not _is_num(value) or not math.isfinite(value):
         _fail(owner, label, value, "must be a finite number")
@@ -215,13 +223,19 @@ class LifetimeTable:
         lv = np.asarray(levels, dtype=float)
         if len(lv) < 2 or lv[0] != 0.0 or lv[-1] != 1.0 or not (np.diff(lv) > 0).all():
             _fail(self, "levels", levels, "must increase strictly from 0 to 1")
-        rows = tuple(tuple(float(x) for x in row) for row in self.quantiles_s)
+        try:
+            rows = tuple(tuple(float(x) for x in row) for row in self.quantiles_s)
+        except (TypeError, ValueError):
+            _fail(self, "quantiles_s", self.quantiles_s, "must be rows of numbers")
         if len(rows) != len(bounds) + 1:
-            _fail(self, "quantiles_s", f"{len(rows)} rows", f"needs {len(bounds) + 1} (one per class)")
+            why = f"needs {len(bounds) + 1}, one per class"
+            _fail(self, "quantiles_s", f"{len(rows)} rows", why)
         for row in rows:
             q = np.asarray(row)
-            if q.shape != lv.shape or not np.isfinite(q).all() or (q <= 0).any() or (np.diff(q) < 0).any():
-                _fail(self, "quantiles_s", row, f"rows need {len(lv)} positive non-decreasing seconds")
+            ok = q.shape == lv.shape and np.isfinite(q).all() and (q > 0).all()
+            if not ok or (np.diff(q) < 0).any():
+                why = f"rows need {len(lv)} positive non-decreasing seconds"
+                _fail(self, "quantiles_s", row, why)
         object.__setattr__(self, "class_bounds", tuple(int(b) for b in bounds))
         object.__setattr__(self, "levels", tuple(float(x) for x in lv))
         object.__setattr__(self, "quantiles_s", rows)
@@ -330,6 +344,10 @@ class BatchModel:
         object.__setattr__(self, "max_size", tuple(int(m) for m in mx))
         object.__setattr__(self, "size_weights", tuple(float(x) for x in w))
 
+    def classify(self, vcpus: np.ndarray) -> np.ndarray:
+        """The size class of each batch's flavor."""
+        return np.searchsorted(np.asarray(self.class_bounds), vcpus, side="left")
+
     def _multi_cdf(self, c: int) -> np.ndarray:
         w = np.asarray(self.size_weights)[: max(self.max_size[c] - 1, 1)]
         if w.sum() <= 0:  # the class's cut leaves no weight: batches of 2
@@ -346,7 +364,7 @@ class BatchModel:
 
     def sample(self, vcpus: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Batch sizes for batches of these flavors at uniform draws ``u`` in [0, 1)."""
-        cls = np.searchsorted(np.asarray(self.class_bounds), vcpus, side="left")
+        cls = self.classify(vcpus)
         size = np.ones(len(u), dtype=np.int64)
         for c, p1 in enumerate(self.p_single):  # a loop over classes, not VMs
             multi = (cls == c) & (u >= p1)
@@ -370,7 +388,9 @@ HUAWEI_BATCHES = BatchModel(
     ),
 )  # fmt: skip
 # Azure's file spreads arrivals evenly inside 5-minute bins, so it shows no batches.
-NO_BATCHES = BatchModel(class_bounds=(1,), p_single=(1.0, 1.0), max_size=(2, 2), size_weights=(1.0,))
+NO_BATCHES = BatchModel(
+    class_bounds=(1,), p_single=(1.0, 1.0), max_size=(2, 2), size_weights=(1.0,)
+)
 
 # Within a Huawei batch, log-lifetimes differ by sd 0.26 on average
 # (median 0.06: most batches leave together, a few scatter).
@@ -387,6 +407,15 @@ AZURE_STATS = {
     "vms": 259_159, "days": 3.82, "arrivals_per_hour": 2_827.0, "share_1_vcpu": 0.6195,
     "mean_lifetime_s": 8_537.0, "share_running_at_end": 0.055, "peak_concurrency": 20_547,
 }  # fmt: skip
+
+# A compute-optimised family for the multi-cluster scenario (made up, not measured): Huawei-East-1's
+# vCPU distribution (h["cpu"].value_counts(normalize=True)) at 1 GiB per vCPU, the ratio of its
+# 1-vCPU/1-GiB flavor (22% of all its VMs).
+COMPUTE_FLAVORS: tuple[Flavor, ...] = (
+    Flavor(1, 1.0, 0.7112), Flavor(2, 2.0, 0.1478), Flavor(4, 4.0, 0.0973),
+    Flavor(8, 8.0, 0.0262), Flavor(12, 12.0, 0.0055), Flavor(16, 16.0, 0.0086),
+    Flavor(32, 32.0, 0.0011), Flavor(64, 64.0, 0.0022),
+)  # fmt: skip
 
 # Off-ratio flavors for the adversarial injection: 16 GiB per vCPU, or 0.25, where the
 # calibrated mixes have 0.75-4.
@@ -410,14 +439,15 @@ class TemporalShift:
     Attributes:
         at_day: Day (0-based, may be fractional) the second regime starts; ``None`` = mid-window.
         early_mem_tilt: Before the shift, each flavor's weight is multiplied by
-            ``(GiB per vCPU) ** early_mem_tilt``; 1.5 makes 4 GiB/vCPU flavors 8x likelier
-            relative to 1 GiB/vCPU ones. 0 leaves the mix alone.
+            ``(GiB per vCPU) ** early_mem_tilt``; 2 makes 4 GiB/vCPU flavors 16x likelier
+            relative to 1 GiB/vCPU ones (Huawei's mix: 2.1 -> 2.6 GiB per vCPU overall).
+            0 leaves the mix alone.
         late_arrival_factor: Arrival rate multiplier after the shift, > 0.
         late_lifetime_factor: Lifetime multiplier for VMs arriving after the shift, > 0.
     """
 
     at_day: float | None = None
-    early_mem_tilt: float = 1.5
+    early_mem_tilt: float = 2.0
     late_arrival_factor: float = 1.5
     late_lifetime_factor: float = 1.5
 
@@ -500,7 +530,8 @@ class SyntheticConfig:
             secant steps, that makes the window's peak of live VMs land within 1% of this.
             This keeps a cluster as full as the real one at a fraction of the VM count. It is
             matched before any adversarial injection (which then changes the peak a little).
-            Exclusive with ``lifetime_scale``.
+            A target below what lifetimes cannot shrink away (a batch of 40 VMs arrives in one
+            second) gets the closest peak found. Exclusive with ``lifetime_scale``.
         lifetime_scale: Fixed multiplier on every lifetime, > 0.
         seed: Seed for all randomness, >= 0 (``generate(..., seed=)`` overrides it).
         flavors: Flavor table ((vcpus, mem_gib, share) rows); shares are per VM.
@@ -545,13 +576,15 @@ class SyntheticConfig:
             _fail(self, "name", self.name, "must be a non-empty string")
         _check_num(self, "days", lo=0.0, lo_open=True, hi=3660.0)
         _check_num(self, "arrivals_per_hour", lo=0.0, lo_open=True)
+        _check_num(self, "lifetime_scale", lo=0.0, lo_open=True)
         if self.peak_concurrency is not None:
             if _bad_int(self.peak_concurrency) or self.peak_concurrency < 1:
-                _fail(self, "peak_concurrency", self.peak_concurrency, "must be a whole number >= 1")
+                why = "must be a whole number >= 1"
+                _fail(self, "peak_concurrency", self.peak_concurrency, why)
             if self.lifetime_scale != 1.0:
-                _fail(self, "lifetime_scale", self.lifetime_scale, "cannot be combined with peak_concurrency")
+                why = "cannot be set with peak_concurrency"
+                _fail(self, "lifetime_scale", self.lifetime_scale, why)
             object.__setattr__(self, "peak_concurrency", int(self.peak_concurrency))
-        _check_num(self, "lifetime_scale", lo=0.0, lo_open=True)
         if _bad_int(self.seed) or self.seed < 0:
             _fail(self, "seed", self.seed, "must be a whole number >= 0")
         object.__setattr__(self, "seed", int(self.seed))
@@ -583,12 +616,14 @@ class SyntheticConfig:
         if shift is not None and shift.at_day is not None and shift.at_day >= self.days:
             _fail(self, "temporal_shift.at_day", shift.at_day, f"must be < days ({self.days})")
         if self.adversarial is not None and self.adversarial.from_day >= self.days:
-            _fail(self, "adversarial.from_day", self.adversarial.from_day, f"must be < days ({self.days})")
+            why = f"must be < days ({self.days})"
+            _fail(self, "adversarial.from_day", self.adversarial.from_day, why)
         late = shift.late_arrival_factor if shift is not None else 1.0
-        expected = self.arrivals_per_hour * (self.days + self.warmup_days) * 24 * max(1.0, late)
+        span = self.days + self.warmup_days
+        expected = self.arrivals_per_hour * span * 24 * max(1.0, late)
         if expected > MAX_EXPECTED_VMS:
-            _fail(self, "arrivals_per_hour", self.arrivals_per_hour,
-                  f"asks for ~{expected:,.0f} VMs over {self.days} days (limit {MAX_EXPECTED_VMS:,})")  # fmt: skip
+            why = f"asks for ~{expected:,.0f} VMs over {span:g} days (limit {MAX_EXPECTED_VMS:,})"
+            _fail(self, "arrivals_per_hour", self.arrivals_per_hour, why)
 
     @property
     def window_s(self) -> float:
@@ -617,18 +652,25 @@ SCENARIOS: dict[str, SyntheticConfig] = {
         batch_lifetime_sigma=0.0,
     ),
     # Days 0-14 memory-heavy; from day 15 (the paper's test half) 1.5x arrivals, 1.5x lifetimes.
-    "temporal-shift": replace(_DEFAULT, name="temporal-shift", temporal_shift=TemporalShift(at_day=15.0)),
-    # Three clusters fed by one arrival stream, each with its own mix.
+    # A lower base rate keeps the month near 30k VMs.
+    "temporal-shift": replace(
+        _DEFAULT, name="temporal-shift", arrivals_per_hour=32.0,
+        temporal_shift=TemporalShift(at_day=15.0),
+    ),
+    # Three clusters fed by one arrival stream, each with its own mix: Huawei's (2.1 GiB per
+    # vCPU overall), Huawei's tilted to memory (3.0), and a larger-VM 1:1 compute family (1.0).
     "multi-cluster": replace(
         _DEFAULT, name="multi-cluster",
         clusters=(
             Cluster("general", share=0.5),
-            Cluster("memory-optimized", share=0.25, mem_tilt=2.0),
-            Cluster("compute-optimized", share=0.25, flavors=AZURE_FLAVORS, mem_tilt=-1.0, size_tilt=0.7),
+            Cluster("memory-optimized", share=0.25, mem_tilt=3.0),
+            Cluster("compute-optimized", share=0.25, flavors=COMPUTE_FLAVORS, size_tilt=0.5),
         ),
     ),
     # The default workload; from day 15, 10% of VMs get off-ratio flavors.
-    "adversarial": replace(_DEFAULT, name="adversarial", adversarial=Adversarial(from_day=15.0, fraction=0.1)),
+    "adversarial": replace(
+        _DEFAULT, name="adversarial", adversarial=Adversarial(from_day=15.0, fraction=0.1)
+    ),
 }  # fmt: skip
 
 
@@ -637,12 +679,20 @@ SCENARIOS: dict[str, SyntheticConfig] = {
 # --------------------------------------------------------------------------------------------
 
 
-def _tilted(flavors: tuple[Flavor, ...], mem_tilt: float, size_tilt: float) -> tuple[np.ndarray, ...]:
+def _tilted(
+    flavors: tuple[Flavor, ...], mem_tilt: float, size_tilt: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(vcpus, mem_gib, per-VM probability) of a flavor table after tilting."""
     vcpus = np.array([f.vcpus for f in flavors], dtype=np.int64)
     mem = np.array([f.mem_gib for f in flavors], dtype=float)
-    w = np.array([f.share for f in flavors], dtype=float) * (mem / vcpus) ** mem_tilt * vcpus**size_tilt
+    w = np.array([f.share for f in flavors], dtype=float)
+    w = w * (mem / vcpus) ** mem_tilt * vcpus.astype(float) ** size_tilt
     return vcpus, mem, w / w.sum()
+
+
+def _pick(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Inverse-CDF draw: the index of each ``u`` in a cumulative table (guarding round-off)."""
+    return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
 
 
 def live_vms(arrival_s: np.ndarray, departure_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -666,10 +716,13 @@ def peak_concurrency(trace: pd.DataFrame) -> int:
     return int(live.max())
 
 
-def _clip_to_window(arrival: np.ndarray, departure: np.ndarray, end: float) -> tuple[np.ndarray, ...]:
+def _clip_to_window(
+    arrival: np.ndarray, departure: np.ndarray, end: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mask of VMs alive inside [0, end), their arrivals clipped to 0, departures NaN past end."""
     keep = departure > 0
-    return keep, np.maximum(arrival[keep], 0.0), np.where(departure[keep] < end, departure[keep], np.nan)
+    dep = departure[keep]
+    return keep, np.maximum(arrival[keep], 0.0), np.where(dep < end, dep, np.nan)
 
 
 def _peak(arrival: np.ndarray, life: np.ndarray, scale: float, end: float) -> int:
@@ -734,8 +787,9 @@ def generate(scenario: str | SyntheticConfig = "default", seed: int | None = Non
     for period in (0, 1):
         early_tilt = shift.early_mem_tilt if (shift is not None and period == 0) else 0.0
         for k, cl in enumerate(clusters):
-            vc, mem, p = _tilted(cl.flavors or config.flavors, cl.mem_tilt + early_tilt, cl.size_tilt)
-            pb = p / mean_batch[np.searchsorted(np.asarray(config.batches.class_bounds), vc, side="left")]
+            mix = cl.flavors or config.flavors
+            vc, mem, p = _tilted(mix, cl.mem_tilt + early_tilt, cl.size_tilt)
+            pb = p / mean_batch[config.batches.classify(vc)]
             batches_per_vm[period, k] = pb.sum()
             tables[period, k] = (vc, mem, np.cumsum(pb) / pb.sum())
     rate_factor = batches_per_vm @ cl_share  # batches per VM, per period
@@ -762,7 +816,8 @@ def generate(scenario: str | SyntheticConfig = "default", seed: int | None = Non
     profile = profile / profile.mean()
     late_frac = np.clip((start + width - shift_s) / width, 0.0, 1.0)
     vm_rate = config.arrivals_per_hour * profile[hour % 24] * busy
-    batch_rate = vm_rate * ((1 - late_frac) * rate_factor[0] + late_frac * late_rate * rate_factor[1])
+    per_vm = (1 - late_frac) * rate_factor[0] + late_frac * late_rate * rate_factor[1]
+    batch_rate = vm_rate * per_vm
     counts = r_times.poisson(batch_rate * width / SECONDS_PER_HOUR)
     t_batch = np.repeat(start, counts) + r_times.random(counts.sum()) * np.repeat(width, counts)
     t_batch.sort()
@@ -775,13 +830,12 @@ def generate(scenario: str | SyntheticConfig = "default", seed: int | None = Non
     for p in (0, 1):
         in_p = period == p
         share_p = cl_share * batches_per_vm[p]
-        cluster[in_p] = np.searchsorted(np.cumsum(share_p) / share_p.sum(), u_cluster[in_p], side="right")
-    cluster = np.minimum(cluster, len(clusters) - 1)  # guard float round-off at u ~ 1
+        cluster[in_p] = _pick(np.cumsum(share_p) / share_p.sum(), u_cluster[in_p])
     b_vcpus = np.empty(nb, dtype=np.int64)
     b_mem = np.empty(nb, dtype=float)
     for (p, k), (vc, mem, cdf) in tables.items():  # a loop over tables, not VMs
         sel = (period == p) & (cluster == k)
-        idx = np.minimum(np.searchsorted(cdf, u_flavor[sel], side="right"), len(cdf) - 1)
+        idx = _pick(cdf, u_flavor[sel])
         b_vcpus[sel], b_mem[sel] = vc[idx], mem[idx]
 
     # 3. Batch sizes, then one row per VM.
@@ -810,7 +864,7 @@ def generate(scenario: str | SyntheticConfig = "default", seed: int | None = Non
         adv = config.adversarial
         hit = (arrival >= adv.from_day * SECONDS_PER_DAY) & (u_adv < adv.fraction)
         avc, amem, ap = _tilted(adv.flavors, 0.0, 0.0)
-        idx = np.minimum(np.searchsorted(np.cumsum(ap), u_adv_flavor[hit], side="right"), len(ap) - 1)
+        idx = _pick(np.cumsum(ap), u_adv_flavor[hit])
         vcpus[hit], mem_gib[hit] = avc[idx], amem[idx]
         life[hit] = config.lifetimes.sample(vcpus[hit], u_life[hit]) * drift[hit]
     # Drop warm-up VMs gone by 0; the rest start at 0, as if already running when the window
@@ -827,15 +881,18 @@ def generate(scenario: str | SyntheticConfig = "default", seed: int | None = Non
         "mem_gib": mem_gib,
     }
     if config.clusters:
-        frame["cluster"] = pd.array(np.array([c.name for c in clusters], dtype=object)[vm_cluster], dtype="string")
+        names = np.array([c.name for c in clusters], dtype=object)
+        frame["cluster"] = pd.array(names[vm_cluster], dtype="string")
     trace = pd.DataFrame(frame)
-    trace.attrs.update(source=f"synthetic:{config.name}", seed=config.seed, window_s=end, lifetime_scale=scale)
+    trace.attrs.update(
+        source=f"synthetic:{config.name}", seed=config.seed, window_s=end, lifetime_scale=scale
+    )
     return trace
 
 
 __all__ = [
     "ADVERSARIAL_FLAVORS", "AZURE_FLAVORS", "AZURE_LIFETIMES", "AZURE_STATS", "Adversarial",
-    "BatchModel", "Cluster", "Flavor", "HUAWEI_BATCHES", "HUAWEI_FLAVORS", "HUAWEI_LIFETIMES",
-    "HUAWEI_STATS", "LifetimeTable", "SCENARIOS", "SyntheticConfig", "TemporalShift",
-    "generate", "live_vms", "peak_concurrency",
+    "BatchModel", "COMPUTE_FLAVORS", "Cluster", "Flavor", "HUAWEI_BATCHES", "HUAWEI_FLAVORS",
+    "HUAWEI_LIFETIMES", "HUAWEI_STATS", "LifetimeTable", "SCENARIOS", "SyntheticConfig",
+    "TemporalShift", "generate", "live_vms", "peak_concurrency",
 ]  # fmt: skip
