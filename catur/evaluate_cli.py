@@ -126,6 +126,7 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
     started = time.perf_counter()
     if policies is None:
         policies = [p.strip() for p in args.policies.split(",")] if args.policies else [*PRIMITIVES, GREEDY, *BASELINES]
+    policies = list(dict.fromkeys(policies))
     for name in policies:
         check_policy_name(name)
     if args.oracle_hosts < 0 or args.oracle_k < 1:
@@ -152,7 +153,8 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
         rng = np.random.default_rng(args.seed)
         picked = np.sort(rng.choice(len(streams), size=min(args.oracle_hosts, len(streams)), replace=False))
         sample = [streams[i] for i in picked]
-        names = [p for p in policies if p != ORACLE] + [ORACLE]
+        # The sampled run adds the oracle's own row unless it already ran on every host.
+        names = [p for p in policies if p != ORACLE] + ([] if ORACLE in results else [ORACLE])
         total = sum(s.trace.num_vms for s in sample) * len(names)
         with tqdm(total=total, unit="VM", desc="oracle sample", disable=args.quiet or None, file=sys.stderr) as bar:
             sampled = evaluate_policies(
@@ -166,7 +168,7 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
             else:
                 results[name].extra["correctable_anomalies"] = result.extra["correctable_anomalies"]
                 results[name].extra["oracle_sample_anomalies"] = result.summary.anomalies
-        oracle_sample = {"hosts": [int(s.host) for s in sample], "k": args.oracle_k, "vms": int(sampled[ORACLE].summary.vms)}
+        oracle_sample = {"hosts": [int(s.host) for s in sample], "k": args.oracle_k, "vms": int(next(iter(sampled.values())).summary.vms)}
     origin_s, _ = parse_days(None, df)
     scenario = {
         "trace": label,

@@ -25,7 +25,7 @@ import pandas as pd
 
 from catur.errors import CaturError
 from catur.sim.cluster import ClusterSpec
-from catur.sim.events import event_order
+from catur.traces.events import event_order, running_total
 from catur.sim.replay import HostTrace
 from catur.topology import MIB_PER_GIB, Topology
 
@@ -39,11 +39,10 @@ def mem_mib_of(df: pd.DataFrame) -> np.ndarray:
 
 def peak_demand(df: pd.DataFrame) -> tuple[int, int]:
     """Peak concurrent ``(vcpus, mem_mib)`` of a trace (each at its own peak instant)."""
-    vm, is_arrival = event_order(df["arrival_s"].to_numpy(float), df["departure_s"].to_numpy(float))
-    sign = np.where(is_arrival, 1, -1)
-    vcpus = df["vcpus"].to_numpy(np.int64)[vm] * sign
-    mem = mem_mib_of(df)[vm] * sign
-    return int(np.cumsum(vcpus).max(initial=0)), int(np.cumsum(mem).max(initial=0))
+    arrival, departure = df["arrival_s"].to_numpy(float), df["departure_s"].to_numpy(float)
+    _, vcpus = running_total(arrival, departure, df["vcpus"].to_numpy(np.int64))
+    _, mem = running_total(arrival, departure, mem_mib_of(df))
+    return int(vcpus.max(initial=0)), int(mem.max(initial=0))
 
 
 def size_cluster(df: pd.DataFrame, spec: ClusterSpec, target_utilization: float) -> ClusterSpec:
@@ -156,12 +155,16 @@ def parse_days(days: str | None, df: pd.DataFrame) -> tuple[float, float]:
     """``"16:31"`` → the window ``[start_s, end_s)`` of days 16 to 31 (1-based, inclusive).
 
     Day 1 starts at the trace's first arrival, rounded down to a whole day. ``None`` or ``":"``
-    is the whole trace; an open side (``"16:"``, ``":15"``) runs to the trace's edge.
+    is the whole trace; an open side (``"16:"``, ``":15"``) runs to the trace's edge (just past
+    its last event).
     """
     arrivals = df["arrival_s"].to_numpy(float)
     origin = np.floor(arrivals.min() / SECONDS_PER_DAY) * SECONDS_PER_DAY if len(df) else 0.0
     departures = df["departure_s"].to_numpy(float)
     last = np.nanmax(np.concatenate([arrivals, departures])) if len(df) else 0.0
+    # Windows are half-open [start, end): an open end must still include an arrival at the
+    # trace's very last instant, so it ends just after it.
+    last = float(np.nextafter(last, np.inf))
     if days is None or days.strip() in ("", ":"):
         return float(origin), float(last)
     try:

@@ -19,18 +19,10 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from catur.errors import CaturError, unknown_name
+from catur.errors import CaturError
 from catur.metrics import MetricsConfig, Summary, summarize
-from catur.placement import GREEDY
-from catur.policies import POLICIES
 from catur.sim.admission import SECONDS_PER_DAY, Admission, HostStream
-from catur.sim.replay import ORACLE, replay_host
-
-
-def check_policy_name(name: str) -> None:
-    """Raise a :class:`CaturError` listing the valid names if ``name`` is not a policy."""
-    if name not in (GREEDY, ORACLE) and name not in POLICIES:
-        raise unknown_name("policy", name, [*POLICIES, GREEDY, ORACLE])
+from catur.sim.replay import check_policy_name, replay_host
 
 
 @dataclass
@@ -105,9 +97,10 @@ def evaluate_policies(
     ``count_correctable``, each result's ``extra["correctable_anomalies"]`` counts the
     anomalies the ``oracle_k``-step oracle would have avoided (costly: use few hosts).
     """
+    policies = list(dict.fromkeys(policies))  # a name given twice is evaluated once
     for name in policies:
         check_policy_name(name)  # fail fast, before any work, on an unknown name
-    if not streams:
+    if not any(stream.counted.any() for stream in streams):
         raise CaturError("nothing to evaluate: no admitted VM arrives in the window")
     jobs = jobs or os.cpu_count() or 1
     tasks_per_policy = 4 * jobs if jobs > 1 else 1

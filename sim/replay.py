@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from catur.errors import CaturError
+from catur.errors import CaturError, unknown_name
 from catur.metrics import (
     CorClock,
     MetricsConfig,
@@ -27,10 +27,10 @@ from catur.metrics import (
     defect_at_placement,
     summarize,
 )
-from catur.placement import decider, place
-from catur.policies import Policy
+from catur.placement import GREEDY, decider, place
+from catur.policies import POLICIES, Policy
 from catur.request import VMRequest
-from catur.sim.events import event_order
+from catur.traces.events import event_order
 from catur.state import HostsState, Placement, apply, release
 from catur.topology import Topology
 
@@ -118,7 +118,7 @@ class HostTrace:
         )
 
     def events(self) -> list[tuple[float, int, int]]:
-        """``(time, kind, vm)`` in time order (:func:`catur.sim.events.event_order`); kind 0 =
+        """``(time, kind, vm)`` in time order (:func:`catur.traces.events.event_order`); kind 0 =
         departure, 1 = arrival."""
         vms, arriving = event_order(self.arrival_s, self.departure_s)
         times = np.where(arriving, self.arrival_s[vms], self.departure_s[vms])
@@ -143,6 +143,13 @@ class HostReplay:
 ORACLE = "oracle"
 
 
+def check_policy_name(name: str) -> None:
+    """Raise a :class:`CaturError` listing every valid name if ``name`` is not a policy that
+    replay knows: the ranking policies, ``greedy`` and ``oracle``."""
+    if name not in (GREEDY, ORACLE) and name not in POLICIES:
+        raise unknown_name("policy", name, [*POLICIES, GREEDY, ORACLE])
+
+
 def replay_host(
     topology: Topology,
     trace: HostTrace,
@@ -160,6 +167,8 @@ def replay_host(
     it is checked against the oracle, and :attr:`HostReplay.correctable` marks those the
     oracle would have placed at or below it.
     """
+    if isinstance(policy, str):
+        check_policy_name(policy)
     use_oracle = policy == ORACLE
     if use_oracle or correctable_above is not None:
         from catur.sim.oracle import Lookahead, lookahead_events, oracle_place

@@ -22,6 +22,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from catur.traces.events import running_total
+
 _PERCENTILES = (50, 90, 99)
 _TOP_FLAVORS = 10
 
@@ -30,17 +32,9 @@ def _peak(
     arrival: np.ndarray, departure: np.ndarray, weight: np.ndarray | None
 ) -> tuple[float, float]:
     """Max of the live sum and the first time it is reached (NaN departures never leave)."""
-    leaves = ~np.isnan(departure)
-    times = np.concatenate([departure[leaves], arrival])
-    w = np.ones(arrival.shape[0]) if weight is None else weight.astype(np.float64)
-    deltas = np.concatenate([-w[leaves], w])
-    # kind 0 = departure, 1 = arrival: lexsort's last key is primary, so time first, then kind.
-    kinds = np.concatenate([np.zeros(int(leaves.sum()), np.int8),
-                            np.ones(arrival.shape[0], np.int8)])
-    order = np.lexsort((kinds, times))
-    live = np.cumsum(deltas[order])
+    times, live = running_total(arrival, departure, None if weight is None else weight.astype(np.float64))
     at = int(np.argmax(live))
-    return float(live[at]), float(times[order][at])
+    return float(live[at]), float(times[at])
 
 
 def _distribution(values: np.ndarray) -> dict[str, float]:

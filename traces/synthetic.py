@@ -64,6 +64,7 @@ import numpy as np
 import pandas as pd
 
 from catur.errors import CaturError, unknown_name
+from catur.traces.events import running_total
 
 SECONDS_PER_HOUR = 3600.0
 SECONDS_PER_DAY = 86400.0
@@ -696,16 +697,9 @@ def _pick(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 def live_vms(arrival_s: np.ndarray, departure_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Event times, sorted, and the number of live VMs just after each.
-
-    A NaN departure (still running at the end) has no event. At equal times departures count
-    first, so a VM that leaves as another arrives does not overlap with it.
-    """
-    dep = departure_s[~np.isnan(departure_s)]
-    times = np.concatenate([dep, arrival_s])
-    step = np.concatenate([np.full(len(dep), -1, np.int64), np.ones(len(arrival_s), np.int64)])
-    order = np.argsort(times, kind="stable")  # stable: departures (listed first) win ties
-    return times[order], np.cumsum(step[order])
+    """Event times, sorted, and the number of live VMs just after each
+    (:func:`catur.traces.events.running_total`: departures first at a tie)."""
+    return running_total(arrival_s, departure_s)
 
 
 def peak_concurrency(trace: pd.DataFrame) -> int:
