@@ -1,0 +1,110 @@
+"""What a learned policy sees: a fixed-size vector describing one host and one request.
+
+The same encoding is used by the training environment, the policy object at evaluation time
+and the gRPC service, so a model sees in production exactly what it saw in training.
+
+Hosts of different sizes (2, 4, 8 nodes) share one layout: node features fill
+:data:`MAX_NODES` slots, absent nodes are zeros with ``present = 0``. The vector
+(:data:`OBS_DIM` float32 values) is, in order:
+
+* per node slot (``MAX_NODES`` × 5): present, free cores / cores, free memory / memory
+  (both clipped to [-1, 1]; negative = overcommitted), socket id / sockets, cores / largest
+  node's cores;
+* the request (6): vCPUs / mean node cores, memory / mean node memory (clipped to [0, 4]),
+  vNUMA instances / nodes, alpha, beta, nodes / ``MAX_NODES``;
+* the host (2): fraction of all cores and of all memory in use (clipped to [0, 2]);
+* per primitive (4 × 3): the COR, RMR and defect the VM would get if that primitive placed
+  it. This is the *counterfactual* view of the action space, computed with the placement
+  core itself; it lets a policy see what each action does now, so learning can focus on what
+  it does to later arrivals.
+
+:data:`OBS_VERSION` changes whenever this layout does; a model records the version it was
+trained with and refuses to load against another.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from catur.errors import CaturError
+from catur.metrics import cor_after
+from catur.placement import primitive_placements
+from catur.policies import PRIMITIVES
+from catur.request import VMRequest
+from catur.state import Placement
+from catur.topology import Topology
+
+OBS_VERSION = 1
+MAX_NODES = 8
+NODE_FEATURES = 5
+REQUEST_FEATURES = 6
+HOST_FEATURES = 2
+CANDIDATE_FEATURES = 3
+OBS_DIM = MAX_NODES * NODE_FEATURES + REQUEST_FEATURES + HOST_FEATURES + len(PRIMITIVES) * CANDIDATE_FEATURES
+
+
+class Candidate(NamedTuple):
+    """One primitive's placement of the request and what it would cost right now."""
+
+    placement: Placement
+    cor: float
+    rmr: float
+    defect: float
+
+
+def candidates(
+    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, request: VMRequest
+) -> list[Candidate]:
+    """Each primitive's placement, in :data:`~catur.policies.PRIMITIVES` order, with its cost."""
+    out = []
+    for placement in primitive_placements(topology, used_vcpus, used_mem_mib, request).values():
+        cor = cor_after(topology.node_cores, used_vcpus, placement)
+        rmr = placement.rmr()
+        out.append(Candidate(placement, cor, rmr, request.alpha * cor + request.beta * rmr))
+    return out
+
+
+def encode(
+    topology: Topology,
+    used_vcpus: np.ndarray,
+    used_mem_mib: np.ndarray,
+    request: VMRequest,
+    cands: list[Candidate] | None = None,
+) -> np.ndarray:
+    """The ``float32[OBS_DIM]`` observation; pass ``cands`` if already computed."""
+    n = topology.num_nodes
+    if n > MAX_NODES:
+        raise CaturError(
+            f"topology {topology.name!r} has {n} NUMA nodes; learned policies support up to {MAX_NODES}"
+        )
+    if cands is None:
+        cands = candidates(topology, used_vcpus, used_mem_mib, request)
+    cores = topology.node_cores.astype(float)
+    mem = topology.node_mem_mib.astype(float)
+    obs = np.zeros(OBS_DIM, dtype=np.float32)
+    nodes = obs[: MAX_NODES * NODE_FEATURES].reshape(MAX_NODES, NODE_FEATURES)
+    nodes[:n, 0] = 1.0
+    nodes[:n, 1] = np.clip((cores - used_vcpus) / cores, -1.0, 1.0)
+    nodes[:n, 2] = np.clip((mem - used_mem_mib) / mem, -1.0, 1.0)
+    nodes[:n, 3] = topology.node_socket / max(topology.num_sockets, 1)
+    nodes[:n, 4] = cores / cores.max()
+    i = MAX_NODES * NODE_FEATURES
+    instances = cands[0].placement.num_instances
+    obs[i : i + REQUEST_FEATURES] = (
+        request.vcpus / cores.mean(),
+        min(request.mem_mib / mem.mean(), 4.0),
+        instances / n,
+        request.alpha,
+        request.beta,
+        n / MAX_NODES,
+    )
+    i += REQUEST_FEATURES
+    obs[i : i + HOST_FEATURES] = (
+        min(used_vcpus.sum() / cores.sum(), 2.0),
+        min(used_mem_mib.sum() / mem.sum(), 2.0),
+    )
+    i += HOST_FEATURES
+    obs[i:] = np.array([(c.cor, c.rmr, c.defect) for c in cands], dtype=np.float32).ravel()
+    return obs
