@@ -138,3 +138,42 @@ class Decider:
             defect=chosen.defect,
             model_version=self.model_version,
         )
+
+
+@dataclass(frozen=True)
+class DeciderSpec:
+    """A picklable recipe for a :class:`Decider` (worker processes build their own).
+
+    ``model`` is a model directory, ``"default"`` for the shipped model, or ``None`` for greedy.
+    The name in reports is ``catur`` (a model) or ``greedy``, with ``+shield`` when shielded
+    and ``-nogate`` when the gate is off.
+    """
+
+    model: str | None = None
+    shield: ShieldConfig | None = None
+    use_gate: bool = True
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        name = "catur" if self.model is not None else "greedy"
+        if self.shield is not None and self.shield.enabled:
+            name += "+shield"
+        if self.model is not None and not self.use_gate:
+            name += "-nogate"
+        return name
+
+    def build(self) -> Decider:
+        return Decider(_load_model(self.model) if self.model is not None else None, self.shield, self.use_gate)
+
+
+_MODEL_CACHE: dict[str, PolicyModel] = {}
+
+
+def _load_model(directory: str) -> PolicyModel:
+    """Load once per process: evaluation builds a decider per task."""
+    if directory not in _MODEL_CACHE:
+        _MODEL_CACHE[directory] = PolicyModel.load(directory)
+    return _MODEL_CACHE[directory]

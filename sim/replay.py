@@ -11,12 +11,14 @@ departs the instant it arrives: its departure directly follows its own arrival.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Sequence
 
 import numpy as np
 
+from catur.decision import Decider, DeciderSpec
 from catur.errors import CaturError, unknown_name
 from catur.metrics import (
     CorClock,
@@ -31,6 +33,7 @@ from catur.placement import GREEDY, decider, place
 from catur.policies import POLICIES, Policy
 from catur.request import VMRequest
 from catur.traces.events import event_order
+from catur.shield import TypeStats
 from catur.state import HostsState, Placement, apply, release
 from catur.topology import Topology
 
@@ -135,12 +138,31 @@ class HostReplay:
     placement_defect: np.ndarray = field(default_factory=lambda: np.zeros(0))
     lifetime_defect: np.ndarray = field(default_factory=lambda: np.zeros(0))
     correctable: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # Decider interventions: shield_interventions, shield_depth1, unshielded, gated
+    counters: Counter = field(default_factory=Counter)
 
     def summary(self, config: MetricsConfig = MetricsConfig()) -> Summary:
         return summarize(self.lifetime_defect, self.placement_defect, config)
 
 
 ORACLE = "oracle"
+
+
+def _stateful(decider_: Decider, counters: Counter):
+    """A replay decider around a :class:`Decider`, with this host's recent-request statistics
+    for the shield, counting interventions."""
+    stats = TypeStats(decider_.shield_config.window if decider_.shield_config else 1)
+
+    def decide(topology, used_vcpus, used_mem_mib, request, rng=None):
+        decision = decider_.decide(topology, used_vcpus, used_mem_mib, request, stats)
+        stats.observe(request)
+        counters["shield_interventions"] += decision.shield_intervened
+        counters["shield_depth1"] += decision.shield_fallback == "depth-1"
+        counters["unshielded"] += decision.shield_fallback == "unshielded"
+        counters["gated"] += decision.gated
+        return decision.placement
+
+    return decide
 
 
 def check_policy_name(name: str) -> None:
@@ -153,7 +175,7 @@ def check_policy_name(name: str) -> None:
 def replay_host(
     topology: Topology,
     trace: HostTrace,
-    policy: Policy | str,
+    policy: Policy | str | Decider | DeciderSpec,
     seed: int = 0,
     *,
     oracle_k: int = 5,
@@ -161,22 +183,34 @@ def replay_host(
 ) -> HostReplay:
     """Run every event of ``trace`` on an empty host of ``topology`` with ``policy``.
 
-    ``policy`` is a :class:`~catur.policies.Policy`, a policy name, ``"greedy"``, or
-    ``"oracle"``: the k-step oracle (:mod:`catur.sim.oracle`) with look-ahead ``oracle_k``.
+    ``policy`` is a :class:`~catur.policies.Policy`, a policy name, ``"greedy"``,
+    ``"oracle"`` — the k-step oracle (:mod:`catur.sim.oracle`) with look-ahead ``oracle_k`` —
+    a :class:`~catur.decision.Decider` (model, shield, gate; one recent-request window per
+    host, like the service keeps per host id), whose interventions land in ``counters``, or
+    any callable ``(topology, used_vcpus, used_mem_mib, request, rng=None) -> Placement``.
     With ``correctable_above`` set (an anomaly threshold), every VM placed with a defect above
     it is checked against the oracle, and :attr:`HostReplay.correctable` marks those the
     oracle would have placed at or below it.
     """
     if isinstance(policy, str):
         check_policy_name(policy)
-    use_oracle = policy == ORACLE
+    use_oracle = isinstance(policy, str) and policy == ORACLE
     if use_oracle or correctable_above is not None:
         from catur.sim.oracle import Lookahead, lookahead_events, oracle_place
 
         if oracle_k < 1:
             raise CaturError(f"oracle look-ahead k must be >= 1, got {oracle_k}")
-    if not use_oracle:
-        decide = decider(policy) if isinstance(policy, str) else partial(place, policy=policy)
+    counters: Counter = Counter()
+    if isinstance(policy, DeciderSpec):
+        policy = policy.build()
+    if isinstance(policy, Decider):
+        decide = _stateful(policy, counters)
+    elif isinstance(policy, Policy):
+        decide = partial(place, policy=policy)
+    elif callable(policy):  # e.g. a client that asks a running service
+        decide = policy
+    elif not use_oracle:
+        decide = decider(policy)
     rng = np.random.default_rng(seed)
     n = trace.num_vms
     state = HostsState(topology, 1)
@@ -191,6 +225,7 @@ def replay_host(
     cor_integral_at_arrival = np.zeros(n)
     mean_cor = np.zeros(n)
     out.correctable = np.zeros(n, dtype=bool)
+    out.counters = counters
     events = trace.events()
     requests = [trace.request(i) for i in range(n)]
     live: dict[int, Placement] = {}
