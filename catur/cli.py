@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_traces_commands(sub)
 
+    from catur.service.commands import add_service_commands; add_service_commands(sub)  # noqa: E702
+
+    from catur.training.commands import add_train_commands
+
+    add_train_commands(sub)
+
     topo = sub.add_parser(
         "topology",
         help="host NUMA topologies: list presets, show one, detect this machine's",

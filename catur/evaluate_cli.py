@@ -84,12 +84,50 @@ def add_scenario_arguments(p: argparse.ArgumentParser) -> None:
         help="also run the k-step oracle, and count each policy's correctable anomalies, on N "
         "randomly sampled hosts (0 = off; the oracle is exhaustive, so keep N small)",
     )
+    pol.add_argument(
+        "--model",
+        metavar="DIR",
+        help="add a trained policy (a model directory, or 'default' for the shipped model), named 'catur'",
+    )
+    pol.add_argument(
+        "--shield-depth",
+        type=int,
+        default=0,
+        metavar="D",
+        help="add the shielded policy ('catur+shield', or 'greedy+shield' without --model) with look-ahead depth D (0 = off)",
+    )
+    pol.add_argument(
+        "--shield-width",
+        type=float,
+        default=5.0,
+        metavar="N",
+        help="shield: a VM type is popular when at least N%% of recent requests have it (default 5)",
+    )
+    pol.add_argument("--no-gate", action="store_true", help="do not use the model's uncertainty gate")
     pol.add_argument("--oracle-k", type=int, default=5, help="oracle look-ahead in arrivals, the VM in hand included (default 5)")
     pol.add_argument("--anomaly-threshold", type=float, default=0.40, help="defect at placement above which a VM is an anomaly (default 0.40)")
     pol.add_argument("--json", metavar="OUT", help="write the results as JSON")
     pol.add_argument("--plots", metavar="DIR", help="write defect CDF and per-day plots (PNG) here")
     pol.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
     pol.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def decider_specs(args: argparse.Namespace) -> list:
+    """The model and shield entries that --model / --shield-depth add to the comparison."""
+    from catur.decision import DeciderSpec
+    from catur.model import PolicyModel
+    from catur.shield import ShieldConfig
+
+    specs = []
+    if args.model:
+        PolicyModel.load(args.model)  # fail now, with the reason, not in a worker
+        specs.append(DeciderSpec(model=args.model, use_gate=not args.no_gate, label="catur"))
+    if args.shield_depth:
+        shield = ShieldConfig(depth=args.shield_depth, width=args.shield_width / 100.0)
+        specs.append(DeciderSpec(model=args.model, shield=shield, use_gate=not args.no_gate))
+    elif args.shield_depth < 0:
+        raise CaturError(f"--shield-depth must be >= 0, got {args.shield_depth}")
+    return specs
 
 
 def load_workload(args: argparse.Namespace):
@@ -127,8 +165,10 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
     if policies is None:
         policies = [p.strip() for p in args.policies.split(",")] if args.policies else [*PRIMITIVES, GREEDY, *BASELINES]
     policies = list(dict.fromkeys(policies))
+    policies += decider_specs(args)
     for name in policies:
-        check_policy_name(name)
+        if isinstance(name, str):
+            check_policy_name(name)
     if args.oracle_hosts < 0 or args.oracle_k < 1:
         raise CaturError(f"--oracle-hosts must be >= 0 and --oracle-k >= 1, got {args.oracle_hosts} and {args.oracle_k}")
     if args.target_utilization < 0 or args.target_utilization > 1:
@@ -183,6 +223,8 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
         "ticket_c1": config.ticket_c1,
         "ticket_c2": config.ticket_c2,
         "seed": args.seed,
+        "model": args.model,
+        "shield": {"depth": args.shield_depth, "width": args.shield_width / 100.0} if args.shield_depth else None,
         "oracle_sample": oracle_sample,
         "wall_s": None,
     }

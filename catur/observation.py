@@ -13,10 +13,12 @@ Hosts of different sizes (2, 4, 8 nodes) share one layout: node features fill
 * the request (6): vCPUs / mean node cores, memory / mean node memory (clipped to [0, 4]),
   vNUMA instances / nodes, alpha, beta, nodes / ``MAX_NODES``;
 * the host (2): fraction of all cores and of all memory in use (clipped to [0, 2]);
-* per primitive (4 × 3): the COR, RMR and defect the VM would get if that primitive placed
-  it. This is the *counterfactual* view of the action space, computed with the placement
-  core itself; it lets a policy see what each action does now, so learning can focus on what
-  it does to later arrivals.
+* per primitive (4 × 5): the COR, RMR and defect the VM would get if that primitive placed
+  it, its regret (defect minus the best primitive's), and the overload it adds for the
+  neighbours (the growth of Σ vCPUs × COR over the host's nodes, per host core). This is the
+  *counterfactual* view of the action space, computed with the placement core itself; it
+  lets a policy see what each action does now, so learning can focus on what it does to
+  later arrivals.
 
 :data:`OBS_VERSION` changes whenever this layout does; a model records the version it was
 trained with and refuses to load against another.
@@ -29,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from catur.errors import CaturError
-from catur.metrics import cor_after
+from catur.metrics import cor_after, node_cor
 from catur.placement import primitive_placements
 from catur.policies import PRIMITIVES
 from catur.request import VMRequest
@@ -41,7 +43,7 @@ MAX_NODES = 8
 NODE_FEATURES = 5
 REQUEST_FEATURES = 6
 HOST_FEATURES = 2
-CANDIDATE_FEATURES = 3
+CANDIDATE_FEATURES = 5
 OBS_DIM = MAX_NODES * NODE_FEATURES + REQUEST_FEATURES + HOST_FEATURES + len(PRIMITIVES) * CANDIDATE_FEATURES
 
 
@@ -106,5 +108,14 @@ def encode(
         min(used_mem_mib.sum() / mem.sum(), 2.0),
     )
     i += HOST_FEATURES
-    obs[i:] = np.array([(c.cor, c.rmr, c.defect) for c in cands], dtype=np.float32).ravel()
+    best = min(c.defect for c in cands)
+    before = float(used_vcpus @ node_cor(topology.node_cores, used_vcpus))
+    rows = []
+    for c in cands:
+        after_vcpus = used_vcpus.copy()
+        after_vcpus[c.placement.cpu_nodes] += c.placement.vcpus
+        # Overload felt by the VMs already there (the new VM's own share is in c.cor).
+        after = float(used_vcpus @ node_cor(topology.node_cores, after_vcpus))
+        rows.append((c.cor, c.rmr, c.defect, c.defect - best, min((after - before) / cores.sum(), 4.0)))
+    obs[i:] = np.array(rows, dtype=np.float32).ravel()
     return obs

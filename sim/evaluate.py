@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from catur.decision import DeciderSpec
 from catur.errors import CaturError
 from catur.metrics import MetricsConfig, Summary, summarize
 from catur.sim.admission import SECONDS_PER_DAY, Admission, HostStream
@@ -40,8 +41,9 @@ class PolicyResult:
 def _replay_streams(task: tuple) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
     """Worker: replay some hosts under one policy.
 
-    Returns, per host, the counted VMs' (rows, lifetime defect, placement defect) and how many
-    of them were correctable anomalies (0 unless ``correctable_above`` is set).
+    Returns, per host, the counted VMs' (rows, lifetime defect, placement defect), how many
+    of them were correctable anomalies (0 unless ``correctable_above`` is set), and the
+    decider's intervention counters.
     """
     streams, policy, seed, correctable_above, oracle_k = task
     out = []
@@ -61,9 +63,15 @@ def _replay_streams(task: tuple) -> list[tuple[np.ndarray, np.ndarray, np.ndarra
                 result.lifetime_defect[keep],
                 result.placement_defect[keep],
                 int(result.correctable[keep].sum()),
+                dict(result.counters),
             )
         )
     return out
+
+
+def policy_label(policy: str | DeciderSpec) -> str:
+    """The name a policy has in reports."""
+    return policy.name if isinstance(policy, DeciderSpec) else policy
 
 
 def _chunks(streams: list[HostStream], parts: int) -> list[list[HostStream]]:
@@ -80,7 +88,7 @@ def _chunks(streams: list[HostStream], parts: int) -> list[list[HostStream]]:
 
 def evaluate_policies(
     streams: list[HostStream],
-    policies: Sequence[str],
+    policies: Sequence[str | DeciderSpec],
     *,
     jobs: int | None = None,
     seed: int = 0,
@@ -97,15 +105,18 @@ def evaluate_policies(
     ``count_correctable``, each result's ``extra["correctable_anomalies"]`` counts the
     anomalies the ``oracle_k``-step oracle would have avoided (costly: use few hosts).
     """
-    policies = list(dict.fromkeys(policies))  # a name given twice is evaluated once
-    for name in policies:
-        check_policy_name(name)  # fail fast, before any work, on an unknown name
+    # A name given twice is evaluated once; a DeciderSpec goes by its report name.
+    by_name = {policy_label(p): p for p in policies}
+    policies = list(by_name)
+    for name, policy in by_name.items():
+        if isinstance(policy, str):
+            check_policy_name(name)  # fail fast, before any work, on an unknown name
     if not any(stream.counted.any() for stream in streams):
         raise CaturError("nothing to evaluate: no admitted VM arrives in the window")
     jobs = jobs or os.cpu_count() or 1
     tasks_per_policy = 4 * jobs if jobs > 1 else 1
     tasks = [
-        (chunk, name, seed, config.anomaly_threshold if count_correctable else None, oracle_k)
+        (chunk, by_name[name], seed, config.anomaly_threshold if count_correctable else None, oracle_k)
         for name in policies
         for chunk in _chunks(streams, tasks_per_policy)
     ]
@@ -116,8 +127,8 @@ def evaluate_policies(
         pool = ProcessPoolExecutor(max_workers=jobs)
         results = pool.map(_replay_streams, tasks)
     try:
-        for (chunk, name, *_), result in zip(tasks, results):
-            parts[name].extend(result)
+        for (chunk, policy, *_), result in zip(tasks, results):
+            parts[policy_label(policy)].extend(result)
             if progress:
                 progress(sum(s.trace.num_vms for s in chunk))
     finally:
@@ -134,6 +145,12 @@ def evaluate_policies(
         )
         if count_correctable:
             out[name].extra["correctable_anomalies"] = sum(p[3] for p in parts[name])
+        counters: dict[str, int] = {}
+        for part in parts[name]:
+            for key, value in part[4].items():
+                counters[key] = counters.get(key, 0) + int(value)
+        if counters:  # a Decider: how often the shield and the gate stepped in (warm-up included)
+            out[name].extra.update(counters)
     return out
 
 

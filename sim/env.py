@@ -1,0 +1,305 @@
+"""The gymnasium environment: one episode is one host's VM arrivals, one step one placement.
+
+``catur/NumaPlacement-v0`` (:class:`NumaPlacementEnv`)
+    Action ``Discrete(4)``: which primitive places the arriving VM (Catur's robust action
+    space, in :data:`~catur.policies.PRIMITIVES` order). Every action is always valid, so
+    :meth:`action_masks` is all True.
+
+``catur/NumaPlacementNodes-v0`` (:class:`NodeActionEnv`)
+    Action ``Discrete(8)``: the NUMA node for the VM's (first) vCPU instance, the
+    SchedRL/VMAgent style kept for the ablation that shows why primitives prevent collapse.
+    :meth:`action_masks` allows the host's real nodes. An invalid action (a padded node slot,
+    which gymnasium's and SB3's checkers send since they ignore masks) is treated as the
+    node ``core-most-idle`` would pick, deterministically, and flagged in ``info``.
+
+How an episode runs. The constructor loads a workload (a synthetic scenario name, a trace
+file, or a canonical DataFrame), admits it onto a cluster and cuts per-host event streams for
+a day window, exactly as ``catur evaluate`` does. :meth:`reset` picks a host and a start
+arrival with ``self.np_random``, replays the host's earlier events with a warm-up policy
+(``xen``) so the episode starts on a realistically loaded host, and returns the observation
+of the first arriving VM (:mod:`catur.observation`). Each :meth:`step` places that VM, then
+replays departures up to the next arrival. The episode ends when the host's stream ends
+(``terminated``) or after ``episode_arrivals`` steps (``truncated``).
+
+Reward (DESIGN.md §4): right after the placement, the sum over the host's live VMs of
+``clip(1 − (alpha·COR + beta·RMR), −1, 1)``, so a choice that overloads a node is paid for
+by every VM on it. :meth:`counterfactual_rewards` gives the reward each primitive would get
+from the current state (used by :class:`catur.sim.shaping.LoadAwareShaping`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+
+from catur.errors import CaturError
+from catur.metrics import cor_after, node_cor
+from catur.observation import MAX_NODES, OBS_DIM, Candidate, candidates, encode
+from catur.placement import place
+from catur.policies import PRIMITIVES, NodeContext, Policy, Ranking, get_policy
+from catur.request import VMRequest
+from catur.sim.admission import HostStream, admit, host_streams, parse_days
+from catur.sim.cluster import load_cluster
+from catur.state import Placement
+
+OBS_LOW, OBS_HIGH = -1.0, 8.0  # every feature is clipped into this box
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Where episodes come from: a trace window admitted onto a cluster."""
+
+    source: object = "default"  # synthetic scenario name, trace path, or DataFrame
+    cluster: str = "mixed"
+    days: str | None = None
+    target_utilization: float = 0.9
+    cpu_overcommit: float | None = None
+    seed: int = 0
+
+    def streams(self) -> list[HostStream]:
+        df = load_workload(self.source, self.seed)
+        spec = load_cluster(self.cluster)
+        if self.cpu_overcommit is not None:
+            from dataclasses import replace
+
+            spec = replace(spec, cpu_overcommit=self.cpu_overcommit)
+        start, end = parse_days(self.days, df)
+        admission = admit(df, spec, self.target_utilization or None)
+        streams = [s for s in host_streams(df, admission, start, end) if s.counted.any()]
+        if not streams:
+            raise CaturError(f"workload {self.source!r}: no host has VMs arriving in days {self.days}")
+        return streams
+
+
+def load_workload(source: object, seed: int = 0) -> pd.DataFrame:
+    """A canonical trace from a DataFrame, a trace file path, or a synthetic scenario name."""
+    if isinstance(source, pd.DataFrame):
+        return source
+    from pathlib import Path
+
+    from catur.traces.synthetic import SCENARIOS, generate
+
+    if isinstance(source, str) and source in SCENARIOS:
+        return generate(source, seed=seed)
+    if isinstance(source, (str, Path)) and Path(source).exists():
+        from catur.traces.readers import read_trace
+
+        return read_trace(source)[0]
+    raise CaturError(
+        f"workload {source!r} is neither a trace file nor a synthetic scenario ({', '.join(SCENARIOS)})"
+    )
+
+
+class NumaPlacementEnv(gym.Env):
+    """Place each arriving VM on one host with one of the four primitives (see module doc).
+
+    Args:
+        workload: A :class:`Workload`, or its ``source`` (scenario name / path / DataFrame).
+        episode_arrivals: Steps before truncation.
+        streams: Pre-built host streams (skips loading; shared by vector envs in one process).
+    """
+
+    metadata = {"render_modes": []}
+    warmup_policy = "xen"
+
+    def __init__(
+        self,
+        workload: Workload | object = "default",
+        episode_arrivals: int = 512,
+        streams: list[HostStream] | None = None,
+        **workload_options,
+    ) -> None:
+        super().__init__()
+        if not isinstance(workload, Workload):
+            workload = Workload(workload, **workload_options)
+        if episode_arrivals < 1:
+            raise CaturError(f"episode_arrivals must be >= 1, got {episode_arrivals}")
+        self.workload = workload
+        self.episode_arrivals = episode_arrivals
+        self.streams = streams if streams is not None else workload.streams()
+        self.topologies = sorted({s.topology.name for s in self.streams})
+        self.observation_space = gym.spaces.Box(OBS_LOW, OBS_HIGH, shape=(OBS_DIM,), dtype=np.float32)
+        self.action_space = self._make_action_space()
+        self._warmup = get_policy(self.warmup_policy)
+        self._stream: HostStream | None = None
+
+    def _make_action_space(self) -> gym.spaces.Discrete:
+        return gym.spaces.Discrete(len(PRIMITIVES))
+
+    # --- episode bookkeeping ---------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        index = options.get("host_index")
+        if index is None:
+            index = int(self.np_random.integers(len(self.streams)))
+        stream = self.streams[index]
+        self._stream = stream
+        topology = stream.topology
+        trace = stream.trace
+        n = trace.num_vms
+        self._events = trace.events()
+        self._used_vcpus = np.zeros(topology.num_nodes, dtype=np.int64)
+        self._used_mem = np.zeros(topology.num_nodes, dtype=np.int64)
+        self._placements: list[Placement | None] = [None] * n
+        self._live = np.zeros(n, dtype=bool)
+        self._share = np.zeros((n, topology.num_nodes))  # each VM's vCPU share per node
+        self._rmr = np.zeros(n)
+        # Start at a random counted arrival (or the one asked for), warmed up by xen.
+        arrival_positions = [i for i, (_, kind, vm) in enumerate(self._events) if kind == 1 and stream.counted[vm]]
+        start = options.get("start_arrival")
+        if start is None:
+            start = int(self.np_random.integers(len(arrival_positions)))
+        start = min(int(start), len(arrival_positions) - 1)
+        self._pos = 0
+        self._replay_until(arrival_positions[start], warmup=True)
+        self._steps = 0
+        return self._observe(), {"host": stream.host, "topology": topology.name}
+
+    def _apply(self, vm: int, placement: Placement) -> None:
+        self._used_vcpus[placement.cpu_nodes] += placement.vcpus
+        self._used_mem += placement.node_mem_mib()
+        self._placements[vm] = placement
+        self._live[vm] = True
+        self._share[vm] = 0.0
+        self._share[vm, placement.cpu_nodes] = placement.vcpus / placement.total_vcpus
+        self._rmr[vm] = placement.rmr()
+
+    def _release(self, vm: int) -> None:
+        placement = self._placements[vm]
+        self._used_vcpus[placement.cpu_nodes] -= placement.vcpus
+        self._used_mem -= placement.node_mem_mib()
+        self._live[vm] = False
+
+    def _replay_until(self, stop: int, warmup: bool) -> None:
+        """Process events from the cursor up to (not including) position ``stop``."""
+        trace, topology = self._stream.trace, self._stream.topology
+        while self._pos < stop:
+            _, kind, vm = self._events[self._pos]
+            if kind == 1 and warmup:
+                placement = place(topology, self._used_vcpus, self._used_mem, trace.request(vm), self._warmup)
+                self._apply(vm, placement)
+            elif kind == 0 and self._placements[vm] is not None:
+                self._release(vm)
+            self._pos += 1
+
+    def _next_arrival(self) -> int | None:
+        for i in range(self._pos, len(self._events)):
+            if self._events[i][1] == 1:
+                return i
+        return None
+
+    def _observe(self) -> np.ndarray:
+        _, _, vm = self._events[self._pos]
+        self._request: VMRequest = self._stream.trace.request(vm)
+        self._cands: list[Candidate] = candidates(
+            self._stream.topology, self._used_vcpus, self._used_mem, self._request
+        )
+        obs = encode(self._stream.topology, self._used_vcpus, self._used_mem, self._request, self._cands)
+        return np.clip(obs, OBS_LOW, OBS_HIGH)
+
+    # --- rewards ---------------------------------------------------------------------------------
+
+    def _score(self, used_vcpus: np.ndarray, extra: Candidate | None = None) -> float:
+        """Σ over live VMs (plus ``extra``, the VM being placed) of clip(1 − defect, −1, 1)."""
+        trace = self._stream.trace
+        cor = node_cor(self._stream.topology.node_cores, used_vcpus)
+        live = self._live
+        defects = trace.alpha[live] * (self._share[live] @ cor) + trace.beta[live] * self._rmr[live]
+        total = float(np.clip(1.0 - defects, -1.0, 1.0).sum())
+        if extra is not None:
+            vm = self._events[self._pos][2]
+            share = np.zeros_like(cor)
+            share[extra.placement.cpu_nodes] = extra.placement.vcpus / extra.placement.total_vcpus
+            d = trace.alpha[vm] * float(share @ cor) + trace.beta[vm] * extra.rmr
+            total += float(np.clip(1.0 - d, -1.0, 1.0))
+        return total
+
+    def counterfactual_rewards(self) -> np.ndarray:
+        """``float[4]``: the reward each primitive would earn for the VM now arriving."""
+        out = np.empty(len(self._cands))
+        for i, cand in enumerate(self._cands):
+            used = self._used_vcpus.copy()
+            used[cand.placement.cpu_nodes] += cand.placement.vcpus
+            out[i] = self._score(used, cand)
+        return out
+
+    def action_masks(self) -> np.ndarray:
+        """All four primitives are always allowed (sb3-contrib's MaskablePPO reads this)."""
+        return np.ones(len(PRIMITIVES), dtype=bool)
+
+    # --- stepping --------------------------------------------------------------------------------
+
+    def _candidate_for(self, action) -> tuple[Candidate, dict]:
+        return self._cands[int(action)], {}
+
+    def step(self, action):
+        if self._stream is None:
+            raise CaturError("call reset() before step()")
+        cand, info = self._candidate_for(action)
+        vm = self._events[self._pos][2]
+        self._apply(vm, cand.placement)
+        reward = self._score(self._used_vcpus)
+        info.update(
+            defect=cand.defect,
+            cor=cand.cor,
+            rmr=cand.rmr,
+            primitive=cand.placement.policy,
+            anomaly=cand.defect > 0.40,
+        )
+        self._pos += 1
+        self._steps += 1
+        following = self._next_arrival()
+        terminated = following is None
+        if terminated:
+            self._replay_until(len(self._events), warmup=False)
+            obs = np.zeros(OBS_DIM, dtype=np.float32)
+        else:
+            self._replay_until(following, warmup=False)
+            obs = self._observe()
+        truncated = not terminated and self._steps >= self.episode_arrivals
+        return obs, reward, terminated, truncated, info
+
+
+class NodeActionEnv(NumaPlacementEnv):
+    """The direct node-action variant (ablation): the action is the node itself."""
+
+    def _make_action_space(self) -> gym.spaces.Discrete:
+        return gym.spaces.Discrete(MAX_NODES)
+
+    def action_masks(self) -> np.ndarray:
+        mask = np.zeros(MAX_NODES, dtype=bool)
+        mask[: self._stream.topology.num_nodes if self._stream else MAX_NODES] = True
+        return mask
+
+    def _candidate_for(self, action) -> tuple[Candidate, dict]:
+        topology = self._stream.topology
+        node = int(action)
+        invalid = not 0 <= node < topology.num_nodes
+        if invalid:  # a padded slot: take core-most-idle's node instead
+            node = int(self._cands[PRIMITIVES.index("core-most-idle")].placement.cpu_nodes[0])
+        policy = node_first_policy(node)
+        placement = place(topology, self._used_vcpus, self._used_mem, self._request, policy)
+        cor = cor_after(topology.node_cores, self._used_vcpus, placement)
+        rmr = placement.rmr()
+        d = self._request.alpha * cor + self._request.beta * rmr
+        return Candidate(placement, cor, rmr, d), {"invalid_action": invalid}
+
+
+def node_first_policy(node: int) -> Policy:
+    """A ranking that puts ``node`` first, then the rest by most free cores (for node actions)."""
+
+    def rank(ctx: NodeContext) -> Ranking:
+        free_cores = ctx.cores - ctx.used_vcpus
+        first = np.arange(ctx.cores.shape[0]) != node
+        return Ranking(np.ones_like(first), (first.astype(np.int64), -free_cores), np.zeros(first.shape[0]))
+
+    return Policy(f"node-{node}", "action", rank, f"node {node} first")
+
+
+gym.register(id="catur/NumaPlacement-v0", entry_point="catur.sim.env:NumaPlacementEnv")
+gym.register(id="catur/NumaPlacementNodes-v0", entry_point="catur.sim.env:NodeActionEnv")

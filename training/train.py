@@ -1,0 +1,362 @@
+"""Training a placement policy: PPO (default) or DQN over the four primitives.
+
+:func:`train` runs the whole job a user starts with ``catur train``:
+
+1. builds ``n_envs`` copies of :class:`~catur.sim.env.NumaPlacementEnv` over the *training*
+   window (each worker process builds its own), wrapped in load-aware shaping unless
+   disabled, rewards normalised by SB3's ``VecNormalize`` (observations are left alone, so
+   the exported network needs no normaliser);
+2. learns with sb3-contrib's ``MaskablePPO`` or SB3's ``DQN`` (the paper's choice, γ = 0.1);
+3. every ``eval_every`` steps exports the policy to Catur's numpy format and replays the
+   *evaluation* window on a sample of hosts with the same engine as ``catur evaluate``,
+   against every primitive and ``greedy``; the best export so far is kept as a checkpoint;
+4. writes the model directory: the best export, its manifest (algorithm, spaces, window,
+   topologies, package versions, evaluation metrics, export check) and the uncertainty gate's
+   statistics, fitted on observations from the training window.
+
+Time split follows the paper: train on early days, evaluate on later ones.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from catur.errors import CaturError
+from catur.gate import fit_gate
+from catur.model import MODEL_FORMAT, PolicyModel
+from catur.observation import CANDIDATE_FEATURES, OBS_DIM, OBS_VERSION
+from catur.policies import PRIMITIVES
+
+ALGORITHMS = ("ppo", "dqn")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (recorded in the manifest).
+
+    ``workload`` is a synthetic scenario name or a trace file; ``train_days`` and
+    ``eval_days`` are ``FIRST:LAST`` windows (1-based, inclusive) of it.
+    """
+
+    algo: str = "ppo"
+    workload: str = "default"
+    cluster: str = "mixed"
+    train_days: str | None = "1:15"
+    eval_days: str | None = "16:31"
+    target_utilization: float = 0.9
+    cpu_overcommit: float | None = None
+    timesteps: int = 50_000
+    seed: int = 0
+    n_envs: int = 2
+    shaping: bool = True
+    episode_arrivals: int = 256
+    gamma: float | None = None  # default: 0.9 for PPO, 0.1 for DQN (the paper's)
+    learning_rate: float = 1e-4
+    ent_coef: float = 0.0
+    net_arch: tuple[int, ...] = (64, 64)
+    eval_every: int = 10_000
+    eval_hosts: int = 8
+    warm_start: int = 20_000  # greedy demonstrations to imitate before RL (0 = none)
+    tensorboard: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGORITHMS:
+            raise CaturError(f"unknown algorithm {self.algo!r}; known: {', '.join(ALGORITHMS)}")
+        if not isinstance(self.warm_start, int) or self.warm_start < 0:
+            raise CaturError(f"train config: warm_start must be a whole number >= 0, got {self.warm_start!r}")
+        for name in ("timesteps", "n_envs", "episode_arrivals", "eval_every", "eval_hosts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise CaturError(f"train config: {name} must be a whole number >= 1, got {value!r}")
+        if self.gamma is not None and not 0.0 <= self.gamma < 1.0:
+            raise CaturError(f"train config: gamma must be in [0, 1), got {self.gamma!r}")
+        if not self.learning_rate > 0:
+            raise CaturError(f"train config: learning_rate must be > 0, got {self.learning_rate!r}")
+
+    @property
+    def effective_gamma(self) -> float:
+        if self.gamma is not None:
+            return self.gamma
+        return 0.1 if self.algo == "dqn" else 0.9
+
+    def workload_options(self, days: str | None) -> dict:
+        return dict(
+            cluster=self.cluster,
+            days=days,
+            target_utilization=self.target_utilization,
+            cpu_overcommit=self.cpu_overcommit,
+            seed=self.seed,
+        )
+
+
+def make_env(config: TrainConfig, days: str | None, streams=None):
+    """One (wrapped) environment over ``days`` of the configured workload."""
+    from catur.sim.env import NumaPlacementEnv
+    from catur.sim.shaping import LoadAwareShaping
+
+    env = NumaPlacementEnv(config.workload, episode_arrivals=config.episode_arrivals, streams=streams, **config.workload_options(days))
+    return LoadAwareShaping(env) if config.shaping else env
+
+
+@dataclass
+class EvalRecord:
+    step: int
+    avg_defect: float
+    anomalies: int
+    wall_s: float
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    history: list[EvalRecord] = field(default_factory=list)
+    baselines: dict = field(default_factory=dict)
+    final: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+def _sample_streams(config: TrainConfig, days: str | None):
+    from catur.sim.env import Workload
+
+    streams = Workload(config.workload, **config.workload_options(days)).streams()
+    rng = np.random.default_rng(config.seed)
+    picked = np.sort(rng.choice(len(streams), size=min(config.eval_hosts, len(streams)), replace=False))
+    return streams, [streams[i] for i in picked]
+
+
+def _export(model, config: TrainConfig, directory: Path, extra: dict) -> PolicyModel:
+    from catur.training.export import export_layers
+
+    layers, activation = export_layers(model)
+    manifest = {
+        "format": MODEL_FORMAT,
+        "obs_version": OBS_VERSION,
+        "obs_dim": OBS_DIM,
+        "actions": list(PRIMITIVES),
+        "activation": activation,
+        "algorithm": config.algo,
+        "action_space": "Discrete(4): primitives",
+        "observation_space": f"Box({OBS_DIM},) float32, catur.observation v{OBS_VERSION}",
+        **extra,
+    }
+    exported = PolicyModel(manifest, tuple(layers), directory)
+    exported.save(directory)
+    return exported
+
+
+def _package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("catur", "numpy", "torch", "gymnasium", "stable-baselines3", "sb3-contrib"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print) -> TrainResult:
+    """Train, evaluate periodically, and write the model directory ``out``; see module doc."""
+    import torch
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+    from tqdm import tqdm
+
+    from catur.decision import DeciderSpec
+    from catur.placement import GREEDY
+    from catur.sim.evaluate import evaluate_policies
+
+    torch.set_num_threads(1)
+    out = Path(out)
+    started = time.perf_counter()
+    train_streams, _ = _sample_streams(config, config.train_days)
+    _, eval_sample = _sample_streams(config, config.eval_days)
+    log(
+        f"training {config.algo} on {config.workload} days {config.train_days or 'all'} "
+        f"({len(train_streams)} hosts: {', '.join(sorted({s.topology.name for s in train_streams}))}); "
+        f"evaluating on days {config.eval_days or 'all'}, {len(eval_sample)} hosts"
+    )
+    baselines = evaluate_policies(eval_sample, [*PRIMITIVES, GREEDY], jobs=1, seed=config.seed)
+    baseline_defects = {name: r.summary.avg_defect for name, r in baselines.items()}
+    best_primitive = min(PRIMITIVES, key=lambda p: baseline_defects[p])
+    log(
+        "baselines on the evaluation sample: "
+        + ", ".join(f"{name} {100 * d:.3f}%" for name, d in sorted(baseline_defects.items(), key=lambda kv: kv[1]))
+    )
+
+    vec_cls = SubprocVecEnv if config.n_envs > 1 else DummyVecEnv
+    venv = make_vec_env(
+        make_env, n_envs=config.n_envs, seed=config.seed, vec_env_cls=vec_cls,
+        env_kwargs={"config": config, "days": config.train_days},
+    )
+    venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=config.effective_gamma)
+    common = dict(
+        gamma=config.effective_gamma,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        verbose=0,
+        tensorboard_log=config.tensorboard,
+        device="cpu",
+    )
+    if config.algo == "ppo":
+        model = MaskablePPO(
+            "MlpPolicy", venv, n_steps=max(64, 1024 // config.n_envs),
+            batch_size=256, n_epochs=5, ent_coef=config.ent_coef, clip_range=0.1,
+            policy_kwargs={"net_arch": list(config.net_arch)}, **common,
+        )
+    else:
+        model = DQN(
+            "MlpPolicy", venv, buffer_size=50_000, learning_starts=1_000, batch_size=128,
+            train_freq=4, target_update_interval=1_000, exploration_fraction=0.3,
+            exploration_final_eps=0.02, policy_kwargs={"net_arch": list(config.net_arch)}, **common,
+        )
+
+    work = Path(tempfile.mkdtemp(prefix="catur-train-"))
+    history: list[EvalRecord] = []
+    best = {"defect": np.inf, "dir": None, "step": 0}
+
+    def evaluate_now(step: int) -> None:
+        candidate = work / f"step-{step}"
+        _export(model, config, candidate, {"version": f"step-{step}"})
+        spec = DeciderSpec(model=str(candidate), use_gate=False, label="catur")
+        summary = evaluate_policies(eval_sample, [spec], jobs=1, seed=config.seed)["catur"].summary
+        history.append(EvalRecord(step, summary.avg_defect, summary.anomalies, time.perf_counter() - started))
+        if summary.avg_defect < best["defect"]:
+            best.update(defect=summary.avg_defect, dir=candidate, step=step)
+        log(
+            f"step {step:>8}: catur {100 * summary.avg_defect:.3f}% (best primitive {best_primitive} "
+            f"{100 * baseline_defects[best_primitive]:.3f}%, greedy {100 * baseline_defects[GREEDY]:.3f}%)"
+        )
+
+    class Periodic(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bar = None
+            self.next_eval = config.eval_every
+
+        def _on_training_start(self) -> None:
+            self.bar = tqdm(total=config.timesteps, unit="step", desc="training", disable=not progress or None)
+
+        def _on_step(self) -> bool:
+            self.bar.update(self.training_env.num_envs)
+            if self.num_timesteps >= self.next_eval:
+                self.next_eval += config.eval_every
+                evaluate_now(self.num_timesteps)
+            return True
+
+        def _on_training_end(self) -> None:
+            self.bar.close()
+
+    try:
+        if config.warm_start:
+            demos = _collect_observations(config, train_streams, None, config.warm_start)
+            accuracy = _imitate_greedy(model, demos, config.seed)
+            log(f"warm start: imitated greedy on {len(demos)} observations ({100 * accuracy:.1f}% agreement)")
+            evaluate_now(0)
+        model.learn(total_timesteps=config.timesteps, callback=Periodic(), tb_log_name=config.algo)
+        if not history or history[-1].step != model.num_timesteps:
+            evaluate_now(model.num_timesteps)
+        train_seconds = time.perf_counter() - started
+        final = PolicyModel.load(best["dir"])
+
+        # Gate statistics and the export check, on observations of the training window.
+        observations = _collect_observations(config, train_streams, final, 4_000)
+        from catur.training.export import check_agreement
+
+        if best["dir"] == work / f"step-{model.num_timesteps}":
+            agreement = check_agreement(model, final, observations)
+        else:  # the best checkpoint is an earlier export; it was checked when ...
+            agreement = {"observations": 0, "identical_decisions": 0, "note": "best checkpoint is an earlier export"}
+        gate = fit_gate(observations)
+        manifest = dict(final.manifest)
+        manifest.update(
+            version=f"{config.algo}-s{config.seed}-{int(time.time())}",
+            gate=gate.to_dict(),
+            fallback_primitive=best_primitive,
+            training={
+                **{k: v for k, v in asdict(config).items() if k != "tensorboard"},
+                "gamma": config.effective_gamma,
+                "net_arch": list(config.net_arch),
+                "topologies": sorted({s.topology.name for s in train_streams}),
+                "best_step": best["step"],
+                "train_seconds": round(train_seconds, 1),
+            },
+            evaluation={
+                "days": config.eval_days,
+                "hosts": [int(s.host) for s in eval_sample],
+                "avg_defect": best["defect"],
+                "baselines": baseline_defects,
+                "history": [asdict(h) for h in history],
+            },
+            export_check=agreement,
+            versions=_package_versions(),
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        PolicyModel(manifest, final.layers, out).save(out)
+    finally:
+        venv.close()
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"wrote {out} (best at step {best['step']}: {100 * best['defect']:.3f}% on the evaluation sample)")
+    return TrainResult(out, history, baseline_defects, {"avg_defect": best["defect"]}, train_seconds)
+
+
+def _collect_observations(config: TrainConfig, streams, model: PolicyModel | None, count: int) -> np.ndarray:
+    """Observations met on the training window by ``model`` acting, or by greedy if ``None``."""
+    env = make_env(TrainConfig(**{**asdict(config), "shaping": False}), config.train_days, streams)
+    obs, _ = env.reset(seed=config.seed)
+    rows = []
+    while len(rows) < count:
+        rows.append(obs)
+        action = greedy_action(obs) if model is None else int(model.choose(obs)[0])
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return np.array(rows)
+
+
+def greedy_action(obs: np.ndarray) -> int:
+    """The primitive with zero regret in an observation (greedy's choice; ties: the first)."""
+    regret = obs[OBS_DIM - len(PRIMITIVES) * CANDIDATE_FEATURES :].reshape(len(PRIMITIVES), CANDIDATE_FEATURES)[:, 3]
+    return int(np.argmin(regret))
+
+
+def _imitate_greedy(model, observations: np.ndarray, seed: int, epochs: int = 30) -> float:
+    """Behaviour-clone greedy into the policy network (cross-entropy on its scores).
+
+    RL then starts from a policy as good as the strongest deployable baseline and only has to
+    learn where looking ahead pays; periodic evaluation keeps the best of both.
+    """
+    import torch
+
+    from catur.training.export import torch_score_module
+
+    torch.manual_seed(seed)
+    x = torch.as_tensor(observations, dtype=torch.float32)
+    y = torch.as_tensor([greedy_action(o) for o in observations])
+    scores_of, parameters = torch_score_module(model)
+    optimizer = torch.optim.Adam(parameters, lr=1e-3)
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x)).split(256):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(scores_of(x[batch]), y[batch])
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return float((scores_of(x).argmax(dim=1) == y).float().mean())
+
+
+def write_history(result: TrainResult, path: str | Path) -> None:
+    Path(path).write_text(json.dumps([asdict(h) for h in result.history], indent=2))
