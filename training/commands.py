@@ -7,7 +7,7 @@ import sys
 
 EPILOG = """examples:
   catur train --synthetic default --out models/mine                 # minutes on 2 cores
-  catur train ../shared/traces/huawei-east-1-lt.csv.gz --train-days 1:15 --eval-days 16:31 \\
+  catur train ../shared/traces/huawei-east-1-lt.csv.gz --train-days 1:12 --eval-days 13:15 \\
       --cpu-overcommit 1.02 --target-utilization 0.95 --timesteps 100000 --out models/huawei
   catur train trace.parquet --algo dqn --out models/dqn              # the paper's algorithm
   catur evaluate trace.parquet --model models/huawei --shield-depth 1
@@ -32,8 +32,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic", metavar="NAME", help="built-in synthetic workload (default: 'default' when no trace)")
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write (replaced if it exists)")
     p.add_argument("--algo", choices=("ppo", "dqn"), default="ppo", help="MaskablePPO (default) or DQN")
-    p.add_argument("--train-days", default="1:15", metavar="FIRST:LAST", help="training window (default 1:15)")
-    p.add_argument("--eval-days", default="16:31", metavar="FIRST:LAST", help="evaluation window (default 16:31)")
+    p.add_argument("--train-days", default="1:12", metavar="FIRST:LAST", help="window episodes come from (default 1:12)")
+    p.add_argument("--eval-days", default="13:15", metavar="FIRST:LAST", help="validation window that picks the checkpoint (default 13:15); keep the test window apart")
     p.add_argument("--cluster", default="mixed", help="cluster mix or file (as in catur evaluate)")
     p.add_argument("--cpu-overcommit", type=float, help="vCPUs admitted per host core")
     p.add_argument("--target-utilization", type=float, default=0.9, help="cluster sizing target (default 0.9)")

@@ -14,7 +14,9 @@
    topologies, package versions, evaluation metrics, export check) and the uncertainty gate's
    statistics, fitted on observations from the training window.
 
-Time split follows the paper: train on early days, evaluate on later ones.
+Time split follows the paper (days 1–15 train, 16–31 test): by default episodes come from days
+1–12 and checkpoints are chosen on days 13–15, so the test window (16–31, ``catur evaluate``)
+is never seen while training or selecting.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ class TrainConfig:
     algo: str = "ppo"
     workload: str = "default"
     cluster: str = "mixed"
-    train_days: str | None = "1:15"
-    eval_days: str | None = "16:31"
+    train_days: str | None = "1:12"
+    eval_days: str | None = "13:15"  # validation: picks the checkpoint; test later days apart
     target_utilization: float = 0.9
     cpu_overcommit: float | None = None
     timesteps: int = 50_000
