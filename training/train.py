@@ -229,9 +229,16 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
     history: list[EvalRecord] = []
     best = {"defect": np.inf, "dir": None, "step": 0}
 
+    from catur.training.export import check_agreement
+
+    check_obs = _collect_observations(config, train_streams, None, 500)
+    agreement_at: dict[int, dict] = {}
+
     def evaluate_now(step: int) -> None:
         candidate = work / f"step-{step}"
-        _export(model, config, candidate, {"version": f"step-{step}"})
+        exported = _export(model, config, candidate, {"version": f"step-{step}"})
+        # The export must act exactly like the network it came from, checked as it is made.
+        agreement_at[step] = check_agreement(model, exported, check_obs)
         spec = DeciderSpec(model=str(candidate), use_gate=False, label="catur")
         summary = evaluate_policies(eval_sample, [spec], jobs=1, seed=config.seed)["catur"].summary
         history.append(EvalRecord(step, summary.avg_defect, summary.anomalies, time.perf_counter() - started))
@@ -273,14 +280,9 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
         train_seconds = time.perf_counter() - started
         final = PolicyModel.load(best["dir"])
 
-        # Gate statistics and the export check, on observations of the training window.
+        # Gate statistics on observations the chosen policy meets in the training window.
         observations = _collect_observations(config, train_streams, final, 4_000)
-        from catur.training.export import check_agreement
-
-        if best["dir"] == work / f"step-{model.num_timesteps}":
-            agreement = check_agreement(model, final, observations)
-        else:  # the best checkpoint is an earlier export; it was checked when ...
-            agreement = {"observations": 0, "identical_decisions": 0, "note": "best checkpoint is an earlier export"}
+        agreement = agreement_at[best["step"]]
         gate = fit_gate(observations)
         manifest = dict(final.manifest)
         manifest.update(
