@@ -1,0 +1,16 @@
+"""The gRPC placement service (``catur.v1.Placement``): server, client, conversions, metrics.
+
+* :mod:`catur.service.convert` — proto ↔ Catur types, validation that names the bad field;
+* :mod:`catur.service.servicer` — the thin servicer (deadlines, errors, per-host windows);
+* :mod:`catur.service.models` — the serving model, hot reload, the registry watch;
+* :mod:`catur.service.telemetry` — Prometheus metrics and the timing interceptor;
+* :mod:`catur.service.server` — :func:`~catur.service.server.create_server`, health,
+  reflection, TLS, graceful shutdown;
+* :mod:`catur.service.client` — :class:`~catur.service.client.PlacementClient`;
+* :mod:`catur.service.replay` — replaying a trace through a running service;
+* :mod:`catur.service.commands` — ``catur serve``, ``catur place``, ``catur replay``;
+* :mod:`catur.service.protogen` — regenerating the checked-in stubs in :mod:`catur.v1`.
+
+The contract is ``proto/catur/v1/placement.proto``. Nothing here decides anything: decisions
+are :class:`catur.decision.Decider`'s, the same code offline replay runs.
+"""

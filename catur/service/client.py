@@ -1,0 +1,150 @@
+"""A small Python client of the placement service.
+
+::
+
+    from catur.service.client import PlacementClient
+    from catur.request import VMRequest
+    from catur.topology import get_preset
+
+    with PlacementClient("127.0.0.1:50051", timeout=1.0) as client:
+        decision = client.place(get_preset("amd-2s-nps2"), [10, 0, 4, 0], [20480, 0, 8192, 0],
+                                VMRequest(vcpus=8, mem_mib=16384), host_id="host-17")
+        decision.placement.cpu_nodes, decision.placement.mem_mib, decision.primitive
+
+:meth:`PlacementClient.place` returns a :class:`~catur.service.convert.RemoteDecision`: the
+same fields as an in-process :class:`~catur.decision.Decision` (its ``placement`` is a
+:class:`~catur.state.Placement`), plus the echoed ``request_id``. Errors arrive as
+:class:`grpc.RpcError` (``.code()`` INVALID_ARGUMENT with a message naming the field, ...).
+
+:meth:`PlacementClient.decider` gives a replay decider, so
+:func:`catur.sim.replay.replay_host` can drive a host's trace through a running service the
+way a hypervisor would, keeping the host state on the client side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from catur.request import VMRequest
+from catur.state import Placement
+from catur.topology import Topology
+from catur.v1 import placement_pb2 as pb
+from catur.v1 import placement_pb2_grpc as pb_grpc
+
+from catur.service.convert import RemoteDecision, decision_from_proto, place_request, topology_to_proto
+
+DEFAULT_TIMEOUT_S = 5.0
+
+
+def _pem(value: str | Path | bytes | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+class PlacementClient:
+    """A channel to a placement service, plaintext or TLS.
+
+    Args:
+        target: ``HOST:PORT`` of the service.
+        timeout: Deadline of each call in seconds (``None`` = none).
+        tls: Use TLS. Implied by any of the next three arguments.
+        root_certificates: PEM (bytes or a file path) of the CA that signed the server's
+            certificate; ``None`` with ``tls`` = the system's roots.
+        client_cert, client_key: PEM of this client's certificate and key, for mutual TLS.
+        server_name: Override the name checked against the server's certificate.
+        channel: Use this channel instead of opening one (the other options are ignored).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        *,
+        tls: bool = False,
+        root_certificates: str | Path | bytes | None = None,
+        client_cert: str | Path | bytes | None = None,
+        client_key: str | Path | bytes | None = None,
+        server_name: str | None = None,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        if channel is None:
+            options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+            if tls or root_certificates is not None or client_cert is not None or client_key is not None:
+                creds = grpc.ssl_channel_credentials(
+                    root_certificates=_pem(root_certificates),
+                    private_key=_pem(client_key),
+                    certificate_chain=_pem(client_cert),
+                )
+                channel = grpc.secure_channel(target, creds, options=options)
+            else:
+                channel = grpc.insecure_channel(target, options=options)
+        self.channel = channel
+        self.stub = pb_grpc.PlacementStub(channel)
+        self._topologies: dict[Topology, pb.HostTopology] = {}
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "PlacementClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _host_topology(self, topology: Topology) -> pb.HostTopology:
+        msg = self._topologies.get(topology)
+        if msg is None:
+            msg = self._topologies[topology] = topology_to_proto(topology)
+        return msg
+
+    def request(self, topology, used_vcpus, used_mem_mib, request: VMRequest, host_id=None, request_id=None) -> pb.PlaceRequest:
+        """The :class:`PlaceRequest` message :meth:`place` would send."""
+        host = topology if isinstance(topology, pb.HostTopology) else self._host_topology(topology)
+        return place_request(host, used_vcpus, used_mem_mib, request, host_id, request_id)
+
+    def place(
+        self,
+        topology: Topology | pb.HostTopology,
+        used_vcpus,
+        used_mem_mib,
+        request: VMRequest,
+        host_id: str | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> RemoteDecision:
+        """Place ``request`` on a host of ``topology`` with this per-node usage (vCPUs, MiB)."""
+        msg = self.request(topology, used_vcpus, used_mem_mib, request, host_id, request_id)
+        return decision_from_proto(self.stub.Place(msg, timeout=timeout or self.timeout))
+
+    def place_batch(self, items: list[pb.PlaceRequest], timeout: float | None = None) -> list[RemoteDecision | pb.ItemError]:
+        """Send many :meth:`request` messages in one call; a decision or an error per item."""
+        resp = self.stub.PlaceBatch(pb.PlaceBatchRequest(items=items), timeout=timeout or self.timeout)
+        return [
+            decision_from_proto(r.placement) if r.WhichOneof("outcome") == "placement" else r.error for r in resp.results
+        ]
+
+    def server_info(self, timeout: float | None = None) -> pb.ServerInfo:
+        return self.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=timeout or self.timeout)
+
+    def health(self, service: str = "", timeout: float | None = None) -> str:
+        """The health service's status name for ``service`` (``""`` = the whole server)."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        resp = health_pb2_grpc.HealthStub(self.channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout or self.timeout
+        )
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    def decider(self, host_id: str | None = None):
+        """A replay decider ``(topology, used_vcpus, used_mem_mib, request, rng=None) -> Placement``
+        that asks the service, under ``host_id``."""
+
+        def decide(topology, used_vcpus, used_mem_mib, request, rng=None) -> Placement:
+            return self.place(topology, used_vcpus, used_mem_mib, request, host_id=host_id).placement
+
+        return decide

@@ -1,0 +1,355 @@
+"""``catur serve``, ``catur place`` and ``catur replay``: the placement service and its clients.
+
+Only argparse is imported here; grpc and the rest load when a command runs, so other
+``catur`` commands stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from catur.errors import CaturError
+
+EPILOG_SERVE = """examples:
+  catur serve                                   # shipped model if any, else greedy; 127.0.0.1:50051
+  catur serve --model models/registry --watch-interval 5 --metrics-port 9464
+  catur serve --listen 0.0.0.0:50051 --tls-cert srv.pem --tls-key srv.key --tls-client-ca ca.pem
+
+Signals: SIGTERM/SIGINT = graceful stop (health NOT_SERVING, then up to --grace seconds for
+RPCs in flight); SIGHUP = reload the model (a corrupt or mismatched model is refused, the
+previous one keeps serving, catur_model_reload_failures_total counts it).
+--model: none (greedy), auto (default: the shipped model if the package has one, else greedy),
+default (the shipped model), a model directory (manifest.json + weights.npz), or a registry
+directory whose 'current' symlink or text file names the model directory to serve.
+"""
+
+EPILOG_PLACE = """examples:
+  catur place --topology amd-2s-nps2 --vcpus 8 --mem-mib 16384
+  catur place --topology intel-2s --vcpus 4 --mem-mib 8192 --used-vcpus 30,12 --used-mem-mib 61440,20480 --host-id h7
+"""
+
+EPILOG_REPLAY = """examples:
+  catur replay --target 127.0.0.1:50051 --synthetic default --days 8:14
+  catur replay --target 127.0.0.1:50051 trace.csv.gz --cluster intel-2s --also greedy,xen
+
+Admits the trace onto the cluster exactly as 'catur evaluate' does, then replays each host's
+arrivals and departures through the service (host state kept here, host_id = host number),
+and prints the same metrics table as 'catur evaluate'. For the same model and shield, the
+numbers equal offline evaluation's.
+"""
+
+
+def add_client_tls_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("TLS (client)")
+    g.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --tls-ca)")
+    g.add_argument("--tls-ca", metavar="PEM", help="CA certificate that signed the server's certificate")
+    g.add_argument("--tls-cert", metavar="PEM", help="client certificate, for mutual TLS")
+    g.add_argument("--tls-key", metavar="PEM", help="client key, for mutual TLS")
+    g.add_argument("--tls-server-name", metavar="NAME", help="name to check the server certificate against")
+
+
+def add_service_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the gRPC placement service",
+        description="Serve NUMA placement decisions over gRPC (catur.v1.Placement), with health, "
+        "reflection, Prometheus metrics, TLS and hot model reload.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_SERVE,
+    )
+    p.add_argument("--listen", default="127.0.0.1:50051", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:50051; port 0 = any free port)")
+    p.add_argument("--model", default="auto", metavar="DIR|default|none|auto", help="model to serve (default: auto)")
+    p.add_argument("--no-gate", action="store_true", help="ignore the model's uncertainty gate")
+    p.add_argument("--shield-depth", type=int, default=1, metavar="D", help="shield look-ahead depth; 0 = off (default 1)")
+    p.add_argument("--shield-width", type=float, default=5.0, metavar="N", help="a VM type is popular when at least N%% of a host's recent requests have it (default 5, as in 'catur evaluate')")
+    p.add_argument("--shield-window", type=int, default=1000, metavar="K", help="recent requests remembered per host_id (default 1000)")
+    p.add_argument("--max-hosts", type=int, default=4096, help="most host_id windows kept by a depth >= 2 shield, least recently used dropped; ~90 KiB each (default 4096)")
+    p.add_argument("--max-batch", type=int, default=1024, help="most items per PlaceBatch call (default 1024)")
+    p.add_argument("--workers", type=int, default=8, help="RPC worker threads (default 8)")
+    p.add_argument("--max-concurrent-rpcs", type=int, default=512, help="beyond this many RPCs in progress, answer RESOURCE_EXHAUSTED (default 512)")
+    p.add_argument("--metrics-port", type=int, default=9464, metavar="PORT", help="Prometheus endpoint port (default 9464; 0 = any free port; -1 = off)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="Prometheus endpoint address (default 127.0.0.1)")
+    p.add_argument("--watch-interval", type=float, default=5.0, metavar="S", help="seconds between checks of the model files for a new model (default 5; 0 = off)")
+    p.add_argument("--grace", type=float, default=5.0, metavar="S", help="seconds RPCs in flight may take to finish on SIGTERM (default 5)")
+    g = p.add_argument_group("TLS (server)")
+    g.add_argument("--tls-cert", metavar="PEM", help="server certificate chain (enables TLS)")
+    g.add_argument("--tls-key", metavar="PEM", help="server private key")
+    g.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "place",
+        help="ask a running placement service where one VM goes",
+        description="Send one PlaceRequest to a running 'catur serve' and print the answer as JSON.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_PLACE,
+    )
+    p.add_argument("--target", default="127.0.0.1:50051", metavar="HOST:PORT", help="service address (default 127.0.0.1:50051)")
+    p.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default 5)")
+    p.add_argument("--topology", required=True, metavar="PRESET|FILE", help="host topology: a preset or a YAML/TOML file")
+    p.add_argument("--vcpus", type=int, required=True, help="VM vCPUs")
+    p.add_argument("--mem-mib", type=int, required=True, help="VM memory in MiB")
+    p.add_argument("--alpha", type=float, help="weight of CPU overload in the defect (default 1)")
+    p.add_argument("--beta", type=float, help="weight of remote memory in the defect (default 1)")
+    p.add_argument("--vnuma", type=int, help="vNUMA instances (default: the fewest that fit)")
+    p.add_argument("--used-vcpus", metavar="A,B,..", help="vCPUs in use per node (default: all 0)")
+    p.add_argument("--used-mem-mib", metavar="A,B,..", help="MiB in use per node (default: all 0)")
+    p.add_argument("--host-id", default="", help="host id (the service keeps a request window per host)")
+    p.add_argument("--request-id", default="", help="request id, echoed back")
+    add_client_tls_arguments(p)
+    p.set_defaults(func=cmd_place)
+
+    p = sub.add_parser(
+        "replay",
+        help="replay a trace through a running placement service and report the metrics",
+        description="Play a trace against a running 'catur serve' as a fleet of hypervisors would "
+        "and print the same metrics table as 'catur evaluate'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_REPLAY,
+    )
+    p.add_argument("--target", default="127.0.0.1:50051", metavar="HOST:PORT", help="service address (default 127.0.0.1:50051)")
+    p.add_argument("--timeout", type=float, default=5.0, help="deadline of each call in seconds (default 5)")
+    p.add_argument("--concurrency", type=int, default=4, help="hosts replayed at once (default 4; results do not depend on it)")
+    p.add_argument("--host-prefix", default="", help="prefix of the host_id sent (default none: the host number)")
+    p.add_argument("--also", metavar="POLICIES", help="also evaluate these policies offline, in the same table (e.g. greedy,xen)")
+    add_replay_scenario_arguments(p)
+    add_client_tls_arguments(p)
+    p.set_defaults(func=cmd_replay)
+
+
+def add_replay_scenario_arguments(p: argparse.ArgumentParser) -> None:
+    """The scenario options of 'catur evaluate' that apply to a replay (same names, defaults)."""
+    from catur.evaluate_cli import DEFAULT_TARGET_UTILIZATION
+
+    src = p.add_argument_group("workload (as in 'catur evaluate')")
+    src.add_argument("trace", nargs="?", help="trace file (any supported format, gzip ok)")
+    src.add_argument("--synthetic", metavar="NAME", help="use a built-in synthetic workload instead of a file")
+    src.add_argument("--format", default="auto", help="trace format (default: auto-detect)")
+    src.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (counted) instead of failing")
+    src.add_argument("--days", metavar="FIRST:LAST", help="replay VMs arriving on these days (1-based, inclusive)")
+    src.add_argument("--seed", type=int, default=0, help="seed for synthetic workloads (default 0)")
+    cl = p.add_argument_group("cluster (as in 'catur evaluate')")
+    cl.add_argument("--cluster", default="mixed", help="shipped mix or a YAML/TOML file (default: mixed)")
+    cl.add_argument("--cpu-overcommit", type=float, help="vCPUs admitted per host core (default: the cluster file's, else 1.0)")
+    cl.add_argument(
+        "--target-utilization",
+        type=float,
+        default=DEFAULT_TARGET_UTILIZATION,
+        help=f"size the cluster so peak demand is this fraction of capacity (default {DEFAULT_TARGET_UTILIZATION}); 0 keeps the file's host counts",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--anomaly-threshold", type=float, default=0.40, help="defect at placement above which a VM is an anomaly (default 0.40)")
+    out.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    out.add_argument("--plots", metavar="DIR", help="write defect CDF and per-day plots (PNG) here")
+    out.add_argument("--jobs", type=int, default=None, help="worker processes for --also (default: CPU count)")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _client(args: argparse.Namespace):
+    from catur.service.client import PlacementClient
+
+    return PlacementClient(
+        args.target,
+        timeout=args.timeout,
+        tls=args.tls,
+        root_certificates=args.tls_ca,
+        client_cert=args.tls_cert,
+        client_key=args.tls_key,
+        server_name=args.tls_server_name,
+    )
+
+
+def _rpc_error(exc, target: str) -> CaturError:
+    return CaturError(f"service at {target}: {exc.code().name}: {exc.details()}")
+
+
+# --- serve -----------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from catur.service.server import Service, TLSConfig, create_server
+    from catur.shield import ShieldConfig
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s catur-serve %(levelname)s %(message)s", stream=sys.stderr)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CaturError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise CaturError("--tls-client-ca needs --tls-cert and --tls-key")
+    if args.grace < 0 or args.watch_interval < 0:
+        raise CaturError(f"--grace and --watch-interval must be >= 0, got {args.grace} and {args.watch_interval}")
+    shield = ShieldConfig(depth=args.shield_depth, width=args.shield_width / 100.0, window=args.shield_window)
+    service = Service(
+        model=args.model, shield=shield, use_gate=not args.no_gate, max_hosts=args.max_hosts, max_batch=args.max_batch
+    )
+    tls = TLSConfig(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    server, port = create_server(
+        args.listen, service, tls=tls, max_workers=args.workers, max_concurrent_rpcs=args.max_concurrent_rpcs
+    )
+    metrics_server = None
+    metrics_port = None
+    if args.metrics_port >= 0:
+        from prometheus_client import start_http_server
+
+        try:
+            started = start_http_server(args.metrics_port, addr=args.metrics_host, registry=service.metrics.registry)
+        except OSError as exc:
+            server.stop(0)
+            raise CaturError(f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc.strerror}") from exc
+        metrics_server = started[0] if isinstance(started, tuple) else None
+        metrics_port = metrics_server.server_port if metrics_server is not None else args.metrics_port
+    host = args.listen.rpartition(":")[0]
+    serving = service.models.current
+    print(
+        f"catur serve: listening on {host}:{port} ({'TLS' if tls else 'plaintext'}); "
+        f"metrics on {f'{args.metrics_host}:{metrics_port}' if metrics_port is not None else 'off'}; "
+        f"policy {serving.policy} {serving.version or ''}".rstrip(),
+        flush=True,
+    )
+    stop = threading.Event()
+    reload_requested = threading.Event()
+
+    def on_stop(signum, frame):
+        stop.set()
+
+    def on_hup(signum, frame):
+        reload_requested.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    service.start_watch(args.watch_interval)
+    log = logging.getLogger("catur.service")
+    while not stop.wait(0.2):
+        if reload_requested.is_set():
+            reload_requested.clear()
+            service.models.reload("SIGHUP")
+    log.info("stopping: health NOT_SERVING, up to %.1f s for RPCs in flight", args.grace)
+    service.shutdown(server, args.grace)
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    log.info("stopped")
+    return 0
+
+
+# --- place -----------------------------------------------------------------------------------------
+
+
+def _int_list(text: str | None, label: str, n: int) -> list[int]:
+    if text is None:
+        return [0] * n
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CaturError(f"{label} must be comma-separated whole numbers, got {text!r}") from None
+    if len(values) != n:
+        raise CaturError(f"{label} has {len(values)} values; the topology has {n} nodes")
+    return values
+
+
+def cmd_place(args: argparse.Namespace) -> int:
+    import grpc
+
+    from catur.request import VMRequest
+    from catur.topology import resolve_topology
+
+    topology = resolve_topology(args.topology)
+    used_vcpus = _int_list(args.used_vcpus, "--used-vcpus", topology.num_nodes)
+    used_mem = _int_list(args.used_mem_mib, "--used-mem-mib", topology.num_nodes)
+    request = VMRequest(
+        args.vcpus,
+        args.mem_mib,
+        1.0 if args.alpha is None else args.alpha,
+        1.0 if args.beta is None else args.beta,
+        args.vnuma,
+    )
+    with _client(args) as client:
+        try:
+            decision = client.place(topology, used_vcpus, used_mem, request, host_id=args.host_id, request_id=args.request_id)
+        except grpc.RpcError as exc:
+            raise _rpc_error(exc, args.target) from None
+    print(json.dumps(decision.to_dict(), indent=2))
+    return 0
+
+
+# --- replay ----------------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+
+    import grpc
+    from tqdm import tqdm
+
+    from catur.evaluate_cli import load_workload, report
+    from catur.metrics import MetricsConfig
+    from catur.sim.admission import admit, host_streams, parse_days
+    from catur.sim.cluster import load_cluster
+    from catur.sim.evaluate import Evaluation, admission_summary, check_policy_name, evaluate_policies
+
+    from catur.service.replay import replay_remote
+
+    started = time.perf_counter()
+    if args.target_utilization < 0 or args.target_utilization > 1:
+        raise CaturError(f"--target-utilization must be in [0, 1], got {args.target_utilization}")
+    also = [p.strip() for p in args.also.split(",") if p.strip()] if args.also else []
+    for name in also:
+        check_policy_name(name)
+    config = MetricsConfig(anomaly_threshold=args.anomaly_threshold)
+    df, label = load_workload(args)
+    spec = load_cluster(args.cluster)
+    if args.cpu_overcommit is not None:
+        spec = dataclasses.replace(spec, cpu_overcommit=args.cpu_overcommit)
+    start_s, end_s = parse_days(args.days, df)
+    admission = admit(df, spec, args.target_utilization or None)
+    streams = host_streams(df, admission, start_s, end_s)
+    with _client(args) as client:
+        try:
+            info = client.server_info()
+            name = info.policy_name or info.policy
+            if name in also:
+                raise CaturError(f"--also {name}: that is the service's own row; drop it from --also")
+            total = sum(s.trace.num_vms for s in streams)
+            with tqdm(total=total, unit="VM", desc=f"replaying via {args.target}", disable=args.quiet or None, file=sys.stderr) as bar:
+                result = replay_remote(
+                    streams, client, name, seed=args.seed, config=config, concurrency=args.concurrency,
+                    host_prefix=args.host_prefix, progress=bar.update,
+                )
+        except grpc.RpcError as exc:
+            raise _rpc_error(exc, args.target) from None
+    results = {name: result}
+    if also:
+        results.update(evaluate_policies(streams, also, jobs=args.jobs, seed=args.seed, config=config))
+    origin_s, _ = parse_days(None, df)
+    scenario = {
+        "trace": label,
+        "vms_in_trace": int(len(df)),
+        "days": args.days or "all",
+        "window_s": [start_s, end_s],
+        "cluster": spec.name,
+        "cpu_overcommit": spec.cpu_overcommit,
+        "target_utilization": args.target_utilization or None,
+        **admission_summary(admission),
+        "anomaly_threshold": config.anomaly_threshold,
+        "ticket_c1": config.ticket_c1,
+        "ticket_c2": config.ticket_c2,
+        "seed": args.seed,
+        "service": {
+            "target": args.target,
+            "policy": name,
+            "model_version": info.model_version,
+            "shield_depth": info.shield.depth,
+        },
+        "wall_s": None,
+    }
+    evaluation = Evaluation(scenario, results)
+    scenario["wall_s"] = round(time.perf_counter() - started, 3)
+    report(evaluation, df, origin_s, args)
+    return 0

@@ -1,0 +1,91 @@
+"""Replaying a trace through a running placement service, as a fleet of hypervisors would.
+
+Host admission (:func:`catur.sim.admission.admit`) assigns VMs to hosts exactly as offline
+evaluation does; then each host's event stream is replayed by
+:func:`catur.sim.replay.replay_host` — host state kept here, on the client side — with a
+decider that asks the service (``host_id = prefix + host number``, so the service keeps that
+host's recent-request window for its shield). The per-VM defects are summarised by the same
+:func:`catur.metrics.summarize` as offline evaluation, so for the same decider (same model,
+shield and gate) the numbers are identical: the service runs the very same
+:class:`~catur.decision.Decider` on the very same state.
+
+Hosts are independent, so ``concurrency`` threads replay different hosts at once; each host's
+requests stay strictly sequential, and results are merged in host order, so the numbers do not
+depend on ``concurrency``.
+
+A service keeps its host windows across replays: replaying the same trace twice against one
+running service (with the shield at depth >= 2) starts the second run with the first run's
+windows. Use a different ``host_prefix`` per run (``catur replay --host-prefix``) for
+independent runs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+
+from catur.errors import CaturError
+from catur.metrics import MetricsConfig, summarize
+from catur.sim.admission import HostStream
+from catur.sim.evaluate import PolicyResult
+from catur.sim.replay import replay_host
+
+from catur.service.client import PlacementClient
+
+
+def replay_remote(
+    streams: list[HostStream],
+    client: PlacementClient,
+    name: str,
+    *,
+    seed: int = 0,
+    config: MetricsConfig = MetricsConfig(),
+    concurrency: int = 1,
+    host_prefix: str = "",
+    progress: Callable[[int], None] | None = None,
+) -> PolicyResult:
+    """Replay every host stream through the service; the counted VMs' result, named ``name``.
+
+    ``seed`` is offset by the host number per host, as in :func:`catur.sim.evaluate.evaluate_policies`.
+    Like offline evaluation of a :class:`~catur.decision.DeciderSpec`, the result's ``extra``
+    counts how often the shield and the gate stepped in (``shield_interventions``,
+    ``shield_depth1``, ``unshielded``, ``gated``; warm-up VMs included), read from the answers.
+    """
+    if concurrency < 1:
+        raise CaturError(f"concurrency must be >= 1, got {concurrency}")
+    if not any(stream.counted.any() for stream in streams):
+        raise CaturError("nothing to replay: no admitted VM arrives in the window")
+
+    def one(stream: HostStream):
+        host_id = f"{host_prefix}{stream.host}"
+        counters: Counter = Counter({"shield_interventions": 0, "shield_depth1": 0, "unshielded": 0, "gated": 0})
+
+        def decide(topology, used_vcpus, used_mem_mib, request, rng=None):
+            decision = client.place(topology, used_vcpus, used_mem_mib, request, host_id=host_id)
+            counters["shield_interventions"] += decision.shield_intervened
+            counters["shield_depth1"] += decision.shield_fallback == "depth-1"
+            counters["unshielded"] += decision.shield_fallback == "unshielded"
+            counters["gated"] += decision.gated
+            return decision.placement
+
+        result = replay_host(stream.topology, stream.trace, decide, seed=seed + stream.host)
+        if progress:
+            progress(stream.trace.num_vms)
+        keep = stream.counted
+        return stream.rows[keep], result.lifetime_defect[keep], result.placement_defect[keep], counters
+
+    if concurrency == 1:
+        parts = [one(stream) for stream in streams]
+    else:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="catur-replay") as pool:
+            parts = list(pool.map(one, streams))
+    rows = np.concatenate([p[0] for p in parts])
+    order = np.argsort(rows, kind="stable")
+    lifetime = np.concatenate([p[1] for p in parts])[order]
+    at_placement = np.concatenate([p[2] for p in parts])[order]
+    result = PolicyResult(name, summarize(lifetime, at_placement, config), rows[order], lifetime, at_placement)
+    result.extra.update({key: int(sum(p[3][key] for p in parts)) for key in parts[0][3]})
+    return result

@@ -1,0 +1,174 @@
+"""The gRPC contract: stubs current with the .proto, units documented, conversions exact,
+validation naming the bad field (pure functions, no server)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from _service_support import bad_requests, explicit_request, valid_request
+from catur.decision import Decider
+from catur.request import VMRequest
+from catur.service import convert, protogen
+from catur.service.convert import InvalidRequest, parse_place_request
+from catur.shield import ShieldConfig
+from catur.topology import PRESETS, Topology
+from catur.v1 import placement_pb2 as pb
+
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROTO = Path(__file__).resolve().parents[1] / "proto" / "catur" / "v1" / "placement.proto"
+
+
+def test_checked_in_stubs_match_the_proto(tmp_path):
+    """Regenerating catur/v1 from the .proto into a temp dir gives the checked-in files."""
+    pytest.importorskip("grpc_tools")
+    fresh = protogen.generate(tmp_path)
+    for path in fresh:
+        checked_in = protogen.STUB_DIR / path.name
+        assert checked_in.is_file(), f"{checked_in} is missing: run python -m catur.service.protogen"
+        new, old = path.read_text(), checked_in.read_text()
+        if new == old:
+            continue
+        # Another grpcio-tools than the one that made the stubs may only differ in its stamps;
+        # a changed contract always fails.
+        assert protogen.without_stamps(new) == protogen.without_stamps(old), (
+            f"{checked_in.name} is stale: run python -m catur.service.protogen"
+        )
+
+
+def test_every_field_states_its_unit_or_meaning():
+    """Every field of the .proto has a comment directly above it."""
+    lines = PROTO.read_text().splitlines()
+    field = re.compile(r"^\s+(optional |repeated )?[\w.]+ \w+ = \d+;")
+    missing = [
+        line.strip()
+        for i, line in enumerate(lines)
+        if field.match(line) and not lines[i - 1].strip().startswith("//")
+    ]
+    assert not missing, f"fields without a comment: {missing}"
+    assert "package catur.v1;" in PROTO.read_text()
+
+
+def test_stamped_versions_are_within_the_pinned_floors():
+    """The runtime floors in pyproject.toml are at least the versions stamped in the stubs."""
+    stamps = {}
+    for name in protogen.GENERATED:
+        stamps.update(protogen.stamped_versions((protogen.STUB_DIR / name).read_text()))
+    pyproject = (PROTO.parents[3] / "pyproject.toml").read_text()
+
+    def floor(package: str) -> tuple[int, ...]:
+        match = re.search(rf'"{package}>=([\d.]+)', pyproject)
+        assert match, f"no floor for {package} in pyproject.toml"
+        return tuple(int(x) for x in match.group(1).split("."))
+
+    for package, version in stamps.items():
+        assert floor(package) >= tuple(int(x) for x in version.split(".")), (package, version)
+
+
+# --- conversions ------------------------------------------------------------------------------
+
+
+def test_preset_topologies_travel_by_name_and_others_by_nodes():
+    assert convert.topology_to_proto(PRESETS["intel-2s"]).WhichOneof("kind") == "preset"
+    odd = Topology("intel-2s", [40, 20], [92160, 92160], [0, 1], [[10, 21], [21, 10]])  # name of a preset, other nodes
+    msg = convert.topology_to_proto(odd)
+    assert msg.WhichOneof("kind") == "explicit"
+    assert convert.explicit_topology(msg.explicit) == odd
+
+
+@st.composite
+def valid_cases(draw):
+    n = draw(st.integers(1, 8))
+    cores = draw(st.lists(st.integers(1, 128), min_size=n, max_size=n))
+    mem = draw(st.lists(st.integers(1, 1 << 20), min_size=n, max_size=n))
+    socket = draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))
+    topology = Topology("t", cores, mem, socket, convert.default_distances(socket))
+    used_vcpus = [draw(st.integers(0, 10 * c)) for c in cores]
+    used_mem = [draw(st.integers(0, 10 * m)) for m in mem]
+    vcpus = draw(st.integers(1, 10 * sum(cores)))
+    vnuma = draw(st.none() | st.integers(1, min(n, vcpus)))
+    request = VMRequest(
+        vcpus,
+        draw(st.integers(1, 10 * sum(mem))),
+        draw(st.floats(0, 1000)),
+        draw(st.floats(0, 1000)),
+        vnuma,
+    )
+    return topology, np.array(used_vcpus), np.array(used_mem), request
+
+
+@given(valid_cases(), st.text(max_size=20), st.text(max_size=20))
+@settings(max_examples=150, **SETTINGS)
+def test_valid_requests_round_trip_exactly(case, host_id, request_id):
+    """Client encoding then server parsing gives back the same topology, usage and VM."""
+    topology, used_vcpus, used_mem, request = case
+    msg = convert.place_request(topology, used_vcpus, used_mem, request, host_id, request_id)
+    parsed = parse_place_request(pb.PlaceRequest.FromString(msg.SerializeToString()))
+    assert parsed.topology == Topology("t", topology.node_cores, topology.node_mem_mib, topology.node_socket, topology.distance)
+    assert np.array_equal(parsed.used_vcpus, used_vcpus) and np.array_equal(parsed.used_mem_mib, used_mem)
+    assert parsed.request == request
+    assert (parsed.host_id, parsed.request_id) == (host_id, request_id)
+
+
+@given(valid_cases())
+@settings(max_examples=60, **SETTINGS)
+def test_decisions_round_trip_exactly(case):
+    topology, used_vcpus, used_mem, request = case
+    decision = Decider(None, ShieldConfig(depth=1)).decide(topology, used_vcpus, used_mem, request)
+    back = convert.decision_from_proto(pb.PlaceResponse.FromString(convert.decision_to_proto(decision, "id").SerializeToString()))
+    for name in ("primitive", "scores", "policy", "shield_intervened", "shield_fallback", "shield_reason", "gated", "cor", "rmr", "defect"):
+        assert getattr(back, name) == getattr(decision, name), name
+    for name in ("cpu_nodes", "vcpus", "mem_mib"):
+        assert np.array_equal(getattr(back.placement, name), getattr(decision.placement, name))
+    assert back.request_id == "id"
+    assert back.to_dict()["instances"][0]["cpu_node"] == int(decision.placement.cpu_nodes[0])
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def test_valid_examples_parse():
+    assert parse_place_request(valid_request()).topology is PRESETS["amd-2s-nps2"]
+    parsed = parse_place_request(explicit_request())
+    assert parsed.topology.num_nodes == 3 and parsed.topology.name == "odd-host"
+
+
+@given(bad_requests())
+@settings(max_examples=400, **SETTINGS)
+def test_bad_requests_are_refused_naming_the_field(case):
+    msg, field = case
+    with pytest.raises(InvalidRequest) as info:
+        parse_place_request(msg)
+    assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda m: m.usage.used_vcpus.__setitem__(0, 400), "usage.used_vcpus[0] is 400 vCPUs, more than 10x node 0's capacity of 32"),
+        (lambda m: m.vm.__setattr__("alpha", float("nan")), "vm.alpha must be finite and in 0..1000, got nan"),
+        (lambda m: m.topology.__setattr__("preset", "amd"), "topology.preset 'amd' is not a preset; known: amd-2s-nps2, amd-2s-nps4, intel-2s"),
+        (lambda m: m.usage.used_mem_mib.append(0), "usage.used_mem_mib has 5 values; the topology has 4 nodes"),
+        (lambda m: m.ClearField("vm"), "vm is required"),
+    ],
+)
+def test_messages_are_readable(mutate, message):
+    msg = valid_request()
+    mutate(msg)
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
+        parse_place_request(msg)
+
+
+def test_explicit_topologies_are_cached_by_content():
+    cache = convert.TopologyCache(size=2)
+    a = cache.get(explicit_request().topology.explicit)
+    assert cache.get(explicit_request().topology.explicit) is a
+    other = explicit_request()
+    other.topology.explicit.nodes[0].cores = 9
+    b = cache.get(other.topology.explicit)
+    assert b is not a and int(b.node_cores[0]) == 9
