@@ -36,19 +36,20 @@ PAPER_BASELINES = ("xen", "nova-pack", "tetris", "e-pvm")
 
 
 def scenario(args) -> TrainConfig:
+    global TEST_DAYS
+    TEST_DAYS = args.test_days
+    common = dict(train_days=args.train_days, eval_days=args.val_days, timesteps=args.timesteps,
+                  eval_every=max(args.timesteps // 4, 1000))
     if args.trace:
-        return TrainConfig(
-            workload=args.trace, train_days="1:12", eval_days="13:15", cpu_overcommit=1.02,
-            target_utilization=0.95, timesteps=args.timesteps, eval_every=max(args.timesteps // 4, 1000),
-        )
-    return TrainConfig(workload="default", train_days="1:12", eval_days="13:15", timesteps=args.timesteps,
-                       eval_every=max(args.timesteps // 4, 1000))
+        return TrainConfig(workload=args.trace, cpu_overcommit=1.02, target_utilization=0.95, **common)
+    return TrainConfig(workload="default", **common)
 
 
 TEST_DAYS = "16:31"  # never seen in training or checkpoint selection
 
 
-def test_streams(config: TrainConfig, days: str = TEST_DAYS):
+def test_streams(config: TrainConfig, days: str | None = None):
+    days = days or TEST_DAYS
     return Workload(config.workload, **config.workload_options(days)).streams()
 
 
@@ -166,6 +167,9 @@ def main() -> None:
     parser.add_argument("--trace", help="trace file (default: the synthetic default workload)")
     parser.add_argument("--timesteps", type=int, default=40_000)
     parser.add_argument("--out", help="keep the trained model(s) here")
+    parser.add_argument("--train-days", default="1:12", help="episodes come from these days (default 1:12)")
+    parser.add_argument("--val-days", default="13:15", help="checkpoint selection (default 13:15)")
+    parser.add_argument("--test-days", default="16:31", help="the reported window (default 16:31)")
     args = parser.parse_args()
     {"main": cmd_main, "ablations": cmd_ablations, "node-actions": cmd_node_actions}[args.experiment](args)
 

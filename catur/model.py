@@ -61,6 +61,9 @@ class PolicyModel:
         object.__setattr__(self, "_activation", ACTIVATIONS[self.manifest["activation"]])
         width = OBS_DIM
         for i, (w, b) in enumerate(self.layers):
+            if not (np.isfinite(w).all() and np.isfinite(b).all()):
+                where = Path(self.path) / "weights.npz" if self.path else "model"
+                raise CaturError(f"{where}: layer {i} has NaN or infinite weights")
             if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
                 raise CaturError(
                     f"{self.path or 'model'}: layer {i} has shape {w.shape}/{b.shape}, expected "
@@ -132,8 +135,8 @@ class PolicyModel:
                     (data[f"w{i}"].astype(np.float32), data[f"b{i}"].astype(np.float32))
                     for i in range(count)
                 )
-        except (OSError, ValueError, KeyError) as exc:
-            raise CaturError(f"{weights_path}: not a readable weights file ({exc})") from exc
+        except Exception as exc:  # truncated zip, not an npz, missing arrays, ...: all one answer
+            raise CaturError(f"{weights_path}: not a readable weights file ({type(exc).__name__}: {exc})") from exc
         if not layers:
             raise CaturError(f"{weights_path}: has no layers")
         return cls(manifest, layers, directory)

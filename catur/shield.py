@@ -50,6 +50,9 @@ class ShieldConfig:
     def __post_init__(self) -> None:
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 0:
             raise CaturError(f"shield depth must be a whole number >= 0, got {self.depth!r}")
+        for name in ("width", "threshold", "window", "max_types"):
+            if isinstance(getattr(self, name), bool):
+                raise CaturError(f"shield {name} must be a number, got {getattr(self, name)!r}")
         if not (isinstance(self.width, (int, float)) and 0.0 < self.width <= 1.0):
             raise CaturError(f"shield width must be in (0, 1], got {self.width!r}")
         if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold) and self.threshold >= 0):
@@ -119,6 +122,9 @@ def _allowed(topology, used_vcpus, used_mem, cand: Candidate, depth: int, popula
     return all(
         _has_allowed_action(topology, next_vcpus, next_mem, vm_type, depth - 1, popular, threshold)
         for vm_type in popular
+        # A type asking for more vNUMA instances than this host has nodes cannot arrive here
+        # (it was seen on a larger host sharing the window).
+        if vm_type.vnuma is None or vm_type.vnuma <= topology.num_nodes
     )
 
 

@@ -221,6 +221,8 @@ class NumaPlacementEnv(gym.Env):
 
     def counterfactual_rewards(self) -> np.ndarray:
         """``float[4]``: the reward each primitive would earn for the VM now arriving."""
+        if self._stream is None:
+            raise CaturError("call reset() before counterfactual_rewards()")
         out = np.empty(len(self._cands))
         for i, cand in enumerate(self._cands):
             used = self._used_vcpus.copy()

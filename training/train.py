@@ -182,6 +182,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
 
     torch.set_num_threads(1)
     out = Path(out)
+    check_output_dir(out)
     started = time.perf_counter()
     train_streams, _ = _sample_streams(config, config.train_days)
     _, eval_sample = _sample_streams(config, config.eval_days)
@@ -272,7 +273,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
         if config.warm_start:
             demos = _collect_observations(config, train_streams, None, config.warm_start)
             accuracy = _imitate_greedy(model, demos, config.seed)
-            log(f"warm start: imitated greedy on {len(demos)} observations ({100 * accuracy:.1f}% agreement)")
+            log(f"warm start: imitated greedy on {len(demos)} observations ({100 * accuracy:.1f}% zero-regret choices)")
             evaluate_now(0)
         model.learn(total_timesteps=config.timesteps, callback=Periodic(), tb_log_name=config.algo)
         if not history or history[-1].step != model.num_timesteps:
@@ -317,6 +318,23 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
     return TrainResult(out, history, baseline_defects, {"avg_defect": best["defect"]}, train_seconds)
 
 
+def check_output_dir(out: Path) -> None:
+    """Refuse, before any training, an output path that is not ours to replace.
+
+    An existing directory is replaced only if it is empty or already a model directory (it
+    has a manifest.json); anything else — a file, a folder with other things — is an error.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise CaturError(f"--out {str(out)!r} is a file, not a model directory")
+    if any(out.iterdir()) and not (out / "manifest.json").exists():
+        raise CaturError(
+            f"--out {str(out)!r} is a non-empty directory that is not a model directory; "
+            f"refusing to replace it"
+        )
+
+
 def _collect_observations(config: TrainConfig, streams, model: PolicyModel | None, count: int) -> np.ndarray:
     """Observations met on the training window by ``model`` acting, or by greedy if ``None``."""
     env = make_env(TrainConfig(**{**asdict(config), "shaping": False}), config.train_days, streams)
@@ -331,10 +349,14 @@ def _collect_observations(config: TrainConfig, streams, model: PolicyModel | Non
     return np.array(rows)
 
 
+def _regrets(obs: np.ndarray) -> np.ndarray:
+    """Each primitive's regret (defect above the best primitive's) as the observation holds it."""
+    return obs[OBS_DIM - len(PRIMITIVES) * CANDIDATE_FEATURES :].reshape(len(PRIMITIVES), CANDIDATE_FEATURES)[:, 3]
+
+
 def greedy_action(obs: np.ndarray) -> int:
     """The primitive with zero regret in an observation (greedy's choice; ties: the first)."""
-    regret = obs[OBS_DIM - len(PRIMITIVES) * CANDIDATE_FEATURES :].reshape(len(PRIMITIVES), CANDIDATE_FEATURES)[:, 3]
-    return int(np.argmin(regret))
+    return int(np.argmin(_regrets(obs)))
 
 
 def _imitate_greedy(model, observations: np.ndarray, seed: int, epochs: int = 30) -> float:
@@ -349,17 +371,22 @@ def _imitate_greedy(model, observations: np.ndarray, seed: int, epochs: int = 30
 
     torch.manual_seed(seed)
     x = torch.as_tensor(observations, dtype=torch.float32)
-    y = torch.as_tensor([greedy_action(o) for o in observations])
+    # Every zero-regret primitive is a right answer (greedy's own tie-break, the first, would
+    # teach "always core-best-fit" where primitives agree, which is most of the time).
+    correct = torch.as_tensor(np.array([_regrets(o) <= 1e-9 for o in observations]))
     scores_of, parameters = torch_score_module(model)
     optimizer = torch.optim.Adam(parameters, lr=1e-3)
     for _ in range(epochs):
         for batch in torch.randperm(len(x)).split(256):
             optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(scores_of(x[batch]), y[batch])
+            logits = scores_of(x[batch])
+            right = logits.masked_fill(~correct[batch], float("-inf"))
+            loss = (torch.logsumexp(logits, dim=1) - torch.logsumexp(right, dim=1)).mean()
             loss.backward()
             optimizer.step()
     with torch.no_grad():
-        return float((scores_of(x).argmax(dim=1) == y).float().mean())
+        chosen = scores_of(x).argmax(dim=1)
+        return float(correct[torch.arange(len(x)), chosen].float().mean())
 
 
 def write_history(result: TrainResult, path: str | Path) -> None:
