@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -148,6 +147,35 @@ def load_workload(args: argparse.Namespace):
     return df, Path(args.trace).name
 
 
+def scenario_from_args(args: argparse.Namespace, df):
+    """The admitted trace window the scenario options describe (shared with ``catur replay``)."""
+    from catur.sim.admission import prepare_scenario
+
+    return prepare_scenario(df, args.cluster, args.days, args.target_utilization, args.cpu_overcommit)
+
+
+def scenario_facts(args: argparse.Namespace, df, label: str, scenario, config, **extra) -> dict:
+    """The ``scenario`` object of the JSON output: what was replayed, on what, how."""
+    from catur.sim.evaluate import admission_summary
+
+    return {
+        "trace": label,
+        "vms_in_trace": int(len(df)),
+        "days": args.days or "all",
+        "window_s": [scenario.start_s, scenario.end_s],
+        "cluster": scenario.spec.name,
+        "cpu_overcommit": scenario.spec.cpu_overcommit,
+        "target_utilization": args.target_utilization or None,
+        **admission_summary(scenario.admission),
+        "anomaly_threshold": config.anomaly_threshold,
+        "ticket_c1": config.ticket_c1,
+        "ticket_c2": config.ticket_c2,
+        "seed": args.seed,
+        **extra,
+        "wall_s": None,
+    }
+
+
 def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
     from tqdm import tqdm
 
@@ -156,9 +184,8 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
 
     from catur.placement import GREEDY
     from catur.policies import BASELINES, PRIMITIVES
-    from catur.sim.admission import admit, host_streams, parse_days
-    from catur.sim.cluster import load_cluster
-    from catur.sim.evaluate import Evaluation, admission_summary, check_policy_name, evaluate_policies
+    from catur.sim.admission import parse_days
+    from catur.sim.evaluate import Evaluation, check_policy_name, evaluate_policies
     from catur.sim.replay import ORACLE
 
     started = time.perf_counter()
@@ -171,18 +198,12 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
             check_policy_name(name)
     if args.oracle_hosts < 0 or args.oracle_k < 1:
         raise CaturError(f"--oracle-hosts must be >= 0 and --oracle-k >= 1, got {args.oracle_hosts} and {args.oracle_k}")
-    if args.target_utilization < 0 or args.target_utilization > 1:
-        raise CaturError(f"--target-utilization must be in [0, 1], got {args.target_utilization}")
     if args.jobs is not None and args.jobs < 1:
         raise CaturError(f"--jobs must be >= 1, got {args.jobs}")
     config = MetricsConfig(anomaly_threshold=args.anomaly_threshold)
     df, label = load_workload(args)
-    spec = load_cluster(args.cluster)
-    if args.cpu_overcommit is not None:
-        spec = dataclasses.replace(spec, cpu_overcommit=args.cpu_overcommit)
-    start_s, end_s = parse_days(args.days, df)
-    admission = admit(df, spec, args.target_utilization or None)
-    streams = host_streams(df, admission, start_s, end_s)
+    scenario_ = scenario_from_args(args, df)
+    streams = scenario_.streams
     total = sum(s.trace.num_vms for s in streams) * len(policies)
     with tqdm(total=total, unit="VM", desc="replaying", disable=args.quiet or None, file=sys.stderr) as bar:
         results = evaluate_policies(
@@ -210,24 +231,12 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
                 results[name].extra["oracle_sample_anomalies"] = result.summary.anomalies
         oracle_sample = {"hosts": [int(s.host) for s in sample], "k": args.oracle_k, "vms": int(next(iter(sampled.values())).summary.vms)}
     origin_s, _ = parse_days(None, df)
-    scenario = {
-        "trace": label,
-        "vms_in_trace": int(len(df)),
-        "days": args.days or "all",
-        "window_s": [start_s, end_s],
-        "cluster": spec.name,
-        "cpu_overcommit": spec.cpu_overcommit,
-        "target_utilization": args.target_utilization or None,
-        **admission_summary(admission),
-        "anomaly_threshold": config.anomaly_threshold,
-        "ticket_c1": config.ticket_c1,
-        "ticket_c2": config.ticket_c2,
-        "seed": args.seed,
-        "model": args.model,
-        "shield": {"depth": args.shield_depth, "width": args.shield_width / 100.0} if args.shield_depth else None,
-        "oracle_sample": oracle_sample,
-        "wall_s": None,
-    }
+    scenario = scenario_facts(
+        args, df, label, scenario_, config,
+        model=args.model,
+        shield={"depth": args.shield_depth, "width": args.shield_width / 100.0} if args.shield_depth else None,
+        oracle_sample=oracle_sample,
+    )
     evaluation = Evaluation(scenario, results)
     scenario["wall_s"] = round(time.perf_counter() - started, 3)
     return evaluation, df, origin_s

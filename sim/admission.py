@@ -228,3 +228,38 @@ def host_streams(
         trace = HostTrace(arrival[rows], departure[rows], vcpus[rows], mem[rows], end_s=end_s, **extra)
         streams.append(HostStream(host, admission.hosts[host], trace, rows, arrival[rows] >= start_s))
     return streams
+
+
+@dataclass(frozen=True, eq=False)
+class Scenario:
+    """A trace window admitted onto a cluster: what every replay (evaluation, the training
+    environment, a replay through the service) starts from."""
+
+    spec: ClusterSpec
+    admission: Admission
+    start_s: float
+    end_s: float
+    streams: list[HostStream]
+
+
+def prepare_scenario(
+    df: pd.DataFrame,
+    cluster: str,
+    days: str | None,
+    target_utilization: float | None,
+    cpu_overcommit: float | None = None,
+) -> Scenario:
+    """Load the cluster (``cpu_overcommit`` overrides its file), admit the trace (sized to
+    ``target_utilization`` unless 0/None) and cut the per-host streams of ``days``."""
+    from dataclasses import replace
+
+    from catur.sim.cluster import load_cluster
+
+    if target_utilization is not None and not 0 <= target_utilization <= 1:
+        raise CaturError(f"target utilization must be in [0, 1], got {target_utilization}")
+    spec = load_cluster(cluster)
+    if cpu_overcommit is not None:
+        spec = replace(spec, cpu_overcommit=cpu_overcommit)
+    start_s, end_s = parse_days(days, df)
+    admission = admit(df, spec, target_utilization or None)
+    return Scenario(spec, admission, start_s, end_s, host_streams(df, admission, start_s, end_s))

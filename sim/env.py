@@ -41,8 +41,7 @@ from catur.observation import MAX_NODES, OBS_DIM, Candidate, candidates, encode
 from catur.placement import place
 from catur.policies import PRIMITIVES, NodeContext, Policy, Ranking, get_policy
 from catur.request import VMRequest
-from catur.sim.admission import HostStream, admit, host_streams, parse_days
-from catur.sim.cluster import load_cluster
+from catur.sim.admission import HostStream, prepare_scenario
 from catur.state import Placement
 
 OBS_LOW, OBS_HIGH = -1.0, 8.0  # every feature is clipped into this box
@@ -61,14 +60,8 @@ class Workload:
 
     def streams(self) -> list[HostStream]:
         df = load_workload(self.source, self.seed)
-        spec = load_cluster(self.cluster)
-        if self.cpu_overcommit is not None:
-            from dataclasses import replace
-
-            spec = replace(spec, cpu_overcommit=self.cpu_overcommit)
-        start, end = parse_days(self.days, df)
-        admission = admit(df, spec, self.target_utilization or None)
-        streams = [s for s in host_streams(df, admission, start, end) if s.counted.any()]
+        scenario = prepare_scenario(df, self.cluster, self.days, self.target_utilization, self.cpu_overcommit)
+        streams = [s for s in scenario.streams if s.counted.any()]
         if not streams:
             raise CaturError(f"workload {self.source!r}: no host has VMs arriving in days {self.days}")
         return streams

@@ -136,13 +136,7 @@ def evaluate_policies(
             pool.shutdown(cancel_futures=True)
     out = {}
     for name in policies:
-        rows = np.concatenate([p[0] for p in parts[name]])
-        order = np.argsort(rows, kind="stable")
-        lifetime = np.concatenate([p[1] for p in parts[name]])[order]
-        at_placement = np.concatenate([p[2] for p in parts[name]])[order]
-        out[name] = PolicyResult(
-            name, summarize(lifetime, at_placement, config), rows[order], lifetime, at_placement
-        )
+        out[name] = merge_host_results(name, parts[name], config)
         if count_correctable:
             out[name].extra["correctable_anomalies"] = sum(p[3] for p in parts[name])
         counters: dict[str, int] = {}
@@ -152,6 +146,16 @@ def evaluate_policies(
         if counters:  # a Decider: how often the shield and the gate stepped in (warm-up included)
             out[name].extra.update(counters)
     return out
+
+
+def merge_host_results(name: str, parts: list[tuple], config: MetricsConfig) -> PolicyResult:
+    """One policy's per-host ``(rows, lifetime defect, placement defect, ...)`` parts merged in
+    trace-row order and summarised, so the result does not depend on how hosts were split."""
+    rows = np.concatenate([p[0] for p in parts])
+    order = np.argsort(rows, kind="stable")
+    lifetime = np.concatenate([p[1] for p in parts])[order]
+    at_placement = np.concatenate([p[2] for p in parts])[order]
+    return PolicyResult(name, summarize(lifetime, at_placement, config), rows[order], lifetime, at_placement)
 
 
 @dataclass

@@ -282,34 +282,26 @@ def cmd_place(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    import dataclasses
     import time
 
     import grpc
     from tqdm import tqdm
 
-    from catur.evaluate_cli import load_workload, report
+    from catur.evaluate_cli import load_workload, report, scenario_facts, scenario_from_args
     from catur.metrics import MetricsConfig
-    from catur.sim.admission import admit, host_streams, parse_days
-    from catur.sim.cluster import load_cluster
-    from catur.sim.evaluate import Evaluation, admission_summary, check_policy_name, evaluate_policies
+    from catur.sim.admission import parse_days
+    from catur.sim.evaluate import Evaluation, check_policy_name, evaluate_policies
 
     from catur.service.replay import replay_remote
 
     started = time.perf_counter()
-    if args.target_utilization < 0 or args.target_utilization > 1:
-        raise CaturError(f"--target-utilization must be in [0, 1], got {args.target_utilization}")
     also = [p.strip() for p in args.also.split(",") if p.strip()] if args.also else []
     for name in also:
         check_policy_name(name)
     config = MetricsConfig(anomaly_threshold=args.anomaly_threshold)
     df, label = load_workload(args)
-    spec = load_cluster(args.cluster)
-    if args.cpu_overcommit is not None:
-        spec = dataclasses.replace(spec, cpu_overcommit=args.cpu_overcommit)
-    start_s, end_s = parse_days(args.days, df)
-    admission = admit(df, spec, args.target_utilization or None)
-    streams = host_streams(df, admission, start_s, end_s)
+    scenario_ = scenario_from_args(args, df)
+    streams = scenario_.streams
     with _client(args) as client:
         try:
             info = client.server_info()
@@ -328,27 +320,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if also:
         results.update(evaluate_policies(streams, also, jobs=args.jobs, seed=args.seed, config=config))
     origin_s, _ = parse_days(None, df)
-    scenario = {
-        "trace": label,
-        "vms_in_trace": int(len(df)),
-        "days": args.days or "all",
-        "window_s": [start_s, end_s],
-        "cluster": spec.name,
-        "cpu_overcommit": spec.cpu_overcommit,
-        "target_utilization": args.target_utilization or None,
-        **admission_summary(admission),
-        "anomaly_threshold": config.anomaly_threshold,
-        "ticket_c1": config.ticket_c1,
-        "ticket_c2": config.ticket_c2,
-        "seed": args.seed,
-        "service": {
+    scenario = scenario_facts(
+        args, df, label, scenario_, config,
+        service={
             "target": args.target,
             "policy": name,
             "model_version": info.model_version,
             "shield_depth": info.shield.depth,
         },
-        "wall_s": None,
-    }
+    )
     evaluation = Evaluation(scenario, results)
     scenario["wall_s"] = round(time.perf_counter() - started, 3)
     report(evaluation, df, origin_s, args)

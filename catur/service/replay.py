@@ -25,12 +25,10 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-import numpy as np
-
 from catur.errors import CaturError
-from catur.metrics import MetricsConfig, summarize
+from catur.metrics import MetricsConfig
 from catur.sim.admission import HostStream
-from catur.sim.evaluate import PolicyResult
+from catur.sim.evaluate import PolicyResult, merge_host_results
 from catur.sim.replay import replay_host
 
 from catur.service.client import PlacementClient
@@ -82,10 +80,6 @@ def replay_remote(
     else:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="catur-replay") as pool:
             parts = list(pool.map(one, streams))
-    rows = np.concatenate([p[0] for p in parts])
-    order = np.argsort(rows, kind="stable")
-    lifetime = np.concatenate([p[1] for p in parts])[order]
-    at_placement = np.concatenate([p[2] for p in parts])[order]
-    result = PolicyResult(name, summarize(lifetime, at_placement, config), rows[order], lifetime, at_placement)
+    result = merge_host_results(name, parts, config)
     result.extra.update({key: int(sum(p[3][key] for p in parts)) for key in parts[0][3]})
     return result
