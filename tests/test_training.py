@@ -110,7 +110,7 @@ def test_effective_gamma():
 
 
 def test_imitating_greedy_reproduces_greedy():
-    """After _imitate_greedy, the exported model picks a zero-regret primitive (as good as greedy's) >= 97% of the time."""
+    """After _imitate_greedy, the exported model agrees with greedy on >= 95% of held-out observations."""
     import torch
     from sb3_contrib import MaskablePPO
 
@@ -134,7 +134,9 @@ def test_imitating_greedy_reproduces_greedy():
         tuple(layers),
     )
     chosen = exported.choose(held_out)
-    # Any zero-regret primitive counts as right (not only greedy's first-listed tie-break). What matters for placement quality: the chosen primitive is as good as greedy's.
+    greedy = np.array([greedy_action(o) for o in held_out])
+    assert (chosen == greedy).mean() >= 0.95
+    # What matters for placement quality: the chosen primitive is as good as greedy's.
     assert (regrets(held_out)[np.arange(len(chosen)), chosen] == 0).mean() >= 0.97
 
 
