@@ -48,7 +48,19 @@ def place(
     generator for reproducible runs.
     """
     policy = get_policy(policy) if isinstance(policy, str) else policy
-    inst_vcpus, inst_mem = split_request(topology, request)
+    return place_instances(topology, used_vcpus, used_mem_mib, split_request(topology, request), policy, rng)
+
+
+def place_instances(
+    topology: Topology,
+    used_vcpus: np.ndarray,
+    used_mem_mib: np.ndarray,
+    instances: tuple[np.ndarray, np.ndarray],
+    policy: Policy,
+    rng: np.random.Generator | None = None,
+) -> Placement:
+    """:func:`place` for a request already split into ``(vcpus, mem_mib)`` instances."""
+    inst_vcpus, inst_mem = instances
     ctx = NodeContext(
         topology.node_cores,
         topology.node_mem_mib,
@@ -82,8 +94,9 @@ def primitive_placements(
     topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, request: VMRequest
 ) -> dict[str, Placement]:
     """What each of the four primitives would do from this state (Catur's action space)."""
+    instances = split_request(topology, request)  # once, not once per primitive
     return {
-        name: place(topology, used_vcpus, used_mem_mib, request, POLICIES[name])
+        name: place_instances(topology, used_vcpus, used_mem_mib, instances, POLICIES[name])
         for name in PRIMITIVES
     }
 
