@@ -12,7 +12,8 @@
    against every primitive and ``greedy``; the best export so far is kept as a checkpoint;
 4. writes the model directory: the best export, its manifest (algorithm, spaces, window,
    topologies, package versions, evaluation metrics, export check) and the uncertainty gate's
-   statistics, fitted on observations from the training window.
+   statistics, fitted on observations from the training window; every periodic export is
+   kept under ``checkpoints/step-N`` in the same format.
 
 Time split follows the paper (days 1–15 train, 16–31 test): by default episodes come from days
 1–12 and checkpoints are chosen on days 13–15, so the test window (16–31, ``catur evaluate``)
@@ -311,6 +312,8 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
         if out.exists():
             shutil.rmtree(out)
         PolicyModel(manifest, final.layers, out).save(out)
+        # Every periodic export stays available (same format) for inspection or rollback.
+        shutil.copytree(work, out / "checkpoints")
     finally:
         venv.close()
         shutil.rmtree(work, ignore_errors=True)
