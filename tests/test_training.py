@@ -220,7 +220,10 @@ def test_cli_train_writes_a_model(cli_model):
     manifest = check_manifest(out, "ppo")
     assert manifest["training"]["warm_start"] == 500
     assert manifest["evaluation"]["history"][0]["step"] == 0
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "weights.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "manifest.json", "weights.npz"]
+    # Every periodic export is kept, each itself a loadable model directory.
+    for checkpoint in (out / "checkpoints").iterdir():
+        PolicyModel.load(checkpoint)
 
 
 @pytest.mark.skipif(not CATUR.exists(), reason=f"no installed catur command at {CATUR}")
