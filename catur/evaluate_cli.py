@@ -53,6 +53,12 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def add_scenario_arguments(p: argparse.ArgumentParser) -> None:
+    add_workload_arguments(p)
+    add_policy_arguments(p)
+
+
+def add_workload_arguments(p: argparse.ArgumentParser) -> None:
+    """The workload and cluster options (shared with ``catur replay``)."""
     src = p.add_argument_group("workload")
     src.add_argument("trace", nargs="?", help="trace file (any supported format, gzip ok)")
     src.add_argument("--synthetic", metavar="NAME", help="use a built-in synthetic workload instead of a file")
@@ -73,6 +79,18 @@ def add_scenario_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_TARGET_UTILIZATION,
         help=f"size the cluster so peak demand is this fraction of capacity (default {DEFAULT_TARGET_UTILIZATION}); 0 keeps the file's host counts",
     )
+
+
+def add_output_arguments(group) -> None:
+    """Threshold, JSON, plots, jobs, quiet (shared with ``catur replay``)."""
+    group.add_argument("--anomaly-threshold", type=float, default=0.40, help="defect at placement above which a VM is an anomaly (default 0.40)")
+    group.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    group.add_argument("--plots", metavar="DIR", help="write defect CDF and per-day plots (PNG) here")
+    group.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_policy_arguments(p: argparse.ArgumentParser) -> None:
     pol = p.add_argument_group("policies and output")
     pol.add_argument("--policies", help="comma-separated policy names (default: all primitives and baselines; see 'catur policies')")
     pol.add_argument(
@@ -104,11 +122,7 @@ def add_scenario_arguments(p: argparse.ArgumentParser) -> None:
     )
     pol.add_argument("--no-gate", action="store_true", help="do not use the model's uncertainty gate")
     pol.add_argument("--oracle-k", type=int, default=5, help="oracle look-ahead in arrivals, the VM in hand included (default 5)")
-    pol.add_argument("--anomaly-threshold", type=float, default=0.40, help="defect at placement above which a VM is an anomaly (default 0.40)")
-    pol.add_argument("--json", metavar="OUT", help="write the results as JSON")
-    pol.add_argument("--plots", metavar="DIR", help="write defect CDF and per-day plots (PNG) here")
-    pol.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
-    pol.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_arguments(pol)
 
 
 def decider_specs(args: argparse.Namespace) -> list:

@@ -25,11 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from catur.errors import CaturError
-from catur.observation import OBS_DIM, OBS_VERSION, candidates, encode
+from catur.observation import OBS_DIM, OBS_VERSION
 from catur.policies import PRIMITIVES
-from catur.request import VMRequest
-from catur.state import Placement
-from catur.topology import Topology
 
 MODEL_FORMAT = "catur-policy/1"
 ACTIVATIONS = {
@@ -162,26 +159,3 @@ def check_manifest(manifest: object, source: str) -> None:
         raise CaturError(
             f"{source}: unknown activation {manifest.get('activation')!r}; known: {', '.join(ACTIVATIONS)}"
         )
-
-
-MODEL_POLICY = "catur"
-
-
-def model_decider(model: PolicyModel):
-    """A replay decider ``(topology, used_vcpus, used_mem_mib, request, rng) -> Placement``
-    that places with the primitive the model scores highest."""
-
-    def decide(
-        topology: Topology,
-        used_vcpus: np.ndarray,
-        used_mem_mib: np.ndarray,
-        request: VMRequest,
-        rng: np.random.Generator | None = None,
-    ) -> Placement:
-        cands = candidates(topology, used_vcpus, used_mem_mib, request)
-        obs = encode(topology, used_vcpus, used_mem_mib, request, cands)
-        best = int(np.argmax(model.scores(obs)))
-        chosen = cands[best].placement
-        return Placement(chosen.cpu_nodes, chosen.vcpus, chosen.mem_mib, MODEL_POLICY)
-
-    return decide

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from catur.errors import CaturError
-from catur.model import MODEL_FORMAT, MODEL_POLICY, PolicyModel, default_model_dir, model_decider
+from catur.decision import Decider
+from catur.model import MODEL_FORMAT, PolicyModel, default_model_dir
 from catur.observation import OBS_DIM, OBS_VERSION, candidates, encode
 from catur.placement import greedy_place, primitive_placements
 from catur.policies import PRIMITIVES
@@ -366,27 +367,27 @@ def test_shipped_default_model():
     assert decision.primitive in PRIMITIVES and decision.model_version == model.version
 
 
-# --- model_decider and greedy_action ----------------------------------------------------------
+# --- a model deciding (through the Decider, with no shield and no gate) and greedy_action ----------------------------------------------------------
 
 
 @given(state=host_states(), seed=st.integers(0, 3))
 @settings(max_examples=60, **SETTINGS)
-def test_model_decider_picks_argmax(state, seed):
-    """model_decider places with the primitive the model scores highest."""
+def test_model_decision_picks_argmax(state, seed):
+    """A Decider with a model places with the primitive the model scores highest."""
     topology, used_vcpus, used_mem, request = state
     model = PolicyModel(manifest(), random_layers(seed))
-    placement = model_decider(model)(topology, used_vcpus, used_mem, request)
+    placement = Decider(model).decide(topology, used_vcpus, used_mem, request).placement
     cands = candidates(topology, used_vcpus, used_mem, request)
     best = int(np.argmax(model.scores(encode(topology, used_vcpus, used_mem, request, cands))))
     expected = cands[best].placement
-    assert placement.policy == MODEL_POLICY
+    assert placement.policy == "catur"
     np.testing.assert_array_equal(placement.cpu_nodes, expected.cpu_nodes)
     np.testing.assert_array_equal(placement.vcpus, expected.vcpus)
     np.testing.assert_array_equal(placement.mem_mib, expected.mem_mib)
 
 
 @pytest.mark.parametrize("primitive", PRIMITIVES)
-def test_model_decider_follows_a_constant_preference(primitive):
+def test_model_decision_follows_a_constant_preference(primitive):
     """A model whose bias favours one primitive always places like that primitive."""
     bias = np.where(np.array(PRIMITIVES) == primitive, 5.0, 0.0).astype(np.float32)
     model = PolicyModel(manifest(), ((np.zeros((OBS_DIM, 4), np.float32), bias),))
@@ -394,7 +395,7 @@ def test_model_decider_follows_a_constant_preference(primitive):
     used_vcpus = np.array([30, 4, 16, 0])
     used_mem = np.array([60_000, 1_000, 20_000, 70_000])
     request = VMRequest(8, 16_384)
-    placement = model_decider(model)(topology, used_vcpus, used_mem, request)
+    placement = Decider(model).decide(topology, used_vcpus, used_mem, request).placement
     expected = primitive_placements(topology, used_vcpus, used_mem, request)[primitive]
     np.testing.assert_array_equal(placement.cpu_nodes, expected.cpu_nodes)
     np.testing.assert_array_equal(placement.mem_mib, expected.mem_mib)

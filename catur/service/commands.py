@@ -121,31 +121,11 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def add_replay_scenario_arguments(p: argparse.ArgumentParser) -> None:
-    """The scenario options of 'catur evaluate' that apply to a replay (same names, defaults)."""
-    from catur.evaluate_cli import DEFAULT_TARGET_UTILIZATION
+    """The scenario and output options of 'catur evaluate' (same names, same defaults)."""
+    from catur.evaluate_cli import add_output_arguments, add_workload_arguments
 
-    src = p.add_argument_group("workload (as in 'catur evaluate')")
-    src.add_argument("trace", nargs="?", help="trace file (any supported format, gzip ok)")
-    src.add_argument("--synthetic", metavar="NAME", help="use a built-in synthetic workload instead of a file")
-    src.add_argument("--format", default="auto", help="trace format (default: auto-detect)")
-    src.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (counted) instead of failing")
-    src.add_argument("--days", metavar="FIRST:LAST", help="replay VMs arriving on these days (1-based, inclusive)")
-    src.add_argument("--seed", type=int, default=0, help="seed for synthetic workloads (default 0)")
-    cl = p.add_argument_group("cluster (as in 'catur evaluate')")
-    cl.add_argument("--cluster", default="mixed", help="shipped mix or a YAML/TOML file (default: mixed)")
-    cl.add_argument("--cpu-overcommit", type=float, help="vCPUs admitted per host core (default: the cluster file's, else 1.0)")
-    cl.add_argument(
-        "--target-utilization",
-        type=float,
-        default=DEFAULT_TARGET_UTILIZATION,
-        help=f"size the cluster so peak demand is this fraction of capacity (default {DEFAULT_TARGET_UTILIZATION}); 0 keeps the file's host counts",
-    )
-    out = p.add_argument_group("output")
-    out.add_argument("--anomaly-threshold", type=float, default=0.40, help="defect at placement above which a VM is an anomaly (default 0.40)")
-    out.add_argument("--json", metavar="OUT", help="write the results as JSON")
-    out.add_argument("--plots", metavar="DIR", help="write defect CDF and per-day plots (PNG) here")
-    out.add_argument("--jobs", type=int, default=None, help="worker processes for --also (default: CPU count)")
-    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_workload_arguments(p)
+    add_output_arguments(p.add_argument_group("output"))
 
 
 def _client(args: argparse.Namespace):
