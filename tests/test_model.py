@@ -357,7 +357,7 @@ def test_shipped_default_model():
     assert model.manifest["obs_dim"] == OBS_DIM
     documented = {
         "format", "obs_version", "obs_dim", "actions", "activation", "algorithm", "gate",
-        "fallback_primitive", "training", "evaluation", "export_check", "versions",
+        "best_primitive", "training", "evaluation", "export_check", "versions",
     }
     assert documented <= set(model.manifest)
     assert model.scores(random_observations(3)).shape == (3, len(PRIMITIVES))

@@ -35,7 +35,7 @@ from catur.policies import PRIMITIVES
 CATUR = Path(sys.executable).with_name("catur")
 MANIFEST_KEYS = {
     "format", "obs_version", "obs_dim", "actions", "activation", "algorithm", "gate",
-    "fallback_primitive", "training", "evaluation", "export_check", "versions",
+    "best_primitive", "training", "evaluation", "export_check", "versions",
 }
 TINY = dict(timesteps=3000, eval_every=1000, eval_hosts=2, n_envs=1)
 
@@ -61,7 +61,8 @@ def check_manifest(directory: Path, algorithm: str) -> dict:
     assert manifest["actions"] == list(PRIMITIVES)
     assert manifest["algorithm"] == algorithm
     assert manifest["activation"] in ("tanh", "relu")
-    assert manifest["fallback_primitive"] in PRIMITIVES
+    assert manifest["best_primitive"] in PRIMITIVES
+    assert "fallback_primitive" not in manifest  # the gate falls back to greedy
     assert len(manifest["gate"]["mean"]) == OBS_DIM
     assert np.isfinite(manifest["gate"]["threshold"])
     for key in ("numpy", "torch", "gymnasium", "stable-baselines3", "sb3-contrib", "python"):
@@ -75,7 +76,7 @@ def check_manifest(directory: Path, algorithm: str) -> dict:
     assert training["best_step"] in [h["step"] for h in history]
     baselines = evaluation["baselines"]
     assert set(baselines) == {*PRIMITIVES, "greedy"}
-    assert manifest["fallback_primitive"] == min(PRIMITIVES, key=baselines.get)
+    assert manifest["best_primitive"] == min(PRIMITIVES, key=baselines.get)
     check = manifest["export_check"]
     assert check["identical_decisions"] == check["observations"]
     assert check["observations"] > 0 or "note" in check
@@ -162,7 +163,7 @@ def test_ppo_run_writes_a_complete_model(ppo_from_scratch):
     model = PolicyModel.load(result.model_dir)
     assert model.version == manifest["version"]
     decider = DeciderSpec(model=str(result.model_dir)).build()
-    assert decider.gate is not None and decider.fallback == manifest["fallback_primitive"]
+    assert decider.gate is not None and decider.fallback is None  # gated requests go to greedy
 
 
 def test_ppo_run_history_and_best_checkpoint(ppo_from_scratch):
