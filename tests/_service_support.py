@@ -55,10 +55,11 @@ def make_model(directory: Path, seed: int = 0, *, version: str | None = None, ga
     return PolicyModel(manifest, layers).save(directory)
 
 
-def random_trace(seed: int, n: int = 300, days: float = 3.0) -> pd.DataFrame:
+def random_trace(seed: int, n: int = 300, days: float = 3.0, mean_life_days: float = 0.7) -> pd.DataFrame:
+    """A seeded canonical trace: mixed sizes, alpha weights, 10% still running at the end."""
     rng = np.random.default_rng(seed)
     arrival = np.sort(rng.uniform(0, days * SECONDS_PER_DAY, n))
-    departure = arrival + rng.exponential(0.7 * SECONDS_PER_DAY, n)
+    departure = arrival + rng.exponential(mean_life_days * SECONDS_PER_DAY, n)
     departure[rng.random(n) < 0.1] = NAN
     return pd.DataFrame(
         {

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from _service_support import random_trace as shared_random_trace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,20 +42,7 @@ T2 = Topology("t2", [4, 4], [4096, 4096], [0, 1], [[10, 21], [21, 10]])
 
 
 def random_trace(seed: int, n: int = 500, days: float = 4.0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    arrival = np.sort(rng.uniform(0, days * SECONDS_PER_DAY, n))
-    departure = arrival + rng.exponential(0.5 * SECONDS_PER_DAY, n)
-    departure[rng.random(n) < 0.1] = NAN
-    return pd.DataFrame(
-        {
-            "vm_id": np.arange(n),
-            "arrival_s": arrival,
-            "departure_s": departure,
-            "vcpus": rng.choice([1, 2, 4, 8, 16, 32], n, p=[0.2, 0.3, 0.2, 0.15, 0.1, 0.05]),
-            "mem_gib": rng.choice([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0], n),
-            "alpha": rng.choice([0.5, 1.0, 2.0], n),
-        }
-    )
+    return shared_random_trace(seed, n, days, mean_life_days=0.5)
 
 
 @pytest.fixture(scope="module")
