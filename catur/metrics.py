@@ -45,7 +45,9 @@ class MetricsConfig:
 
 def node_cor(cores: np.ndarray, used_vcpus: np.ndarray) -> np.ndarray:
     """COR of every node; ``used_vcpus`` may be ``[N]`` or ``[H, N]``."""
-    return np.clip((used_vcpus - cores) / cores, 0.0, 1.0)
+    # np.minimum/np.maximum, not np.clip: same result, a fraction of the call overhead on the
+    # 2-8 element arrays of the decision hot path.
+    return np.minimum(np.maximum((used_vcpus - cores) / cores, 0.0), 1.0)
 
 
 def vm_cor(placement: Placement, cor_of_node: np.ndarray) -> float:
@@ -56,8 +58,8 @@ def vm_cor(placement: Placement, cor_of_node: np.ndarray) -> float:
 
 def cor_after(cores: np.ndarray, used_vcpus: np.ndarray, placement: Placement) -> float:
     """The VM's COR right after ``placement`` is added to a host with ``used_vcpus``."""
-    after = used_vcpus[placement.cpu_nodes] + placement.vcpus
-    node = np.clip((after - cores[placement.cpu_nodes]) / cores[placement.cpu_nodes], 0.0, 1.0)
+    nodes = placement.cpu_nodes
+    node = node_cor(cores[nodes], used_vcpus[nodes] + placement.vcpus)
     return float(placement.vcpus @ node) / float(placement.vcpus.sum())
 
 

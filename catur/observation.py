@@ -83,13 +83,14 @@ def encode(
         )
     if cands is None:
         cands = candidates(topology, used_vcpus, used_mem_mib, request)
-    cores = topology.node_cores.astype(float)
-    mem = topology.node_mem_mib.astype(float)
+    cores = topology.node_cores
+    mem = topology.node_mem_mib
+    total_cores = float(cores.sum())
     obs = np.zeros(OBS_DIM, dtype=np.float32)
     nodes = obs[: MAX_NODES * NODE_FEATURES].reshape(MAX_NODES, NODE_FEATURES)
     nodes[:n, 0] = 1.0
-    nodes[:n, 1] = np.clip((cores - used_vcpus) / cores, -1.0, 1.0)
-    nodes[:n, 2] = np.clip((mem - used_mem_mib) / mem, -1.0, 1.0)
+    nodes[:n, 1] = np.minimum(np.maximum((cores - used_vcpus) / cores, -1.0), 1.0)
+    nodes[:n, 2] = np.minimum(np.maximum((mem - used_mem_mib) / mem, -1.0), 1.0)
     nodes[:n, 3] = topology.node_socket / max(topology.num_sockets, 1)
     nodes[:n, 4] = cores / cores.max()
     i = MAX_NODES * NODE_FEATURES
@@ -104,18 +105,22 @@ def encode(
     )
     i += REQUEST_FEATURES
     obs[i : i + HOST_FEATURES] = (
-        min(used_vcpus.sum() / cores.sum(), 2.0),
+        min(used_vcpus.sum() / total_cores, 2.0),
         min(used_mem_mib.sum() / mem.sum(), 2.0),
     )
     i += HOST_FEATURES
+    # Overload felt by the VMs already on the host (the new VM's own share is in c.cor): the
+    # growth of Σ vCPUs × COR over the nodes, for all four candidates at once.
+    after_vcpus = np.tile(used_vcpus, (len(cands), 1))
+    for row, c in enumerate(cands):
+        after_vcpus[row, c.placement.cpu_nodes] += c.placement.vcpus
+    before = float(used_vcpus @ node_cor(cores, used_vcpus))
+    neighbours = np.minimum((node_cor(cores, after_vcpus) @ used_vcpus - before) / total_cores, 4.0)
+    table = obs[i:].reshape(len(cands), CANDIDATE_FEATURES)
+    table[:, 0] = [c.cor for c in cands]
+    table[:, 1] = [c.rmr for c in cands]
+    table[:, 2] = [c.defect for c in cands]
     best = min(c.defect for c in cands)
-    before = float(used_vcpus @ node_cor(topology.node_cores, used_vcpus))
-    rows = []
-    for c in cands:
-        after_vcpus = used_vcpus.copy()
-        after_vcpus[c.placement.cpu_nodes] += c.placement.vcpus
-        # Overload felt by the VMs already there (the new VM's own share is in c.cor).
-        after = float(used_vcpus @ node_cor(topology.node_cores, after_vcpus))
-        rows.append((c.cor, c.rmr, c.defect, c.defect - best, min((after - before) / cores.sum(), 4.0)))
-    obs[i:] = np.array(rows, dtype=np.float32).ravel()
+    table[:, 3] = [c.defect - best for c in cands]  # in float64 first, like the other features
+    table[:, 4] = neighbours
     return obs
