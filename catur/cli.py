@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_traces_commands(sub)
 
     from catur.service.commands import add_service_commands; add_service_commands(sub)  # noqa: E702
+    from catur.models_cli import add_models_commands; add_models_commands(sub)  # noqa: E702
 
     from catur.training.commands import add_train_commands
 
