@@ -93,10 +93,10 @@ def in_process(decider: Decider, topology, used_vcpus, used_mem, requests, with_
 class Server:
     """``catur serve`` in a subprocess on a free loopback port; stopped with SIGTERM."""
 
-    def __init__(self, model: str, depth: int) -> None:
+    def __init__(self, model: str, depth: int, extra: tuple[str, ...] = ()) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "catur.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "-1",
-             "--model", model, "--shield-depth", str(depth), "--watch-interval", "0", "--log-level", "WARNING"],
+             "--model", model, "--shield-depth", str(depth), "--watch-interval", "0", "--log-level", "WARNING", *extra],
             stdout=subprocess.PIPE, text=True,
         )
         line = self.proc.stdout.readline()

@@ -33,6 +33,14 @@ Formats (names are the keys of :data:`FORMATS`)
     departures at the end. An empty ``vmdeleted`` is read as still running.
 ``canonical``
     The canonical trace itself, as parquet or CSV.
+``collected``
+    A *directory* written by ``catur serve --collect-dir``: the VMs a running service placed,
+    joined with the departures it was told of (:mod:`catur.traces.collected`). Auto-detected:
+    a directory is read as this format unless it is ``partitioned``.
+``partitioned``
+    A *directory* of canonical parquet files with a ``cluster`` column, as written by
+    ``catur traces generate --vms N --out DIR`` (:mod:`catur.traces.partitioned`); read
+    whole here. ``catur evaluate DIR`` streams it a batch of clusters at a time instead.
 
 Auto-detection (``fmt="auto"``)
 -------------------------------
@@ -514,6 +522,15 @@ def read_canonical_trace(path: str | Path, skip_bad_rows: bool = False) -> Read:
     return df, report
 
 
+def read_partitioned_trace(path: str | Path, skip_bad_rows: bool = False) -> Read:
+    """Read a whole partitioned trace directory (:mod:`catur.traces.partitioned`) into memory."""
+    from catur.traces.partitioned import PartitionedTrace  # imports this module
+
+    trace = PartitionedTrace.open(path)
+    df, skipped, reasons = trace.read_all(skip_bad_rows)
+    return df, ReadReport(str(path), "partitioned", trace.num_rows, skipped, len(df), reasons)
+
+
 FORMATS: dict[str, TraceFormat] = {
     f.name: f
     for f in (
@@ -527,8 +544,21 @@ FORMATS: dict[str, TraceFormat] = {
                     "size buckets ('>24' = 30 vCPUs, '>64' = 70 GiB assumed)", read_azure_v2),
         TraceFormat("canonical", "Catur's canonical trace, parquet or CSV "
                     "(vm_id,arrival_s,departure_s,vcpus,mem_gib,...)", read_canonical_trace),
+        TraceFormat("collected", "a directory of 'catur serve --collect-dir' files "
+                    "(catur-trace-*.parquet), arrivals joined with departures",
+                    lambda path, skip: _collected().read_collected_trace(path, skip)),
+        TraceFormat("partitioned", "a directory of canonical parquet files with a 'cluster' "
+                    "column ('catur traces generate --out DIR')", read_partitioned_trace),
     )
 }
+
+
+def _collected():
+    # Imported late: catur.traces.collected imports this module (ReadReport).
+    from catur.traces import collected
+
+    return collected
+
 
 _SAMPLE_LINES = 1000
 
@@ -536,6 +566,10 @@ _SAMPLE_LINES = 1000
 def detect_format(path: str | Path) -> str:
     """Name the format of ``path`` from its first bytes and first line (see module docs)."""
     path = Path(path)
+    if path.is_dir():  # the directory formats: canonical files by cluster, or collector files
+        from catur.traces.partitioned import is_partitioned
+
+        return "partitioned" if is_partitioned(path) else "collected"
     if sniff(path) == "parquet":
         return "canonical"
     head = _head_lines(path, 1)
@@ -576,6 +610,6 @@ def read_trace(path: str | Path, fmt: str = "auto", skip_bad_rows: bool = False)
         fmt = detect_format(path)
     elif fmt not in FORMATS:
         raise unknown_name("trace format", fmt, list(FORMATS) + ["auto"])
-    else:
+    elif fmt not in ("collected", "partitioned"):
         sniff(path)  # a missing file gets the same clear error as with auto-detection
     return FORMATS[fmt].read(path, skip_bad_rows)

@@ -7,8 +7,11 @@
 * :mod:`catur.service.server` — :func:`~catur.service.server.create_server`, health,
   reflection, TLS, graceful shutdown;
 * :mod:`catur.service.client` — :class:`~catur.service.client.PlacementClient`;
+* :mod:`catur.service.collector` — optional trace collection: answered placements and
+  departure notices written to rotated parquet files, never blocking a placement;
 * :mod:`catur.service.replay` — replaying a trace through a running service;
-* :mod:`catur.service.commands` — ``catur serve``, ``catur place``, ``catur replay``;
+* :mod:`catur.service.commands` — ``catur serve``, ``catur place``, ``catur depart``,
+  ``catur replay``;
 * :mod:`catur.service.protogen` — regenerating the checked-in stubs in :mod:`catur.v1`.
 
 The contract is ``proto/catur/v1/placement.proto``. Nothing here decides anything: decisions

@@ -33,7 +33,7 @@ from catur.topology import Topology
 from catur.v1 import placement_pb2 as pb
 from catur.v1 import placement_pb2_grpc as pb_grpc
 
-from catur.service.convert import RemoteDecision, decision_from_proto, place_request, topology_to_proto
+from catur.service.convert import RemoteDecision, decision_from_proto, depart_request, place_request, topology_to_proto
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -102,10 +102,13 @@ class PlacementClient:
             msg = self._topologies[topology] = topology_to_proto(topology)
         return msg
 
-    def request(self, topology, used_vcpus, used_mem_mib, request: VMRequest, host_id=None, request_id=None) -> pb.PlaceRequest:
-        """The :class:`PlaceRequest` message :meth:`place` would send."""
+    def request(
+        self, topology, used_vcpus, used_mem_mib, request: VMRequest, host_id=None, request_id=None, **collect
+    ) -> pb.PlaceRequest:
+        """The :class:`PlaceRequest` message :meth:`place` would send (``collect``: ``vm_id``,
+        ``cluster``, ``time_s``)."""
         host = topology if isinstance(topology, pb.HostTopology) else self._host_topology(topology)
-        return place_request(host, used_vcpus, used_mem_mib, request, host_id, request_id)
+        return place_request(host, used_vcpus, used_mem_mib, request, host_id, request_id, **collect)
 
     def place(
         self,
@@ -116,10 +119,26 @@ class PlacementClient:
         host_id: str | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
+        *,
+        vm_id: str | None = None,
+        cluster: str | None = None,
+        time_s: float | None = None,
     ) -> RemoteDecision:
-        """Place ``request`` on a host of ``topology`` with this per-node usage (vCPUs, MiB)."""
-        msg = self.request(topology, used_vcpus, used_mem_mib, request, host_id, request_id)
+        """Place ``request`` on a host of ``topology`` with this per-node usage (vCPUs, MiB).
+
+        ``vm_id`` (joins this arrival with its :meth:`depart`), ``cluster`` and ``time_s``
+        (default: the server's clock) are recorded by a service that collects traces."""
+        msg = self.request(
+            topology, used_vcpus, used_mem_mib, request, host_id, request_id, vm_id=vm_id, cluster=cluster, time_s=time_s
+        )
         return decision_from_proto(self.stub.Place(msg, timeout=timeout or self.timeout))
+
+    def depart(self, vm_id: str, host_id: str | None = None, time_s: float | None = None, timeout: float | None = None) -> bool:
+        """Tell the service that VM ``vm_id`` left ``host_id`` (at ``time_s``; default: the
+        server's clock). True when a collecting service queued the record; False when the
+        service does not collect (or dropped it, its queue full)."""
+        msg = depart_request(vm_id, host_id, time_s)
+        return self.stub.Depart(msg, timeout=timeout or self.timeout).recorded
 
     def place_batch(self, items: list[pb.PlaceRequest], timeout: float | None = None) -> list[RemoteDecision | pb.ItemError]:
         """Send many :meth:`request` messages in one call; a decision or an error per item."""

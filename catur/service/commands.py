@@ -1,4 +1,5 @@
-"""``catur serve``, ``catur place`` and ``catur replay``: the placement service and its clients.
+"""``catur serve``, ``catur place``, ``catur depart``, ``catur replay`` and ``catur health``: the
+placement service and its clients.
 
 Only argparse is imported here; grpc and the rest load when a command runs, so other
 ``catur`` commands stay fast.
@@ -16,6 +17,7 @@ EPILOG_SERVE = """examples:
   catur serve                                   # shipped model if any, else greedy; 127.0.0.1:50051
   catur serve --model models/registry --watch-interval 5 --metrics-port 9464
   catur serve --listen 0.0.0.0:50051 --tls-cert srv.pem --tls-key srv.key --tls-client-ca ca.pem
+  catur serve --collect-dir /var/lib/catur/trace --collect-max-mb 2048   # also record the workload
 
 Signals: SIGTERM/SIGINT = graceful stop (health NOT_SERVING, then up to --grace seconds for
 RPCs in flight); SIGHUP = reload the model (a corrupt or mismatched model is refused, the
@@ -38,6 +40,10 @@ Admits the trace onto the cluster exactly as 'catur evaluate' does, then replays
 arrivals and departures through the service (host state kept here, host_id = host number),
 and prints the same metrics table as 'catur evaluate'. For the same model and shield, the
 numbers equal offline evaluation's.
+
+Each placement carries the VM's trace vm_id, cluster and arrival time; when the service
+collects traces (catur serve --collect-dir), departures are sent too (Depart, with their
+trace times), so the service's collected trace equals the replayed one.
 """
 
 
@@ -78,6 +84,12 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--tls-key", metavar="PEM", help="server private key")
     g.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")
+    g = p.add_argument_group("trace collection (off unless --collect-dir; see 'Trace collection' in the README)")
+    g.add_argument("--collect-dir", metavar="DIR", help="record every answered placement and Depart notice as parquet files in DIR; read them back with 'catur evaluate DIR' or 'catur traces convert DIR out.parquet'")
+    g.add_argument("--collect-max-mb", type=float, default=1024.0, metavar="N", help="budget of the files in DIR, MiB; past it the oldest files are deleted (default 1024)")
+    g.add_argument("--collect-rotate-rows", type=int, default=100_000, metavar="N", help="start a new file after N rows (default 100000)")
+    g.add_argument("--collect-rotate-seconds", type=float, default=600.0, metavar="S", help="start a new file when the current one's first row is S seconds old: at most S seconds of records are lost in a crash (default 600)")
+    g.add_argument("--collect-queue", type=int, default=65_536, metavar="N", help="rows waiting for the writer; beyond, rows are dropped and counted, never waited for (default 65536)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -99,8 +111,27 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--used-mem-mib", metavar="A,B,..", help="MiB in use per node (default: all 0)")
     p.add_argument("--host-id", default="", help="host id (the service keeps a request window per host)")
     p.add_argument("--request-id", default="", help="request id, echoed back")
+    p.add_argument("--vm-id", default="", help="the VM's id: a collecting service joins it with 'catur depart --vm-id'")
+    p.add_argument("--cluster", default="", help="the host's cluster (recorded by a collecting service)")
+    p.add_argument("--time", type=float, metavar="S", help="arrival time in seconds (recorded by a collecting service; default: the server's clock)")
     add_client_tls_arguments(p)
     p.set_defaults(func=cmd_place)
+
+    p = sub.add_parser(
+        "depart",
+        help="tell a running placement service that a VM left its host (for trace collection)",
+        description="Send the hypervisor's departure notice (catur.v1.Placement/Depart) for one VM to "
+        "a running 'catur serve'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_DEPART,
+    )
+    p.add_argument("--target", default="127.0.0.1:50051", metavar="HOST:PORT", help="service address (default 127.0.0.1:50051)")
+    p.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default 5)")
+    p.add_argument("--vm-id", required=True, help="the VM's id, as given to 'catur place --vm-id'")
+    p.add_argument("--host-id", default="", help="the host the VM left")
+    p.add_argument("--time", type=float, metavar="S", help="departure time in seconds (default: the server's clock)")
+    add_client_tls_arguments(p)
+    p.set_defaults(func=cmd_depart)
 
     p = sub.add_parser(
         "replay",
@@ -118,6 +149,20 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     add_replay_scenario_arguments(p)
     add_client_tls_arguments(p)
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "health",
+        help="ask a running placement service whether it is serving (for health checks)",
+        description="Call the standard gRPC health service (grpc.health.v1.Health/Check) of a "
+        "running 'catur serve' and print its status.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_HEALTH,
+    )
+    p.add_argument("--target", default="127.0.0.1:50051", metavar="HOST:PORT", help="service address (default 127.0.0.1:50051)")
+    p.add_argument("--timeout", type=float, default=3.0, help="deadline in seconds (default 3)")
+    p.add_argument("--service", default="", metavar="NAME", help="service to ask about (default '': the whole server; or catur.v1.Placement)")
+    add_client_tls_arguments(p)
+    p.set_defaults(func=cmd_health)
 
 
 def add_replay_scenario_arguments(p: argparse.ArgumentParser) -> None:
@@ -165,8 +210,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.grace < 0 or args.watch_interval < 0:
         raise CaturError(f"--grace and --watch-interval must be >= 0, got {args.grace} and {args.watch_interval}")
     shield = ShieldConfig(depth=args.shield_depth, width=args.shield_width / 100.0, window=args.shield_window)
+    collect = None
+    if args.collect_dir:
+        from catur.service.collector import CollectorConfig
+
+        if not args.collect_max_mb > 0:
+            raise CaturError(f"--collect-max-mb must be > 0, got {args.collect_max_mb}")
+        collect = CollectorConfig(
+            args.collect_dir,
+            rotate_rows=args.collect_rotate_rows,
+            rotate_seconds=args.collect_rotate_seconds,
+            max_bytes=int(args.collect_max_mb * (1 << 20)),
+            queue_size=args.collect_queue,
+        )
     service = Service(
-        model=args.model, shield=shield, use_gate=not args.no_gate, max_hosts=args.max_hosts, max_batch=args.max_batch
+        model=args.model, shield=shield, use_gate=not args.no_gate, max_hosts=args.max_hosts, max_batch=args.max_batch,
+        collect=collect,
     )
     tls = TLSConfig(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     server, port = create_server(
@@ -189,7 +248,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(
         f"catur serve: listening on {host}:{port} ({'TLS' if tls else 'plaintext'}); "
         f"metrics on {f'{args.metrics_host}:{metrics_port}' if metrics_port is not None else 'off'}; "
-        f"policy {serving.policy} {serving.version or ''}".rstrip(),
+        f"policy {serving.policy} {serving.version or ''}".rstrip()
+        + (f"; collecting traces in {args.collect_dir}" if collect else ""),
         flush=True,
     )
     stop = threading.Event()
@@ -251,11 +311,67 @@ def cmd_place(args: argparse.Namespace) -> int:
     )
     with _client(args) as client:
         try:
-            decision = client.place(topology, used_vcpus, used_mem, request, host_id=args.host_id, request_id=args.request_id)
+            decision = client.place(
+                topology, used_vcpus, used_mem, request, host_id=args.host_id, request_id=args.request_id,
+                vm_id=args.vm_id, cluster=args.cluster, time_s=args.time,
+            )
         except grpc.RpcError as exc:
             raise _rpc_error(exc, args.target) from None
     print(json.dumps(decision.to_dict(), indent=2))
     return 0
+
+
+# --- depart ----------------------------------------------------------------------------------------
+
+EPILOG_DEPART = """examples:
+  catur place --topology intel-2s --vcpus 4 --mem-mib 8192 --host-id h7 --vm-id vm-0042
+  catur depart --host-id h7 --vm-id vm-0042          # ... and when that VM is deleted
+  catur depart --host-id h7 --vm-id vm-0042 --time 1718000000.5
+
+Only a service started with --collect-dir records departures (it joins them with the
+placement of the same --vm-id into the VM's lifetime); any other answers OK and does nothing.
+Prints {"recorded": true|false}: false when the service does not collect, or dropped the
+record because its collector was behind (counted in catur_collector_rows_dropped_total).
+"""
+
+
+def cmd_depart(args: argparse.Namespace) -> int:
+    import grpc
+
+    with _client(args) as client:
+        try:
+            recorded = client.depart(args.vm_id, args.host_id, args.time)
+        except grpc.RpcError as exc:
+            raise _rpc_error(exc, args.target) from None
+    print(json.dumps({"recorded": recorded}))
+    return 0
+
+
+# --- health ----------------------------------------------------------------------------------------
+
+EPILOG_HEALTH = """examples:
+  catur health                                          # 127.0.0.1:50051, the whole server
+  catur health --target catur:50051 --service catur.v1.Placement --timeout 2
+  HEALTHCHECK CMD ["catur", "health"]                   # a Dockerfile's container health check
+
+Exit status: 0 = SERVING; 1 = anything else (NOT_SERVING while a graceful stop drains, an
+unknown service name, nothing listening, the deadline passed), as container health checks
+expect. Kubernetes needs no command: its native 'grpc:' probe calls the same health service.
+"""
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    import grpc
+
+    with _client(args) as client:
+        try:
+            status = client.health(args.service)
+        except grpc.RpcError as exc:
+            # Unreachable is a health answer ("unhealthy"), not bad input: exit 1, not 2.
+            print(f"catur health: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(f"{args.target}{' ' + args.service if args.service else ''}: {status}")
+    return 0 if status == "SERVING" else 1
 
 
 # --- replay ----------------------------------------------------------------------------------------
@@ -293,6 +409,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 result = replay_remote(
                     streams, client, name, seed=args.seed, config=config, concurrency=args.concurrency,
                     host_prefix=args.host_prefix, progress=bar.update,
+                    vm_ids=df["vm_id"].to_numpy(), clusters=scenario_.admission.host_cluster,
                 )
         except grpc.RpcError as exc:
             raise _rpc_error(exc, args.target) from None

@@ -22,7 +22,10 @@ What is refused, and why (the limits are module constants, reported by ``GetServ
 * a VM with vCPUs or memory < 1 or above :data:`SANITY_FACTOR` times the host's total;
   ``alpha``/``beta`` not finite or outside ``0..MAX_WEIGHT``; ``vnuma`` outside
   ``1..min(nodes, vcpus)``;
-* ``request_id``/``host_id`` longer than :data:`MAX_ID_CHARS` characters.
+* ``request_id``/``host_id``/``vm_id``/``cluster`` longer than :data:`MAX_ID_CHARS`
+  characters; a ``time_s`` that is not finite;
+* a ``DepartRequest`` (:func:`parse_depart_request`) without ``vm_id``, with ids too long or a
+  ``time_s`` that is not finite.
 
 Integers travel as ``int64``, so a negative size reaches the server and gets a message naming
 it, instead of wrapping around in an unsigned field.
@@ -69,6 +72,18 @@ class ParsedRequest:
     request: VMRequest
     request_id: str
     host_id: str
+    vm_id: str = ""
+    cluster: str = ""
+    time_s: float | None = None  # None: the request carried no time
+
+
+@dataclass(frozen=True)
+class ParsedDepart:
+    """A validated :class:`DepartRequest`."""
+
+    host_id: str
+    vm_id: str
+    time_s: float | None = None  # None: the notice carried no time
 
 
 # --- proto -> Catur (server side) ----------------------------------------------------------------
@@ -217,14 +232,35 @@ def _check_id(value: str, field: str) -> str:
     return value
 
 
+def _check_time(msg, field: str = "time_s") -> float | None:
+    if not msg.HasField(field):
+        return None
+    value = getattr(msg, field)
+    if not math.isfinite(value):
+        raise InvalidRequest(f"{field} must be a finite number of seconds, got {value!r}")
+    return float(value)
+
+
 def parse_place_request(msg: pb.PlaceRequest, cache: TopologyCache | None = None) -> ParsedRequest:
     """Validate a :class:`PlaceRequest`; raise :class:`InvalidRequest` naming the bad field."""
     request_id = _check_id(msg.request_id, "request_id")
     host_id = _check_id(msg.host_id, "host_id")
+    vm_id = _check_id(msg.vm_id, "vm_id")
+    cluster = _check_id(msg.cluster, "cluster")
+    time_s = _check_time(msg)
     topology = parse_topology(msg, cache)
     used_vcpus, used_mem = parse_usage(msg, topology)
     request = parse_vm(msg, topology)
-    return ParsedRequest(topology, used_vcpus, used_mem, request, request_id, host_id)
+    return ParsedRequest(topology, used_vcpus, used_mem, request, request_id, host_id, vm_id, cluster, time_s)
+
+
+def parse_depart_request(msg: pb.DepartRequest) -> ParsedDepart:
+    """Validate a :class:`DepartRequest`; raise :class:`InvalidRequest` naming the bad field."""
+    host_id = _check_id(msg.host_id, "host_id")
+    vm_id = _check_id(msg.vm_id, "vm_id")
+    if not vm_id:
+        raise InvalidRequest("vm_id is required: the id the VM was placed under (PlaceRequest.vm_id)")
+    return ParsedDepart(host_id, vm_id, _check_time(msg))
 
 
 # --- Catur -> proto (server side) ----------------------------------------------------------------
@@ -277,8 +313,14 @@ def place_request(
     request: VMRequest,
     host_id: str | None = None,
     request_id: str | None = None,
+    *,
+    vm_id: str | None = None,
+    cluster: str | None = None,
+    time_s: float | None = None,
 ) -> pb.PlaceRequest:
-    """The :class:`PlaceRequest` for placing ``request`` on a host with this usage."""
+    """The :class:`PlaceRequest` for placing ``request`` on a host with this usage.
+
+    ``vm_id``, ``cluster`` and ``time_s`` matter only to a service that collects traces."""
     host = topology if isinstance(topology, pb.HostTopology) else topology_to_proto(topology)
     vm = pb.VM(vcpus=int(request.vcpus), mem_mib=int(request.mem_mib))
     if request.alpha != 1.0:
@@ -287,7 +329,7 @@ def place_request(
         vm.beta = request.beta
     if request.vnuma is not None:
         vm.vnuma = int(request.vnuma)
-    return pb.PlaceRequest(
+    msg = pb.PlaceRequest(
         topology=host,
         usage=pb.NodeUsage(
             used_vcpus=np.asarray(used_vcpus, dtype=np.int64).tolist(),
@@ -296,7 +338,20 @@ def place_request(
         vm=vm,
         request_id=request_id or "",
         host_id=host_id or "",
+        vm_id=vm_id or "",
+        cluster=cluster or "",
     )
+    if time_s is not None:
+        msg.time_s = float(time_s)
+    return msg
+
+
+def depart_request(vm_id: str, host_id: str | None = None, time_s: float | None = None) -> pb.DepartRequest:
+    """The :class:`DepartRequest` telling the service that ``vm_id`` left ``host_id``."""
+    msg = pb.DepartRequest(vm_id=vm_id, host_id=host_id or "")
+    if time_s is not None:
+        msg.time_s = float(time_s)
+    return msg
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,14 @@ Hosts are independent, so ``concurrency`` threads replay different hosts at once
 requests stay strictly sequential, and results are merged in host order, so the numbers do not
 depend on ``concurrency``.
 
+Each Place carries the VM's trace id (``vm_id``), its host's ``cluster`` and its trace arrival
+time (``time_s``), and each departure in the window is sent as a ``Depart`` notice with its
+trace time, in the order :meth:`~catur.sim.replay.HostTrace.events` gives (the order
+``replay_host`` walks). A replay through a service that collects traces therefore leaves
+behind a collected trace equal to the replayed one: same VMs, sizes and times (departures
+past the window's end are not sent, as the replay cuts them). Departures are sent only when
+the service reports that it collects (``ServerInfo.collecting``), unless told otherwise.
+
 A service keeps its host windows across replays: replaying the same trace twice against one
 running service (with the shield at depth >= 2) starts the second run with the first run's
 windows. Use a different ``host_prefix`` per run (``catur replay --host-prefix``) for
@@ -23,7 +31,9 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 from catur.errors import CaturError
 from catur.metrics import MetricsConfig
@@ -44,8 +54,16 @@ def replay_remote(
     concurrency: int = 1,
     host_prefix: str = "",
     progress: Callable[[int], None] | None = None,
+    vm_ids: np.ndarray | Sequence | None = None,
+    clusters: Sequence[str] | None = None,
+    departures: bool | None = None,
 ) -> PolicyResult:
     """Replay every host stream through the service; the counted VMs' result, named ``name``.
+
+    ``vm_ids`` gives the trace's ``vm_id`` per trace row (``stream.rows`` index it; default:
+    the row number) and ``clusters`` the cluster label per host number (default none): both
+    are sent for trace collection. ``departures``: send ``Depart`` notices (None = only when
+    the service collects traces).
 
     ``seed`` is offset by the host number per host, as in :func:`catur.sim.evaluate.evaluate_policies`.
     Like offline evaluation of a :class:`~catur.decision.DeciderSpec`, the result's ``extra``
@@ -56,13 +74,36 @@ def replay_remote(
         raise CaturError(f"concurrency must be >= 1, got {concurrency}")
     if not any(stream.counted.any() for stream in streams):
         raise CaturError("nothing to replay: no admitted VM arrives in the window")
+    if departures is None:
+        departures = client.server_info().collecting
 
     def one(stream: HostStream):
         host_id = f"{host_prefix}{stream.host}"
+        cluster = clusters[stream.host] if clusters is not None else ""
         counters: Counter = Counter({"shield_interventions": 0, "shield_depth1": 0, "unshielded": 0, "gated": 0})
+        # replay_host calls decide once per arrival, walking trace.events() in order: the same
+        # walk here tells which VM each call is for, and which departures came before it.
+        events = iter(stream.trace.events())
+
+        def vm_id(vm: int) -> str:
+            row = int(stream.rows[vm])
+            return str(vm_ids[row]) if vm_ids is not None else str(row)
+
+        def until_arrival():
+            for t, arriving, vm in events:
+                if arriving:
+                    return t, vm
+                if departures:
+                    client.depart(vm_id(vm), host_id, t)
+            return None
 
         def decide(topology, used_vcpus, used_mem_mib, request, rng=None):
-            decision = client.place(topology, used_vcpus, used_mem_mib, request, host_id=host_id)
+            t, vm = until_arrival()
+            if request != stream.trace.request(vm):  # pragma: no cover - replay_host changed its walk
+                raise CaturError(f"host {stream.host}: replay order out of step with HostTrace.events() at VM {vm}")
+            decision = client.place(
+                topology, used_vcpus, used_mem_mib, request, host_id=host_id, vm_id=vm_id(vm), cluster=cluster, time_s=t
+            )
             counters["shield_interventions"] += decision.shield_intervened
             counters["shield_depth1"] += decision.shield_fallback == "depth-1"
             counters["unshielded"] += decision.shield_fallback == "unshielded"
@@ -70,6 +111,8 @@ def replay_remote(
             return decision.placement
 
         result = replay_host(stream.topology, stream.trace, decide, seed=seed + stream.host)
+        if until_arrival() is not None:  # pragma: no cover - see above
+            raise CaturError(f"host {stream.host}: the replay placed fewer VMs than its trace has")
         if progress:
             progress(stream.trace.num_vms)
         keep = stream.counted

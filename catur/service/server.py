@@ -33,6 +33,7 @@ from catur.errors import CaturError
 from catur.shield import ShieldConfig
 from catur.v1 import placement_pb2_grpc as pb_grpc
 
+from catur.service.collector import CollectorConfig, TraceCollector
 from catur.service.models import ModelHolder
 from catur.service.servicer import DEFAULT_MAX_BATCH, DEFAULT_MAX_HOSTS, SERVICE_NAME, PlacementServicer
 from catur.service.telemetry import MetricsInterceptor, ServiceMetrics
@@ -79,6 +80,9 @@ class Service:
         metrics: A :class:`ServiceMetrics` (a fresh registry by default).
         max_hosts: Most host_id windows kept by the shield.
         max_batch: Most items per PlaceBatch call.
+        collect: Trace collection settings (None = off): answered placements and departure
+            notices are recorded under ``collect.directory`` (:mod:`catur.service.collector`).
+        collector_hook: Test hook passed to the collector (``before_write``).
     """
 
     def __init__(
@@ -89,10 +93,17 @@ class Service:
         metrics: ServiceMetrics | None = None,
         max_hosts: int = DEFAULT_MAX_HOSTS,
         max_batch: int = DEFAULT_MAX_BATCH,
+        collect: CollectorConfig | None = None,
+        collector_hook=None,
     ) -> None:
         self.metrics = metrics if metrics is not None else ServiceMetrics()
         self.models = ModelHolder(model, shield, use_gate, self.metrics)
-        self.servicer = PlacementServicer(self.models, self.metrics, max_hosts=max_hosts, max_batch=max_batch)
+        self.collector = (
+            TraceCollector(collect, self.metrics.registry, before_write=collector_hook) if collect is not None else None
+        )
+        self.servicer = PlacementServicer(
+            self.models, self.metrics, max_hosts=max_hosts, max_batch=max_batch, collector=self.collector
+        )
         self.health = health.HealthServicer()
         self._stop_watch = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -109,12 +120,15 @@ class Service:
 
     def shutdown(self, server: grpc.Server, grace: float = 5.0) -> None:
         """Graceful stop: health NOT_SERVING first (load balancers drain), then let RPCs in
-        flight finish for up to ``grace`` seconds, refusing new ones."""
+        flight finish for up to ``grace`` seconds, refusing new ones; then the trace collector
+        writes what it holds and finishes its file."""
         self.health.enter_graceful_shutdown()
         self._stop_watch.set()
         server.stop(grace).wait()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
+        if self.collector is not None:
+            self.collector.close()
 
 
 def create_server(

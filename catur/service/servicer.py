@@ -14,7 +14,10 @@ service needs on top:
 * **deadlines** — a request whose deadline has passed, or whose client has gone, is not
   decided (DEADLINE_EXCEEDED / CANCELLED); a batch checks between items;
 * **errors** — :class:`~catur.errors.CaturError` (bad input) becomes INVALID_ARGUMENT with its
-  message; any other exception is logged, counted and answered INTERNAL. Nothing escapes.
+  message; any other exception is logged, counted and answered INTERNAL. Nothing escapes;
+* **trace collection** — with a :class:`~catur.service.collector.TraceCollector`, every answered
+  placement and every ``Depart`` notice is handed to it (a non-blocking queue put); without
+  one, ``Depart`` is validated and answered OK, nothing more.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ from catur.topology import PRESETS
 from catur.v1 import placement_pb2 as pb
 from catur.v1 import placement_pb2_grpc as pb_grpc
 
-from catur.service.convert import MAX_NODES, TopologyCache, decision_to_proto, explicit_to_proto, parse_place_request
+from catur.service.convert import (
+    MAX_NODES,
+    TopologyCache,
+    decision_to_proto,
+    explicit_to_proto,
+    parse_depart_request,
+    parse_place_request,
+)
 from catur.service.models import ModelHolder
 from catur.service.telemetry import ServiceMetrics
 
@@ -114,6 +124,8 @@ class PlacementServicer(pb_grpc.PlacementServicer):
         metrics: Where to count decisions and errors.
         max_hosts: Most host_id windows kept (see :class:`HostWindows`).
         max_batch: Most items in one PlaceBatch call.
+        collector: Where answered placements and departures are recorded (None = nowhere);
+            a :class:`~catur.service.collector.TraceCollector`.
     """
 
     def __init__(
@@ -122,6 +134,7 @@ class PlacementServicer(pb_grpc.PlacementServicer):
         metrics: ServiceMetrics | None = None,
         max_hosts: int = DEFAULT_MAX_HOSTS,
         max_batch: int = DEFAULT_MAX_BATCH,
+        collector=None,
     ) -> None:
         if max_batch < 1:
             raise CaturError(f"max_batch must be >= 1, got {max_batch}")
@@ -131,6 +144,7 @@ class PlacementServicer(pb_grpc.PlacementServicer):
         shield = models.shield
         self.windows = HostWindows(shield.window if shield else 1, max_hosts, self.metrics)
         self.topologies = TopologyCache()
+        self.collector = collector
 
     # --- the work, free of grpc -----------------------------------------------------------------
 
@@ -154,7 +168,16 @@ class PlacementServicer(pb_grpc.PlacementServicer):
             decision = decider.decide(parsed.topology, parsed.used_vcpus, parsed.used_mem_mib, parsed.request)
             seconds = time.perf_counter() - t0
         self.metrics.record_decision(decision, seconds)
+        if self.collector is not None:
+            self.collector.record_arrival(msg, parsed, decision)
         return decision_to_proto(decision, parsed.request_id)
+
+    def depart(self, msg: pb.DepartRequest) -> pb.DepartResponse:
+        """Record a departure notice; raises :class:`CaturError` on bad input."""
+        parsed = parse_depart_request(msg)
+        if self.collector is None:
+            return pb.DepartResponse(recorded=False)
+        return pb.DepartResponse(recorded=self.collector.record_departure(parsed.host_id, parsed.vm_id, parsed.time_s))
 
     def server_info(self) -> pb.ServerInfo:
         serving = self.models.current
@@ -171,6 +194,7 @@ class PlacementServicer(pb_grpc.PlacementServicer):
             model_loaded_unix_s=serving.loaded_at,
             model_source=serving.source,
             catur_version=CATUR_VERSION,
+            collecting=self.collector is not None,
         )
         if shield is not None:
             info.shield.depth = shield.depth
@@ -235,6 +259,9 @@ class PlacementServicer(pb_grpc.PlacementServicer):
 
     def GetServerInfo(self, request, context):
         return self._guard(context, self.server_info)
+
+    def Depart(self, request, context):
+        return self._guard(context, lambda: self.depart(request))
 
 
 def policy_name(decider, use_gate: bool = True) -> str:

@@ -27,6 +27,10 @@ name                                       type       labels / meaning
 ``catur_host_windows``                     gauge      host_id request windows held
 ``catur_host_windows_evicted_total``       counter    windows dropped (least recently used)
 =========================================  =========  ==============================================
+
+With trace collection on, the ``catur_collector_*`` metrics join the same registry (rows
+written and dropped, files rotated and deleted, bytes on disk): see
+:mod:`catur.service.collector`.
 """
 
 from __future__ import annotations

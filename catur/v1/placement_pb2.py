@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x61tur/v1/placement.proto\x12\x08\x63\x61tur.v1\"6\n\x04Node\x12\r\n\x05\x63ores\x18\x01 \x01(\x03\x12\x0f\n\x07mem_mib\x18\x02 \x01(\x03\x12\x0e\n\x06socket\x18\x03 \x01(\x03\"R\n\x10\x45xplicitTopology\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x05nodes\x18\x02 \x03(\x0b\x32\x0e.catur.v1.Node\x12\x11\n\tdistances\x18\x03 \x03(\x03\"X\n\x0cHostTopology\x12\x10\n\x06preset\x18\x01 \x01(\tH\x00\x12.\n\x08\x65xplicit\x18\x02 \x01(\x0b\x32\x1a.catur.v1.ExplicitTopologyH\x00\x42\x06\n\x04kind\"5\n\tNodeUsage\x12\x12\n\nused_vcpus\x18\x01 \x03(\x03\x12\x14\n\x0cused_mem_mib\x18\x02 \x03(\x03\"|\n\x02VM\x12\r\n\x05vcpus\x18\x01 \x01(\x03\x12\x0f\n\x07mem_mib\x18\x02 \x01(\x03\x12\x12\n\x05\x61lpha\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04\x62\x65ta\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05vnuma\x18\x05 \x01(\x03H\x02\x88\x01\x01\x42\x08\n\x06_alphaB\x07\n\x05_betaB\x08\n\x06_vnuma\"\x9b\x01\n\x0cPlaceRequest\x12(\n\x08topology\x18\x01 \x01(\x0b\x32\x16.catur.v1.HostTopology\x12\"\n\x05usage\x18\x02 \x01(\x0b\x32\x13.catur.v1.NodeUsage\x12\x18\n\x02vm\x18\x03 \x01(\x0b\x32\x0c.catur.v1.VM\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0f\n\x07host_id\x18\x05 \x01(\t\"<\n\x08Instance\x12\x10\n\x08\x63pu_node\x18\x01 \x01(\x03\x12\r\n\x05vcpus\x18\x02 \x01(\x03\x12\x0f\n\x07mem_mib\x18\x03 \x03(\x03\"E\n\rShieldOutcome\x12\x12\n\nintervened\x18\x01 \x01(\x08\x12\x10\n\x08\x66\x61llback\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\".\n\x0bGateOutcome\x12\r\n\x05\x66ired\x18\x01 \x01(\x08\x12\x10\n\x08\x64istance\x18\x02 \x01(\x01\"6\n\nPrediction\x12\x0b\n\x03\x63or\x18\x01 \x01(\x01\x12\x0b\n\x03rmr\x18\x02 \x01(\x01\x12\x0e\n\x06\x64\x65\x66\x65\x63t\x18\x03 \x01(\x01\"\x8b\x02\n\rPlaceResponse\x12%\n\tinstances\x18\x01 \x03(\x0b\x32\x12.catur.v1.Instance\x12\x11\n\tprimitive\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\'\n\x06shield\x18\x04 \x01(\x0b\x32\x17.catur.v1.ShieldOutcome\x12#\n\x04gate\x18\x05 \x01(\x0b\x32\x15.catur.v1.GateOutcome\x12\'\n\tpredicted\x18\x06 \x01(\x0b\x32\x14.catur.v1.Prediction\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x0e\n\x06scores\x18\t \x03(\x01\":\n\x11PlaceBatchRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.catur.v1.PlaceRequest\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"l\n\x0bPlaceResult\x12,\n\tplacement\x18\x01 \x01(\x0b\x32\x17.catur.v1.PlaceResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.catur.v1.ItemErrorH\x00\x42\t\n\x07outcome\"<\n\x12PlaceBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.catur.v1.PlaceResult\"\x16\n\x14GetServerInfoRequest\"b\n\x0cShieldConfig\x12\r\n\x05\x64\x65pth\x18\x01 \x01(\x03\x12\r\n\x05width\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x0e\n\x06window\x18\x04 \x01(\x03\x12\x11\n\tmax_types\x18\x05 \x01(\x03\"D\n\x06Preset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x08topology\x18\x02 \x01(\x0b\x32\x1a.catur.v1.ExplicitTopology\"\xad\x02\n\nServerInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x13\n\x0bpolicy_name\x18\x03 \x01(\t\x12&\n\x06shield\x18\x04 \x01(\x0b\x32\x16.catur.v1.ShieldConfig\x12\x14\n\x0cgate_enabled\x18\x05 \x01(\x08\x12\x12\n\nprimitives\x18\x06 \x03(\t\x12!\n\x07presets\x18\x07 \x03(\x0b\x32\x10.catur.v1.Preset\x12\x11\n\tmax_nodes\x18\x08 \x01(\x03\x12\x11\n\tmax_batch\x18\t \x01(\x03\x12\x1b\n\x13model_loaded_unix_s\x18\n \x01(\x01\x12\x14\n\x0cmodel_source\x18\x0b \x01(\t\x12\x15\n\rcatur_version\x18\x0c \x01(\t2\xd5\x01\n\tPlacement\x12\x38\n\x05Place\x12\x16.catur.v1.PlaceRequest\x1a\x17.catur.v1.PlaceResponse\x12G\n\nPlaceBatch\x12\x1b.catur.v1.PlaceBatchRequest\x1a\x1c.catur.v1.PlaceBatchResponse\x12\x45\n\rGetServerInfo\x12\x1e.catur.v1.GetServerInfoRequest\x1a\x14.catur.v1.ServerInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x61tur/v1/placement.proto\x12\x08\x63\x61tur.v1\"6\n\x04Node\x12\r\n\x05\x63ores\x18\x01 \x01(\x03\x12\x0f\n\x07mem_mib\x18\x02 \x01(\x03\x12\x0e\n\x06socket\x18\x03 \x01(\x03\"R\n\x10\x45xplicitTopology\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x05nodes\x18\x02 \x03(\x0b\x32\x0e.catur.v1.Node\x12\x11\n\tdistances\x18\x03 \x03(\x03\"X\n\x0cHostTopology\x12\x10\n\x06preset\x18\x01 \x01(\tH\x00\x12.\n\x08\x65xplicit\x18\x02 \x01(\x0b\x32\x1a.catur.v1.ExplicitTopologyH\x00\x42\x06\n\x04kind\"5\n\tNodeUsage\x12\x12\n\nused_vcpus\x18\x01 \x03(\x03\x12\x14\n\x0cused_mem_mib\x18\x02 \x03(\x03\"|\n\x02VM\x12\r\n\x05vcpus\x18\x01 \x01(\x03\x12\x0f\n\x07mem_mib\x18\x02 \x01(\x03\x12\x12\n\x05\x61lpha\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04\x62\x65ta\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05vnuma\x18\x05 \x01(\x03H\x02\x88\x01\x01\x42\x08\n\x06_alphaB\x07\n\x05_betaB\x08\n\x06_vnuma\"\xdb\x01\n\x0cPlaceRequest\x12(\n\x08topology\x18\x01 \x01(\x0b\x32\x16.catur.v1.HostTopology\x12\"\n\x05usage\x18\x02 \x01(\x0b\x32\x13.catur.v1.NodeUsage\x12\x18\n\x02vm\x18\x03 \x01(\x0b\x32\x0c.catur.v1.VM\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0f\n\x07host_id\x18\x05 \x01(\t\x12\r\n\x05vm_id\x18\x06 \x01(\t\x12\x0f\n\x07\x63luster\x18\x07 \x01(\t\x12\x13\n\x06time_s\x18\x08 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_time_s\"<\n\x08Instance\x12\x10\n\x08\x63pu_node\x18\x01 \x01(\x03\x12\r\n\x05vcpus\x18\x02 \x01(\x03\x12\x0f\n\x07mem_mib\x18\x03 \x03(\x03\"E\n\rShieldOutcome\x12\x12\n\nintervened\x18\x01 \x01(\x08\x12\x10\n\x08\x66\x61llback\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\".\n\x0bGateOutcome\x12\r\n\x05\x66ired\x18\x01 \x01(\x08\x12\x10\n\x08\x64istance\x18\x02 \x01(\x01\"6\n\nPrediction\x12\x0b\n\x03\x63or\x18\x01 \x01(\x01\x12\x0b\n\x03rmr\x18\x02 \x01(\x01\x12\x0e\n\x06\x64\x65\x66\x65\x63t\x18\x03 \x01(\x01\"\x8b\x02\n\rPlaceResponse\x12%\n\tinstances\x18\x01 \x03(\x0b\x32\x12.catur.v1.Instance\x12\x11\n\tprimitive\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\'\n\x06shield\x18\x04 \x01(\x0b\x32\x17.catur.v1.ShieldOutcome\x12#\n\x04gate\x18\x05 \x01(\x0b\x32\x15.catur.v1.GateOutcome\x12\'\n\tpredicted\x18\x06 \x01(\x0b\x32\x14.catur.v1.Prediction\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x0e\n\x06scores\x18\t \x03(\x01\":\n\x11PlaceBatchRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.catur.v1.PlaceRequest\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"l\n\x0bPlaceResult\x12,\n\tplacement\x18\x01 \x01(\x0b\x32\x17.catur.v1.PlaceResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.catur.v1.ItemErrorH\x00\x42\t\n\x07outcome\"<\n\x12PlaceBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.catur.v1.PlaceResult\"\x16\n\x14GetServerInfoRequest\"b\n\x0cShieldConfig\x12\r\n\x05\x64\x65pth\x18\x01 \x01(\x03\x12\r\n\x05width\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x0e\n\x06window\x18\x04 \x01(\x03\x12\x11\n\tmax_types\x18\x05 \x01(\x03\"D\n\x06Preset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x08topology\x18\x02 \x01(\x0b\x32\x1a.catur.v1.ExplicitTopology\"\xc1\x02\n\nServerInfo\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x13\n\x0bpolicy_name\x18\x03 \x01(\t\x12&\n\x06shield\x18\x04 \x01(\x0b\x32\x16.catur.v1.ShieldConfig\x12\x14\n\x0cgate_enabled\x18\x05 \x01(\x08\x12\x12\n\nprimitives\x18\x06 \x03(\t\x12!\n\x07presets\x18\x07 \x03(\x0b\x32\x10.catur.v1.Preset\x12\x11\n\tmax_nodes\x18\x08 \x01(\x03\x12\x11\n\tmax_batch\x18\t \x01(\x03\x12\x1b\n\x13model_loaded_unix_s\x18\n \x01(\x01\x12\x14\n\x0cmodel_source\x18\x0b \x01(\t\x12\x15\n\rcatur_version\x18\x0c \x01(\t\x12\x12\n\ncollecting\x18\r \x01(\x08\"O\n\rDepartRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x13\n\x06time_s\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_time_s\"\"\n\x0e\x44\x65partResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\x32\x92\x02\n\tPlacement\x12\x38\n\x05Place\x12\x16.catur.v1.PlaceRequest\x1a\x17.catur.v1.PlaceResponse\x12G\n\nPlaceBatch\x12\x1b.catur.v1.PlaceBatchRequest\x1a\x1c.catur.v1.PlaceBatchResponse\x12\x45\n\rGetServerInfo\x12\x1e.catur.v1.GetServerInfoRequest\x1a\x14.catur.v1.ServerInfo\x12;\n\x06\x44\x65part\x12\x17.catur.v1.DepartRequest\x1a\x18.catur.v1.DepartResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,33 +42,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VM']._serialized_start=323
   _globals['_VM']._serialized_end=447
   _globals['_PLACEREQUEST']._serialized_start=450
-  _globals['_PLACEREQUEST']._serialized_end=605
-  _globals['_INSTANCE']._serialized_start=607
-  _globals['_INSTANCE']._serialized_end=667
-  _globals['_SHIELDOUTCOME']._serialized_start=669
-  _globals['_SHIELDOUTCOME']._serialized_end=738
-  _globals['_GATEOUTCOME']._serialized_start=740
-  _globals['_GATEOUTCOME']._serialized_end=786
-  _globals['_PREDICTION']._serialized_start=788
-  _globals['_PREDICTION']._serialized_end=842
-  _globals['_PLACERESPONSE']._serialized_start=845
-  _globals['_PLACERESPONSE']._serialized_end=1112
-  _globals['_PLACEBATCHREQUEST']._serialized_start=1114
-  _globals['_PLACEBATCHREQUEST']._serialized_end=1172
-  _globals['_ITEMERROR']._serialized_start=1174
-  _globals['_ITEMERROR']._serialized_end=1216
-  _globals['_PLACERESULT']._serialized_start=1218
-  _globals['_PLACERESULT']._serialized_end=1326
-  _globals['_PLACEBATCHRESPONSE']._serialized_start=1328
-  _globals['_PLACEBATCHRESPONSE']._serialized_end=1388
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=1390
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=1412
-  _globals['_SHIELDCONFIG']._serialized_start=1414
-  _globals['_SHIELDCONFIG']._serialized_end=1512
-  _globals['_PRESET']._serialized_start=1514
-  _globals['_PRESET']._serialized_end=1582
-  _globals['_SERVERINFO']._serialized_start=1585
-  _globals['_SERVERINFO']._serialized_end=1886
-  _globals['_PLACEMENT']._serialized_start=1889
-  _globals['_PLACEMENT']._serialized_end=2102
+  _globals['_PLACEREQUEST']._serialized_end=669
+  _globals['_INSTANCE']._serialized_start=671
+  _globals['_INSTANCE']._serialized_end=731
+  _globals['_SHIELDOUTCOME']._serialized_start=733
+  _globals['_SHIELDOUTCOME']._serialized_end=802
+  _globals['_GATEOUTCOME']._serialized_start=804
+  _globals['_GATEOUTCOME']._serialized_end=850
+  _globals['_PREDICTION']._serialized_start=852
+  _globals['_PREDICTION']._serialized_end=906
+  _globals['_PLACERESPONSE']._serialized_start=909
+  _globals['_PLACERESPONSE']._serialized_end=1176
+  _globals['_PLACEBATCHREQUEST']._serialized_start=1178
+  _globals['_PLACEBATCHREQUEST']._serialized_end=1236
+  _globals['_ITEMERROR']._serialized_start=1238
+  _globals['_ITEMERROR']._serialized_end=1280
+  _globals['_PLACERESULT']._serialized_start=1282
+  _globals['_PLACERESULT']._serialized_end=1390
+  _globals['_PLACEBATCHRESPONSE']._serialized_start=1392
+  _globals['_PLACEBATCHRESPONSE']._serialized_end=1452
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=1454
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=1476
+  _globals['_SHIELDCONFIG']._serialized_start=1478
+  _globals['_SHIELDCONFIG']._serialized_end=1576
+  _globals['_PRESET']._serialized_start=1578
+  _globals['_PRESET']._serialized_end=1646
+  _globals['_SERVERINFO']._serialized_start=1649
+  _globals['_SERVERINFO']._serialized_end=1970
+  _globals['_DEPARTREQUEST']._serialized_start=1972
+  _globals['_DEPARTREQUEST']._serialized_end=2051
+  _globals['_DEPARTRESPONSE']._serialized_start=2053
+  _globals['_DEPARTRESPONSE']._serialized_end=2087
+  _globals['_PLACEMENT']._serialized_start=2090
+  _globals['_PLACEMENT']._serialized_end=2364
 # @@protoc_insertion_point(module_scope)

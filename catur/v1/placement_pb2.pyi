@@ -57,18 +57,24 @@ class VM(_message.Message):
     def __init__(self, vcpus: _Optional[int] = ..., mem_mib: _Optional[int] = ..., alpha: _Optional[float] = ..., beta: _Optional[float] = ..., vnuma: _Optional[int] = ...) -> None: ...
 
 class PlaceRequest(_message.Message):
-    __slots__ = ("topology", "usage", "vm", "request_id", "host_id")
+    __slots__ = ("topology", "usage", "vm", "request_id", "host_id", "vm_id", "cluster", "time_s")
     TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     VM_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    TIME_S_FIELD_NUMBER: _ClassVar[int]
     topology: HostTopology
     usage: NodeUsage
     vm: VM
     request_id: str
     host_id: str
-    def __init__(self, topology: _Optional[_Union[HostTopology, _Mapping]] = ..., usage: _Optional[_Union[NodeUsage, _Mapping]] = ..., vm: _Optional[_Union[VM, _Mapping]] = ..., request_id: _Optional[str] = ..., host_id: _Optional[str] = ...) -> None: ...
+    vm_id: str
+    cluster: str
+    time_s: float
+    def __init__(self, topology: _Optional[_Union[HostTopology, _Mapping]] = ..., usage: _Optional[_Union[NodeUsage, _Mapping]] = ..., vm: _Optional[_Union[VM, _Mapping]] = ..., request_id: _Optional[str] = ..., host_id: _Optional[str] = ..., vm_id: _Optional[str] = ..., cluster: _Optional[str] = ..., time_s: _Optional[float] = ...) -> None: ...
 
 class Instance(_message.Message):
     __slots__ = ("cpu_node", "vcpus", "mem_mib")
@@ -185,7 +191,7 @@ class Preset(_message.Message):
     def __init__(self, name: _Optional[str] = ..., topology: _Optional[_Union[ExplicitTopology, _Mapping]] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("model_version", "policy", "policy_name", "shield", "gate_enabled", "primitives", "presets", "max_nodes", "max_batch", "model_loaded_unix_s", "model_source", "catur_version")
+    __slots__ = ("model_version", "policy", "policy_name", "shield", "gate_enabled", "primitives", "presets", "max_nodes", "max_batch", "model_loaded_unix_s", "model_source", "catur_version", "collecting")
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     POLICY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +204,7 @@ class ServerInfo(_message.Message):
     MODEL_LOADED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     MODEL_SOURCE_FIELD_NUMBER: _ClassVar[int]
     CATUR_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COLLECTING_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     policy: str
     policy_name: str
@@ -210,4 +217,21 @@ class ServerInfo(_message.Message):
     model_loaded_unix_s: float
     model_source: str
     catur_version: str
-    def __init__(self, model_version: _Optional[str] = ..., policy: _Optional[str] = ..., policy_name: _Optional[str] = ..., shield: _Optional[_Union[ShieldConfig, _Mapping]] = ..., gate_enabled: _Optional[bool] = ..., primitives: _Optional[_Iterable[str]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., max_nodes: _Optional[int] = ..., max_batch: _Optional[int] = ..., model_loaded_unix_s: _Optional[float] = ..., model_source: _Optional[str] = ..., catur_version: _Optional[str] = ...) -> None: ...
+    collecting: bool
+    def __init__(self, model_version: _Optional[str] = ..., policy: _Optional[str] = ..., policy_name: _Optional[str] = ..., shield: _Optional[_Union[ShieldConfig, _Mapping]] = ..., gate_enabled: _Optional[bool] = ..., primitives: _Optional[_Iterable[str]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., max_nodes: _Optional[int] = ..., max_batch: _Optional[int] = ..., model_loaded_unix_s: _Optional[float] = ..., model_source: _Optional[str] = ..., catur_version: _Optional[str] = ..., collecting: _Optional[bool] = ...) -> None: ...
+
+class DepartRequest(_message.Message):
+    __slots__ = ("host_id", "vm_id", "time_s")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_S_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    vm_id: str
+    time_s: float
+    def __init__(self, host_id: _Optional[str] = ..., vm_id: _Optional[str] = ..., time_s: _Optional[float] = ...) -> None: ...
+
+class DepartResponse(_message.Message):
+    __slots__ = ("recorded",)
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    recorded: bool
+    def __init__(self, recorded: _Optional[bool] = ...) -> None: ...

@@ -50,6 +50,11 @@ class PlacementStub:
                 request_serializer=catur_dot_v1_dot_placement__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=catur_dot_v1_dot_placement__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.Depart = channel.unary_unary(
+                '/catur.v1.Placement/Depart',
+                request_serializer=catur_dot_v1_dot_placement__pb2.DepartRequest.SerializeToString,
+                response_deserializer=catur_dot_v1_dot_placement__pb2.DepartResponse.FromString,
+                _registered_method=True)
 
 
 class PlacementServicer:
@@ -82,6 +87,15 @@ class PlacementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Depart(self, request, context):
+        """The hypervisor's notice that a VM placed earlier has left its host. Only trace
+        collection uses it (it joins the VM's arrival and departure into a lifetime); with
+        collection off it is validated and answered OK, and nothing else happens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlacementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +113,11 @@ def add_PlacementServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=catur_dot_v1_dot_placement__pb2.GetServerInfoRequest.FromString,
                     response_serializer=catur_dot_v1_dot_placement__pb2.ServerInfo.SerializeToString,
+            ),
+            'Depart': grpc.unary_unary_rpc_method_handler(
+                    servicer.Depart,
+                    request_deserializer=catur_dot_v1_dot_placement__pb2.DepartRequest.FromString,
+                    response_serializer=catur_dot_v1_dot_placement__pb2.DepartResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +202,33 @@ class Placement:
             '/catur.v1.Placement/GetServerInfo',
             catur_dot_v1_dot_placement__pb2.GetServerInfoRequest.SerializeToString,
             catur_dot_v1_dot_placement__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Depart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/catur.v1.Placement/Depart',
+            catur_dot_v1_dot_placement__pb2.DepartRequest.SerializeToString,
+            catur_dot_v1_dot_placement__pb2.DepartResponse.FromString,
             options,
             channel_credentials,
             insecure,
