@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -17,6 +18,9 @@ EPILOG_EVALUATE = """examples:
   catur evaluate ../shared/traces/huawei-east-1-lt.csv.gz --days 16:31 --json out.json --plots plots/
   catur evaluate trace.parquet --cluster my-cluster.yaml --policies xen,core-best-fit,mem-most-idle
   catur evaluate trace.csv.gz --target-utilization 0.8 --jobs 2
+  catur evaluate month/ --policies xen --model default --shield-depth 1 --batch-vms 1000000
+      (month/ from 'catur traces generate --vms 100000000 --out month/': streamed by clusters)
+  catur evaluate trace.parquet --engine ray --ray-address 10.0.0.1:6379
 
 The trace is a public format (detected from its header, or --format) or Catur's canonical
 trace. Public traces have no hosts: VMs are first admitted onto a cluster (--cluster, a
@@ -55,6 +59,49 @@ def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
 def add_scenario_arguments(p: argparse.ArgumentParser) -> None:
     add_workload_arguments(p)
     add_policy_arguments(p)
+    add_engine_arguments(p)
+    add_stream_arguments(p)
+
+
+ENGINE_HELP = """Where the replay runs. 'local' (default): --jobs worker processes on this machine.
+'ray': Ray tasks (pip install "catur[ray]"); the same tasks and the same merge, so the
+numbers are identical to 'local'. Without --ray-address a private Ray instance with --jobs
+CPUs is started here and stopped afterwards. To use a cluster of machines:
+
+  ray start --head --port 6379              # on the head node
+  ray start --address HEAD:6379             # on every other node
+  catur evaluate TRACE --engine ray --ray-address HEAD:6379   # anywhere in the cluster
+                                            # (or 'auto' on a cluster node, or RAY_ADDRESS)
+
+Every node needs Ray and the same catur version installed (checked on connecting). The
+trace is read here and shipped to the workers, so only this machine needs the file; a
+--model directory (other than 'default') must be readable at the same path on every node.
+With Ray's token authentication on, this machine needs the cluster's token (RAY_AUTH_TOKEN,
+or the file ~/.ray/auth_token; 'ray get-auth-token' on the head prints it)."""
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """--engine and --ray-address (see :data:`ENGINE_HELP`)."""
+    eng = p.add_argument_group("engine", ENGINE_HELP)
+    eng.add_argument("--engine", choices=("local", "ray"), default="local", help="local worker processes (default) or Ray")
+    eng.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join: HEAD:6379 or auto (default: $RAY_ADDRESS, else a local instance)",
+    )
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    """``engine`` and ``ray_address`` for :func:`~catur.sim.evaluate.evaluate_policies`."""
+    import os
+
+    engine = getattr(args, "engine", "local")
+    address = getattr(args, "ray_address", None)
+    if engine != "ray":
+        if address:
+            raise CaturError(f"--ray-address {address} needs --engine ray")
+        return {"engine": engine, "ray_address": None}
+    return {"engine": engine, "ray_address": address or os.environ.get("RAY_ADDRESS") or None}
 
 
 def add_workload_arguments(p: argparse.ArgumentParser) -> None:
@@ -174,7 +221,7 @@ def scenario_facts(args: argparse.Namespace, df, label: str, scenario, config, *
 
     return {
         "trace": label,
-        "vms_in_trace": int(len(df)),
+        "vms_in_trace": int(len(df)) if df is not None else None,  # streamed: given in extra
         "days": args.days or "all",
         "window_s": [scenario.start_s, scenario.end_s],
         "cluster": scenario.spec.name,
@@ -191,16 +238,11 @@ def scenario_facts(args: argparse.Namespace, df, label: str, scenario, config, *
 
 
 def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
-    from tqdm import tqdm
-
     from catur.metrics import MetricsConfig
-    import numpy as np
-
     from catur.placement import GREEDY
     from catur.policies import BASELINES, PRIMITIVES
     from catur.sim.admission import parse_days
-    from catur.sim.evaluate import Evaluation, check_policy_name, evaluate_policies
-    from catur.sim.replay import ORACLE
+    from catur.sim.evaluate import Evaluation, check_policy_name
 
     started = time.perf_counter()
     if policies is None:
@@ -215,13 +257,45 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
     if args.jobs is not None and args.jobs < 1:
         raise CaturError(f"--jobs must be >= 1, got {args.jobs}")
     config = MetricsConfig(anomaly_threshold=args.anomaly_threshold)
-    df, label = load_workload(args)
-    scenario_ = scenario_from_args(args, df)
-    streams = scenario_.streams
+    engine = engine_options(args)
+    with contextlib.ExitStack() as held:
+        if engine["engine"] == "ray":
+            # Connect first, so a bad address fails before a big trace is read; one connection
+            # serves both evaluations below.
+            from catur.sim.distributed import RayEngine
+
+            held.enter_context(RayEngine(engine["ray_address"], num_cpus=args.jobs))
+        if streamed_trace(args):  # a partitioned directory: batches of clusters, bounded memory
+            return _run_streamed(args, policies, config, engine, started)
+        df, label = load_workload(args)
+        scenario_ = scenario_from_args(args, df)
+        results, oracle_sample = _evaluate_scenario(args, scenario_.streams, policies, config, engine)
+    origin_s, _ = parse_days(None, df)
+    scenario = scenario_facts(
+        args, df, label, scenario_, config,
+        model=args.model,
+        shield={"depth": args.shield_depth, "width": args.shield_width / 100.0} if args.shield_depth else None,
+        oracle_sample=oracle_sample,
+        engine=engine["engine"],
+    )
+    evaluation = Evaluation(scenario, results)
+    scenario["wall_s"] = round(time.perf_counter() - started, 3)
+    return evaluation, df, origin_s
+
+
+def _evaluate_scenario(args: argparse.Namespace, streams, policies: list, config, engine: dict):
+    """Every policy on every host, then (with --oracle-hosts) the oracle sample."""
+    from tqdm import tqdm
+
+    import numpy as np
+
+    from catur.sim.evaluate import evaluate_policies
+    from catur.sim.replay import ORACLE
+
     total = sum(s.trace.num_vms for s in streams) * len(policies)
     with tqdm(total=total, unit="VM", desc="replaying", disable=args.quiet or None, file=sys.stderr) as bar:
         results = evaluate_policies(
-            streams, policies, jobs=args.jobs, seed=args.seed, config=config, progress=bar.update
+            streams, policies, jobs=args.jobs, seed=args.seed, config=config, progress=bar.update, **engine
         )
     oracle_sample = None
     if args.oracle_hosts:
@@ -234,7 +308,7 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
         with tqdm(total=total, unit="VM", desc="oracle sample", disable=args.quiet or None, file=sys.stderr) as bar:
             sampled = evaluate_policies(
                 sample, names, jobs=args.jobs, seed=args.seed, config=config, progress=bar.update,
-                count_correctable=True, oracle_k=args.oracle_k,
+                count_correctable=True, oracle_k=args.oracle_k, **engine,
             )
         for name, result in sampled.items():
             if name == ORACLE:
@@ -244,16 +318,73 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
                 results[name].extra["correctable_anomalies"] = result.extra["correctable_anomalies"]
                 results[name].extra["oracle_sample_anomalies"] = result.summary.anomalies
         oracle_sample = {"hosts": [int(s.host) for s in sample], "k": args.oracle_k, "vms": int(next(iter(sampled.values())).summary.vms)}
-    origin_s, _ = parse_days(None, df)
-    scenario = scenario_facts(
-        args, df, label, scenario_, config,
+    return results, oracle_sample
+
+
+def add_stream_arguments(p: argparse.ArgumentParser) -> None:
+    """--batch-vms: the memory knob of a streamed (partitioned-directory) evaluation."""
+    st = p.add_argument_group(
+        "streaming",
+        "A trace given as a directory of canonical parquet files with a 'cluster' column (as "
+        "written by 'catur traces generate --vms N --out DIR') is evaluated a batch of whole "
+        "clusters at a time, so memory depends on the batch, not on the trace; the numbers "
+        "are the same as for the trace read whole.",
+    )
+    st.add_argument(
+        "--batch-vms", type=int, default=1_000_000, metavar="N",
+        help="VMs read and replayed at once from a partitioned trace (whole clusters; default "
+        "1000000). With --jobs 2, about 1.7 GB in all at 1M, 2.6 GB at 2M; --jobs workers each "
+        "replay one batch while the next is read",
+    )
+
+
+def streamed_trace(args: argparse.Namespace) -> bool:
+    """Whether ``catur evaluate`` streams: the trace is a partitioned directory."""
+    from catur.traces.partitioned import is_partitioned
+
+    return bool(args.trace) and not args.synthetic and args.format in ("auto", "partitioned") and is_partitioned(args.trace)
+
+
+def _run_streamed(args: argparse.Namespace, policies: list, config, engine: dict, started: float):
+    """:func:`run_evaluation` for a partitioned trace (:mod:`catur.sim.streaming`)."""
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from catur.sim.cluster import load_cluster
+    from catur.sim.streaming import StreamConfig, evaluate_streamed
+    from catur.traces.partitioned import PartitionedTrace
+
+    if args.oracle_hosts:
+        raise CaturError("--oracle-hosts is not available for a partitioned trace: evaluate a few of its clusters as a file for the oracle sample")
+    if args.target_utilization is not None and not 0 <= args.target_utilization <= 1:
+        raise CaturError(f"target utilization must be in [0, 1], got {args.target_utilization}")
+    stream = StreamConfig(batch_vms=getattr(args, "batch_vms", StreamConfig.batch_vms))
+    trace = PartitionedTrace.open(args.trace)
+    spec = load_cluster(args.cluster)
+    if args.cpu_overcommit is not None:
+        spec = replace(spec, cpu_overcommit=args.cpu_overcommit)
+    total = trace.num_rows * len({getattr(p, "name", p) for p in policies})
+    with tqdm(total=total, unit="VM", desc="streaming", disable=args.quiet or None, file=sys.stderr) as bar:
+        evaluation, scenario_, run = evaluate_streamed(
+            trace, spec, policies, days=args.days, target_utilization=args.target_utilization,
+            stream=stream, jobs=args.jobs, seed=args.seed, config=config, skip_bad_rows=args.skip_bad_rows,
+            progress=bar.update, evaluate_options=engine,
+        )
+    if run.rows_skipped:
+        print(f"skipped {run.rows_skipped} malformed rows of {args.trace}", file=sys.stderr)
+    evaluation.scenario.update(scenario_facts(
+        args, None, Path(args.trace).name, scenario_, config,
+        vms_in_trace=trace.num_rows,
         model=args.model,
         shield={"depth": args.shield_depth, "width": args.shield_width / 100.0} if args.shield_depth else None,
-        oracle_sample=oracle_sample,
-    )
-    evaluation = Evaluation(scenario, results)
-    scenario["wall_s"] = round(time.perf_counter() - started, 3)
-    return evaluation, df, origin_s
+        oracle_sample=None,
+        engine=engine["engine"],
+        streaming={"batches": run.batches, "clusters": run.clusters, "batch_vms": stream.batch_vms,
+                   "largest_batch_vms": run.largest_batch_vms, "peak_rss_mib": run.peak_rss_mib},
+    ))
+    evaluation.scenario["wall_s"] = round(time.perf_counter() - started, 3)
+    return evaluation, None, scenario_.origin_s
 
 
 def report(evaluation, df, origin_s, args: argparse.Namespace) -> None:

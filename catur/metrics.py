@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from catur.errors import CaturError
-from catur.state import Placement
+from catur.state import Placement, PlacementBatch
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,49 @@ def vm_cor(placement: Placement, cor_of_node: np.ndarray) -> float:
 
 def cor_after(cores: np.ndarray, used_vcpus: np.ndarray, placement: Placement) -> float:
     """The VM's COR right after ``placement`` is added to a host with ``used_vcpus``."""
-    nodes = placement.cpu_nodes
-    node = node_cor(cores[nodes], used_vcpus[nodes] + placement.vcpus)
-    return float(placement.vcpus @ node) / float(placement.vcpus.sum())
+    return float(cor_after_batch(cores, used_vcpus, placement.cpu_nodes, placement.vcpus))
+
+
+def cor_after_batch(
+    cores: np.ndarray, used_vcpus: np.ndarray, cpu_nodes: np.ndarray, vcpus: np.ndarray
+) -> np.ndarray:
+    """:func:`cor_after` for VMs on ``B`` hosts: ``used_vcpus[B, N]``, the placements'
+    ``cpu_nodes[B, ..., k]`` and ``vcpus[B, ..., k]`` (several options per host allowed) →
+    ``float64[B, ...]``; or one VM on one host (``[N]``, ``[k]``)."""
+    if used_vcpus.ndim == 1:
+        used = used_vcpus[cpu_nodes]
+    else:
+        used = used_vcpus[np.arange(used_vcpus.shape[0]).reshape((-1,) + (1,) * (cpu_nodes.ndim - 1)), cpu_nodes]
+    node = node_cor(cores[cpu_nodes], used + vcpus)
+    return instance_sum(vcpus * node) / vcpus.sum(axis=-1)
+
+
+def instance_sum(values: np.ndarray) -> np.ndarray:
+    """Sum over the last axis (a VM's instances), strictly left to right.
+
+    A fixed order, unlike ``@`` (BLAS may fuse multiply-adds) or ``sum`` (pairwise from 8
+    terms on): one VM and a batch of VMs, padded with zero terms or not, get the very same
+    bits, which lets the batched replay engine match the reference loop exactly.
+    """
+    total = values[..., 0]
+    for i in range(1, values.shape[-1]):
+        total = total + values[..., i]
+    return total
 
 
 def defect(alpha, beta, cor, rmr):
     """Resource defect ``alpha·COR + beta·RMR`` (scalars or arrays)."""
     return alpha * cor + beta * rmr
+
+
+def placement_costs(
+    cores: np.ndarray, used_vcpus: np.ndarray, batch: PlacementBatch, alpha, beta
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(COR, RMR, defect)`` at placement of each VM of ``batch`` (``float64[B]`` each), on
+    hosts with ``used_vcpus[B, N]`` before it is applied; ``alpha``/``beta`` per VM."""
+    cor = cor_after_batch(cores, used_vcpus, batch.cpu_nodes, batch.vcpus)
+    rmr = batch.rmr()
+    return cor, rmr, defect(alpha, beta, cor, rmr)
 
 
 def defect_at_placement(
@@ -89,26 +124,62 @@ class CorClock:
     lifetime mean COR is the growth of that integral divided by its lifetime.
 
     Use: :meth:`advance` to the event time, change the host's usage, then :meth:`set_usage`.
+
+    **Many hosts.** Given an array of ``H`` start times, the clock keeps ``H`` hosts at once
+    (``now[H]``, ``integral[H, N]``), each on its own time line, for the batched replay
+    engine. :meth:`advance`, :meth:`set_usage` and :meth:`weighted_integrals` then take
+    ``hosts`` (a slice or an index array) and per-host values, and do for each host exactly
+    the arithmetic of the one-host clock, so both give the same bits.
     """
 
-    def __init__(self, cores: np.ndarray, start_s: float = 0.0) -> None:
+    def __init__(self, cores: np.ndarray, start_s: float | np.ndarray = 0.0) -> None:
         self.cores = cores
-        self.now = float(start_s)
-        self.integral = np.zeros(cores.shape[0], dtype=float)
-        self.current = np.zeros(cores.shape[0], dtype=float)
+        if np.ndim(start_s) == 0:
+            self.now = float(start_s)
+            shape: tuple[int, ...] = (cores.shape[0],)
+        else:
+            self.now = np.array(start_s, dtype=float)
+            shape = (self.now.shape[0], cores.shape[0])
+        self.integral = np.zeros(shape, dtype=float)
+        self.current = np.zeros(shape, dtype=float)
 
-    def advance(self, t: float) -> None:
-        if t < self.now:
-            raise CaturError(f"events out of order: time {t} after {self.now}")
-        self.integral += self.current * (t - self.now)
-        self.now = float(t)
+    def advance(self, t: float | np.ndarray, hosts: slice | np.ndarray | None = None) -> None:
+        if hosts is None:  # one host
+            if t < self.now:
+                raise CaturError(f"events out of order: time {t} after {self.now}")
+            self.integral += self.current * (t - self.now)
+            self.now = float(t)
+            return
+        now = self.now[hosts]
+        late = t < now
+        if late.any():
+            i = int(np.argmax(late))
+            raise CaturError(f"events out of order: time {t[i]} after {now[i]} (host {i} of the batch)")
+        self.integral[hosts] += self.current[hosts] * (t - now)[:, None]
+        self.now[hosts] = t
 
-    def set_usage(self, used_vcpus: np.ndarray) -> None:
-        self.current = node_cor(self.cores, used_vcpus)
+    def set_usage(self, used_vcpus: np.ndarray, hosts: slice | np.ndarray | None = None) -> None:
+        if hosts is None:
+            self.current = node_cor(self.cores, used_vcpus)
+        else:
+            self.current[hosts] = node_cor(self.cores, used_vcpus)
 
     def weighted_integral(self, placement: Placement) -> float:
         """``Σ_i vcpus_i · ∫COR(node_i)`` so far (divide by vCPUs and time for the mean)."""
-        return float(placement.vcpus @ self.integral[placement.cpu_nodes])
+        return float(instance_sum(placement.vcpus * self.integral[placement.cpu_nodes]))
+
+    def weighted_integrals(self, hosts: np.ndarray, cpu_nodes: np.ndarray, vcpus: np.ndarray) -> np.ndarray:
+        """:meth:`weighted_integral` of one VM on each of ``hosts`` (``cpu_nodes``/``vcpus``
+        ``[h, k]``; zero-vCPU padding instances add exactly nothing)."""
+        return instance_sum(vcpus * self.integral[hosts[:, None], cpu_nodes])
+
+
+def lifetime_mean_cor(grown, total_vcpus, lifetime, cor_at_placement):
+    """A VM's COR averaged over its life: the growth of its weighted COR integral, per vCPU,
+    per second (scalars or arrays). A VM that leaves the instant it arrives keeps its COR at
+    placement."""
+    # Divide only where the VM lived; elsewhere the output keeps the COR at placement.
+    return np.divide(grown / total_vcpus, lifetime, out=np.array(cor_at_placement, dtype=float), where=lifetime > 0)
 
 
 @dataclass(frozen=True)
@@ -134,19 +205,12 @@ def summarize(
     """Aggregate per-VM defects into the paper's headline figures.
 
     ``p99_defect`` is the 99th percentile of lifetime-averaged defect; ``anomalies`` counts VMs
-    whose defect at placement exceeds ``config.anomaly_threshold``.
+    whose defect at placement exceeds ``config.anomaly_threshold``. Means are exactly rounded
+    sums divided by the count, and the p99 is numpy's linear percentile, both computed by
+    :class:`catur.aggregate.SummaryAccumulator` — the one-batch case of the streamed
+    evaluation's summary, so both paths give identical numbers.
     """
+    from catur.aggregate import SummaryAccumulator  # imports this module
+
     lifetime = np.asarray(lifetime_defects, dtype=float)
-    at_placement = np.asarray(placement_defects, dtype=float)
-    if lifetime.shape != at_placement.shape:
-        raise CaturError("lifetime and placement defects must have one value per VM each")
-    if lifetime.size == 0:
-        return Summary(0.0, 0.0, 0.0, 0.0, 0, 0)
-    return Summary(
-        avg_defect=float(lifetime.mean()),
-        defect_at_placement=float(at_placement.mean()),
-        p99_defect=float(np.percentile(lifetime, 99)),
-        ticket_ratio=float(ticket_probability(lifetime, config).mean()),
-        anomalies=int((at_placement > config.anomaly_threshold).sum()),
-        vms=int(lifetime.size),
-    )
+    return SummaryAccumulator(config, capacity=lifetime.size).add(lifetime, placement_defects).result()

@@ -19,6 +19,7 @@ cuts the admitted trace into one :class:`~catur.sim.replay.HostTrace` per host f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -87,29 +88,94 @@ class Admission:
         return len(self.hosts)
 
 
-def _first_fit(df: pd.DataFrame, spec: ClusterSpec) -> np.ndarray:
-    """Host id per VM (-1 when none fits), by first fit on aggregate capacity."""
-    cores, mem = spec.host_capacity()
-    free_vcpus = np.floor(cores * spec.cpu_overcommit).astype(np.int64)
-    free_mem = mem.copy()
-    vcpus = df["vcpus"].to_numpy(np.int64)
-    mem_mib = mem_mib_of(df)
-    host_of_vm = np.full(len(df), -1, dtype=np.int64)
-    vms, arrivals = event_order(df["arrival_s"].to_numpy(float), df["departure_s"].to_numpy(float))
-    for vm, arriving in zip(vms.tolist(), arrivals.tolist()):
-        if arriving:
-            fits = (free_vcpus >= vcpus[vm]) & (free_mem >= mem_mib[vm])
-            host = int(fits.argmax())
-            if fits[host]:
-                host_of_vm[vm] = host
-                free_vcpus[host] -= vcpus[vm]
-                free_mem[host] -= mem_mib[vm]
-        else:
-            host = host_of_vm[vm]
-            if host >= 0:
-                free_vcpus[host] += vcpus[vm]
-                free_mem[host] += mem_mib[vm]
-    return host_of_vm
+# First fit in lock-step. A size no host can match (padding arrivals) and a capacity nothing
+# fits (padding hosts, and the "rejected" column every cluster gets at index H): far apart
+# enough that T padding arrivals subtracted from the rejected column never overflow int64.
+_NO_VM = np.int64(1) << 40
+_NO_ROOM = -(np.int64(1) << 50)
+
+
+def first_fit(
+    vcpus: np.ndarray,
+    mem_mib: np.ndarray,
+    arrival_s: np.ndarray,
+    departure_s: np.ndarray,
+    groups: Sequence[np.ndarray],
+    specs: Sequence[ClusterSpec],
+) -> np.ndarray:
+    """Host id per VM by first fit on aggregate capacity, for many clusters at once.
+
+    ``groups[c]`` are the rows (indices into the per-VM arrays) of cluster ``c``, admitted
+    onto ``specs[c]``; the result gives each row its host id *within its cluster's spec*
+    (-1 = no host had room; rows in no group stay -1). Clusters are independent, so they
+    advance in lock-step: step ``k`` first applies, in every cluster, the departures that
+    precede its ``k``-th arrival (their hosts are known by then), then places every
+    cluster's ``k``-th arrival with array operations over a ``[cluster, host]`` table. The
+    Python loop runs over arrivals of the longest cluster, not over all VMs, so 300 clusters
+    cost about as many steps as one. Departures after a cluster's last arrival change no
+    decision and are skipped. A single cluster is the one-row case of the same code.
+    """
+    n = vcpus.shape[0]
+    vcpus = np.asarray(vcpus, dtype=np.int64)
+    mem_mib = np.asarray(mem_mib, dtype=np.int64)
+    num = len(groups)
+    host_of = np.full(n + 1, -1, dtype=np.int64)  # slot n: where padding arrivals "land"
+    if num == 0 or n == 0:
+        return host_of[:n]
+    width = max(spec.num_hosts for spec in specs)  # H; column H = "rejected"
+    free_v = np.full((num, width + 1), _NO_ROOM, dtype=np.int64)
+    free_m = np.full((num, width + 1), _NO_ROOM, dtype=np.int64)
+    arrivals: list[np.ndarray] = []
+    dep_step, dep_vm, dep_cluster = [], [], []
+    for c, (rows, spec) in enumerate(zip(groups, specs)):
+        cores, mem = spec.host_capacity()
+        free_v[c, : cores.size] = np.floor(cores * spec.cpu_overcommit).astype(np.int64)
+        free_m[c, : mem.size] = mem
+        rows = np.asarray(rows, dtype=np.int64)
+        vms, arriving = event_order(arrival_s[rows], departure_s[rows])
+        before = np.cumsum(arriving) - arriving  # arrivals earlier in the cluster's order
+        arrivals.append(rows[vms[arriving]])
+        leaving = ~arriving & (before < arrivals[-1].size)
+        dep_step.append(before[leaving])
+        dep_vm.append(rows[vms[leaving]])
+        dep_cluster.append(np.full(int(leaving.sum()), c, dtype=np.int64))
+    steps = max(a.size for a in arrivals)
+    d_step, d_vm, d_cluster = (np.concatenate(x) for x in (dep_step, dep_vm, dep_cluster))
+    order = np.argsort(d_step, kind="stable")
+    d_vm, d_cluster = d_vm[order], d_cluster[order]
+    d_base, d_v, d_m = d_cluster * (width + 1), vcpus[d_vm], mem_mib[d_vm]
+    bounds = np.searchsorted(d_step[order], np.arange(steps + 1)).tolist()
+    arrival_vm = np.full((steps, num), n, dtype=np.int64)  # [step, cluster], padded with n
+    for c, rows in enumerate(arrivals):
+        arrival_vm[: rows.size, c] = rows
+    size_v, size_m = np.append(vcpus, _NO_VM), np.append(mem_mib, _NO_VM)
+    flat_v, flat_m = free_v.ravel(), free_m.ravel()
+    base = np.arange(num, dtype=np.int64) * (width + 1)
+    rejected = base + width
+    fits = np.empty_like(free_v, dtype=bool)
+    room = np.empty_like(fits)
+    host_of[:n] = width  # host_of holds the flat column; rejected VMs sit in column H
+    for t0 in range(0, steps, 4096):  # sizes gathered per block of steps: bounded memory
+        vm_block = arrival_vm[t0 : t0 + 4096]
+        v_block, m_block = size_v[vm_block], size_m[vm_block]
+        v_col, m_col = v_block[:, :, None], m_block[:, :, None]
+        for k in range(vm_block.shape[0]):
+            s0, s1 = bounds[t0 + k], bounds[t0 + k + 1]
+            if s1 > s0:  # departures before this arrival give their room back
+                flat = d_base[s0:s1] + host_of[d_vm[s0:s1]]
+                np.add.at(flat_v, flat, d_v[s0:s1])
+                np.add.at(flat_m, flat, d_m[s0:s1])
+            np.greater_equal(free_v, v_col[k], out=fits)
+            np.greater_equal(free_m, m_col[k], out=room)
+            fits &= room
+            flat = base + fits.argmax(axis=1)  # lowest host id with room (0 if none)
+            flat = np.where(fits.ravel()[flat], flat, rejected)
+            host_of[vm_block[k]] = flat - base
+            flat_v[flat] -= v_block[k]
+            flat_m[flat] -= m_block[k]
+    out = host_of[:n]
+    out[out == width] = -1
+    return out
 
 
 def admit(
@@ -118,8 +184,9 @@ def admit(
     """Assign every VM of a canonical trace to a host of ``spec``.
 
     With ``target_utilization``, the cluster is first sized by :func:`size_cluster`. A trace
-    with a ``cluster`` column is admitted cluster by cluster, each onto its own copy of the
-    spec (sized separately), with host ids numbered on across clusters. A trace with a
+    with a ``cluster`` column is admitted cluster by cluster (in label order, all clusters in
+    lock-step: :func:`first_fit`), each onto its own copy of the spec (sized separately),
+    with host ids numbered on across clusters. A trace with a
     ``host_id`` column keeps its assignment; ``spec`` must then have enough hosts.
     """
     n = len(df)
@@ -132,22 +199,32 @@ def admit(
             )
         hosts = spec.host_topologies()
         return Admission(host_ids, hosts, [""] * len(hosts), {"": spec})
-    labels = df["cluster"].astype(str).to_numpy() if "cluster" in df.columns else np.full(n, "")
+    if "cluster" in df.columns:
+        # Labels sort as strings; a missing label is the cluster "" (as in a single-cluster trace).
+        codes, names = pd.factorize(df["cluster"].astype("string").fillna(""), sort=True)
+        codes = np.asarray(codes, dtype=np.int64)
+    else:
+        codes, names = np.zeros(n, dtype=np.int64), np.array([""], dtype=object)
+    order = np.argsort(codes, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1) if n else []
+    specs: dict[str, ClusterSpec] = {}
+    for rows in groups:
+        part = df.iloc[rows]
+        label = str(names[codes[rows[0]]])
+        specs[label] = size_cluster(part, spec, target_utilization) if target_utilization else spec
+    local = first_fit(
+        df["vcpus"].to_numpy(np.int64), mem_mib_of(df), df["arrival_s"].to_numpy(float),
+        df["departure_s"].to_numpy(float), groups, list(specs.values()),
+    )
     host_of_vm = np.full(n, -1, dtype=np.int64)
     hosts: list[Topology] = []
     host_cluster: list[str] = []
-    specs: dict[str, ClusterSpec] = {}
-    for label in sorted(set(labels.tolist())):
-        rows = np.flatnonzero(labels == label)
-        part = df.iloc[rows]
-        sized = size_cluster(part, spec, target_utilization) if target_utilization else spec
-        local = _first_fit(part, sized)
-        admitted = local >= 0
-        host_of_vm[rows[admitted]] = local[admitted] + len(hosts)
+    for rows, (label, sized) in zip(groups, specs.items()):
+        admitted = rows[local[rows] >= 0]
+        host_of_vm[admitted] = local[admitted] + len(hosts)
         tops = sized.host_topologies()
         hosts.extend(tops)
         host_cluster.extend([label] * len(tops))
-        specs[label] = sized
     return Admission(host_of_vm, hosts, host_cluster, specs)
 
 
@@ -159,12 +236,19 @@ def parse_days(days: str | None, df: pd.DataFrame) -> tuple[float, float]:
     its last event).
     """
     arrivals = df["arrival_s"].to_numpy(float)
-    origin = np.floor(arrivals.min() / SECONDS_PER_DAY) * SECONDS_PER_DAY if len(df) else 0.0
     departures = df["departure_s"].to_numpy(float)
-    last = np.nanmax(np.concatenate([arrivals, departures])) if len(df) else 0.0
+    first = float(arrivals.min()) if len(df) else 0.0
+    last = float(np.nanmax(np.concatenate([arrivals, departures]))) if len(df) else 0.0
+    return window_of(days, first, last)
+
+
+def window_of(days: str | None, first_arrival_s: float, last_event_s: float) -> tuple[float, float]:
+    """:func:`parse_days` from a trace's first arrival and last event alone (a streamed trace
+    knows these from its file statistics without loading its rows)."""
+    origin = np.floor(first_arrival_s / SECONDS_PER_DAY) * SECONDS_PER_DAY + 0.0  # no -0.0
     # Windows are half-open [start, end): an open end must still include an arrival at the
     # trace's very last instant, so it ends just after it.
-    last = float(np.nextafter(last, np.inf))
+    last = float(np.nextafter(last_event_s, np.inf))
     if days is None or days.strip() in ("", ":"):
         return float(origin), float(last)
     try:
@@ -194,14 +278,15 @@ class HostStream:
 
 
 def host_streams(
-    df: pd.DataFrame, admission: Admission, start_s: float, end_s: float
+    df: pd.DataFrame, admission: Admission, start_s: float, end_s: float, host_offset: int = 0
 ) -> list[HostStream]:
     """Per-host event streams for the window ``[start_s, end_s)``.
 
     Each host replays every admitted VM that arrives before ``end_s`` — VMs from before the
     window are warm-up, so the window starts with a realistically loaded host — and only VMs
     arriving inside the window are counted. Departures after ``end_s`` are cut: such VMs run
-    to the window's end.
+    to the window's end. ``host_offset`` is added to every stream's host id: a trace admitted
+    in batches of clusters numbers its hosts on across batches, as one admission would.
     """
     arrival = df["arrival_s"].to_numpy(float)
     departure = df["departure_s"].to_numpy(float).copy()
@@ -226,7 +311,9 @@ def host_streams(
             default = 0 if name == "vnuma" else 1.0
             extra[name] = column.fillna(default).to_numpy()
         trace = HostTrace(arrival[rows], departure[rows], vcpus[rows], mem[rows], end_s=end_s, **extra)
-        streams.append(HostStream(host, admission.hosts[host], trace, rows, arrival[rows] >= start_s))
+        streams.append(
+            HostStream(host + host_offset, admission.hosts[host], trace, rows, arrival[rows] >= start_s)
+        )
     return streams
 
 

@@ -335,7 +335,9 @@ def check_frame(
             continue
         raw = series_at(df[name])
         if dtype == "string":
-            out[name] = df[name].astype("string").to_numpy()
+            # Kept as pandas' string array: no Python object per row (a 100M-VM trace is
+            # read in batches of millions of rows).
+            out[name] = df[name].astype("string").array
             continue
         default = OPTIONAL_DEFAULTS.get(name)
         values = check_numeric(checker, df[name], name, allow_missing=default is not None)
@@ -356,7 +358,7 @@ def check_frame(
         if name in out:
             dtype = REQUIRED_COLUMNS.get(name) or OPTIONAL_COLUMNS[name]
             if dtype == "string":
-                columns[name] = pd.array(np.asarray(out[name], dtype=object)[keep], dtype="string")
+                columns[name] = out[name][keep]
             else:
                 columns[name] = np.asarray(out[name])[keep].astype(dtype)
         else:

@@ -1,6 +1,6 @@
-"""The ``catur traces`` command line: convert public traces and look at them.
+"""The ``catur traces`` command line: convert public traces, look at them, generate synthetic ones.
 
-Two sub-commands, registered on an existing argparse sub-parser set by
+Three sub-commands, registered on an existing argparse sub-parser set by
 :func:`add_traces_commands` (``catur/cli.py`` calls it, so they appear as ``catur traces ...``):
 
 ``traces convert IN OUT``
@@ -8,6 +8,8 @@ Two sub-commands, registered on an existing argparse sub-parser set by
     to ``OUT``: parquet for ``.parquet``, CSV for ``.csv`` / ``.csv.gz``.
 ``traces stats TRACE``
     Print a trace's summary (VMs, span, flavors, peak concurrency); ``--json`` for machines.
+``traces generate --scenario NAME --vms N --out DIR``
+    Write a synthetic trace of any size, one cluster at a time (:mod:`catur.traces.scale`).
 
 Each sub-parser sets ``func`` to a handler ``handler(args) -> int`` (the exit code). Bad input
 raises :class:`~catur.errors.CaturError`, which the top-level CLI turns into a one-line
@@ -54,7 +56,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_traces_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``traces convert`` and ``traces stats`` on ``subparsers``; returns ``traces``."""
+    """Register ``traces convert``, ``stats`` and ``generate`` on ``subparsers``; returns ``traces``."""
     traces = subparsers.add_parser(
         "traces",
         help="convert public VM traces to Catur's canonical trace and summarise them",
@@ -63,7 +65,7 @@ def add_traces_commands(subparsers: argparse._SubParsersAction) -> argparse.Argu
         epilog=_TRACES_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = traces.add_subparsers(dest="traces_command", metavar="{convert,stats}")
+    sub = traces.add_subparsers(dest="traces_command", metavar="{convert,stats,generate}")
     sub.required = True
 
     convert = sub.add_parser(
@@ -94,7 +96,89 @@ def add_traces_commands(subparsers: argparse._SubParsersAction) -> argparse.Argu
     _add_common(stats)
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
     stats.set_defaults(func=_stats)
+    add_generate_command(sub)
     return traces
+
+
+_GENERATE_EPILOG = """\
+examples:
+  catur traces generate --out month.parquet                        # one cluster, ~31,600 VMs
+  catur traces generate --scenario default --vms 1000000 --out month-1m/
+  catur traces generate --vms 100000000 --out month-100m/ --jobs 2   # ~3,170 clusters, ~1.7 GiB
+  catur traces generate --scenario multi-cluster --vms 5000000 --days 14 --seed 7 --out two-weeks/
+  catur evaluate month-100m/ --policies xen                         # streamed, bounded memory
+
+Each cluster is one trace of the scenario (catur.traces.synthetic; 'default' = a month of
+~31,600 Huawei-East-1-like VMs peaking at 2,000 live VMs, ~56 hosts once admitted), drawn
+from its own seed (the --seed and the cluster's index), so cluster N is the same whatever
+--vms, --rows-per-file or --jobs. Clusters are added until the trace holds at least --vms
+VMs (the last one whole), with vm_id numbered on and a 'cluster' column (c000000, c000001,
+...). A directory OUT gets parquet files of whole clusters, one row group per cluster, and
+a manifest (_catur_trace.json) marked complete at the end; only a few clusters are in
+memory at a time, whatever --vms. A file OUT (.parquet, .csv, .csv.gz) gets the trace in
+one piece (up to 5,000,000 VMs). Disk: about 18 bytes per VM (zstd parquet).
+"""
+
+
+def add_generate_command(sub: argparse._SubParsersAction) -> None:
+    """Register ``traces generate`` (synthetic traces of any size, :mod:`catur.traces.scale`)."""
+    from catur.traces.synthetic import SCENARIOS
+
+    gen = sub.add_parser(
+        "generate",
+        help="write a synthetic trace of any size (e.g. a month of 100M VMs) in bounded memory",
+        description="Generate a synthetic canonical trace of --vms VMs as independent clusters of a "
+                    "built-in scenario, written one cluster at a time.",
+        epilog=_GENERATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gen.add_argument("--scenario", default="default", choices=list(SCENARIOS), metavar="NAME",
+                     help="scenario of every cluster: " + ", ".join(SCENARIOS) + " (default: default)")
+    gen.add_argument("--vms", type=int, default=1, metavar="N",
+                     help="generate clusters until the trace holds at least N VMs (default: one cluster)")
+    gen.add_argument("--out", required=True, metavar="OUT",
+                     help="a new directory (partitioned parquet), or a .parquet/.csv/.csv.gz file")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the whole trace (default 0)")
+    gen.add_argument("--days", type=float, metavar="D",
+                     help="window length in days (default: the scenario's, 31)")
+    gen.add_argument("--rows-per-file", type=int, default=2_000_000, metavar="N",
+                     help="start a new parquet file after N rows (whole clusters; default 2000000)")
+    gen.add_argument("--jobs", type=int, default=1,
+                     help="worker processes generating clusters (default 1; the writer is one more)")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=_generate)
+
+
+_SINGLE_FILE_MAX_VMS = 5_000_000
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import pandas as pd
+    from tqdm import tqdm
+
+    from catur.traces.scale import generate_clusters, write_synthetic
+
+    out = Path(args.out)
+    name = out.name.lower()
+    with tqdm(total=args.vms, unit="VM", desc="generating", disable=args.quiet or None,
+              file=sys.stderr) as bar:
+        if name.endswith((".parquet", ".csv", ".csv.gz")):
+            if args.vms > _SINGLE_FILE_MAX_VMS:
+                raise CaturError(f"--vms {args.vms:,} is too many for one file (at most "
+                                 f"{_SINGLE_FILE_MAX_VMS:,}); give a directory as --out")
+            frames = []
+            for df in generate_clusters(args.scenario, args.vms, seed=args.seed, days=args.days, jobs=args.jobs):
+                frames.append(df)
+                bar.update(len(df))
+            df = write_canonical(pd.concat(frames, ignore_index=True), out)
+            rows, clusters, where = len(df), int(df["cluster"].nunique()), str(out)
+        else:
+            manifest = write_synthetic(args.scenario, args.vms, out, seed=args.seed, days=args.days,
+                                       rows_per_file=args.rows_per_file, jobs=args.jobs, progress=bar.update)
+            rows, clusters = manifest["rows"], manifest["clusters"]
+            where = f"{out}/ ({len(manifest['files'])} files)"
+    print(f"wrote {rows:,} VMs in {clusters:,} clusters to {where}")
+    return 0
 
 
 def _print_report(report: ReadReport) -> None:

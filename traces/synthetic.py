@@ -744,6 +744,17 @@ def _scale_for_peak(arrival: np.ndarray, life: np.ndarray, end: float, target: i
     return min(tried, key=lambda kp: (abs(kp[1] - target), kp[0]))[0]
 
 
+def resolve_scenario(scenario: str | SyntheticConfig) -> SyntheticConfig:
+    """The config of a scenario name (a key of :data:`SCENARIOS`), or the config itself."""
+    if isinstance(scenario, SyntheticConfig):
+        return scenario
+    if isinstance(scenario, str):
+        if scenario not in SCENARIOS:
+            raise unknown_name("synthetic scenario", scenario, list(SCENARIOS))
+        return SCENARIOS[scenario]
+    raise CaturError(f"scenario must be a name or a SyntheticConfig, got {scenario!r}")
+
+
 def generate(scenario: str | SyntheticConfig = "default", seed: int | None = None) -> pd.DataFrame:
     """A synthetic canonical trace for a named scenario (see :data:`SCENARIOS`) or a config.
 
@@ -751,14 +762,7 @@ def generate(scenario: str | SyntheticConfig = "default", seed: int | None = Non
         scenario: A key of :data:`SCENARIOS` or a :class:`SyntheticConfig`.
         seed: Overrides the config's seed. Same config and seed give an identical frame.
     """
-    if isinstance(scenario, SyntheticConfig):
-        config = scenario
-    elif isinstance(scenario, str):
-        if scenario not in SCENARIOS:
-            raise unknown_name("synthetic scenario", scenario, list(SCENARIOS))
-        config = SCENARIOS[scenario]
-    else:
-        raise CaturError(f"scenario must be a name or a SyntheticConfig, got {scenario!r}")
+    config = resolve_scenario(scenario)
     if seed is not None:
         config = replace(config, seed=seed)
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(8)]
