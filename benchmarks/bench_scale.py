@@ -125,6 +125,9 @@ def main() -> None:
     parser.add_argument("--batch-vms", type=int, default=1_000_000, help="streaming batch size")
     parser.add_argument("--work", help="directory for the traces (default: a temporary one, deleted)")
     parser.add_argument("--keep", action="store_true", help="keep the generated traces")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --work: evaluate a complete trace already generated there (its generation "
+                             "time is then not measured) instead of generating it again")
     parser.add_argument("--json", help="write the results here")
     # Internal: the measured child process.
     parser.add_argument("--child-trace", dest="trace", help=argparse.SUPPRESS)
@@ -142,10 +145,13 @@ def main() -> None:
     try:
         for size in sizes:
             out = work / f"vms-{size}"
-            if out.exists():
-                shutil.rmtree(out)
-            gen = run_measured([str(CATUR), "traces", "generate", "--scenario", "default", "--vms", str(size),
-                                "--out", str(out), "--jobs", str(args.jobs), "--quiet"])
+            if args.reuse and (out / "_catur_trace.json").exists():
+                gen = {"wall_s": None, "peak_tree_rss_mib": None}  # generated earlier: not measured here
+            else:
+                if out.exists():
+                    shutil.rmtree(out)
+                gen = run_measured([str(CATUR), "traces", "generate", "--scenario", "default", "--vms", str(size),
+                                    "--out", str(out), "--jobs", str(args.jobs), "--quiet"])
             manifest = json.loads((out / "_catur_trace.json").read_text())
             row = {"vms_requested": size, "vms": manifest["rows"], "clusters": manifest["clusters"],
                    "disk_mib": dir_size_mib(out), "generate_wall_s": gen["wall_s"],

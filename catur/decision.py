@@ -14,6 +14,10 @@
 
 The resulting :class:`Decision` says what was chosen and who intervened, and carries the
 predicted COR/RMR, so the service can report it and the simulator can count it.
+
+:meth:`Decider.decide_batch` makes ``B`` such decisions at once, one per host, as array code
+(the batched replay engine's path); :meth:`Decider.decide` is its batch of one, so a request
+gets the same decision alone, in a batch, in the simulator and in the service.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ import numpy as np
 from catur.errors import CaturError
 from catur.gate import UncertaintyGate
 from catur.model import PolicyModel
-from catur.observation import candidates, encode
+from catur.observation import CandidateTable, candidate_table, encode_batch
 from catur.policies import PRIMITIVES
-from catur.request import VMRequest
-from catur.shield import ShieldConfig, TypeStats, shield
-from catur.state import Placement
+from catur.request import RequestBatch, VMRequest
+from catur.shield import ShieldConfig, TypeStats, shield, shield_depth1, shield_reason
+from catur.state import Placement, PlacementBatch
 from catur.topology import Topology
 
 
@@ -98,45 +102,114 @@ class Decider:
         """Decide for ``request`` on a host with these ``[N]`` usage arrays.
 
         ``stats`` holds the recent requests of this host (or cluster) for the shield's
-        popular types; the caller observes requests into it after deciding.
+        popular types; the caller observes requests into it after deciding. This is
+        :meth:`decide_batch` for a batch of one.
         """
-        cands = candidates(topology, used_vcpus, used_mem_mib, request)
-        greedy_scores = -np.array([c.defect for c in cands])
-        gated, distance = False, 0.0
+        batch = RequestBatch.of(topology, request)
+        used_vcpus, used_mem_mib = np.asarray(used_vcpus)[None], np.asarray(used_mem_mib)[None]
+        return self.decide_batch(topology, used_vcpus, used_mem_mib, batch, [stats]).decision(0)
+
+    def decide_batch(
+        self,
+        topology: Topology,
+        used_vcpus: np.ndarray,
+        used_mem_mib: np.ndarray,
+        requests: RequestBatch,
+        stats: list[TypeStats | None] | None = None,
+    ) -> "DecisionBatch":
+        """Decide for ``B`` requests, one on each of ``B`` hosts (``used_*[B, N]``) at once.
+
+        Every step is array code over the batch: the candidates, one batched matrix product
+        of the model per layer over all observations, the gate's distances, and the depth-1
+        shield. A deeper
+        shield looks ahead per host (``stats[b]`` is host ``b``'s recent requests). Row ``b``
+        is exactly the decision :meth:`decide` makes for host ``b`` alone.
+        """
+        table = candidate_table(topology, used_vcpus, used_mem_mib, requests)
+        b = used_vcpus.shape[0]
+        greedy_scores = -table.defect
+        gated, distance = np.zeros(b, dtype=bool), np.zeros(b)
+        policy = np.full(b, "greedy" if self.model is None else "catur", dtype=object)
         if self.model is None:
-            scores, policy = greedy_scores, "greedy"
+            scores = greedy_scores
         else:
-            obs = encode(topology, used_vcpus, used_mem_mib, request, cands)
-            scores, policy = np.asarray(self.model.scores(obs), dtype=float), "catur"
+            obs = encode_batch(topology, used_vcpus, used_mem_mib, requests, table)
+            scores = np.asarray(self.model.scores(obs), dtype=float)
             if self.gate is not None:
-                gated, distance = self.gate.fires(obs)
-                if gated:
+                distance = self.gate.distances(obs)
+                gated = distance > self.gate.threshold
+                if gated.any():
                     if self.fallback is None:
-                        scores, policy = greedy_scores, "greedy"
+                        fixed, policy[gated] = greedy_scores, "greedy"
                     else:
-                        scores = np.where(np.array(PRIMITIVES) == self.fallback, 1.0, 0.0)
-                        policy = self.fallback
-        if self.shield_config is not None:
-            verdict = shield(topology, used_vcpus, used_mem_mib, cands, scores, self.shield_config, stats)
-            choice, intervened, fallback, reason = verdict.choice, verdict.intervened, verdict.fallback, verdict.reason
-        else:
-            choice, intervened, fallback, reason = int(np.argmax(scores)), False, "", ""
-        chosen = cands[choice]
-        placement = Placement(chosen.placement.cpu_nodes, chosen.placement.vcpus, chosen.placement.mem_mib, policy)
+                        fixed, policy[gated] = np.where(np.array(PRIMITIVES) == self.fallback, 1.0, 0.0), self.fallback
+                    scores = np.where(gated[:, None], fixed, scores)
+        config = self.shield_config
+        fallback = np.full(b, "", dtype=object)
+        if config is None:
+            choice, intervened = np.argmax(scores, axis=1), np.zeros(b, dtype=bool)
+        elif config.depth == 1:
+            choice, intervened, unshielded = shield_depth1(table.defect, scores, config)
+            fallback[unshielded] = "unshielded"
+        else:  # the look-ahead is per host: its popular types come from that host's requests
+            verdicts = [
+                shield(topology, used_vcpus[i], used_mem_mib[i], table.row(i), scores[i], config, stats[i] if stats else None)
+                for i in range(b)
+            ]
+            choice = np.array([v.choice for v in verdicts], dtype=np.int64)
+            intervened = np.array([v.intervened for v in verdicts], dtype=bool)
+            fallback[:] = [v.fallback for v in verdicts]
+        return DecisionBatch(self, table, scores, choice, policy, intervened, fallback, gated, distance)
+
+
+@dataclass(frozen=True, eq=False)
+class DecisionBatch:
+    """:meth:`Decider.decide_batch`'s answer: ``B`` decisions as arrays.
+
+    ``placements`` holds each row's chosen placement; :meth:`decision` gives row ``b`` as a
+    :class:`Decision`. ``fallback`` is the shield's ``""``, ``"depth-1"`` or ``"unshielded"``.
+    """
+
+    decider: Decider
+    table: CandidateTable
+    scores: np.ndarray  # float64[B, 4]
+    choice: np.ndarray  # int64[B], index into PRIMITIVES
+    policy: np.ndarray  # object[B]: "catur", "greedy" or the gate's fallback primitive
+    intervened: np.ndarray  # bool[B]
+    fallback: np.ndarray  # object[B]
+    gated: np.ndarray  # bool[B]
+    gate_distance: np.ndarray  # float64[B]
+
+    @property
+    def placements(self) -> PlacementBatch:
+        return self.table.placements.select(self.choice)
+
+    def decision(self, i: int) -> Decision:
+        """Row ``i`` as a :class:`Decision`."""
+        choice = int(self.choice[i])
+        chosen = self.table.placements.placement((i, choice), policy=str(self.policy[i]))
+        config = self.decider.shield_config
+        preferred = int(np.argmax(self.scores[i]))
+        reason = ""
+        if config is not None:
+            reason = shield_reason(
+                bool(self.intervened[i]), str(self.fallback[i]), float(self.table.defect[i, preferred]),
+                config.threshold, config.depth,
+            )
         return Decision(
-            placement=placement,
+            placement=chosen,
             primitive=PRIMITIVES[choice],
-            scores=tuple(float(s) for s in scores),
-            policy=policy,
-            shield_intervened=intervened,
-            shield_fallback=fallback,
+            scores=tuple(float(s) for s in self.scores[i]),
+            policy=str(self.policy[i]),
+            shield_intervened=bool(self.intervened[i]),
+            shield_fallback=str(self.fallback[i]),
             shield_reason=reason,
-            gated=gated,
-            gate_distance=distance,
-            cor=chosen.cor,
-            rmr=chosen.rmr,
-            defect=chosen.defect,
-            model_version=self.model_version,
+            gated=bool(self.gated[i]),
+            gate_distance=float(self.gate_distance[i]),
+            cor=float(self.table.cor[i, choice]),
+            rmr=float(self.table.rmr[i, choice]),
+            defect=float(self.table.defect[i, choice]),
+            model_version=self.decider.model_version,
         )
 
 

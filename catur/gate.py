@@ -31,8 +31,15 @@ class UncertaintyGate:
     threshold: float
 
     def distance(self, obs: np.ndarray) -> float:
+        return float(self.distances(np.asarray(obs)[None])[0])
+
+    def distances(self, obs: np.ndarray) -> np.ndarray:
+        """``float64[B]`` distances of ``B`` observations (rows), one vector-matrix product
+        per row, so a row gets the same bits alone or in a batch (see
+        :meth:`catur.model.PolicyModel.scores`)."""
         delta = np.asarray(obs, dtype=np.float64) - self.mean
-        return float(np.sqrt(max(delta @ self.precision @ delta, 0.0)))
+        squared = ((delta[:, None, :] @ self.precision)[:, 0, :] * delta).sum(axis=1)
+        return np.sqrt(np.maximum(squared, 0.0))
 
     def fires(self, obs: np.ndarray) -> tuple[bool, float]:
         d = self.distance(obs)
@@ -63,5 +70,5 @@ def fit_gate(observations: np.ndarray, quantile: float = 0.999) -> UncertaintyGa
     cov = np.cov(x, rowvar=False) + RIDGE * np.eye(x.shape[1])
     precision = np.linalg.inv(cov)
     gate = UncertaintyGate(mean, precision, 0.0)
-    distances = np.array([gate.distance(row) for row in x])
+    distances = gate.distances(x)
     return UncertaintyGate(mean, precision, float(np.quantile(distances, quantile)))

@@ -90,7 +90,13 @@ class PolicyModel:
             raise CaturError(f"observation has {x.shape[1]} values, the model expects {OBS_DIM}")
         last = len(self.layers) - 1
         for i, (w, b) in enumerate(self.layers):
-            x = x @ w + b
+            # Row by row ([B, 1, in] @ [in, out]: one vector-matrix product per row), not
+            # one [B, in] @ [in, out] product: BLAS picks its kernel (and its rounding) by
+            # the batch size, so a row's scores would depend on how many rows come with it.
+            # This way a row gets the same bits alone or among thousands — the batched
+            # replay engine scores all hosts at once and still decides exactly as the
+            # service does for one request — and it is no slower at these sizes.
+            x = (x[:, None, :] @ w)[:, 0, :] + b
             if i < last:
                 x = self._activation(x)
         return x[0] if single else x

@@ -1,7 +1,9 @@
 """What a learned policy sees: a fixed-size vector describing one host and one request.
 
 The same encoding is used by the training environment, the policy object at evaluation time
-and the gRPC service, so a model sees in production exactly what it saw in training.
+and the gRPC service, so a model sees in production exactly what it saw in training. The
+batched replay engine encodes many hosts at once (:func:`encode_batch`, ``[B, OBS_DIM]``);
+:func:`encode` is its batch of one, so each row is bit for bit what one host alone gets.
 
 Hosts of different sizes (2, 4, 8 nodes) share one layout: node features fill
 :data:`MAX_NODES` slots, absent nodes are zeros with ``present = 0``. The vector
@@ -26,16 +28,17 @@ trained with and refuses to load against another.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
 
 from catur.errors import CaturError
-from catur.metrics import cor_after, node_cor
-from catur.placement import primitive_placements
+from catur.metrics import node_cor, placement_costs
+from catur.placement import primitive_batches
 from catur.policies import PRIMITIVES
-from catur.request import VMRequest
-from catur.state import Placement
+from catur.request import RequestBatch, VMRequest
+from catur.state import Placement, PlacementBatch
 from catur.topology import Topology
 
 OBS_VERSION = 1
@@ -56,16 +59,59 @@ class Candidate(NamedTuple):
     defect: float
 
 
+class CandidateTable(NamedTuple):
+    """The four primitives' candidates for ``B`` requests on ``B`` hosts, as arrays.
+
+    ``placements`` is a ``[B, 4]`` :class:`~catur.state.PlacementBatch` (columns in
+    :data:`~catur.policies.PRIMITIVES` order); ``cor``, ``rmr`` and ``defect`` are
+    ``float64[B, 4]``. A list of :class:`Candidate` is row ``b`` (:meth:`row`).
+    """
+
+    placements: PlacementBatch
+    cor: np.ndarray
+    rmr: np.ndarray
+    defect: np.ndarray
+
+    def row(self, b: int) -> list[Candidate]:
+        return [
+            Candidate(
+                self.placements.placement((b, i), policy=name),
+                float(self.cor[b, i]),
+                float(self.rmr[b, i]),
+                float(self.defect[b, i]),
+            )
+            for i, name in enumerate(PRIMITIVES)
+        ]
+
+    @classmethod
+    def from_candidates(cls, cands: list[Candidate]) -> "CandidateTable":
+        """A table of one row from a list of candidates."""
+        placements = PlacementBatch(
+            np.stack([c.placement.cpu_nodes for c in cands])[None],
+            np.stack([c.placement.vcpus for c in cands])[None],
+            np.stack([c.placement.mem_mib for c in cands])[None],
+        )
+        cor, rmr, defect = (np.array([[getattr(c, f) for c in cands]]) for f in ("cor", "rmr", "defect"))
+        return cls(placements, cor, rmr, defect)
+
+
+def candidate_table(
+    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, requests: RequestBatch
+) -> CandidateTable:
+    """:func:`candidates` for a batch: ``used_*[B, N]``, one request per host."""
+    placements = primitive_batches(topology, used_vcpus, used_mem_mib, requests.inst_vcpus, requests.inst_mem)
+    cor, rmr, defect = placement_costs(
+        topology.node_cores, used_vcpus, placements, requests.alpha[:, None], requests.beta[:, None]
+    )
+    return CandidateTable(placements, cor, rmr, defect)
+
+
 def candidates(
     topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, request: VMRequest
 ) -> list[Candidate]:
     """Each primitive's placement, in :data:`~catur.policies.PRIMITIVES` order, with its cost."""
-    out = []
-    for placement in primitive_placements(topology, used_vcpus, used_mem_mib, request).values():
-        cor = cor_after(topology.node_cores, used_vcpus, placement)
-        rmr = placement.rmr()
-        out.append(Candidate(placement, cor, rmr, request.alpha * cor + request.beta * rmr))
-    return out
+    batch = RequestBatch.of(topology, request)
+    return candidate_table(topology, used_vcpus[None], used_mem_mib[None], batch).row(0)
 
 
 def encode(
@@ -76,51 +122,75 @@ def encode(
     cands: list[Candidate] | None = None,
 ) -> np.ndarray:
     """The ``float32[OBS_DIM]`` observation; pass ``cands`` if already computed."""
+    batch = RequestBatch.of(topology, request)
+    if cands is None:
+        table = candidate_table(topology, used_vcpus[None], used_mem_mib[None], batch)
+    else:
+        table = CandidateTable.from_candidates(cands)
+    return encode_batch(topology, used_vcpus[None], used_mem_mib[None], batch, table)[0]
+
+
+@functools.lru_cache(maxsize=256)
+def _topology_features(topology: Topology) -> tuple[np.ndarray, float, float, float, int]:
+    """What the observation takes from the topology alone, computed once per host model:
+    the node slots' present / socket / size columns and the nodes-per-slot feature (as the
+    vector's leading part), mean cores, mean memory, total cores, total memory."""
+    n = topology.num_nodes
+    cores = topology.node_cores
+    head = np.zeros(MAX_NODES * NODE_FEATURES + REQUEST_FEATURES, dtype=np.float32)
+    nodes = head[: MAX_NODES * NODE_FEATURES].reshape(MAX_NODES, NODE_FEATURES)
+    nodes[:n, 0] = 1.0
+    nodes[:n, 3] = topology.node_socket / max(topology.num_sockets, 1)
+    nodes[:n, 4] = cores / cores.max()
+    head[MAX_NODES * NODE_FEATURES + 5] = n / MAX_NODES
+    head.flags.writeable = False
+    return head, cores.mean(), topology.node_mem_mib.mean(), float(cores.sum()), topology.node_mem_mib.sum()
+
+
+def encode_batch(
+    topology: Topology,
+    used_vcpus: np.ndarray,
+    used_mem_mib: np.ndarray,
+    requests: RequestBatch,
+    table: CandidateTable,
+) -> np.ndarray:
+    """:func:`encode` for ``B`` hosts at once: ``float32[B, OBS_DIM]``, row ``b`` exactly what
+    :func:`encode` gives host ``b`` alone (every feature is elementwise or a per-row sum)."""
     n = topology.num_nodes
     if n > MAX_NODES:
         raise CaturError(
             f"topology {topology.name!r} has {n} NUMA nodes; learned policies support up to {MAX_NODES}"
         )
-    if cands is None:
-        cands = candidates(topology, used_vcpus, used_mem_mib, request)
+    b = used_vcpus.shape[0]
     cores = topology.node_cores
     mem = topology.node_mem_mib
-    total_cores = float(cores.sum())
-    obs = np.zeros(OBS_DIM, dtype=np.float32)
-    nodes = obs[: MAX_NODES * NODE_FEATURES].reshape(MAX_NODES, NODE_FEATURES)
-    nodes[:n, 0] = 1.0
-    nodes[:n, 1] = np.minimum(np.maximum((cores - used_vcpus) / cores, -1.0), 1.0)
-    nodes[:n, 2] = np.minimum(np.maximum((mem - used_mem_mib) / mem, -1.0), 1.0)
-    nodes[:n, 3] = topology.node_socket / max(topology.num_sockets, 1)
-    nodes[:n, 4] = cores / cores.max()
+    static, mean_cores, mean_mem, total_cores, total_mem = _topology_features(topology)
+    obs = np.zeros((b, OBS_DIM), dtype=np.float32)
+    obs[:, : static.shape[0]] = static
+    nodes = obs[:, : MAX_NODES * NODE_FEATURES].reshape(b, MAX_NODES, NODE_FEATURES)
+    nodes[:, :n, 1] = np.minimum(np.maximum((cores - used_vcpus) / cores, -1.0), 1.0)
+    nodes[:, :n, 2] = np.minimum(np.maximum((mem - used_mem_mib) / mem, -1.0), 1.0)
     i = MAX_NODES * NODE_FEATURES
-    instances = cands[0].placement.num_instances
-    obs[i : i + REQUEST_FEATURES] = (
-        request.vcpus / cores.mean(),
-        min(request.mem_mib / mem.mean(), 4.0),
-        instances / n,
-        request.alpha,
-        request.beta,
-        n / MAX_NODES,
-    )
+    obs[:, i] = requests.vcpus / mean_cores
+    obs[:, i + 1] = np.minimum(requests.mem_mib / mean_mem, 4.0)
+    obs[:, i + 2] = requests.inst_vcpus.shape[1] / n  # vNUMA instances per node
+    obs[:, i + 3] = requests.alpha
+    obs[:, i + 4] = requests.beta
     i += REQUEST_FEATURES
-    obs[i : i + HOST_FEATURES] = (
-        min(used_vcpus.sum() / total_cores, 2.0),
-        min(used_mem_mib.sum() / mem.sum(), 2.0),
-    )
+    obs[:, i] = np.minimum(used_vcpus.sum(axis=1) / total_cores, 2.0)
+    obs[:, i + 1] = np.minimum(used_mem_mib.sum(axis=1) / total_mem, 2.0)
     i += HOST_FEATURES
-    # Overload felt by the VMs already on the host (the new VM's own share is in c.cor): the
-    # growth of Σ vCPUs × COR over the nodes, for all four candidates at once.
-    after_vcpus = np.tile(used_vcpus, (len(cands), 1))
-    for row, c in enumerate(cands):
-        after_vcpus[row, c.placement.cpu_nodes] += c.placement.vcpus
-    before = float(used_vcpus @ node_cor(cores, used_vcpus))
-    neighbours = np.minimum((node_cor(cores, after_vcpus) @ used_vcpus - before) / total_cores, 4.0)
-    table = obs[i:].reshape(len(cands), CANDIDATE_FEATURES)
-    table[:, 0] = [c.cor for c in cands]
-    table[:, 1] = [c.rmr for c in cands]
-    table[:, 2] = [c.defect for c in cands]
-    best = min(c.defect for c in cands)
-    table[:, 3] = [c.defect - best for c in cands]  # in float64 first, like the other features
-    table[:, 4] = neighbours
+    # Overload felt by the VMs already on the host (the new VM's own share is in the COR
+    # column): the growth of Σ vCPUs × COR over the nodes, for all four candidates at once.
+    after_vcpus = used_vcpus[:, None, :] + table.placements.node_vcpus(n)
+    before = (used_vcpus * node_cor(cores, used_vcpus)).sum(axis=-1)
+    grown = (node_cor(cores, after_vcpus) * used_vcpus[:, None, :]).sum(axis=-1)
+    neighbours = np.minimum((grown - before[:, None]) / total_cores, 4.0)
+    candidate_part = obs[:, i:].reshape(b, len(PRIMITIVES), CANDIDATE_FEATURES)
+    candidate_part[:, :, 0] = table.cor
+    candidate_part[:, :, 1] = table.rmr
+    candidate_part[:, :, 2] = table.defect
+    # in float64 first, like the other features
+    candidate_part[:, :, 3] = table.defect - table.defect.min(axis=1, keepdims=True)
+    candidate_part[:, :, 4] = neighbours
     return obs

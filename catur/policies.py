@@ -52,7 +52,12 @@ from catur.errors import unknown_name
 
 
 class NodeContext(NamedTuple):
-    """What a ranking sees: one host's nodes and the instance to place. All arrays ``[N]``."""
+    """What a ranking sees: one host's nodes and the instance to place. All arrays ``[N]``.
+
+    For a batch of ``B`` hosts of one topology (:func:`catur.placement.place_batch`), the
+    usage arrays are ``[B, N]`` and the needs ``[B, 1]``; capacities stay ``[N]``. Rankings
+    are elementwise array code, so the same function ranks one host or thousands at once.
+    """
 
     cores: np.ndarray  # capacity, cores
     mem_mib: np.ndarray  # capacity, MiB
@@ -204,11 +209,12 @@ def get_policy(name: str) -> Policy:
 def node_order(ranking: Ranking) -> np.ndarray:
     """Nodes best first: feasible ones by key; then the rest by overload, then key.
 
-    When no node is feasible this is simply "least overloaded first".
+    When no node is feasible this is simply "least overloaded first". With ``[B, N]``
+    rankings (a batch of hosts) the answer is ``[B, N]``, each row ordered on its own.
     """
-    n = ranking.feasible.shape[0]
-    index = np.arange(n)
+    feasible = ranking.feasible
+    shape = feasible.shape  # [N], or [B, N] for a batch of hosts: each row sorted alone
     # np.lexsort sorts by its *last* key first, so list keys from least to most significant.
-    by_key = list(reversed(ranking.keys))
-    order = np.lexsort([index, *by_key, ranking.overload * ~ranking.feasible, ~ranking.feasible])
-    return order
+    # It is a stable sort: nodes equal on every key stay in index order (the final tie-break).
+    keys = [*reversed(ranking.keys), ranking.overload * ~feasible, ~feasible]
+    return np.lexsort([k if k.shape == shape else np.broadcast_to(k, shape) for k in keys], axis=-1)

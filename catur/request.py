@@ -10,8 +10,10 @@ do fit (:func:`split_request`); each instance later goes to a distinct node.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -62,10 +64,14 @@ def _positive_int(value: object, label: str) -> int:
     return int(value)
 
 
-def _even_split(total: int, parts: int) -> np.ndarray:
-    """``total`` in ``parts`` near-equal integers, larger ones first (sums exactly to total)."""
-    base, extra = divmod(total, parts)
-    return np.array([base + 1] * extra + [base] * (parts - extra), dtype=np.int64)
+def even_splits(totals: np.ndarray, parts: np.ndarray) -> np.ndarray:
+    """Each ``totals[b]`` in ``parts[b]`` near-equal integers, larger ones first (each row sums
+    exactly to its total): ``int64[B, max(parts)]``, zeros past each row's ``parts``."""
+    base, extra = np.divmod(np.asarray(totals, dtype=np.int64), parts)
+    column = np.arange(int(parts.max()) if parts.size else 0)
+    out = base[:, None] + (column < extra[:, None])
+    out[column >= parts[:, None]] = 0
+    return out
 
 
 def vnuma_count(topology: Topology, request: VMRequest) -> int:
@@ -78,30 +84,97 @@ def vnuma_count(topology: Topology, request: VMRequest) -> int:
     instances than vCPUs: every instance needs at least one vCPU (an instance with none would
     hold memory that is local to none of the VM's vCPUs, yet count as local in RMR).
     """
+    return int(vnuma_counts(topology, [request.vcpus], [request.mem_mib], [request.vnuma or 0])[0])
+
+
+def vnuma_counts(topology: Topology, vcpus, mem_mib, vnuma) -> np.ndarray:
+    """:func:`vnuma_count` of many VMs at once (arrays; ``vnuma`` 0 = let Catur choose)."""
+    vcpus = np.asarray(vcpus, dtype=np.int64)
+    mem_mib = np.asarray(mem_mib, dtype=np.int64)
+    vnuma = np.asarray(vnuma, dtype=np.int64)
     n = topology.num_nodes
-    if request.vnuma is not None:
-        if request.vnuma > n:
+    explicit = vnuma > 0
+    if explicit.any():
+        too_many = np.flatnonzero(explicit & (vnuma > n))
+        if too_many.size:
             raise CaturError(
-                f"VM request: vnuma={request.vnuma} exceeds the {n} NUMA nodes of "
+                f"VM request: vnuma={int(vnuma[too_many[0]])} exceeds the {n} NUMA nodes of "
                 f"topology {topology.name!r}"
             )
-        if request.vnuma > request.vcpus:
+        no_vcpu = np.flatnonzero(explicit & (vnuma > vcpus))
+        if no_vcpu.size:
+            i = no_vcpu[0]
             raise CaturError(
-                f"VM request: vnuma={request.vnuma} exceeds vcpus={request.vcpus}; every "
+                f"VM request: vnuma={int(vnuma[i])} exceeds vcpus={int(vcpus[i])}; every "
                 f"requested vNUMA instance needs at least one vCPU"
             )
-        return request.vnuma
-    most = min(n, request.vcpus)
-    for k in range(1, most + 1):
-        cpu_share = -(-request.vcpus // k)
-        mem_share = -(-request.mem_mib // k)
-        fits = (topology.node_cores >= cpu_share) & (topology.node_mem_mib >= mem_share)
-        if int(fits.sum()) >= k:
-            return k
-    return most
+    # Rows still looking for their smallest fitting k (at most one per vCPU, and per node).
+    count = np.where(explicit, vnuma, np.minimum(n, vcpus))
+    open_ = ~explicit
+    for k in range(1, n + 1):
+        open_ &= count > k - 1  # k beyond the row's maximum: it keeps that maximum
+        if not open_.any():
+            break
+        cpu_share = -(-vcpus[:, None] // k)
+        mem_share = -(-mem_mib[:, None] // k)
+        fits = ((topology.node_cores >= cpu_share) & (topology.node_mem_mib >= mem_share)).sum(axis=1) >= k
+        done = open_ & fits
+        count[done] = k
+        open_ &= ~done
+    return count
 
 
 def split_request(topology: Topology, request: VMRequest) -> tuple[np.ndarray, np.ndarray]:
-    """Per-instance ``(vcpus, mem_mib)`` int64 arrays; each sums exactly to the request."""
-    k = vnuma_count(topology, request)
-    return _even_split(request.vcpus, k), _even_split(request.mem_mib, k)
+    """Per-instance ``(vcpus, mem_mib)`` int64 arrays (read-only); each sums exactly to the
+    request."""
+    return _split_one(topology, request.vcpus, request.mem_mib, request.vnuma or 0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _split_one(topology: Topology, vcpus: int, mem_mib: int, vnuma: int) -> tuple[np.ndarray, np.ndarray]:
+    # A pure function of few distinct inputs (VM flavors on host models), asked once per
+    # decision: remembering it keeps the array code's fixed cost off the one-VM path.
+    _, inst_vcpus, inst_mem = split_requests(topology, [vcpus], [mem_mib], [vnuma])
+    inst_vcpus, inst_mem = inst_vcpus[0], inst_mem[0]
+    inst_vcpus.flags.writeable = False
+    inst_mem.flags.writeable = False
+    return inst_vcpus, inst_mem
+
+
+class RequestBatch(NamedTuple):
+    """``B`` requests as arrays, each split into the same number ``k`` of vNUMA instances:
+    what the batched decision code (:meth:`catur.decision.Decider.decide_batch`) takes.
+
+    ``vcpus``, ``mem_mib``, ``alpha``, ``beta`` are ``[B]``; ``inst_vcpus`` and ``inst_mem``
+    ``[B, k]`` (from :func:`split_requests`). ``requests`` optionally keeps the
+    :class:`VMRequest` objects (the deep shield's statistics key on them).
+    """
+
+    vcpus: np.ndarray
+    mem_mib: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    inst_vcpus: np.ndarray
+    inst_mem: np.ndarray
+    requests: tuple[VMRequest, ...] | None = None
+
+    @classmethod
+    def of(cls, topology: Topology, request: VMRequest) -> "RequestBatch":
+        """A batch of one."""
+        inst_vcpus, inst_mem = split_request(topology, request)
+        return cls(
+            np.array([request.vcpus]),
+            np.array([request.mem_mib]),
+            np.array([request.alpha]),
+            np.array([request.beta]),
+            inst_vcpus[None],
+            inst_mem[None],
+            (request,),
+        )
+
+
+def split_requests(topology: Topology, vcpus, mem_mib, vnuma) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`split_request` of many VMs at once: ``(k[B], vcpus[B, K], mem_mib[B, K])``, each
+    row padded with zeros past its ``k`` instances (``K`` = the largest ``k``)."""
+    k = vnuma_counts(topology, vcpus, mem_mib, vnuma)
+    return k, even_splits(vcpus, k), even_splits(mem_mib, k)

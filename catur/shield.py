@@ -156,24 +156,50 @@ def shield(
     """Apply the shield to the candidates of one request, given the policy's ``scores``."""
     preferred = int(np.argmax(scores))
     popular = stats.popular(config.width, config.max_types) if (stats and config.depth > 1) else []
-    order = np.argsort(-np.asarray(scores), kind="stable")
     for depth, fallback in ((config.depth, ""), (1, "depth-1")):
         allowed = tuple(
             _allowed(topology, used_vcpus, used_mem_mib, c, depth, popular, config.threshold) for c in cands
         )
-        for i in order:
-            if allowed[i]:
-                i = int(i)
-                intervened = i != preferred
-                if not intervened:
-                    reason = ""
-                elif cands[preferred].defect > config.threshold:
-                    reason = f"defect {cands[preferred].defect:.3f} > {config.threshold:g}"
-                else:
-                    reason = f"a popular VM type would have no safe placement within depth {depth}"
-                return ShieldVerdict(i, allowed, intervened, fallback, reason)
+        choice, found = best_allowed(np.asarray(scores)[None], np.array([allowed]))
+        if found[0]:
+            i = int(choice[0])
+            reason = shield_reason(i != preferred, "", cands[preferred].defect, config.threshold, depth)
+            return ShieldVerdict(i, allowed, i != preferred, fallback, reason)
         if config.depth == 1:
             break
-    return ShieldVerdict(
-        preferred, tuple(False for _ in cands), False, "unshielded", "no primitive keeps the defect under the threshold"
-    )
+    reason = shield_reason(False, "unshielded", cands[preferred].defect, config.threshold, config.depth)
+    return ShieldVerdict(preferred, tuple(False for _ in cands), False, "unshielded", reason)
+
+
+def shield_reason(intervened: bool, fallback: str, preferred_defect: float, threshold: float, depth: int) -> str:
+    """Why the shield did what it did, in words (empty when it let the policy's choice through)."""
+    if fallback == "unshielded":
+        return "no primitive keeps the defect under the threshold"
+    if not intervened:
+        return ""
+    if preferred_defect > threshold:
+        return f"defect {preferred_defect:.3f} > {threshold:g}"
+    return f"a popular VM type would have no safe placement within depth {depth}"
+
+
+def best_allowed(scores: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``scores``/``allowed`` (``[B, 4]``): the allowed primitive with the highest
+    score (ties: the first listed), and whether any was allowed."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    rows = np.arange(order.shape[0])
+    ranked = allowed[rows[:, None], order]
+    first = np.argmax(ranked, axis=1)  # the first allowed one in score order
+    return order[rows, first], ranked.any(axis=1)
+
+
+def shield_depth1(defects: np.ndarray, scores: np.ndarray, config: ShieldConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The shield at depth 1 for ``B`` requests at once (``defects``/``scores`` ``[B, 4]``):
+    ``(choice, intervened, unshielded)`` arrays, exactly :func:`shield`'s verdict row by row.
+
+    At depth 1 a primitive is allowed when its own defect is within the threshold; popular
+    types play no part, so no per-host statistics are needed.
+    """
+    preferred = np.argmax(scores, axis=1)
+    choice, found = best_allowed(scores, ~(defects > config.threshold))
+    choice = np.where(found, choice, preferred)
+    return choice, choice != preferred, ~found

@@ -7,7 +7,9 @@ per field, never an object per node, so that array code can work across hosts.
 A :class:`Placement` is the answer for one VM: for each vNUMA instance, the node its vCPUs
 are bound to and how its memory is spread over all nodes. :func:`apply` adds it to a host and
 :func:`release` takes it away again; both are exact (integer arithmetic), so applying and then
-releasing gives back the very same state.
+releasing gives back the very same state. A :class:`PlacementBatch` is the array form of
+many placements (one per host of a batch, or the four primitives' candidates per host), as
+the batched replay engine and the batched decision code build them.
 """
 
 from __future__ import annotations
@@ -61,8 +63,7 @@ class Placement:
 
     def remote_mem_mib(self) -> int:
         """Memory not on its own instance's CPU node."""
-        local = self.mem_mib[np.arange(self.num_instances), self.cpu_nodes].sum()
-        return int(self.mem_mib.sum() - local)
+        return int(remote_mem_mib(self.cpu_nodes, self.mem_mib))
 
     def rmr(self) -> float:
         """Remote memory ratio: remote memory / total memory (fixed at placement)."""
@@ -80,6 +81,61 @@ class Placement:
                 for c, v, row in zip(self.cpu_nodes, self.vcpus, self.mem_mib)
             ],
         }
+
+
+def remote_mem_mib(cpu_nodes: np.ndarray, mem_mib: np.ndarray) -> np.ndarray:
+    """MiB not on their own instance's CPU node: ``cpu_nodes[..., k]``, ``mem_mib[..., k, N]``
+    → ``int64[...]`` (one VM, or a batch of them with a leading axis)."""
+    elsewhere = cpu_nodes[..., None] != np.arange(mem_mib.shape[-1])
+    return (mem_mib * elsewhere).sum(axis=(-2, -1))
+
+
+@dataclass(frozen=True, eq=False)
+class PlacementBatch:
+    """Placements of many VMs with the same instance count ``k``, as arrays.
+
+    The array form of :class:`Placement` with leading axes: ``cpu_nodes[..., k]``,
+    ``vcpus[..., k]``, ``mem_mib[..., k, N]``. Usually the leading axis is the host of a
+    batch (``[B]``: one VM per host); the four primitives' candidates for ``B`` hosts are a
+    ``[B, 4]`` batch. The placement core builds these (:func:`catur.placement.place_batch`)
+    and a single :class:`Placement` is one entry (:meth:`placement`), so one placement and a
+    batch of them come from the same code.
+    """
+
+    cpu_nodes: np.ndarray
+    vcpus: np.ndarray
+    mem_mib: np.ndarray
+    policy: str = ""
+
+    def __len__(self) -> int:
+        return int(self.cpu_nodes.shape[0])
+
+    def placement(self, i: int | tuple[int, ...], policy: str | None = None) -> Placement:
+        """Entry ``i`` (an index over the leading axes) as a :class:`Placement`."""
+        return Placement(
+            self.cpu_nodes[i], np.array(self.vcpus[i]), self.mem_mib[i], self.policy if policy is None else policy
+        )
+
+    def node_vcpus(self, num_nodes: int) -> np.ndarray:
+        """``int64[..., N]`` vCPUs each VM binds to each node."""
+        # One-hot over nodes, weighted by each instance's vCPUs (instance nodes are distinct).
+        onehot = self.cpu_nodes[..., None] == np.arange(num_nodes)
+        return (onehot * self.vcpus[..., None]).sum(axis=-2)
+
+    def node_mem_mib(self) -> np.ndarray:
+        """``int64[..., N]`` MiB each VM takes on each node."""
+        return self.mem_mib.sum(axis=-2)
+
+    def rmr(self) -> np.ndarray:
+        """``float64[...]`` remote memory ratio of each VM (the same division as :meth:`Placement.rmr`)."""
+        return remote_mem_mib(self.cpu_nodes, self.mem_mib) / self.mem_mib.sum(axis=(-2, -1))
+
+    def select(self, choice: np.ndarray, policy: str = "") -> "PlacementBatch":
+        """From a ``[B, P]`` batch of options, option ``choice[b]`` of each row ``b``: ``[B]``."""
+        rows = np.arange(choice.shape[0])
+        return PlacementBatch(
+            self.cpu_nodes[rows, choice], self.vcpus[rows, choice], self.mem_mib[rows, choice], policy
+        )
 
 
 class HostsState:

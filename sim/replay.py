@@ -27,6 +27,7 @@ from catur.metrics import (
     cor_after,
     defect,
     defect_at_placement,
+    lifetime_mean_cor,
     summarize,
 )
 from catur.placement import GREEDY, decider, place
@@ -236,12 +237,9 @@ def replay_host(
 
     def close(vm: int, t: float) -> None:
         placement = out.placements[vm]
+        grown = clock.weighted_integral(placement) - cor_integral_at_arrival[vm]
         lifetime = t - trace.arrival_s[vm]
-        if lifetime > 0:
-            grown = clock.weighted_integral(placement) - cor_integral_at_arrival[vm]
-            mean_cor[vm] = grown / placement.total_vcpus / lifetime
-        else:  # a VM that leaves the instant it arrives keeps its defect at placement
-            mean_cor[vm] = out.cor_at_placement[vm]
+        mean_cor[vm] = lifetime_mean_cor(grown, placement.total_vcpus, lifetime, out.cor_at_placement[vm])
 
     for pos, (t, kind, vm) in enumerate(events):
         clock.advance(t)
