@@ -1,4 +1,5 @@
-"""``catur train``: learn a placement policy from a trace (or synthetic workload) window."""
+"""``catur train``: learn a placement policy from a trace (or synthetic workload) window;
+``catur retrain``: the scheduled drift-aware retraining job (:mod:`catur.training.retrain`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ EPILOG = """examples:
       --cpu-overcommit 1.02 --target-utilization 0.95 --timesteps 100000 --out models/huawei
   catur train trace.parquet --algo dqn --out models/dqn              # the paper's algorithm
   catur evaluate trace.parquet --model models/huawei --shield-depth 1
+  catur train trace.parquet --train-days 16:18 --eval-days 16:18 --init-from models/huawei \\
+      --warm-start 5000 --timesteps 20000 --out models/huawei-ft   # fine-tune (catur retrain does this)
 
 The output directory holds weights.npz (plain arrays, no pickle) and manifest.json
 (algorithm, spaces, windows, topologies, versions, evaluation history, gate statistics).
@@ -47,8 +50,10 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=10_000, metavar="STEPS", help="evaluate and checkpoint every STEPS (default 10000)")
     p.add_argument("--eval-hosts", type=int, default=8, metavar="N", help="hosts sampled for periodic evaluation (default 8)")
     p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs here")
+    p.add_argument("--init-from", metavar="DIR", help="fine-tune: start from this model's weights (its hidden sizes and activation) instead of a fresh network")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+    add_retrain_command(sub)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -75,6 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_hosts=args.eval_hosts,
         tensorboard=args.tensorboard,
+        init_from=args.init_from,
     )
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     result = train(config, args.out, progress=not args.quiet, log=log)
@@ -84,3 +90,114 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"greedy {100 * result.baselines['greedy']:.3f}%; trained in {result.train_seconds:.0f} s"
     )
     return 0
+
+
+EPILOG_RETRAIN = """examples:
+  catur retrain --registry models/registry --trace collected/            # the last 3 days
+  catur retrain --registry models/registry --trace trace.parquet --days 16:18 \\
+      --budget-minutes 30 --max-iterations 3 --timesteps 20000
+  catur retrain --registry models/registry --trace trace.parquet --max-iterations 0   # check only
+  catur retrain --registry models/registry --trace trace.parquet --dry-run --report out/
+
+What it does: replays the recent window (--days) with the registry's current model and every
+primitive, per cluster (the trace's 'cluster' column, else per host topology). If the model
+loses to any primitive on any cluster (a collapse), it fine-tunes the model on the worst
+clusters (greedy imitation from the current weights, then PPO/DQN), validates on all
+clusters and repeats within --budget-minutes / --max-iterations. Only a model that beats
+every primitive on every cluster is added to the registry and promoted; a running
+'catur serve --model REGISTRY' switches to it by itself. It also reports the drift of the
+request mix (PSI and KS of vCPUs, memory and lifetimes against a reference window) and the
+uncertainty-gate rate, as early warnings. Report: report.json, report.md and plots in
+--report DIR (default REGISTRY/reports/retrain-<time>-<pid>).
+
+exit codes (for the scheduler):
+  0   healthy (no collapse), or a new model was promoted (with --dry-run: would be)
+  3   collapse, and no candidate beat every primitive on every cluster in the budget:
+      the current model is kept; the report says why
+  75  another retrain holds the lock REGISTRY/.retrain.lock (EX_TEMPFAIL): run later
+  2   bad input (the message names it)
+  1   unexpected error
+"""
+
+
+def add_retrain_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "retrain",
+        help="the scheduled job: detect a collapse on recent traffic, fine-tune, promote",
+        description="Drift-aware continuous training: check the registry's current model against "
+        "every primitive on each cluster of a recent trace window; after a collapse, fine-tune, "
+        "validate on all clusters and promote only a model that beats every primitive everywhere.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_RETRAIN,
+    )
+    p.add_argument("--registry", metavar="DIR", help="model registry (catur models init; default $CATUR_REGISTRY)")
+    p.add_argument("--trace", required=True, metavar="PATH", help="recent traffic: a trace file or a collected directory")
+    p.add_argument("--format", default="auto", help="trace format (default: auto-detect)")
+    p.add_argument("--cluster", default="mixed", metavar="SPEC", help="cluster mix or file, as in catur evaluate (default mixed)")
+    p.add_argument("--days", metavar="FIRST:LAST", help="the recent window (default: the trace's last 3 days)")
+    p.add_argument("--reference-days", metavar="FIRST:LAST",
+                   help="drift reference (default: the model's training window if it was trained on this trace, else every day before --days)")
+    p.add_argument("--group-by", choices=("auto", "cluster", "topology", "all"), default="auto",
+                   help="what a 'cluster' is: the trace's cluster column, the host topology, or everything (default auto: cluster column if any, else topology)")
+    p.add_argument("--target-utilization", type=float, default=0.9, help="cluster sizing target (default 0.9)")
+    p.add_argument("--cpu-overcommit", type=float, help="vCPUs admitted per host core")
+    p.add_argument("--budget-minutes", type=float, default=60.0, help="stop fine-tuning when another iteration would pass this (default 60)")
+    p.add_argument("--max-iterations", type=int, default=3, help="fine-tune/validate rounds at most (default 3; 0 = check only)")
+    p.add_argument("--timesteps", type=int, default=20_000, help="RL steps per iteration (default 20000)")
+    p.add_argument("--warm-start", type=int, default=5_000, metavar="N", help="greedy observations imitated per iteration, from the current weights (default 5000; 0 = RL only)")
+    p.add_argument("--eval-hosts", type=int, default=8, metavar="N", help="hosts in the fine-tune's checkpoint evaluation (default 8)")
+    p.add_argument("--worst", type=int, metavar="N", help="fine-tune on the N worst losing clusters only (default: all that lose)")
+    p.add_argument("--min-vms", type=int, default=50, help="clusters with fewer VMs in the window are reported, not judged (default 50)")
+    p.add_argument("--gate-samples", type=int, default=2_000, metavar="N", help="observations per window for the gate rate (default 2000; 0 = skip); a candidate's gate is fitted on twice as many (at least 500)")
+    p.add_argument("--envs", type=int, default=1, help="training environments (processes; default 1)")
+    p.add_argument("--jobs", type=int, help="replay worker processes (default: all CPUs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report", metavar="DIR", help="write report.json, report.md and plots here")
+    p.add_argument("--dry-run", action="store_true", help="do everything but add or promote a model")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_retrain)
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    import os
+
+    from catur.errors import CaturError
+    from catur.models_cli import REGISTRY_ENV
+    from catur.training.retrain import EXIT_LOCKED, LockHeld, RetrainConfig, run_retrain
+
+    registry = args.registry or os.environ.get(REGISTRY_ENV)
+    if not registry:
+        raise CaturError(f"give the model registry with --registry DIR (or set {REGISTRY_ENV})")
+    config = RetrainConfig(
+        registry=registry,
+        trace=args.trace,
+        format=args.format,
+        cluster=args.cluster,
+        days=args.days,
+        reference_days=args.reference_days,
+        group_by=args.group_by,
+        target_utilization=args.target_utilization,
+        cpu_overcommit=args.cpu_overcommit,
+        budget_minutes=args.budget_minutes,
+        max_iterations=args.max_iterations,
+        timesteps=args.timesteps,
+        warm_start=args.warm_start,
+        eval_hosts=args.eval_hosts,
+        worst=args.worst,
+        min_vms=args.min_vms,
+        envs=args.envs,
+        gate_samples=args.gate_samples,
+        jobs=args.jobs,
+        seed=args.seed,
+        dry_run=args.dry_run,
+        report=args.report,
+    )
+    log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(f"retrain: {msg}", file=sys.stderr, flush=True))
+    try:
+        outcome = run_retrain(config, log=log, progress=not args.quiet)
+    except LockHeld as exc:
+        print(f"catur: retrain: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    print(f"{outcome.status}: {outcome.reason}")
+    print(f"report: {outcome.report_dir}")
+    return outcome.exit_code

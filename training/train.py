@@ -18,6 +18,15 @@
 Time split follows the paper (days 1–15 train, 16–31 test): by default episodes come from days
 1–12 and checkpoints are chosen on days 13–15, so the test window (16–31, ``catur evaluate``)
 is never seen while training or selecting.
+
+**Fine-tuning** (what ``catur retrain`` does, :mod:`catur.training.retrain`): with
+``init_from`` the network starts from an existing model's weights
+(:func:`catur.training.export.load_layers`, taking its hidden sizes and activation) instead
+of a fresh initialisation; a warm start then imitates greedy *from those weights* on the new
+window's observations, and that starting point (after the warm start, if any) is evaluated
+as step 0, a candidate checkpoint like every later one. ``hosts`` restricts episodes and the
+evaluation sample to some admitted hosts (e.g. the clusters where the model collapsed); the
+uncertainty gate is still fitted on every host of the training window, which it will serve.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,13 +78,25 @@ class TrainConfig:
     eval_hosts: int = 8
     warm_start: int = 20_000  # greedy demonstrations to imitate before RL (0 = none)
     tensorboard: str | None = None
+    # Fine-tuning: a model directory (catur.model format) whose weights the network starts
+    # from instead of a fresh initialisation; its hidden sizes and activation are used.
+    init_from: str | None = None
+    # Only these admitted host ids give episodes and the periodic evaluation sample (None =
+    # all); host ids are stable for a given workload, cluster and sizing (see admission).
+    hosts: tuple[int, ...] | None = None
+    gate_samples: int = 4_000  # observations the uncertainty gate is fitted on
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
             raise CaturError(f"unknown algorithm {self.algo!r}; known: {', '.join(ALGORITHMS)}")
+        if self.hosts is not None:
+            hosts = tuple(self.hosts)
+            if not hosts or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 0 for h in hosts):
+                raise CaturError(f"train config: hosts must be host ids >= 0 (None = all), got {self.hosts!r}")
+            object.__setattr__(self, "hosts", tuple(sorted({int(h) for h in hosts})))
         if not isinstance(self.warm_start, int) or self.warm_start < 0:
             raise CaturError(f"train config: warm_start must be a whole number >= 0, got {self.warm_start!r}")
-        for name in ("timesteps", "n_envs", "episode_arrivals", "eval_every", "eval_hosts"):
+        for name in ("timesteps", "n_envs", "episode_arrivals", "eval_every", "eval_hosts", "gate_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise CaturError(f"train config: {name} must be a whole number >= 1, got {value!r}")
@@ -105,8 +126,23 @@ def make_env(config: TrainConfig, days: str | None, streams=None):
     from catur.sim.env import NumaPlacementEnv
     from catur.sim.shaping import LoadAwareShaping
 
+    if streams is None and config.hosts is not None:
+        streams = _host_streams(config, days)
     env = NumaPlacementEnv(config.workload, episode_arrivals=config.episode_arrivals, streams=streams, **config.workload_options(days))
     return LoadAwareShaping(env) if config.shaping else env
+
+
+def _host_streams(config: TrainConfig, days: str | None):
+    """The window's host streams, restricted to ``config.hosts`` when set."""
+    from catur.sim.env import Workload
+
+    streams = Workload(config.workload, **config.workload_options(days)).streams()
+    if config.hosts is None:
+        return streams
+    chosen = [s for s in streams if s.host in set(config.hosts)]
+    if not chosen:
+        raise CaturError(f"train config: none of hosts {list(config.hosts)} has VMs arriving in days {days}")
+    return chosen
 
 
 @dataclass
@@ -127,9 +163,7 @@ class TrainResult:
 
 
 def _sample_streams(config: TrainConfig, days: str | None):
-    from catur.sim.env import Workload
-
-    streams = Workload(config.workload, **config.workload_options(days)).streams()
+    streams = _host_streams(config, days)
     rng = np.random.default_rng(config.seed)
     picked = np.sort(rng.choice(len(streams), size=min(config.eval_hosts, len(streams)), replace=False))
     return streams, [streams[i] for i in picked]
@@ -200,6 +234,15 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
         + ", ".join(f"{name} {100 * d:.3f}%" for name, d in sorted(baseline_defects.items(), key=lambda kv: kv[1]))
     )
 
+    start = _start_model(config)
+    policy_kwargs = {"net_arch": list(config.net_arch)}
+    if start is not None:  # fine-tuning: the network takes the starting model's shape
+        from catur.training.export import ACTIVATION_MODULES, architecture_of
+
+        policy_kwargs = {
+            "net_arch": list(architecture_of(start.layers)),
+            "activation_fn": ACTIVATION_MODULES[start.manifest["activation"]],
+        }
     vec_cls = SubprocVecEnv if config.n_envs > 1 else DummyVecEnv
     venv = make_vec_env(
         make_env, n_envs=config.n_envs, seed=config.seed, vec_env_cls=vec_cls,
@@ -218,14 +261,19 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
         model = MaskablePPO(
             "MlpPolicy", venv, n_steps=max(64, 1024 // config.n_envs),
             batch_size=256, n_epochs=5, ent_coef=config.ent_coef, clip_range=0.1,
-            policy_kwargs={"net_arch": list(config.net_arch)}, **common,
+            policy_kwargs=policy_kwargs, **common,
         )
     else:
         model = DQN(
             "MlpPolicy", venv, buffer_size=50_000, learning_starts=1_000, batch_size=128,
             train_freq=4, target_update_interval=1_000, exploration_fraction=0.3,
-            exploration_final_eps=0.02, policy_kwargs={"net_arch": list(config.net_arch)}, **common,
+            exploration_final_eps=0.02, policy_kwargs=policy_kwargs, **common,
         )
+    if start is not None:
+        from catur.training.export import load_layers
+
+        load_layers(model, start.layers)
+        log(f"starting from {config.init_from} (model {start.version}, hidden {policy_kwargs['net_arch']})")
 
     work = Path(tempfile.mkdtemp(prefix="catur-train-"))
     history: list[EvalRecord] = []
@@ -275,6 +323,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
             demos = _collect_observations(config, train_streams, None, config.warm_start)
             accuracy = _imitate_greedy(model, demos, config.seed)
             log(f"warm start: imitated greedy on {len(demos)} observations ({100 * accuracy:.1f}% agreement)")
+        if config.warm_start or start is not None:  # the starting point is a candidate too
             evaluate_now(0)
         model.learn(total_timesteps=config.timesteps, callback=Periodic(), tb_log_name=config.algo)
         if not history or history[-1].step != model.num_timesteps:
@@ -282,8 +331,11 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
         train_seconds = time.perf_counter() - started
         final = PolicyModel.load(best["dir"])
 
-        # Gate statistics on observations the chosen policy meets in the training window.
-        observations = _collect_observations(config, train_streams, final, 4_000)
+        # Gate statistics on observations the chosen policy meets in the training window: on
+        # every host of it, also when episodes came from some hosts only (fine-tuning on the
+        # clusters where a model collapsed), since the model will serve all of them.
+        gate_streams = train_streams if config.hosts is None else _host_streams(replace(config, hosts=None), config.train_days)
+        observations = _collect_observations(config, gate_streams, final, max(config.gate_samples, 2))
         agreement = agreement_at[best["step"]]
         gate = fit_gate(observations)
         manifest = dict(final.manifest)
@@ -297,7 +349,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
             training={
                 **{k: v for k, v in asdict(config).items() if k != "tensorboard"},
                 "gamma": config.effective_gamma,
-                "net_arch": list(config.net_arch),
+                "net_arch": list(policy_kwargs["net_arch"]),
                 "topologies": sorted({s.topology.name for s in train_streams}),
                 "best_step": best["step"],
                 "train_seconds": round(train_seconds, 1),
@@ -322,6 +374,24 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
         shutil.rmtree(work, ignore_errors=True)
     log(f"wrote {out} (best at step {best['step']}: {100 * best['defect']:.3f}% on the evaluation sample)")
     return TrainResult(out, history, baseline_defects, {"avg_defect": best["defect"]}, train_seconds)
+
+
+def _start_model(config: TrainConfig) -> PolicyModel | None:
+    """The model ``config.init_from`` names, checked against the algorithm (None = scratch).
+
+    A PPO export holds an actor's logits and a DQN export Q-values: loading one into the
+    other's network would start from numbers that mean something else, so that is refused.
+    """
+    if config.init_from is None:
+        return None
+    start = PolicyModel.load(config.init_from)
+    algorithm = start.manifest.get("algorithm")
+    if algorithm is not None and algorithm != config.algo:
+        raise CaturError(
+            f"init_from {str(config.init_from)!r} is a {algorithm} model; fine-tune it with algo={algorithm!r}, "
+            f"not {config.algo!r}"
+        )
+    return start
 
 
 def check_output_dir(out: Path) -> None:

@@ -1,0 +1,298 @@
+"""``catur retrain``: fine-tuning from a model, the collapse verdict, the lock, exit codes, the report,
+and a job killed in the middle of writing a new version.
+
+The end-to-end run against a live service is in ``test_continuous_e2e.py``. Here the current
+model is mostly a hand-made *collapsed* model (it always picks core-best-fit,
+:func:`_retrain_support.collapsed_model`), which loses to mem-most-idle on both clusters of
+the drifted window by a wide margin, so every outcome below is decided by construction, not
+by how a tiny training run happens to go.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from _retrain_support import RECENT_DAYS, collapsed_model, drift_trace, registry_with
+from catur.cli import main
+from catur.errors import CaturError
+from catur.metrics import Summary
+from catur.model import PolicyModel
+from catur.policies import PRIMITIVES
+from catur.registry import PAUSE_ENV, Registry
+from catur.training.collapse import badness, judge, passes, worst_groups
+from catur.training.retrain import EXIT_BAD_INPUT, EXIT_COLLAPSED, EXIT_LOCKED, EXIT_OK, LOCK_NAME, LockHeld, retrain_lock
+from catur.training.train import TrainConfig, _start_model, make_env, train
+
+CATUR = Path(sys.executable).with_name("catur")
+# One fine-tuning round kept small: one PPO rollout and a greedy warm start just long enough
+# (3,000 observations: about 97% agreement from the collapsed model) to beat every primitive.
+TINY = ["--timesteps", "64", "--warm-start", "3000", "--eval-hosts", "2", "--gate-samples", "200", "--jobs", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory) -> Path:
+    return drift_trace(tmp_path_factory.mktemp("trace") / "drift.parquet")
+
+
+@pytest.fixture(scope="module")
+def collapsed(tmp_path_factory) -> Path:
+    return collapsed_model(tmp_path_factory.mktemp("model") / "always-cbf")
+
+
+@pytest.fixture
+def registry(tmp_path, collapsed) -> Registry:
+    return registry_with(tmp_path / "registry", collapsed)
+
+
+def run_cli(*args) -> int:
+    return main([str(a) for a in args])
+
+
+# --- fine-tuning: load_layers is the inverse of export_layers ---------------------------------------
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_export_round_trip(algo, trace):
+    """export(load_into(export(m))) is the same arrays and the same decisions as export(m)."""
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import DQN
+
+    from catur.model import MODEL_FORMAT
+    from catur.observation import OBS_DIM, OBS_VERSION
+    from catur.training.export import check_agreement, export_layers, load_layers
+
+    env = make_env(TrainConfig(workload=str(trace), n_envs=1), RECENT_DAYS)
+    cls = MaskablePPO if algo == "ppo" else DQN
+    source, target = (cls("MlpPolicy", env, seed=seed, device="cpu", policy_kwargs={"net_arch": [32, 16]}) for seed in (1, 2))
+    layers, activation = export_layers(source)
+    load_layers(target, layers)
+    again, activation_again = export_layers(target)
+    assert activation_again == activation
+    for (w1, b1), (w2, b2) in zip(layers, again, strict=True):
+        np.testing.assert_array_equal(w1, w2)
+        np.testing.assert_array_equal(b1, b2)
+    manifest = {"format": MODEL_FORMAT, "obs_version": OBS_VERSION, "obs_dim": OBS_DIM, "actions": list(PRIMITIVES), "activation": activation}
+    exported = PolicyModel(manifest, tuple(layers))
+    observations = np.stack([env.reset(seed=i)[0] for i in range(40)] + [env.observation_space.sample() for _ in range(460)])
+    assert check_agreement(target, exported, observations)["identical_decisions"] == 500
+    if algo == "dqn":  # the target network starts equal to the online one
+        q = [m.weight for m in target.policy.q_net.q_net.modules() if hasattr(m, "weight")]
+        t = [m.weight for m in target.policy.q_net_target.q_net.modules() if hasattr(m, "weight")]
+        assert all(bool((a == b).all()) for a, b in zip(q, t))
+    wrong = cls("MlpPolicy", env, seed=3, device="cpu", policy_kwargs={"net_arch": [64, 64]})
+    with pytest.raises(CaturError, match="layer 0 of the model to start from has shape"):
+        load_layers(wrong, layers)
+
+
+def test_train_config_hosts_and_init_from(collapsed):
+    assert TrainConfig(hosts=[5, 1, 5]).hosts == (1, 5)
+    for bad in ((), (-1,), (1.5,), (True,)):
+        with pytest.raises(CaturError, match="hosts must be host ids"):
+            TrainConfig(hosts=bad)
+    with pytest.raises(CaturError, match="is a ppo model; fine-tune it with algo='ppo'"):
+        _start_model(TrainConfig(algo="dqn", init_from=str(collapsed)))
+    with pytest.raises(CaturError, match="does not exist"):
+        _start_model(TrainConfig(init_from="/nonexistent/model"))
+
+
+def test_fine_tuning_starts_from_the_given_weights_on_the_given_hosts(tmp_path, trace, collapsed):
+    """With init_from and no warm start, step 0 *is* the starting model: its evaluation equals
+    core-best-fit's (the model always picks it), and only the chosen hosts are used."""
+    hosts = (0, 1, 2)
+    config = TrainConfig(
+        workload=str(trace), train_days=RECENT_DAYS, eval_days=RECENT_DAYS, timesteps=64, eval_every=64,
+        eval_hosts=2, n_envs=1, warm_start=0, init_from=str(collapsed), hosts=hosts, gate_samples=200,
+    )
+    result = train(config, tmp_path / "out", progress=False, log=lambda m: None)
+    assert result.history[0].step == 0
+    assert result.history[0].avg_defect == pytest.approx(result.baselines["core-best-fit"], abs=1e-12)
+    manifest = PolicyModel.load(tmp_path / "out").manifest
+    assert set(manifest["evaluation"]["hosts"]) <= set(hosts)
+    assert manifest["training"]["init_from"] == str(collapsed) and manifest["training"]["net_arch"] == [32]
+    assert manifest["training"]["hosts"] == list(hosts)
+
+
+# --- the verdict: pure functions ----------------------------------------------------------------
+
+
+def summary(avg: float, vms: int = 100) -> Summary:
+    return Summary(avg, avg, avg, avg, 0, vms)
+
+
+def table(model: dict[str, float], primitives: dict[str, list[float]], vms: dict[str, int] | None = None):
+    vms = vms or {}
+    baselines = {p: {g: summary(v[i], vms.get(g, 100)) for g, v in primitives.items()} for i, p in enumerate(PRIMITIVES)}
+    return {g: summary(v, vms.get(g, 100)) for g, v in model.items()}, baselines
+
+
+def test_judge_by_hand():
+    model, baselines = table(
+        {"a": 0.010, "b": 0.050, "c": 0.030, "d": 0.9},
+        {"a": [0.02, 0.03, 0.04, 0.05], "b": [0.04, 0.10, 0.10, 0.10], "c": [0.03, 0.05, 0.06, 0.07], "d": [0.1] * 4},
+        vms={"d": 10},
+    )
+    verdicts = judge(model, baselines, min_vms=50)
+    assert verdicts["a"].beats_every_primitive and not verdicts["a"].failing
+    assert verdicts["b"].failing and verdicts["b"].best_primitive == "core-best-fit"
+    assert verdicts["b"].gap == pytest.approx(0.25)
+    assert verdicts["c"].failing  # a tie with a primitive is not beating it
+    assert not verdicts["d"].judged and not verdicts["d"].failing  # too few VMs: reported only
+    assert worst_groups(verdicts) == ["b", "c"] and worst_groups(verdicts, 1) == ["b"]
+    assert not passes(verdicts)
+    assert badness(verdicts) == (2, pytest.approx(0.25))
+    healthy = judge(*table({"a": 0.01}, {"a": [0.02] * 4}), min_vms=50)
+    assert passes(healthy) and worst_groups(healthy) == []
+    assert not passes(judge(*table({"a": 0.01}, {"a": [0.02] * 4}, vms={"a": 5}), min_vms=50))  # nothing judged
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from("abcdef"), st.tuples(st.floats(0, 1), st.lists(st.floats(0, 1), min_size=4, max_size=4), st.integers(0, 200)), min_size=1))
+def test_promotion_rule_invariants(groups):
+    model, baselines = table({g: v[0] for g, v in groups.items()}, {g: v[1] for g, v in groups.items()}, {g: v[2] for g, v in groups.items()})
+    verdicts = judge(model, baselines, min_vms=50)
+    judged = [g for g, v in groups.items() if v[2] >= 50]
+    beats = {g: all(v[0] < p for p in v[1]) for g, v in groups.items()}
+    assert passes(verdicts) == (bool(judged) and all(beats[g] for g in judged))
+    assert set(worst_groups(verdicts)) == {g for g in judged if not beats[g]}
+    gaps = [verdicts[g].gap for g in worst_groups(verdicts)]
+    assert gaps == sorted(gaps, reverse=True)
+
+
+# --- the lock ------------------------------------------------------------------------------------
+
+
+def test_lock_is_exclusive_and_names_its_file(tmp_path):
+    with retrain_lock(tmp_path) as path:
+        assert path == tmp_path / LOCK_NAME
+        with pytest.raises(LockHeld, match=f"holds the lock {path}.*pid {os.getpid()}"):
+            with retrain_lock(tmp_path):
+                pass
+    with retrain_lock(tmp_path):  # released at the end of the block
+        pass
+
+
+def test_a_killed_holder_releases_the_lock(registry, trace):
+    """While another process holds the lock, catur retrain exits 75 naming the lock file; once
+    that process is killed (SIGKILL: no clean-up runs), the kernel has dropped its flock."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom catur.training.retrain import retrain_lock\n"
+         "with retrain_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n", str(registry.root)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = subprocess.run([CATUR, "retrain", "--registry", registry.root, "--trace", trace, "--quiet"],
+                              capture_output=True, text=True, timeout=60)
+        assert busy.returncode == EXIT_LOCKED
+        assert f"holds the lock {registry.root / LOCK_NAME}" in busy.stderr and f"pid {holder.pid}" in busy.stderr
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    with retrain_lock(registry.root):
+        pass
+
+
+# --- exit codes and the report ------------------------------------------------------------------
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, registry, trace, capsys):
+    from catur.traces.canonical import write_canonical
+    from catur.traces.readers import read_trace
+
+    empty = Registry(tmp_path / "empty", create=True)
+    one_cluster = tmp_path / "one-cluster.parquet"
+    write_canonical(read_trace(trace)[0].drop(columns="cluster"), one_cluster)
+    cases = [
+        (["--registry", tmp_path / "missing", "--trace", trace], "does not exist"),
+        (["--registry", empty.root, "--trace", trace], "has no current model"),
+        (["--registry", registry.root, "--trace", tmp_path / "nope.parquet"], "nope.parquet"),
+        (["--registry", registry.root, "--trace", trace, "--days", "9:3"], "--days '9:3'"),
+        (["--registry", registry.root, "--trace", trace, "--days", "40:41"], "the trace ends on day"),
+        (["--registry", registry.root, "--trace", trace, "--timesteps", "0"], "--timesteps must be a whole number >= 1, got 0"),
+        (["--registry", registry.root, "--trace", one_cluster, "--group-by", "cluster"], "the trace has no 'cluster' column"),
+        (["--registry", registry.root, "--trace", trace, "--format", "canonical", "--cluster", "nosuch"], "nosuch"),
+        (["--registry", registry.root, "--trace", trace, "--format", "azure-v9"], "azure-v9"),
+    ]
+    for args, message in cases:
+        assert run_cli("retrain", *args, "--quiet") == EXIT_BAD_INPUT, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("catur: error: ") and message in err and "\n" not in err, err
+    assert [v.version for v in registry.versions()] == ["v0001"]
+
+
+def test_check_only_reports_the_collapse_and_exits_3(tmp_path, registry, trace, capsys):
+    report = tmp_path / "report"
+    code = run_cli("retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS,
+                   "--max-iterations", "0", "--report", report, "--jobs", "1", "--gate-samples", "200", "--quiet")
+    assert code == EXIT_COLLAPSED
+    assert capsys.readouterr().out.startswith("kept: collapse on ")
+    data = json.loads((report / "report.json").read_text())
+    assert data["status"] == "kept" and data["exit_code"] == EXIT_COLLAPSED and "--max-iterations 0" in data["reason"]
+    assert data["current_before"] == data["current_after"] == "v0001" and data["promoted"] is None
+    assert set(data["before"]) == {"general", "compute"}
+    for cluster in data["before"].values():  # always core-best-fit: exactly its numbers, beaten by another
+        assert cluster["avg_defect"] == cluster["primitives"]["core-best-fit"]
+        assert not cluster["beats_every_primitive"] and cluster["best_primitive"] != "core-best-fit"
+    drift = data["drift"]
+    assert drift["reference_days"] == "1:3" and drift["reference_is"] == "every day before the recent window"
+    assert drift["features"]["mem_gib"]["level"] == "significant"  # the injection is 16 GiB per vCPU
+    text = (report / "report.md").read_text()
+    assert "loses to" in text and "## Drift of the request mix" in text
+    assert (report / "defect_by_cluster.png").stat().st_size > 0 and (report / "drift.png").stat().st_size > 0
+    assert [v.version for v in registry.versions()] == ["v0001"] and registry.current().version == "v0001"
+
+
+def test_dry_run_fine_tunes_but_changes_nothing(tmp_path, registry, trace, capsys):
+    code = run_cli("retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS,
+                   "--dry-run", "--max-iterations", "1", *TINY)
+    assert code == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith("would-promote: ") and "--dry-run" in out
+    report = Path(out.split("report: ")[1].strip())
+    assert report.parent == registry.root / "reports"
+    data = json.loads((report / "report.json").read_text())
+    assert data["iterations"][0]["passes"] and data["after"]["general"]["beats_every_primitive"]
+    assert [v.version for v in registry.versions()] == ["v0001"] and registry.current().version == "v0001"
+
+
+def test_a_job_killed_while_writing_leaves_current_intact(tmp_path, registry, trace):
+    """Kill -9 the job while the registry is writing the new version (the registry's test pause
+    holds it after the copy, before the rename): current is untouched, the half-written copy
+    is never listed, and the lock is free for the next run."""
+    env = {**os.environ, PAUSE_ENV: "add:120"}
+    job = subprocess.Popen([CATUR, "retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS,
+                            "--max-iterations", "1", *TINY], stderr=subprocess.PIPE, text=True, env=env)
+    paused = threading.Event()
+
+    def watch() -> None:
+        for line in job.stderr:
+            if "paused at add" in line:
+                paused.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        assert paused.wait(timeout=120), "the job never reached the registry's add"
+        assert any(p.name.startswith(".tmp-") for p in registry.root.iterdir())  # mid-write
+    finally:
+        job.send_signal(signal.SIGKILL)
+        job.wait(timeout=10)
+    assert registry.current().version == "v0001"
+    assert [v.version for v in registry.versions()] == ["v0001"]
+    PolicyModel.load(registry.root / "current")  # what a service follows still loads
+    with retrain_lock(registry.root):
+        pass
+    # The next change cleans the leftover copy up.
+    registry.promote("v0001")
+    assert not any(p.name.startswith(".tmp-") for p in registry.root.iterdir())
