@@ -38,6 +38,8 @@ from catur.sim.evaluate import evaluate_policies
 from catur.sim.replay import HostTrace, replay_host
 from catur.topology import PRESETS, Topology
 
+from _strategies import topologies as topologies_strategy
+
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 RANKING = [name for name, p in POLICIES.items() if not p.needs_rng]
 
@@ -45,20 +47,8 @@ RANKING = [name for name, p in POLICIES.items() if not p.needs_rng]
 # --- strategies -----------------------------------------------------------------------------------
 
 
-@st.composite
-def random_topologies(draw) -> Topology:
-    n = draw(st.integers(1, 8))
-    sockets = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
-    cores = draw(st.lists(st.integers(1, 32), min_size=n, max_size=n))
-    mem = draw(st.lists(st.integers(256, 32768), min_size=n, max_size=n))
-    dist = np.full((n, n), 10)
-    for i in range(n):
-        for j in range(i + 1, n):
-            dist[i, j] = dist[j, i] = draw(st.integers(11, 32))
-    return Topology("gen", cores, mem, sockets, dist)
-
-
-topologies = st.one_of(random_topologies(), st.sampled_from(list(PRESETS.values())))
+# Smaller hosts than the property tests: more contention, so more spill and overcommit.
+topologies = topologies_strategy(max_socket=2, max_cores=32, max_mem_mib=32768, max_distance=32)
 
 
 @st.composite

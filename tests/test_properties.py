@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +20,9 @@ from catur.policies import POLICIES, node_order
 from catur.request import VMRequest, split_request, vnuma_count
 from catur.sim.replay import HostTrace, replay_host
 from catur.state import HostsState, apply, release
-from catur.topology import PRESETS, Topology
+from catur.topology import Topology
+
+from _strategies import topologies as topologies_strategy
 
 ALL = list(POLICIES)
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -36,20 +37,7 @@ NEEDS_CORES = {"core-best-fit", "core-most-idle", "nova-pack", "nova-spread", "e
 # --- strategies -----------------------------------------------------------------------------------
 
 
-@st.composite
-def random_topologies(draw) -> Topology:
-    n = draw(st.integers(1, 8))
-    sockets = draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))
-    cores = draw(st.lists(st.integers(1, 64), min_size=n, max_size=n))
-    mem = draw(st.lists(st.integers(256, 65536), min_size=n, max_size=n))
-    dist = np.full((n, n), 10)
-    for i in range(n):
-        for j in range(i + 1, n):
-            dist[i, j] = dist[j, i] = draw(st.integers(11, 40))
-    return Topology("gen", cores, mem, sockets, dist)
-
-
-topologies = st.one_of(random_topologies(), st.sampled_from(list(PRESETS.values())))
+topologies = topologies_strategy()
 
 
 @st.composite
