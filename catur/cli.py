@@ -4,7 +4,11 @@ Sub-commands (``catur COMMAND --help`` explains each one with examples):
 
 * ``catur demo`` — the main job on the embedded synthetic workload: compare every policy.
 * ``catur evaluate`` — replay a trace over a modelled cluster and compare NUMA policies.
-* ``catur traces convert|stats`` — read public trace formats into Catur's canonical trace.
+* ``catur traces convert|stats|generate`` — read public trace formats into Catur's canonical
+  trace; generate synthetic traces up to 100M VMs as partitioned parquet.
+* ``catur serve|place|depart|replay|health`` — the gRPC placement service and its clients.
+* ``catur models list|show|add|promote|rollback|history`` — the model registry.
+* ``catur train`` / ``catur retrain`` — train a policy; the scheduled drift-aware retraining job.
 * ``catur topology list|show|detect`` — host NUMA models: presets, files, this machine.
 * ``catur policies`` — the placement policies and what each one does.
 

@@ -154,6 +154,10 @@ def test_judge_by_hand():
     healthy = judge(*table({"a": 0.01}, {"a": [0.02] * 4}), min_vms=50)
     assert passes(healthy) and worst_groups(healthy) == []
     assert not passes(judge(*table({"a": 0.01}, {"a": [0.02] * 4}, vms={"a": 5}), min_vms=50))  # nothing judged
+    # An idle cluster where nothing is ever overloaded: a tie at exactly 0 is not a collapse.
+    idle = judge(*table({"a": 0.0}, {"a": [0.0, 0.0, 0.01, 0.02]}), min_vms=50)
+    assert passes(idle) and not idle["a"].failing
+    assert judge(*table({"a": 0.0}, {"a": [0.0] * 4}), min_vms=50)["a"].beats_every_primitive
 
 
 @settings(max_examples=200, deadline=None)
@@ -162,7 +166,7 @@ def test_promotion_rule_invariants(groups):
     model, baselines = table({g: v[0] for g, v in groups.items()}, {g: v[1] for g, v in groups.items()}, {g: v[2] for g, v in groups.items()})
     verdicts = judge(model, baselines, min_vms=50)
     judged = [g for g, v in groups.items() if v[2] >= 50]
-    beats = {g: all(v[0] < p for p in v[1]) for g, v in groups.items()}
+    beats = {g: all(v[0] < p for p in v[1]) or v[0] == 0 == min(v[1]) for g, v in groups.items()}
     assert passes(verdicts) == (bool(judged) and all(beats[g] for g in judged))
     assert set(worst_groups(verdicts)) == {g for g in judged if not beats[g]}
     gaps = [verdicts[g].gap for g in worst_groups(verdicts)]

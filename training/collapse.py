@@ -165,6 +165,10 @@ class GroupVerdict:
 
     @property
     def beats_every_primitive(self) -> bool:
+        """Strictly below every primitive; a tie counts as losing — except a tie at exactly 0
+        (a cluster so idle that nothing is ever overloaded), where there is nothing to beat."""
+        if self.model == 0.0 and self.best_primitive_defect == 0.0:
+            return True
         return all(self.model < d for d in self.primitives.values())
 
     @property
