@@ -86,6 +86,8 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     eng.add_argument("--engine", choices=("local", "ray"), default="local", help="local worker processes (default) or Ray")
     eng.add_argument(
         "--ray-address",
+        "--address",
+        dest="ray_address",
         metavar="ADDR",
         help="Ray cluster to join: HEAD:6379 or auto (default: $RAY_ADDRESS, else a local instance)",
     )

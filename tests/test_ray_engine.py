@@ -112,6 +112,11 @@ def test_engine_options(monkeypatch):
     assert engine_options(Namespace(engine="ray", ray_address=None))["ray_address"] is None
     with pytest.raises(CaturError, match="--ray-address auto needs --engine ray"):
         engine_options(Namespace(engine="local", ray_address="auto"))
+    # The spelling, --address, is the same option.
+    from catur.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "--synthetic", "default", "--engine", "ray", "--address", "head:6379"])
+    assert engine_options(args) == {"engine": "ray", "ray_address": "head:6379"}
 
 
 # --- on a local Ray instance -----------------------------------------------------------------------
