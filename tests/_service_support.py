@@ -314,3 +314,14 @@ def bad_requests():
         return msg, field
 
     return build()
+
+
+def reap(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` if a failed assertion left it running, and close its pipes (a test's
+    ``finally``: the happy path has already stopped it)."""
+    if proc.poll() is None:  # pragma: no cover - only when an assertion failed
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()

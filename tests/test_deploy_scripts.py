@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from _deploy_support import (
     BIN, SYSTEMD, check_cli, compose_command, load_compose, load_k8s, read_unit, real_env, run_script, unit_env, write_fake_catur,
 )
+from _service_support import reap
 from catur.cli import main
 
 pytestmark = pytest.mark.timeout(120)
@@ -142,11 +143,7 @@ def test_the_retrain_loop_keeps_going_after_failures_and_stops_on_sigterm(fake_b
         assert proc.wait(timeout=10) == 0
         assert "catur-retrain-loop: stopped" in proc.stdout.read()
     finally:
-        if proc.poll() is None:  # pragma: no cover
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        reap(proc)
 
 
 # --- catur health ------------------------------------------------------------------------------------
@@ -210,11 +207,7 @@ def collected(tmp_path_factory) -> tuple[Path, Path]:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:  # pragma: no cover
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        reap(proc)
     assert list(traces.glob("catur-trace-*.parquet")), "the service collected nothing"
     return registry, traces
 

@@ -31,7 +31,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 
-from _service_support import bad_requests, corrupt_model, make_certificates, make_model, random_trace, small_streams, valid_request
+from _service_support import bad_requests, corrupt_model, make_certificates, make_model, random_trace, reap, small_streams, valid_request
 from catur.decision import DeciderSpec
 from catur.metrics import summarize
 from catur.model import default_model_dir
@@ -571,11 +571,7 @@ def test_catur_serve_reloads_on_sighup_and_stops_gracefully_on_sigterm(tmp_path)
         assert "refused, model v2 keeps serving" in log
         assert "health NOT_SERVING" in log and "stopped" in log
     finally:
-        if proc.poll() is None:  # pragma: no cover
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        reap(proc)
 
 
 # --- TLS -----------------------------------------------------------------------------------------
