@@ -121,6 +121,7 @@ def test_drift_collapse_retrain_promote_and_the_service_switches(tmp_path):
             )
             assert job.returncode == 0, job.stdout + job.stderr
             data = json.loads((report / "report.json").read_text())
+            print((report / "report.md").read_text())  # the figures BENCHMARKS.md quotes (pytest -s)
             assert data["status"] == "promoted" and data["promoted"] == "v0002", data["reason"]
 
             # 4. The service picks the promoted model up by itself, with requests in flight.
