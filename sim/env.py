@@ -223,6 +223,24 @@ class NumaPlacementEnv(gym.Env):
             out[i] = self._score(used, cand)
         return out
 
+    def lookahead_costs(self, k: int) -> np.ndarray:
+        """``float[4]``: per primitive, the k-step oracle's least total defect at placement of
+        this host's next ``k`` arrivals (this one included) when this VM goes where that
+        primitive puts it (:func:`catur.sim.oracle.lookahead_costs`). It reads the future of
+        the trace, so it teaches (the oracle warm start), it never acts."""
+        from catur.sim.oracle import Lookahead, lookahead_costs, lookahead_events
+
+        if self._stream is None:
+            raise CaturError("call reset() before lookahead_costs()")
+        if k < 1:
+            raise CaturError(f"look-ahead k must be >= 1, got {k}")
+        events = lookahead_events(self._events, self._pos, k)
+        trace = self._stream.trace
+        requests = {vm: trace.request(vm) for arriving, vm in events if arriving}
+        placed = {vm: self._placements[vm] for arriving, vm in events if not arriving and self._live[vm]}
+        look = Lookahead(events, requests, placed)
+        return lookahead_costs(self._stream.topology, self._used_vcpus, self._used_mem, look)
+
     def action_masks(self) -> np.ndarray:
         """All four primitives are always allowed (sb3-contrib's MaskablePPO reads this)."""
         return np.ones(len(PRIMITIVES), dtype=bool)

@@ -24,6 +24,7 @@ import numpy as np
 from catur.errors import CaturError
 from catur.metrics import defect_at_placement
 from catur.placement import primitive_placements
+from catur.policies import PRIMITIVES
 from catur.state import Placement
 from catur.topology import Topology
 
@@ -45,13 +46,22 @@ def _same(a: Placement, b: Placement) -> bool:
     return np.array_equal(a.cpu_nodes, b.cpu_nodes) and np.array_equal(a.mem_mib, b.mem_mib)
 
 
+def _grouped_choices(topology, used_vcpus, used_mem, request) -> list[tuple[Placement, list[int]]]:
+    """Distinct placements the primitives make, each with the primitive indices that make it."""
+    groups: list[tuple[Placement, list[int]]] = []
+    for index, candidate in enumerate(primitive_placements(topology, used_vcpus, used_mem, request).values()):
+        for choice, members in groups:
+            if _same(candidate, choice):
+                members.append(index)
+                break
+        else:
+            groups.append((candidate, [index]))
+    return groups
+
+
 def _distinct_choices(topology, used_vcpus, used_mem, request) -> list[Placement]:
     """One placement per primitive, duplicates dropped (first primitive kept)."""
-    choices: list[Placement] = []
-    for candidate in primitive_placements(topology, used_vcpus, used_mem, request).values():
-        if not any(_same(candidate, c) for c in choices):
-            choices.append(candidate)
-    return choices
+    return [choice for choice, _ in _grouped_choices(topology, used_vcpus, used_mem, request)]
 
 
 def _search(topology: Topology, used_vcpus, used_mem, look: Lookahead, pos: int, branch: dict) -> float:
@@ -82,24 +92,42 @@ def _search(topology: Topology, used_vcpus, used_mem, look: Lookahead, pos: int,
     return best
 
 
-def oracle_place(
-    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, look: Lookahead
-) -> Placement:
-    """The oracle's placement for the VM in hand (``look.events[0]``, an arrival)."""
+def _first_choices(topology: Topology, used_vcpus, used_mem_mib, look: Lookahead):
+    """For each distinct first placement of the VM in hand: (placement, primitive indices,
+    its own defect, the least total defect of the look-ahead's arrivals that starts with it)."""
     if not look.events or not look.events[0][0]:
         raise CaturError("the oracle's look-ahead must start with the arrival to place")
     vm = look.events[0][1]
     request = look.requests[vm]
-    best_key, best = None, None
-    for choice in _distinct_choices(topology, used_vcpus, used_mem_mib, request):
+    out = []
+    for choice, members in _grouped_choices(topology, used_vcpus, used_mem_mib, request):
         first = defect_at_placement(topology.node_cores, used_vcpus, choice, request.alpha, request.beta)
         next_vcpus = used_vcpus.copy()
         next_vcpus[choice.cpu_nodes] += choice.vcpus
         rest = _search(topology, next_vcpus, used_mem_mib + choice.node_mem_mib(), look, 1, {vm: choice})
-        key = (first + rest, first)
-        if best_key is None or key < best_key:
-            best_key, best = key, choice
-    return Placement(best.cpu_nodes, best.vcpus, best.mem_mib, "oracle")
+        out.append((choice, members, first, first + rest))
+    return out
+
+
+def oracle_place(
+    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, look: Lookahead
+) -> Placement:
+    """The oracle's placement for the VM in hand (``look.events[0]``, an arrival)."""
+    best = min(_first_choices(topology, used_vcpus, used_mem_mib, look), key=lambda c: (c[3], c[2]))
+    return Placement(best[0].cpu_nodes, best[0].vcpus, best[0].mem_mib, "oracle")
+
+
+def lookahead_costs(
+    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, look: Lookahead
+) -> np.ndarray:
+    """``float[4]``: per primitive, the least total defect at placement of the look-ahead's
+    arrivals when the VM in hand goes where that primitive puts it (the oracle's value of
+    each action; its argmin is the oracle's choice up to tie-breaking). Used to teach a
+    policy what a choice costs later (:mod:`catur.training.train`'s oracle warm start)."""
+    costs = np.empty(len(PRIMITIVES))
+    for _, members, _, total in _first_choices(topology, used_vcpus, used_mem_mib, look):
+        costs[members] = total
+    return costs
 
 
 def lookahead_events(events: list[tuple[float, int, int]], pos: int, k: int) -> list[tuple[bool, int]]:

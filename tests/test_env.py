@@ -318,6 +318,25 @@ def test_counterfactual_reward_matches_step_for_every_action(action, small_strea
             env.reset()
 
 
+def test_lookahead_costs_of_the_env(small_streams):
+    """lookahead_costs(1) is each primitive's own defect at placement; longer look-aheads only
+    add the later arrivals' defects; it is refused before reset and for k < 1."""
+    env = NumaPlacementEnv(streams=small_streams, episode_arrivals=30)
+    with pytest.raises(CaturError, match="reset"):
+        env.lookahead_costs(1)
+    env.reset(seed=4)
+    for t in range(40):
+        one = env.lookahead_costs(1)
+        assert one.tolist() == [c.defect for c in env._cands]
+        five = env.lookahead_costs(5)
+        assert (five >= one - 1e-12).all()
+        _, _, terminated, truncated, _ = env.step(int(np.argmin(five)))
+        if terminated or truncated:
+            env.reset()
+    with pytest.raises(CaturError, match="k must be >= 1, got 0"):
+        env.lookahead_costs(0)
+
+
 def test_step_info_reports_the_placement(one_host_cluster):
     """info carries the placed VM's defect, COR, RMR, primitive and anomaly flag."""
     env = hand_env(one_host_cluster)

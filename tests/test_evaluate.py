@@ -29,6 +29,7 @@ from catur.sim.evaluate import (
     check_policy_name,
     evaluate_policies,
 )
+from catur.sim.oracle import Lookahead, lookahead_costs, lookahead_events, oracle_place
 from catur.sim.replay import ORACLE, HostTrace, replay_host
 from catur.state import HostsState, apply, release
 from catur.topology import PRESETS, Topology
@@ -280,6 +281,55 @@ def test_correctable_anomalies_are_anomalies(case):
             apply(state, 0, placement)
         else:
             release(state, 0, placement)
+
+
+# --- the oracle's value of each action (what the oracle warm start teaches) ---------------------
+
+
+def test_lookahead_costs_on_the_hand_case():
+    """After VM 0 takes node 0, putting VM 1 on node 1 costs VM 2 an anomaly (0.5 in total),
+    putting it on node 0 costs 0.25: each primitive gets the cost of where it puts VM 1."""
+    trace = host_trace(NEEDS_LOOKAHEAD)
+    used_vcpus, used_mem = np.array([2, 0]), np.array([1024, 0])
+    look = Lookahead([(True, 1), (True, 2)], [trace.request(i) for i in range(3)], {})
+    costs = lookahead_costs(T2, used_vcpus, used_mem, look)
+    nodes = [int(p.cpu_nodes[0]) for p in primitive_placements(T2, used_vcpus, used_mem, trace.request(1)).values()]
+    assert set(nodes) == {0, 1}  # the primitives disagree here, so both values appear
+    assert costs.tolist() == [0.25 if node == 0 else 0.5 for node in nodes]
+    assert int(oracle_place(T2, used_vcpus, used_mem, look).cpu_nodes[0]) == 0
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(host_traces(), st.integers(1, 4))
+def test_lookahead_costs_agree_with_the_oracle(case, k):
+    """On generated host traces, at every arrival of a greedy replay: with k = 1 the costs are
+    each primitive's own defect; for any k the oracle places the VM where the least-cost
+    primitive (ties: smaller own defect, then listed first) does, and costs never fall below
+    the k = 1 costs (later arrivals only add defect)."""
+    topology, trace = case
+    replay = replay_host(topology, trace, GREEDY)
+    events = trace.events()
+    requests = [trace.request(i) for i in range(trace.num_vms)]
+    state, live = HostsState(topology, 1), {}
+    for pos, (_, kind, vm) in enumerate(events):
+        placement = replay.placements[vm]
+        if kind == 0:
+            release(state, 0, placement)
+            live.pop(vm)
+            continue
+        used_vcpus, used_mem = state.used_vcpus[0], state.used_mem_mib[0]
+        options = primitive_placements(topology, used_vcpus, used_mem, requests[vm])
+        own = np.array([defect_at_placement(topology.node_cores, used_vcpus, p, requests[vm].alpha, requests[vm].beta) for p in options.values()])
+        one = lookahead_costs(topology, used_vcpus, used_mem, Lookahead(lookahead_events(events, pos, 1), requests, live))
+        assert np.array_equal(one, own)
+        look = Lookahead(lookahead_events(events, pos, k), requests, live)
+        costs = lookahead_costs(topology, used_vcpus, used_mem, look)
+        assert (costs >= own - 1e-12).all()
+        best = list(options.values())[int(np.lexsort((np.arange(len(costs)), own, costs))[0])]
+        chosen = oracle_place(topology, used_vcpus, used_mem, look)
+        assert chosen.cpu_nodes.tolist() == best.cpu_nodes.tolist() and np.array_equal(chosen.mem_mib, best.mem_mib)
+        apply(state, 0, placement)
+        live[vm] = placement
 
 
 # --- policy names -------------------------------------------------------------------------------

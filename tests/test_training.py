@@ -88,7 +88,8 @@ def check_manifest(directory: Path, algorithm: str) -> dict:
 
 @pytest.mark.parametrize(
     "field,value",
-    [("algo", "a2c"), ("timesteps", 0), ("n_envs", 0), ("warm_start", -1), ("gamma", 1.0), ("learning_rate", 0.0), ("eval_hosts", 0)],
+    [("algo", "a2c"), ("timesteps", 0), ("n_envs", 0), ("warm_start", -1), ("gamma", 1.0), ("learning_rate", 0.0), ("eval_hosts", 0),
+     ("teacher", "xen"), ("teacher_k", 0)],
 )
 def test_train_config_rejects_bad_values(field, value):
     """A bad training parameter raises CaturError naming it."""
@@ -111,23 +112,24 @@ def test_effective_gamma():
 
 
 def test_imitating_greedy_reproduces_greedy():
-    """After _imitate_greedy, the exported model agrees with greedy on >= 95% of held-out observations."""
+    """After imitating greedy, the exported model agrees with greedy on >= 95% of held-out observations."""
     import torch
     from sb3_contrib import MaskablePPO
 
     from catur.training.export import export_layers
-    from catur.training.train import TrainConfig, _collect_observations, _imitate_greedy, _sample_streams, greedy_action, make_env
+    from catur.training.train import TrainConfig, _collect_observations, _demonstrations, _imitate, _sample_streams, greedy_action, make_env
 
     torch.set_num_threads(1)
     config = TrainConfig(train_days="1:5", n_envs=1)
     streams, _ = _sample_streams(config, config.train_days)
-    demos = _collect_observations(config, streams, None, 3000)
+    demos, labels = _demonstrations(config, streams, 3000)
+    assert np.array_equal(labels, [greedy_action(o) for o in demos])
     held_out = _collect_observations(TrainConfig(train_days="1:5", n_envs=1, seed=1), streams, None, 1000)
     model = MaskablePPO(
         "MlpPolicy", make_env(config, config.train_days, streams), seed=0, device="cpu",
         policy_kwargs={"net_arch": list(config.net_arch)},
     )
-    accuracy = _imitate_greedy(model, demos, seed=0)
+    accuracy = _imitate(model, demos, labels, seed=0)
     assert accuracy >= 0.95
     layers, activation = export_layers(model)
     exported = PolicyModel(
@@ -139,6 +141,46 @@ def test_imitating_greedy_reproduces_greedy():
     assert (chosen == greedy).mean() >= 0.95
     # What matters for placement quality: the chosen primitive is as good as greedy's.
     assert (regrets(held_out)[np.arange(len(chosen)), chosen] == 0).mean() >= 0.97
+
+
+def test_oracle_demonstrations_are_the_oracles_choices_and_reproducible():
+    """Oracle demonstrations: each label is the least look-ahead cost (ties as the oracle
+    breaks them), recomputed here from a fresh environment at the same state; the split over
+    two processes gives the same demonstrations on every run."""
+    from catur.training.train import TrainConfig, _demonstrations, _oracle_demonstrations, oracle_action, _sample_streams
+
+    config = TrainConfig(train_days="1:5", n_envs=2, teacher="oracle", teacher_k=3)
+    streams, _ = _sample_streams(config, config.train_days)
+    demos, labels = _demonstrations(config, streams, 3000)
+    again, labels_again = _demonstrations(config, streams, 3000)
+    assert demos.shape == (3000, OBS_DIM) and np.array_equal(demos, again) and np.array_equal(labels, labels_again)
+    # The first process's share, rebuilt by hand: the label is the argmin of the oracle's costs.
+    observations, costs = _oracle_demonstrations(config, streams, 1500, config.seed)
+    assert np.array_equal(observations, demos[:1500])
+    assert costs.shape == (1500, len(PRIMITIVES)) and (costs >= 0).all()
+    assert labels[:1500].tolist() == [oracle_action(o, c) for o, c in zip(observations, costs)]
+    assert (costs[np.arange(1500), labels[:1500]] == costs.min(axis=1)).all()
+    # Where greedy's choice costs more over the look-ahead (rare: 9 of these 1,500 states),
+    # the oracle teaches something else.
+    greedy = np.argmin(regrets(observations), axis=1)
+    worse = costs[np.arange(1500), greedy] > costs.min(axis=1)
+    assert worse.any() and (labels[:1500][worse] != greedy[worse]).all()
+
+
+def test_oracle_warm_start_through_the_cli(tmp_path):
+    """`catur train --teacher oracle` trains from an oracle-imitating start and records it."""
+    if not CATUR.exists():
+        pytest.skip(f"no installed catur command at {CATUR}")
+    out = tmp_path / "model"
+    result = catur(
+        "train", "--synthetic", "default", "--timesteps", 1000, "--eval-every", 1000, "--eval-hosts", 2,
+        "--envs", 1, "--warm-start", 300, "--teacher", "oracle", "--teacher-k", 3, "--out", out,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "imitated the 3-step oracle on 300 observations" in result.stderr
+    manifest = check_manifest(out, "ppo")
+    assert manifest["training"]["teacher"] == "oracle" and manifest["training"]["teacher_k"] == 3
+    assert manifest["evaluation"]["history"][0]["step"] == 0
 
 
 # --- tiny training runs through the API ----------------------------------------------------------

@@ -11,6 +11,7 @@ EPILOG = """examples:
   catur train ../shared/traces/huawei-east-1-lt.csv.gz --train-days 1:12 --eval-days 13:15 \\
       --cpu-overcommit 1.02 --target-utilization 0.95 --timesteps 100000 --out models/huawei
   catur train trace.parquet --algo dqn --out models/dqn              # the paper's algorithm
+  catur train trace.parquet --teacher oracle --teacher-k 5 --out models/oracle-taught
   catur evaluate trace.parquet --model models/huawei --shield-depth 1
   catur train trace.parquet --train-days 16:18 --eval-days 16:18 --init-from models/huawei \\
       --warm-start 5000 --timesteps 20000 --out models/huawei-ft   # fine-tune (catur retrain does this)
@@ -46,7 +47,11 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-shaping", action="store_true", help="train on the raw reward (ablation)")
     p.add_argument("--gamma", type=float, help="discount (default 0.9 PPO, 0.1 DQN)")
     p.add_argument("--learning-rate", type=float, default=1e-4)
-    p.add_argument("--warm-start", type=int, default=20_000, metavar="N", help="imitate greedy on N observations first (0 = off; default 20000)")
+    p.add_argument("--warm-start", type=int, default=20_000, metavar="N", help="imitate the teacher on N observations first (0 = off; default 20000)")
+    p.add_argument("--teacher", choices=("greedy", "oracle"), default="greedy",
+                   help="whom the warm start imitates: greedy (default) or the k-step oracle, which knows the "
+                   "host's next K arrivals of the training window (it only teaches; the model never sees the future)")
+    p.add_argument("--teacher-k", type=int, default=5, metavar="K", help="the oracle teacher's look-ahead in arrivals (default 5)")
     p.add_argument("--eval-every", type=int, default=10_000, metavar="STEPS", help="evaluate and checkpoint every STEPS (default 10000)")
     p.add_argument("--eval-hosts", type=int, default=8, metavar="N", help="hosts sampled for periodic evaluation (default 8)")
     p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs here")
@@ -77,6 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         gamma=args.gamma,
         learning_rate=args.learning_rate,
         warm_start=args.warm_start,
+        teacher=args.teacher,
+        teacher_k=args.teacher_k,
         eval_every=args.eval_every,
         eval_hosts=args.eval_hosts,
         tensorboard=args.tensorboard,

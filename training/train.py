@@ -48,6 +48,7 @@ from catur.observation import CANDIDATE_FEATURES, OBS_DIM, OBS_VERSION
 from catur.policies import PRIMITIVES
 
 ALGORITHMS = ("ppo", "dqn")
+TEACHERS = ("greedy", "oracle")
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,12 @@ class TrainConfig:
     net_arch: tuple[int, ...] = (64, 64)
     eval_every: int = 10_000
     eval_hosts: int = 8
-    warm_start: int = 20_000  # greedy demonstrations to imitate before RL (0 = none)
+    warm_start: int = 20_000  # demonstrations to imitate before RL (0 = none)
+    # Whom the warm start imitates: "greedy" (deployable, sees only the VM in hand) or
+    # "oracle" (the teacher_k-step oracle: which primitive is best given the host's next
+    # teacher_k arrivals; it needs the trace's future, so it only teaches, never acts).
+    teacher: str = "greedy"
+    teacher_k: int = 5
     tensorboard: str | None = None
     # Fine-tuning: a model directory (catur.model format) whose weights the network starts
     # from instead of a fresh initialisation; its hidden sizes and activation are used.
@@ -94,6 +100,10 @@ class TrainConfig:
             if not hosts or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 0 for h in hosts):
                 raise CaturError(f"train config: hosts must be host ids >= 0 (None = all), got {self.hosts!r}")
             object.__setattr__(self, "hosts", tuple(sorted({int(h) for h in hosts})))
+        if self.teacher not in TEACHERS:
+            raise CaturError(f"train config: unknown teacher {self.teacher!r}; known: {', '.join(TEACHERS)}")
+        if not isinstance(self.teacher_k, int) or self.teacher_k < 1:
+            raise CaturError(f"train config: teacher_k must be a whole number >= 1, got {self.teacher_k!r}")
         if not isinstance(self.warm_start, int) or self.warm_start < 0:
             raise CaturError(f"train config: warm_start must be a whole number >= 0, got {self.warm_start!r}")
         for name in ("timesteps", "n_envs", "episode_arrivals", "eval_every", "eval_hosts", "gate_samples"):
@@ -320,9 +330,10 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
 
     try:
         if config.warm_start:
-            demos = _collect_observations(config, train_streams, None, config.warm_start)
-            accuracy = _imitate_greedy(model, demos, config.seed)
-            log(f"warm start: imitated greedy on {len(demos)} observations ({100 * accuracy:.1f}% agreement)")
+            demos, labels = _demonstrations(config, train_streams, config.warm_start)
+            accuracy = _imitate(model, demos, labels, config.seed)
+            teacher = "greedy" if config.teacher == "greedy" else f"the {config.teacher_k}-step oracle"
+            log(f"warm start: imitated {teacher} on {len(demos)} observations ({100 * accuracy:.1f}% agreement)")
         if config.warm_start or start is not None:  # the starting point is a candidate too
             evaluate_now(0)
         model.learn(total_timesteps=config.timesteps, callback=Periodic(), tb_log_name=config.algo)
@@ -435,11 +446,58 @@ def greedy_action(obs: np.ndarray) -> int:
     return int(np.argmin(_regrets(obs)))
 
 
-def _imitate_greedy(model, observations: np.ndarray, seed: int, epochs: int = 30) -> float:
-    """Behaviour-clone greedy into the policy network (cross-entropy on its scores).
+def _demonstrations(config: TrainConfig, streams, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` observations of the training window and the teacher's action for each.
 
-    RL then starts from a policy as good as the strongest deployable baseline and only has to
-    learn where looking ahead pays; periodic evaluation keeps the best of both.
+    Greedy labels come from the observation itself (its zero-regret primitive). Oracle labels
+    need the future: the teacher acts (the states are the ones the oracle meets), and each
+    state is labelled by :meth:`~catur.sim.env.NumaPlacementEnv.lookahead_costs`, the same
+    search ``catur evaluate --policies oracle`` runs; the work is split over ``n_envs``
+    processes, one seed each, so the result does not depend on scheduling.
+    """
+    if config.teacher == "greedy":
+        observations = _collect_observations(config, streams, None, count)
+        return observations, np.array([greedy_action(o) for o in observations])
+    shares = [count // config.n_envs + (i < count % config.n_envs) for i in range(config.n_envs)]
+    tasks = [(config, streams, share, config.seed + i) for i, share in enumerate(shares) if share]
+    if len(tasks) == 1:
+        parts = [_oracle_demonstrations(*tasks[0])]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(len(tasks)) as pool:
+            parts = list(pool.map(_oracle_demonstrations, *zip(*tasks)))
+    observations, costs = np.concatenate([o for o, _ in parts]), np.concatenate([c for _, c in parts])
+    return observations, np.array([oracle_action(o, c) for o, c in zip(observations, costs)])
+
+
+def _oracle_demonstrations(config: TrainConfig, streams, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One process's share of oracle demonstrations (see :func:`_demonstrations`): the
+    observations and, for each, the look-ahead cost of every primitive."""
+    env = make_env(replace(config, shaping=False), config.train_days, streams)
+    obs, _ = env.reset(seed=seed)
+    rows, costs = [], []
+    while len(rows) < count:
+        rows.append(obs)
+        costs.append(env.unwrapped.lookahead_costs(config.teacher_k))
+        obs, _, terminated, truncated, _ = env.step(oracle_action(rows[-1], costs[-1]))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return np.array(rows), np.array(costs)
+
+
+def oracle_action(obs: np.ndarray, costs: np.ndarray) -> int:
+    """The oracle's choice: least look-ahead cost, ties to the smaller defect of the VM in
+    hand (its regret in the observation), then to the primitive listed first."""
+    return int(np.lexsort((np.arange(len(costs)), _regrets(obs), costs))[0])
+
+
+def _imitate(model, observations: np.ndarray, labels: np.ndarray, seed: int, epochs: int = 30) -> float:
+    """Behaviour-clone the teacher's ``labels`` into the policy network (cross-entropy on its
+    scores); returns the agreement reached on the demonstrations.
+
+    RL then starts from a policy as good as its teacher can be imitated and only has to learn
+    what the teacher misses; periodic evaluation keeps the best of both.
     """
     import torch
 
@@ -447,10 +505,11 @@ def _imitate_greedy(model, observations: np.ndarray, seed: int, epochs: int = 30
 
     torch.manual_seed(seed)
     x = torch.as_tensor(observations, dtype=torch.float32)
-    # Greedy's exact choice, ties to the first-listed primitive (core-best-fit). Ties are not
+    # One exact choice per state, ties broken as the teacher breaks them. Ties are not
     # equivalent for what comes next: accepting any zero-regret primitive as right was tried
-    # and gave a clearly worse validation defect (0.61% vs 0.33% on the synthetic default).
-    y = torch.as_tensor([greedy_action(o) for o in observations])
+    # with greedy and gave a clearly worse validation defect (0.61% vs 0.33% on the synthetic
+    # default).
+    y = torch.as_tensor(labels)
     scores_of, parameters = torch_score_module(model)
     optimizer = torch.optim.Adam(parameters, lr=1e-3)
     for _ in range(epochs):
