@@ -39,7 +39,8 @@ def scenario(args) -> TrainConfig:
     global TEST_DAYS
     TEST_DAYS = args.test_days
     common = dict(train_days=args.train_days, eval_days=args.val_days, timesteps=args.timesteps,
-                  eval_every=max(args.timesteps // 4, 1000))
+                  eval_every=args.eval_every or max(args.timesteps // 4, 1000), teacher=args.teacher,
+                  teacher_k=args.teacher_k, warm_start=args.warm_start, eval_hosts=args.eval_hosts)
     if args.trace:
         return TrainConfig(workload=args.trace, cpu_overcommit=1.02, target_utilization=0.95, **common)
     return TrainConfig(workload="default", **common)
@@ -88,7 +89,7 @@ def cmd_main(args) -> None:
         _, seconds = run_training(config, out)
         streams = test_streams(config)
         results = evaluate_policies(streams, [*PRIMITIVES, GREEDY, *BASELINES, DeciderSpec(str(out), label="catur")])
-        print(f"\ntrained in {seconds:.0f} s ({config.timesteps} steps, warm start {config.warm_start});"
+        print(f"\ntrained in {seconds:.0f} s ({config.timesteps} steps, warm start {config.warm_start} from {config.teacher});"
               f" test window days {TEST_DAYS}, {len(streams)} hosts")
         print(table(results))
         print(versus(results))
@@ -170,6 +171,11 @@ def main() -> None:
     parser.add_argument("--train-days", default="1:12", help="episodes come from these days (default 1:12)")
     parser.add_argument("--val-days", default="13:15", help="checkpoint selection (default 13:15)")
     parser.add_argument("--test-days", default="16:31", help="the reported window (default 16:31)")
+    parser.add_argument("--teacher", choices=("greedy", "oracle"), default="greedy", help="whom the warm start imitates")
+    parser.add_argument("--teacher-k", type=int, default=5, help="the oracle teacher's look-ahead (default 5)")
+    parser.add_argument("--warm-start", type=int, default=20_000, help="demonstrations imitated first (default 20000)")
+    parser.add_argument("--eval-hosts", type=int, default=8, help="validation hosts (default 8)")
+    parser.add_argument("--eval-every", type=int, help="validation period in steps (default timesteps / 4)")
     args = parser.parse_args()
     {"main": cmd_main, "ablations": cmd_ablations, "node-actions": cmd_node_actions}[args.experiment](args)
 

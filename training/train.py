@@ -334,6 +334,9 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
             accuracy = _imitate(model, demos, labels, config.seed)
             teacher = "greedy" if config.teacher == "greedy" else f"the {config.teacher_k}-step oracle"
             log(f"warm start: imitated {teacher} on {len(demos)} observations ({100 * accuracy:.1f}% agreement)")
+            if config.teacher != "greedy":  # how much the teacher says that greedy would not
+                same = np.mean([greedy_action(o) == a for o, a in zip(demos, labels)])
+                log(f"warm start: greedy makes the teacher's choice on {100 * same:.1f}% of these observations")
         if config.warm_start or start is not None:  # the starting point is a candidate too
             evaluate_now(0)
         model.learn(total_timesteps=config.timesteps, callback=Periodic(), tb_log_name=config.algo)
