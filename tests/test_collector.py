@@ -377,6 +377,28 @@ def test_a_read_only_directory_is_a_counted_write_error(tmp_path):  # pragma: no
     assert metric(collector.metrics, "rows_dropped_total", reason="write_error") == 1
 
 
+def test_crash_leftovers_are_removed_once_stale(tmp_path, caplog):
+    """A collector starting on a directory deletes the ``.tmp`` files a crash left (untouched
+    for more than 2 × rotate_seconds + 60 s), keeps a young one that a live writer may own,
+    and touches nothing else; readers never saw the leftovers."""
+    finished = write_file(tmp_path, [arrival("a", 1.0)], seq=1)
+    stale = tmp_path / (collected_file_name(1_700_000_000, 99, 1) + ".tmp")
+    young = tmp_path / (collected_file_name(1_700_000_100, 98, 1) + ".tmp")
+    other = tmp_path / "notes.tmp"
+    for path in (stale, young, other):
+        path.write_bytes(b"PAR1 no footer")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    os.utime(other, (an_hour_ago, an_hour_ago))
+    with caplog.at_level("WARNING", logger="catur.service.collector"):
+        collector = TraceCollector(CollectorConfig(tmp_path, rotate_seconds=600.0))
+        collector.close()
+    assert not stale.exists()
+    assert young.exists() and other.exists() and finished.exists()
+    assert stale.name in caplog.text and young.name not in caplog.text
+    assert collected_files(tmp_path) == [finished]
+
+
 def test_rows_after_close_are_counted_as_stopped(tmp_path):
     collector = TraceCollector(CollectorConfig(tmp_path))
     collector.close()

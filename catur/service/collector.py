@@ -23,7 +23,9 @@ streams them into ``catur-trace-<start time>-p<pid>-<seq>.parquet.tmp``. A file 
 closed, ``fsync``-ed, renamed without ``.tmp``, the directory ``fsync``-ed — when it holds
 ``rotate_rows`` rows, when its first row is ``rotate_seconds`` old, when it reaches a quarter of
 the byte budget, or at shutdown. Readers only ever see finished files, and a crash loses at
-most the file being written (at most ``rotate_seconds`` of records).
+most the file being written (at most ``rotate_seconds`` of records). A collector starting on the
+directory deletes such crash leftovers once no live writer can own them (untouched for twice
+``rotate_seconds`` plus a minute), and logs each.
 
 The budget: newest data wins
 ----------------------------
@@ -85,6 +87,7 @@ from catur.traces.collected import (
     collected_file_name,
     collected_files,
     departure_row,
+    is_collected_file,
     rows_to_table,
 )
 
@@ -225,6 +228,7 @@ class TraceCollector:
             config.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CaturError(f"cannot create the trace collection directory {str(config.directory)!r}: {exc.strerror}") from exc
+        self._remove_abandoned()
         self._committed_bytes = self._scan_bytes()
         self.metrics.bytes.set(self._committed_bytes)
         self._thread = threading.Thread(target=self._run, name="catur-collector", daemon=True)
@@ -419,6 +423,28 @@ class TraceCollector:
                 pass
         self._reset()
         self._buffer_since = time.monotonic() if self._buffer else None
+
+    def _remove_abandoned(self) -> None:
+        """Delete unfinished files a crashed collector left behind (``*.parquet.tmp``).
+
+        A parquet file without its footer cannot be read, so nothing is lost. A live
+        collector finishes its file within ``rotate_seconds`` of the first row, so a ``.tmp``
+        untouched for twice that (plus a minute) belongs to no one; a younger one may be
+        another process's file in progress and is left alone."""
+        cutoff = self.clock() - (2 * self.config.rotate_seconds + 60.0)
+        try:
+            entries = list(self.config.directory.iterdir())
+        except OSError:
+            return
+        for path in entries:
+            if not (path.name.endswith(TMP_SUFFIX) and is_collected_file(path.name[: -len(TMP_SUFFIX)])):
+                continue
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    log.warning("trace collector: removed %s, an unfinished file left by a crash", path.name)
+            except OSError as exc:
+                log.warning("trace collector: cannot remove abandoned %s: %s", path.name, exc.strerror)
 
     def _scan_bytes(self) -> int:
         total = 0
