@@ -27,11 +27,12 @@ EPILOG = """examples:
   catur models promote v0002 --reason "beats every primitive on every cluster"
   catur models rollback --reason "ticket spike after v0002"
   catur models history
+  catur models prune --keep 5 --dry-run              # what would go; then without --dry-run
   catur serve --model /var/lib/catur/models          # serves 'current', follows promotions
 
 Layout: versions/vNNNN/ (manifest.json, weights.npz, evaluation.json, version.json), 'current'
 (a symbolic link to versions/vNNNN, switched in one atomic rename), history.jsonl (promotions
-and rollbacks). A version is checked (checksums, loads as a model) before it becomes current;
+rollbacks and prunes). A version is checked (checksums, loads as a model) before it becomes current;
 a damaged one is refused with the reason and the current one keeps serving.
 """
 
@@ -182,6 +183,8 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_models_history(args: argparse.Namespace) -> int:
+    from catur.registry import PRUNE
+
     registry = _registry(args)
     entries = registry.history()
     if args.json:
@@ -191,7 +194,23 @@ def cmd_models_history(args: argparse.Namespace) -> int:
         print("no promotions yet")
     for e in entries:
         reason = f"  {e['reason']}" if e.get("reason") else ""
+        if e["action"] == PRUNE:
+            print(f"{e.get('time', '?'):<21} {e['action']:<9} removed {', '.join(e.get('pruned') or [])}{reason}")
+            continue
         print(f"{e.get('time', '?'):<21} {e['action']:<9} {e.get('previous') or '-':>6} -> {e.get('version') or '-':<6}{reason}")
+    return 0
+
+
+def cmd_models_prune(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    if args.dry_run:
+        doomed = registry.prunable(args.keep)
+        print(f"would remove {', '.join(doomed)}" if doomed else "nothing to remove")
+        return 0
+    removed = registry.prune(args.keep, reason=args.reason)
+    _report_cleanup(registry)
+    left = [v.version for v in registry.versions()]
+    print(f"removed {', '.join(removed)}; kept {', '.join(left) or 'none'}" if removed else "nothing to remove")
     return 0
 
 
@@ -251,7 +270,16 @@ def add_models_commands(sub: argparse._SubParsersAction) -> None:
                "Return to the version that was current before the current one (repeat to go "
                "further back). It is checked first, as for promote.")
     q.add_argument("--reason", default="", help="recorded in the history")
-    q = action("history", cmd_models_history, "list promotions and rollbacks",
+    q = action("history", cmd_models_history, "list promotions, rollbacks and prunes",
                "The history of what was current: promotions, rollbacks and recoveries (a switch "
-               "found without a history line, e.g. after a killed promotion), oldest first.")
+               "found without a history line, e.g. after a killed promotion), and the versions "
+               "each prune removed, oldest first.")
     q.add_argument("--json", action="store_true", help="print as JSON")
+    q = action("prune", cmd_models_prune, "remove old versions (never the current one)",
+               "Remove every version except the current one, the newest --keep, and the --keep "
+               "versions that rollbacks would return to next. Each goes in one atomic rename out "
+               "of versions/, then is deleted; the history records what went, so numbers are "
+               "never reused.")
+    q.add_argument("--keep", type=int, required=True, metavar="N", help="keep the N newest versions and N rollback targets besides the current one (0 = only the current one)")
+    q.add_argument("--dry-run", action="store_true", help="list what would be removed; change nothing")
+    q.add_argument("--reason", default="", help="recorded in the history")

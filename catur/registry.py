@@ -16,8 +16,8 @@ Each version directory is a model in the :mod:`catur.model` format (``manifest.j
 ``version.json`` (when, from where, its parent, a free-text note and the SHA-256 of every
 file). The manifest's ``version`` is rewritten to the registry version (``v0003``), so what the
 service reports as its model version is the name ``catur models list`` shows; the version the
-trainer gave is kept as ``trained_version``. Version directories are never changed or removed
-by the registry; their files are made read-only.
+trainer gave is kept as ``trained_version``. Version directories are never changed by the
+registry, and removed only by an explicit :meth:`Registry.prune`; their files are made read-only.
 
 **Atomicity.** What a reader can observe is always complete:
 
@@ -35,6 +35,14 @@ by the registry; their files are made read-only.
   Readers take no lock: they need none.
 * A version is re-verified (checksums + load) before it becomes current, so a version whose
   files rotted after it was added is refused with the reason, and the current one stays.
+
+**Pruning.** Every retraining adds a version, so a registry grows without bound unless
+old versions go. :meth:`Registry.prune` removes every version except the current one, the
+newest ``keep``, and the ``keep`` versions that rollbacks would return to next (see History);
+rolling back further than that names the removed version and changes nothing. Each is first renamed to a
+``.tmp-*`` directory (readers stop seeing it at once, in one ``rename(2)``), then deleted; a
+process killed in between leaves a ``.tmp-*`` that the next change removes. The removed names
+are recorded in the history (action ``prune``), so a number is never given out twice.
 
 **History.** ``history.jsonl`` is an append-only log of ``{time, action, version, previous,
 reason}``. The sequence of promotions and rollbacks is a stack: ``promote`` pushes, ``rollback``
@@ -74,6 +82,7 @@ CURRENT = "current"  # the name catur.service.models.REGISTRY_POINTER follows
 HISTORY = "history.jsonl"
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
+PRUNE = "prune"  # the history action of Registry.prune
 MODEL_FILES = ("manifest.json", "weights.npz")
 EVALUATION = "evaluation.json"
 METADATA = "version.json"
@@ -82,7 +91,8 @@ VERSION_RE = re.compile(r"^v(\d{4,})$")
 #: Test hook. ``CATUR_REGISTRY_TEST_PAUSE="add:30"`` makes :meth:`Registry.add` print
 #: ``catur-registry: paused at add`` to stderr and sleep 30 s after the copy is complete and
 #: synced but before it is renamed into ``versions/``; ``"promote:30"`` pauses promote/rollback
-#: after the ``current.tmp-*`` link exists but before it replaces ``current``. A test kills the
+#: after the ``current.tmp-*`` link exists but before it replaces ``current``; ``"prune:30"``
+#: pauses prune after the versions are hidden and the history written, before deleting. A test kills the
 #: process during the pause. Unset (always, outside tests) it costs one ``os.environ`` lookup.
 PAUSE_ENV = "CATUR_REGISTRY_TEST_PAUSE"
 
@@ -322,6 +332,8 @@ class Registry:
         stack: list[str] = []
         for entry in self.history():
             version = entry.get("version")
+            if entry["action"] == PRUNE:  # removes versions, never changes what is current
+                continue
             if entry["action"] == "rollback":
                 if stack:
                     stack.pop()
@@ -402,8 +414,8 @@ class Registry:
         if actual != recorded:
             self._append("recover", actual, recorded, "current was switched without a history entry (an interrupted promotion or a change by hand)")
 
-    def _append(self, action: str, version: str | None, previous: str | None, reason: str) -> None:
-        entry = {"time": _now(), "action": action, "version": version, "previous": previous, "reason": reason}
+    def _append(self, action: str, version: str | None, previous: str | None, reason: str, **extra) -> None:
+        entry = {"time": _now(), "action": action, "version": version, "previous": previous, "reason": reason, **extra}
         path = self.root / HISTORY
         with open(path, "a+b") as f:
             f.seek(0)
@@ -432,8 +444,9 @@ class Registry:
         """One past the highest number ever used: in versions/, or named in the history."""
         used = [int(n[1:]) for n in self._names()]
         for entry in self.history():
-            for key in ("version", "previous"):
-                match = VERSION_RE.match(str(entry.get(key) or ""))
+            pruned = entry.get("pruned") if isinstance(entry.get("pruned"), list) else []
+            for name in [entry.get("version"), entry.get("previous"), *pruned]:
+                match = VERSION_RE.match(str(name or ""))
                 if match:
                     used.append(int(match.group(1)))
         return f"v{max(used, default=0) + 1:04d}"
@@ -540,3 +553,34 @@ class Registry:
             self._append("rollback", v.version, previous, reason)
             log.info("rolled back to %s (was %s)", v.version, previous)
             return v
+
+    def prunable(self, keep: int) -> list[str]:
+        """The versions :meth:`prune` would remove: all but the current one, the newest
+        ``keep``, and the ``keep`` that rollbacks would return to next."""
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise CaturError(f"keep must be a whole number >= 0, got {keep!r}")
+        names = self._names()
+        kept = set(self.stack()[-(keep + 1) :]) | set(names[len(names) - keep :] if keep else [])
+        current = self._current_name()
+        if current:
+            kept.add(current)
+        return [name for name in names if name not in kept]
+
+    def prune(self, keep: int, *, reason: str = "") -> list[str]:
+        """Remove the versions :meth:`prunable` names (see "Pruning" in the module docstring);
+        returns their names. Removing nothing writes no history line."""
+        with self._locked():
+            doomed = self.prunable(keep)
+            if not doomed:
+                return []
+            hidden = []
+            for name in doomed:
+                hidden.append(self.root / f"{TMP_PREFIX}{PRUNE}-{name}-{os.getpid()}-{secrets.token_hex(3)}")
+                os.rename(self.root / VERSIONS / name, hidden[-1])
+            _fsync_dir(self.root / VERSIONS)
+            self._append(PRUNE, None, None, reason, pruned=doomed, keep=keep)
+            _pause(PRUNE)
+            for path in hidden:
+                shutil.rmtree(path)
+            log.info("pruned %s", ", ".join(doomed))
+            return doomed

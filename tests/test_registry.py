@@ -100,6 +100,55 @@ def test_repeated_rollbacks_walk_back_through_promotions(registry, tmp_path):
         registry.rollback()
 
 
+def test_prune_keeps_current_newest_and_rollback_targets(registry, tmp_path, capsys):
+    """prune(keep) removes all but the current version, the newest ``keep`` and the ``keep``
+    rollback targets; it is recorded, numbers are not reused, and rollback still works."""
+    root = registry.root
+    registry.add(make_model(tmp_path / "third", seed=4))
+    registry.add(make_model(tmp_path / "fourth", seed=5))
+    registry.promote("v0003")  # stack: v0001, v0003
+    with pytest.raises(CaturError, match="keep must be a whole number >= 0, got -1"):
+        registry.prunable(-1)
+    assert registry.prunable(0) == ["v0001", "v0002", "v0004"]
+    code, out, _ = run_cli(capsys, "models", "prune", "--keep", "1", "--dry-run", "--registry", str(root))
+    assert code == 0 and out.strip() == "would remove v0002"
+    assert [v.version for v in registry.versions()] == ["v0001", "v0002", "v0003", "v0004"]
+    code, out, _ = run_cli(capsys, "models", "prune", "--keep", "1", "--reason", "disk", "--registry", str(root))
+    assert code == 0 and out.strip() == "removed v0002; kept v0001, v0003, v0004"
+    assert not (root / "versions" / "v0002").exists() and not list(root.glob(".tmp-*"))
+    last = registry.history()[-1]
+    assert (last["action"], last["pruned"], last["keep"], last["reason"]) == ("prune", ["v0002"], 1, "disk")
+    assert registry.stack() == ["v0001", "v0003"] and registry.current().version == "v0003"
+    with pytest.raises(CaturError, match="unknown model version 'v0002'"):
+        registry.get("v0002")
+    assert registry.prune(1) == []  # nothing left to remove: no history line
+    assert registry.history()[-1] == last
+    code, out, _ = run_cli(capsys, "models", "history", "--registry", str(root))
+    assert "prune     removed v0002  disk" in out
+    assert registry.add(tmp_path / "third").version == "v0005"  # v0002's number is never reused
+    assert registry.rollback().version == "v0001"
+    # Pruned down to the current version only, a rollback names the removed target.
+    registry.promote("v0004")
+    assert registry.prune(0) == ["v0001", "v0003", "v0005"]
+    with pytest.raises(CaturError, match="cannot roll back to v0001: unknown model version.*v0004 stays current"):
+        registry.rollback()
+    assert registry.current().version == "v0004"
+
+
+def test_killed_in_the_middle_of_prune(registry):
+    """Killed after hiding the versions and writing the history: readers never see them
+    again, and the next change deletes what was left."""
+    root = registry.root
+    kill_when_paused(root, "prune", "r.prune(0)")
+    leftovers = [p.name for p in root.iterdir() if p.name.startswith(".tmp-")]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-prune-v0002-")
+    assert [v.version for v in Registry(root).versions()] == ["v0001"]
+    assert registry.history()[-1]["pruned"] == ["v0002"]
+    again = Registry(root, lock_timeout_s=5)
+    assert again.add(make_model(root.parent / "again", seed=6)).version == "v0003"
+    assert again.cleaned == leftovers and not list(root.glob(".tmp-*"))
+
+
 def test_reading_errors_name_the_bad_value(registry, tmp_path, shipped):
     with pytest.raises(CaturError, match=r"unknown model version 'v0009'.*known: v0001, v0002"):
         registry.get("v0009")
@@ -379,6 +428,7 @@ OPS = st.lists(
         st.tuples(st.just("promote"), st.integers(1, 5)),
         st.tuples(st.just("rollback"), st.just(0)),
         st.tuples(st.just("add"), st.just(0)),
+        st.tuples(st.just("prune"), st.integers(0, 2)),
     ),
     max_size=12,
 )
@@ -391,11 +441,21 @@ def test_random_changes_keep_the_invariants(template, ops):
         root = Path(shutil.copytree(template[0], Path(tmp) / "reg", symlinks=True))
         reg = Registry(root)
         stack = ["v0001"]  # the reference model of what is current and what rollback returns to
+        highest = 3  # the highest version number ever given out
         for op, arg in ops:
             names = [v.version for v in reg.versions()]
             if op == "add":
                 v = reg.add(template[1])
-                assert v.version == f"v{len(names) + 1:04d}"  # numbers increase, none reused
+                highest += 1
+                assert v.version == f"v{highest:04d}"  # numbers increase, none reused, pruned or not
+            elif op == "prune":
+                kept = {stack[-1], *stack[-(arg + 1):], *(names[-arg:] if arg else [])}
+                assert reg.prune(arg) == [n for n in names if n not in kept]
+                assert [v.version for v in reg.versions()] == [n for n in names if n in kept]
+                assert reg.prunable(arg) == []
+            elif op == "rollback" and len(stack) >= 2 and stack[-2] not in names:  # a pruned rollback target
+                with pytest.raises(CaturError, match=f"cannot roll back to {stack[-2]}.*{stack[-1]} stays current"):
+                    reg.rollback()
             elif op == "promote":
                 target = f"v{arg:04d}"
                 if target not in names:
@@ -420,7 +480,7 @@ def test_random_changes_keep_the_invariants(template, ops):
             assert current is not None and current.version == stack[-1]
             assert current.version in [v.version for v in reg.versions()]  # always a complete version
             assert resolve_model_dir(str(root)) == current.path.resolve()
-            history = reg.history()
+            history = [e for e in reg.history() if e["action"] != "prune"]
             assert reg.stack() == stack
             assert history[-1]["version"] == current.version
             for earlier, later in zip(history, history[1:]):
