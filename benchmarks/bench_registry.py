@@ -1,4 +1,4 @@
-"""Model registry operations: how long add, promote, rollback and listing take.
+"""Model registry operations: how long add, promote, rollback, listing and pruning take.
 
     .venv/bin/python benchmarks/bench_registry.py             # 20 versions, 200 switches
     .venv/bin/python benchmarks/bench_registry.py --versions 50 --switches 500
@@ -44,11 +44,15 @@ def main() -> None:
             rollbacks.append(timed(lambda: registry.rollback()))
         listing = [timed(registry.versions) for _ in range(50)]
         current = [timed(registry.current) for _ in range(50)]
+        before = len(registry.versions())
+        pruning = [timed(lambda: registry.prune(2))]
+        pruned = before - len(registry.versions())
     print(f"{args.versions} versions of the shipped model, {args.switches} promote/rollback pairs\n")
     print("| operation | calls | median ms | p90 ms |")
     print("|---|---:|---:|---:|")
     for name, samples in [("add", adds), ("promote", promotes), ("rollback", rollbacks),
-                          (f"versions() over {args.versions}", listing), ("current()", current)]:
+                          (f"versions() over {args.versions}", listing), ("current()", current),
+                          (f"prune(keep=2), removing {pruned} versions", pruning)]:
         ms = 1000 * np.asarray(samples)
         print(f"| {name} | {len(ms)} | {np.median(ms):.2f} | {np.percentile(ms, 90):.2f} |")
 
