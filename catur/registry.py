@@ -573,14 +573,22 @@ class Registry:
             doomed = self.prunable(keep)
             if not doomed:
                 return []
-            hidden = []
-            for name in doomed:
-                hidden.append(self.root / f"{TMP_PREFIX}{PRUNE}-{name}-{os.getpid()}-{secrets.token_hex(3)}")
-                os.rename(self.root / VERSIONS / name, hidden[-1])
-            _fsync_dir(self.root / VERSIONS)
-            self._append(PRUNE, None, None, reason, pruned=doomed, keep=keep)
+            hidden: dict[str, Path] = {}
+            try:
+                for name in doomed:
+                    path = self.root / f"{TMP_PREFIX}{PRUNE}-{name}-{os.getpid()}-{secrets.token_hex(3)}"
+                    os.rename(self.root / VERSIONS / name, path)
+                    hidden[name] = path
+            except OSError as exc:
+                raise CaturError(f"cannot remove {name} from {self.root / VERSIONS}: {exc.strerror}") from exc
+            finally:
+                # What went out of versions/ is gone for readers: record it even when a later
+                # rename failed, so its number is never given out again.
+                if hidden:
+                    _fsync_dir(self.root / VERSIONS)
+                    self._append(PRUNE, None, None, reason, pruned=list(hidden), keep=keep)
             _pause(PRUNE)
-            for path in hidden:
+            for path in hidden.values():
                 shutil.rmtree(path)
             log.info("pruned %s", ", ".join(doomed))
             return doomed

@@ -135,6 +135,27 @@ def test_prune_keeps_current_newest_and_rollback_targets(registry, tmp_path, cap
     assert registry.current().version == "v0004"
 
 
+def test_a_failed_rename_during_prune_records_what_went(registry, tmp_path, monkeypatch):
+    """If moving a version out fails halfway, the error names it, the versions already moved
+    are recorded as pruned (their numbers stay used) and the rest stay listed."""
+    registry.add(make_model(tmp_path / "third", seed=4))
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if Path(src).name == "v0003":
+            raise PermissionError(13, "Permission denied")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(CaturError, match=r"cannot remove v0003 from .*versions: Permission denied"):
+        registry.prune(0)
+    monkeypatch.undo()
+    assert [v.version for v in registry.versions()] == ["v0001", "v0003"]
+    assert registry.history()[-1]["pruned"] == ["v0002"]
+    assert registry.add(tmp_path / "third").version == "v0004"
+    assert registry.cleaned and not list(registry.root.glob(".tmp-*"))
+
+
 def test_killed_in_the_middle_of_prune(registry):
     """Killed after hiding the versions and writing the history: readers never see them
     again, and the next change deletes what was left."""

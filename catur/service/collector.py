@@ -431,7 +431,8 @@ class TraceCollector:
         collector finishes its file within ``rotate_seconds`` of the first row, so a ``.tmp``
         untouched for twice that (plus a minute) belongs to no one; a younger one may be
         another process's file in progress and is left alone."""
-        cutoff = self.clock() - (2 * self.config.rotate_seconds + 60.0)
+        # Compared with file mtimes, so wall time, not the injectable row clock.
+        cutoff = time.time() - (2 * self.config.rotate_seconds + 60.0)
         try:
             entries = list(self.config.directory.iterdir())
         except OSError:
