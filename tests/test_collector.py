@@ -231,7 +231,7 @@ def test_replay_through_a_collecting_service_collects_the_replayed_trace(tmp_pat
 
 def test_replay_sends_no_departures_to_a_service_that_does_not_collect(greedy_service):
     from _service_support import small_streams
-    from catur.service.replay import replay_remote
+    from catur.sim.remote_replay import replay_remote
 
     calls = []
     original = greedy_service.depart

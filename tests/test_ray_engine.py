@@ -19,7 +19,7 @@ from _service_support import random_trace
 from catur.cli import main
 from catur.decision import DeciderSpec
 from catur.errors import CaturError
-from catur.evaluate_cli import engine_options
+from catur.cli.evaluate import engine_options
 from catur.placement import GREEDY
 from catur.shield import ShieldConfig
 from catur.sim.admission import admit, host_streams, parse_days

@@ -38,7 +38,7 @@ from catur.model import default_model_dir
 from catur.request import VMRequest
 from catur.service.client import PlacementClient
 from catur.service.models import ModelHolder
-from catur.service.replay import replay_remote
+from catur.sim.remote_replay import replay_remote
 from catur.service.server import Service, TLSConfig, create_server
 from catur.service.servicer import SERVICE_NAME
 from catur.service.telemetry import ServiceMetrics

@@ -21,7 +21,7 @@ import pytest
 
 from catur.errors import CaturError
 from catur.traces.canonical import read_canonical, validate, write_canonical
-from catur.traces.commands import add_traces_commands
+from catur.cli.traces import add_traces_commands
 from catur.traces.readers import FORMATS, detect_format, read_trace
 from catur.traces.stats import format_stats, trace_stats
 

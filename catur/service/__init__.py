@@ -9,10 +9,11 @@
 * :mod:`catur.service.client` — :class:`~catur.service.client.PlacementClient`;
 * :mod:`catur.service.collector` — optional trace collection: answered placements and
   departure notices written to rotated parquet files, never blocking a placement;
-* :mod:`catur.service.replay` — replaying a trace through a running service;
-* :mod:`catur.service.commands` — ``catur serve``, ``catur place``, ``catur depart``,
-  ``catur replay``;
 * :mod:`catur.service.protogen` — regenerating the checked-in stubs in :mod:`catur.v1`.
+
+Replaying a trace through a running service is a client of the simulator, so it lives next
+to it (:mod:`catur.sim.remote_replay`); the commands are in :mod:`catur.cli.service`. The
+service imports the core and the registry, never the simulator or training.
 
 The contract is ``proto/catur/v1/placement.proto``. Nothing here decides anything: decisions
 are :class:`catur.decision.Decider`'s, the same code offline replay runs.

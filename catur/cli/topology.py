@@ -1,20 +1,4 @@
-"""The ``catur`` command line.
-
-Sub-commands (``catur COMMAND --help`` explains each one with examples):
-
-* ``catur demo`` — the main job on the embedded synthetic workload: compare every policy.
-* ``catur evaluate`` — replay a trace over a modelled cluster and compare NUMA policies.
-* ``catur traces convert|stats|generate`` — read public trace formats into Catur's canonical
-  trace; generate synthetic traces up to 100M VMs as partitioned parquet.
-* ``catur serve|place|depart|replay|health`` — the gRPC placement service and its clients.
-* ``catur models list|show|add|promote|rollback|history`` — the model registry.
-* ``catur train`` / ``catur retrain`` — train a policy; the scheduled drift-aware retraining job.
-* ``catur topology list|show|detect`` — host NUMA models: presets, files, this machine.
-* ``catur policies`` — the placement policies and what each one does.
-
-Bad input ends with a one-line ``catur: error: ...`` naming the bad value and exit status 2,
-never a traceback.
-"""
+"""``catur topology list|show|detect`` and ``catur policies``: host NUMA models and the policies."""
 
 from __future__ import annotations
 
@@ -22,8 +6,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-from catur.errors import CaturError
 
 EPILOG_TOPOLOGY = """examples:
   catur topology list
@@ -90,37 +72,8 @@ def cmd_policies(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- parser --------------------------------------------------------------------------------------
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="catur",
-        description="NUMA placement of virtual machines: replay traces, compare policies, "
-        "train and serve placement models.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run 'catur COMMAND --help' for the options and examples of each command.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    from catur.evaluate_cli import add_evaluate_commands
-
-    add_evaluate_commands(sub)
-
-    try:
-        from catur.traces.commands import add_traces_commands
-    except ImportError:  # pragma: no cover - only while the traces package is incomplete
-        pass
-    else:
-        add_traces_commands(sub)
-
-    from catur.service.commands import add_service_commands; add_service_commands(sub)  # noqa: E702
-    from catur.models_cli import add_models_commands; add_models_commands(sub)  # noqa: E702
-
-    from catur.training.commands import add_train_commands
-
-    add_train_commands(sub)
-
+def add_topology_commands(sub: argparse._SubParsersAction) -> None:
     topo = sub.add_parser(
         "topology",
         help="host NUMA topologies: list presets, show one, detect this machine's",
@@ -154,29 +107,3 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("policies", help="list the placement policies")
     p.set_defaults(func=cmd_policies)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except CaturError as exc:
-        print(f"catur: error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
-        print(f"catur: error: no such file: {exc.filename}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("catur: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `catur ... | head`
-        return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -169,7 +169,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     import os
 
     from catur.errors import CaturError
-    from catur.models_cli import REGISTRY_ENV
+    from catur.cli.models import REGISTRY_ENV
     from catur.training.retrain import EXIT_LOCKED, LockHeld, RetrainConfig, run_retrain
 
     registry = args.registry or os.environ.get(REGISTRY_ENV)

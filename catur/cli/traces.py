@@ -1,7 +1,7 @@
 """The ``catur traces`` command line: convert public traces, look at them, generate synthetic ones.
 
 Three sub-commands, registered on an existing argparse sub-parser set by
-:func:`add_traces_commands` (``catur/cli.py`` calls it, so they appear as ``catur traces ...``):
+:func:`add_traces_commands` (``catur.cli.main`` calls it, so they appear as ``catur traces ...``):
 
 ``traces convert IN OUT``
     Read any supported trace (format detected, or ``--format``) and write the canonical trace

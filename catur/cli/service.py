@@ -167,7 +167,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
 
 def add_replay_scenario_arguments(p: argparse.ArgumentParser) -> None:
     """The scenario and output options of 'catur evaluate' (same names, same defaults)."""
-    from catur.evaluate_cli import add_output_arguments, add_workload_arguments
+    from catur.cli.evaluate import add_output_arguments, add_workload_arguments
 
     add_workload_arguments(p)
     add_output_arguments(p.add_argument_group("output"))
@@ -383,12 +383,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import grpc
     from tqdm import tqdm
 
-    from catur.evaluate_cli import load_workload, report, scenario_facts, scenario_from_args
+    from catur.cli.evaluate import load_workload, report, scenario_facts, scenario_from_args
     from catur.metrics import MetricsConfig
     from catur.sim.admission import parse_days
     from catur.sim.evaluate import Evaluation, check_policy_name, evaluate_policies
 
-    from catur.service.replay import replay_remote
+    from catur.sim.remote_replay import replay_remote
 
     started = time.perf_counter()
     also = [p.strip() for p in args.also.split(",") if p.strip()] if args.also else []
