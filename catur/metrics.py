@@ -24,14 +24,20 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from catur.errors import CaturError
+from catur.exact import ExactSum, TopValues, percentile_from_top, top_needed
 from catur.state import Placement, PlacementBatch
+
+
+#: A VM placed with a defect above this is a performance anomaly (the paper's 0.40); the shield
+#: rejects placements above it and the service counts predicted anomalies against it.
+ANOMALY_THRESHOLD = 0.40
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     """Parameters of the metrics; the defaults are the paper's."""
 
-    anomaly_threshold: float = 0.40
+    anomaly_threshold: float = ANOMALY_THRESHOLD
     ticket_c1: float = 100.0
     ticket_c2: float = 0.10
 
@@ -197,6 +203,63 @@ class Summary:
         return asdict(self)
 
 
+class SummaryAccumulator:
+    """Folds batches of per-VM defects into one :class:`~catur.metrics.Summary`, exactly.
+
+    Args:
+        config: The metrics parameters (anomaly threshold, ticket sigmoid).
+        capacity: An upper bound on the number of VMs that will be added; it fixes how many
+            top values are kept for the p99 (about 1% of ``capacity``). Adding more raises.
+
+    ``add(lifetime, placement)`` in any number of batches, in any order, then ``result()``:
+    the same :class:`Summary` as :func:`catur.metrics.summarize` of all values at once.
+    """
+
+    def __init__(self, config: MetricsConfig = MetricsConfig(), capacity: int = 0) -> None:
+        if capacity < 0:
+            raise CaturError(f"summary: capacity must be >= 0, got {capacity}")
+        self.config = config
+        self.capacity = int(capacity)
+        self.lifetime = ExactSum()
+        self.placement = ExactSum()
+        self.ticket = ExactSum()
+        self.anomalies = 0
+        self.top = TopValues(top_needed(self.capacity))
+
+    @property
+    def vms(self) -> int:
+        return self.lifetime.count
+
+    def add(self, lifetime_defects: np.ndarray, placement_defects: np.ndarray) -> "SummaryAccumulator":
+        lifetime = np.asarray(lifetime_defects, dtype=float)
+        at_placement = np.asarray(placement_defects, dtype=float)
+        if lifetime.shape != at_placement.shape:
+            raise CaturError("lifetime and placement defects must have one value per VM each")
+        if self.vms + lifetime.size > self.capacity:
+            raise CaturError(
+                f"summary: {self.vms + lifetime.size} VMs added but capacity is {self.capacity}"
+            )
+        self.lifetime.add(lifetime)
+        self.placement.add(at_placement)
+        self.ticket.add(ticket_probability(lifetime, self.config))
+        self.anomalies += int((at_placement > self.config.anomaly_threshold).sum())
+        self.top.add(lifetime)
+        return self
+
+    def result(self) -> Summary:
+        n = self.vms
+        if n == 0:
+            return Summary(0.0, 0.0, 0.0, 0.0, 0, 0)
+        return Summary(
+            avg_defect=self.lifetime.value() / n,
+            defect_at_placement=self.placement.value() / n,
+            p99_defect=percentile_from_top(self.top.values(), n, 99.0),
+            ticket_ratio=self.ticket.value() / n,
+            anomalies=self.anomalies,
+            vms=n,
+        )
+
+
 def summarize(
     lifetime_defects: np.ndarray,
     placement_defects: np.ndarray,
@@ -207,10 +270,8 @@ def summarize(
     ``p99_defect`` is the 99th percentile of lifetime-averaged defect; ``anomalies`` counts VMs
     whose defect at placement exceeds ``config.anomaly_threshold``. Means are exactly rounded
     sums divided by the count, and the p99 is numpy's linear percentile, both computed by
-    :class:`catur.aggregate.SummaryAccumulator` — the one-batch case of the streamed
-    evaluation's summary, so both paths give identical numbers.
+    :class:`SummaryAccumulator` — the one-batch case of the streamed evaluation's summary,
+    so both paths give identical numbers.
     """
-    from catur.aggregate import SummaryAccumulator  # imports this module
-
     lifetime = np.asarray(lifetime_defects, dtype=float)
     return SummaryAccumulator(config, capacity=lifetime.size).add(lifetime, placement_defects).result()

@@ -95,6 +95,16 @@ VERSION_RE = re.compile(r"^v(\d{4,})$")
 #: pauses prune after the versions are hidden and the history written, before deleting. A test kills the
 #: process during the pause. Unset (always, outside tests) it costs one ``os.environ`` lookup.
 PAUSE_ENV = "CATUR_REGISTRY_TEST_PAUSE"
+#: The environment variable naming the registry when a command is given no ``--registry``.
+REGISTRY_ENV = "CATUR_REGISTRY"
+
+
+def registry_dir(given: str | None) -> str:
+    """The registry directory a command uses: ``given`` (``--registry``), else ``$CATUR_REGISTRY``."""
+    root = given or os.environ.get(REGISTRY_ENV)
+    if not root:
+        raise CaturError(f"no model registry given: pass --registry DIR or set {REGISTRY_ENV}")
+    return root
 
 
 def _pause(stage: str) -> None:

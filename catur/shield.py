@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from catur.errors import CaturError
+from catur.metrics import ANOMALY_THRESHOLD
 from catur.observation import Candidate, candidates
 from catur.request import VMRequest
 from catur.topology import Topology
@@ -43,7 +44,7 @@ class ShieldConfig:
 
     depth: int = 1
     width: float = 0.05
-    threshold: float = 0.40
+    threshold: float = ANOMALY_THRESHOLD
     window: int = 1000
     max_types: int = 8
 

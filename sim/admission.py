@@ -46,6 +46,11 @@ def peak_demand(df: pd.DataFrame) -> tuple[int, int]:
     return int(vcpus.max(initial=0)), int(mem.max(initial=0))
 
 
+#: The default sizing target: the cluster is scaled so the trace's peak demand is this fraction
+#: of the binding resource (``catur evaluate``, ``train``, ``retrain`` and the env all use it).
+TARGET_UTILIZATION = 0.9
+
+
 def size_cluster(df: pd.DataFrame, spec: ClusterSpec, target_utilization: float) -> ClusterSpec:
     """Scale ``spec`` so the trace's peak demand is ``target_utilization`` of the binding resource.
 

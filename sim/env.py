@@ -36,12 +36,12 @@ import numpy as np
 import pandas as pd
 
 from catur.errors import CaturError
-from catur.metrics import cor_after, node_cor
+from catur.metrics import ANOMALY_THRESHOLD, cor_after, node_cor
 from catur.observation import MAX_NODES, OBS_DIM, Candidate, candidates, encode
 from catur.placement import place
 from catur.policies import PRIMITIVES, NodeContext, Policy, Ranking, get_policy
 from catur.request import VMRequest
-from catur.sim.admission import HostStream, prepare_scenario
+from catur.sim.admission import TARGET_UTILIZATION, HostStream, prepare_scenario
 from catur.state import Placement
 
 OBS_LOW, OBS_HIGH = -1.0, 8.0  # every feature is clipped into this box
@@ -54,7 +54,7 @@ class Workload:
     source: object = "default"  # synthetic scenario name, trace path, or DataFrame
     cluster: str = "mixed"
     days: str | None = None
-    target_utilization: float = 0.9
+    target_utilization: float = TARGET_UTILIZATION
     cpu_overcommit: float | None = None
     seed: int = 0
 
@@ -262,7 +262,7 @@ class NumaPlacementEnv(gym.Env):
             cor=cand.cor,
             rmr=cand.rmr,
             primitive=cand.placement.policy,
-            anomaly=cand.defect > 0.40,
+            anomaly=cand.defect > ANOMALY_THRESHOLD,
         )
         self._pos += 1
         self._steps += 1

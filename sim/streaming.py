@@ -8,7 +8,7 @@ policy (:func:`~catur.sim.evaluate.evaluate_policies`) -- and its per-VM results
 into running summaries before the batch is dropped. Memory therefore depends on the batch
 size (``batch_vms``), not on the trace's size; the summaries themselves are bounded:
 
-* **headline metrics**: one :class:`~catur.aggregate.SummaryAccumulator` per policy, whose
+* **headline metrics**: one :class:`~catur.metrics.SummaryAccumulator` per policy, whose
   sums are exact and whose p99 keeps only the top ~1% of values (8 MB per policy for 100M
   VMs). The numbers are **identical** to evaluating the same VMs in one piece;
 * **per-day series** (for the daily plots): sums and counts per day, a few KB;
@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from catur.aggregate import SummaryAccumulator
+from catur.metrics import SummaryAccumulator
 from catur.decision import DeciderSpec
 from catur.errors import CaturError
 from catur.metrics import MetricsConfig

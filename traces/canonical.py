@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +79,30 @@ _PARQUET_MAGIC = b"PAR1"
 
 
 # --------------------------------------------------------------------------------------------
-# Row checks shared with the readers
+# What a reader reports, and row checks shared with the readers
 # --------------------------------------------------------------------------------------------
+
+# The hint every reader appends to its first bad-row error when rows are not being skipped.
+SKIP_HINT = "pass skip_bad_rows=True (CLI: --skip-bad-rows) to drop bad rows"
+# How many skip reasons a report keeps (the rest are only counted).
+REASONS_KEPT = 5
+
+
+@dataclasses.dataclass
+class ReadReport:
+    """What a reader did: rows read and skipped, with the first few reasons.
+
+    ``rows_read`` counts data lines (blank lines and the header excluded); ``rows_skipped``
+    those dropped as bad, including good rows of a VM dropped for another bad row.
+    """
+
+    source: str
+    format: str
+    rows_read: int
+    rows_skipped: int
+    vms: int
+    reasons: list[str] = dataclasses.field(default_factory=list)
+
 
 
 class RowChecker:

@@ -84,8 +84,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catur.errors import CaturError
-from catur.traces.canonical import RowChecker, validate
-from catur.traces.readers import ReadReport
+from catur.traces.canonical import REASONS_KEPT, ReadReport, RowChecker, validate
 
 FORMAT_VERSION = "1"
 METADATA_KEY = b"catur.collected"
@@ -118,7 +117,6 @@ SCHEMA = pa.schema(
     metadata={METADATA_KEY: FORMAT_VERSION.encode()},
 )
 COLUMNS = tuple(SCHEMA.names)
-_REASONS_KEPT = 5
 _INT64_MAX = (1 << 63) - 1
 _PLAIN_INT = re.compile(r"^(0|-?[1-9][0-9]*)$")
 
@@ -172,7 +170,7 @@ def collected_files(directory: str | Path) -> list[Path]:
 
 @dataclass
 class CollectedReport(ReadReport):
-    """A :class:`~catur.traces.readers.ReadReport` with what joining did.
+    """A :class:`~catur.traces.canonical.ReadReport` with what joining did.
 
     ``rows_read`` counts rows of all files; ``rows_skipped`` every row not used, for any of
     the reasons below (and bad rows, with ``skip_bad_rows``); ``reasons`` names the first few
@@ -247,7 +245,7 @@ def _check_rows(df: pd.DataFrame, path: str, report: CollectedReport, skip_bad_r
         checker.raise_first("pass skip_bad_rows=True (CLI: --skip-bad-rows) to drop bad rows")
     if checker.count:
         report.rows_skipped += checker.count
-        report.reasons.extend(checker.reasons(_REASONS_KEPT))
+        report.reasons.extend(checker.reasons(REASONS_KEPT))
         df = df.loc[~checker.bad]
     return df
 
@@ -259,7 +257,7 @@ def _where(row) -> str:
 def _note(report: CollectedReport, rows: pd.DataFrame, text) -> None:
     """Count ``rows`` as skipped and name the first few in the report."""
     report.rows_skipped += len(rows)
-    for row in rows.head(_REASONS_KEPT).itertuples(index=False):
+    for row in rows.head(REASONS_KEPT).itertuples(index=False):
         report.reasons.append(f"{_where(row)}: {text(row) if callable(text) else text}")
 
 
@@ -354,7 +352,7 @@ def read_collected_trace(path: str | Path, skip_bad_rows: bool = False) -> tuple
     canonical = validate(frame, str(directory))
     report.vms = len(canonical)
     report.running = int(canonical["departure_s"].isna().sum())
-    report.reasons = report.reasons[:_REASONS_KEPT]
+    report.reasons = report.reasons[:REASONS_KEPT]
     return canonical, report
 
 

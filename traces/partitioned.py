@@ -48,8 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from catur.errors import CaturError
-from catur.traces.canonical import REQUIRED_COLUMNS, check_frame, sort_canonical, validate
-from catur.traces.readers import _SKIP_HINT
+from catur.traces.canonical import REQUIRED_COLUMNS, SKIP_HINT, check_frame, sort_canonical, validate
 
 MANIFEST = "_catur_trace.json"
 FORMAT_NAME = "catur-partitioned"
@@ -243,7 +242,7 @@ class PartitionedTrace:
             df = table.to_pandas()
             checked, checker = check_frame(df, str(file), lines=rows, unit="row", skip_bad_rows=skip_bad_rows)
             if not skip_bad_rows:
-                checker.raise_first(_SKIP_HINT)
+                checker.raise_first(SKIP_HINT)
             skipped += checker.count
             reasons += checker.reasons(5)
             pieces.append(checked)

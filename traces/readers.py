@@ -81,14 +81,18 @@ import gzip
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from catur.errors import CaturError, unknown_name
+from catur.traces import collected
 from catur.traces.canonical import (
+    REASONS_KEPT,
+    SKIP_HINT,
+    ReadReport,
     RowChecker,
     check_frame,
     check_numeric,
@@ -99,6 +103,7 @@ from catur.traces.canonical import (
     sniff,
     validate,
 )
+from catur.traces.partitioned import PartitionedTrace, is_partitioned
 
 AZURE_COLUMNS = (
     "vmid", "subscriptionid", "deploymentid", "vmcreated", "vmdeleted",
@@ -110,24 +115,6 @@ AZURE_OPEN_BUCKETS: dict[str, dict[str, float]] = {
     "vmcorecount": {">24": 30},
     "vmmemory": {">64": 70},
 }
-_SKIP_HINT = "pass skip_bad_rows=True (CLI: --skip-bad-rows) to drop bad rows"
-_REASONS_KEPT = 5
-
-
-@dataclass
-class ReadReport:
-    """What a reader did: rows read and skipped, with the first few reasons.
-
-    ``rows_read`` counts data lines (blank lines and the header excluded); ``rows_skipped``
-    those dropped as bad, including good rows of a VM dropped for another bad row.
-    """
-
-    source: str
-    format: str
-    rows_read: int
-    rows_skipped: int
-    vms: int
-    reasons: list[str] = field(default_factory=list)
 
 
 # What every reader returns: the canonical trace and the report.
@@ -305,10 +292,10 @@ def _finish(checker: RowChecker, table: _Table, source: str, fmt: str,
             skip_bad_rows: bool, build: Callable[[np.ndarray], pd.DataFrame]) -> Read:
     """Raise or skip, build the frame from the good rows, validate, and report."""
     if not skip_bad_rows:
-        checker.raise_first(_SKIP_HINT)
+        checker.raise_first(SKIP_HINT)
     df = validate(build(~checker.bad), source)
     report = ReadReport(source, fmt, table.rows_read, checker.count, len(df),
-                        checker.reasons(_REASONS_KEPT))
+                        checker.reasons(REASONS_KEPT))
     return df, report
 
 
@@ -516,16 +503,14 @@ def read_canonical_trace(path: str | Path, skip_bad_rows: bool = False) -> Read:
     lines, unit = (np.arange(2, len(raw) + 2), "line") if kind == "csv" else (None, "row")
     df, checker = check_frame(raw, source, lines=lines, unit=unit, skip_bad_rows=skip_bad_rows)
     if not skip_bad_rows:
-        checker.raise_first(_SKIP_HINT)
+        checker.raise_first(SKIP_HINT)
     report = ReadReport(source, "canonical", len(raw), checker.count, len(df),
-                        checker.reasons(_REASONS_KEPT))
+                        checker.reasons(REASONS_KEPT))
     return df, report
 
 
 def read_partitioned_trace(path: str | Path, skip_bad_rows: bool = False) -> Read:
     """Read a whole partitioned trace directory (:mod:`catur.traces.partitioned`) into memory."""
-    from catur.traces.partitioned import PartitionedTrace  # imports this module
-
     trace = PartitionedTrace.open(path)
     df, skipped, reasons = trace.read_all(skip_bad_rows)
     return df, ReadReport(str(path), "partitioned", trace.num_rows, skipped, len(df), reasons)
@@ -546,18 +531,11 @@ FORMATS: dict[str, TraceFormat] = {
                     "(vm_id,arrival_s,departure_s,vcpus,mem_gib,...)", read_canonical_trace),
         TraceFormat("collected", "a directory of 'catur serve --collect-dir' files "
                     "(catur-trace-*.parquet), arrivals joined with departures",
-                    lambda path, skip: _collected().read_collected_trace(path, skip)),
+                    collected.read_collected_trace),
         TraceFormat("partitioned", "a directory of canonical parquet files with a 'cluster' "
                     "column ('catur traces generate --out DIR')", read_partitioned_trace),
     )
 }
-
-
-def _collected():
-    # Imported late: catur.traces.collected imports this module (ReadReport).
-    from catur.traces import collected
-
-    return collected
 
 
 _SAMPLE_LINES = 1000
@@ -567,8 +545,6 @@ def detect_format(path: str | Path) -> str:
     """Name the format of ``path`` from its first bytes and first line (see module docs)."""
     path = Path(path)
     if path.is_dir():  # the directory formats: canonical files by cluster, or collector files
-        from catur.traces.partitioned import is_partitioned
-
         return "partitioned" if is_partitioned(path) else "collected"
     if sniff(path) == "parquet":
         return "canonical"

@@ -58,6 +58,7 @@ from typing import Callable
 from catur.errors import CaturError
 from catur.model import PolicyModel
 from catur.policies import PRIMITIVES
+from catur.sim.admission import TARGET_UTILIZATION
 from catur.training.collapse import (
     GROUP_BY,
     GroupVerdict,
@@ -132,7 +133,7 @@ class RetrainConfig:
     days: str | None = None
     reference_days: str | None = None
     group_by: str = "auto"
-    target_utilization: float = 0.9
+    target_utilization: float = TARGET_UTILIZATION
     cpu_overcommit: float | None = None
     budget_minutes: float = 60.0
     max_iterations: int = 3

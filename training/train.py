@@ -46,6 +46,7 @@ from catur.gate import fit_gate
 from catur.model import MODEL_FORMAT, PolicyModel
 from catur.observation import CANDIDATE_FEATURES, OBS_DIM, OBS_VERSION
 from catur.policies import PRIMITIVES
+from catur.sim.admission import TARGET_UTILIZATION
 
 ALGORITHMS = ("ppo", "dqn")
 TEACHERS = ("greedy", "oracle")
@@ -64,7 +65,7 @@ class TrainConfig:
     cluster: str = "mixed"
     train_days: str | None = "1:12"
     eval_days: str | None = "13:15"  # validation: picks the checkpoint; test later days apart
-    target_utilization: float = 0.9
+    target_utilization: float = TARGET_UTILIZATION
     cpu_overcommit: float | None = None
     timesteps: int = 50_000
     seed: int = 0

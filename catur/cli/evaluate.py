@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from catur.errors import CaturError
-
-DEFAULT_TARGET_UTILIZATION = 0.9
+from catur.metrics import ANOMALY_THRESHOLD
+from catur.sim.admission import TARGET_UTILIZATION
 
 EPILOG_EVALUATE = """examples:
   catur evaluate --synthetic default
@@ -125,14 +125,14 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     cl.add_argument(
         "--target-utilization",
         type=float,
-        default=DEFAULT_TARGET_UTILIZATION,
-        help=f"size the cluster so peak demand is this fraction of capacity (default {DEFAULT_TARGET_UTILIZATION}); 0 keeps the file's host counts",
+        default=TARGET_UTILIZATION,
+        help=f"size the cluster so peak demand is this fraction of capacity (default {TARGET_UTILIZATION}); 0 keeps the file's host counts",
     )
 
 
 def add_output_arguments(group) -> None:
     """Threshold, JSON, plots, jobs, quiet (shared with ``catur replay``)."""
-    group.add_argument("--anomaly-threshold", type=float, default=0.40, help="defect at placement above which a VM is an anomaly (default 0.40)")
+    group.add_argument("--anomaly-threshold", type=float, default=ANOMALY_THRESHOLD, help=f"defect at placement above which a VM is an anomaly (default {ANOMALY_THRESHOLD})")
     group.add_argument("--json", metavar="OUT", help="write the results as JSON")
     group.add_argument("--plots", metavar="DIR", help="write defect CDF and per-day plots (PNG) here")
     group.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import textwrap
 from pathlib import Path
 
 from catur.errors import CaturError
+from catur.registry import REGISTRY_ENV
 
-REGISTRY_ENV = "CATUR_REGISTRY"
 
 EPILOG = """examples:
   catur models init --registry /var/lib/catur/models
@@ -38,12 +37,9 @@ a damaged one is refused with the reason and the current one keeps serving.
 
 
 def _registry(args: argparse.Namespace, *, create: bool = False):
-    from catur.registry import Registry
+    from catur.registry import Registry, registry_dir
 
-    root = args.registry or os.environ.get(REGISTRY_ENV)
-    if not root:
-        raise CaturError(f"no model registry given: pass --registry DIR or set {REGISTRY_ENV}")
-    return Registry(root, create=create)
+    return Registry(registry_dir(args.registry), create=create)
 
 
 def _report_cleanup(registry) -> None:

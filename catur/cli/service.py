@@ -12,6 +12,7 @@ import json
 import sys
 
 from catur.errors import CaturError
+from catur.service import DEFAULT_LISTEN
 
 EPILOG_SERVE = """examples:
   catur serve                                   # shipped model if any, else greedy; 127.0.0.1:50051
@@ -47,6 +48,12 @@ trace times), so the service's collected trace equals the replayed one.
 """
 
 
+def add_client_arguments(p: argparse.ArgumentParser, timeout: float, timeout_help: str = "deadline in seconds") -> None:
+    """Where a client command connects: --target and --timeout (its default per command)."""
+    p.add_argument("--target", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"service address (default {DEFAULT_LISTEN})")
+    p.add_argument("--timeout", type=float, default=timeout, help=f"{timeout_help} (default {timeout:g})")
+
+
 def add_client_tls_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("TLS (client)")
     g.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --tls-ca)")
@@ -65,7 +72,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_SERVE,
     )
-    p.add_argument("--listen", default="127.0.0.1:50051", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:50051; port 0 = any free port)")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"address to serve on (default {DEFAULT_LISTEN}; port 0 = any free port)")
     p.add_argument("--model", default="auto", metavar="DIR|default|none|auto", help="model to serve (default: auto)")
     p.add_argument("--no-gate", action="store_true", help="ignore the model's uncertainty gate")
     p.add_argument("--shield-depth", type=int, default=1, metavar="D", help="shield look-ahead depth; 0 = off (default 1)")
@@ -99,8 +106,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_PLACE,
     )
-    p.add_argument("--target", default="127.0.0.1:50051", metavar="HOST:PORT", help="service address (default 127.0.0.1:50051)")
-    p.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default 5)")
+    add_client_arguments(p, timeout=5.0)
     p.add_argument("--topology", required=True, metavar="PRESET|FILE", help="host topology: a preset or a YAML/TOML file")
     p.add_argument("--vcpus", type=int, required=True, help="VM vCPUs")
     p.add_argument("--mem-mib", type=int, required=True, help="VM memory in MiB")
@@ -125,8 +131,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_DEPART,
     )
-    p.add_argument("--target", default="127.0.0.1:50051", metavar="HOST:PORT", help="service address (default 127.0.0.1:50051)")
-    p.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default 5)")
+    add_client_arguments(p, timeout=5.0)
     p.add_argument("--vm-id", required=True, help="the VM's id, as given to 'catur place --vm-id'")
     p.add_argument("--host-id", default="", help="the host the VM left")
     p.add_argument("--time", type=float, metavar="S", help="departure time in seconds (default: the server's clock)")
@@ -141,8 +146,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_REPLAY,
     )
-    p.add_argument("--target", default="127.0.0.1:50051", metavar="HOST:PORT", help="service address (default 127.0.0.1:50051)")
-    p.add_argument("--timeout", type=float, default=5.0, help="deadline of each call in seconds (default 5)")
+    add_client_arguments(p, timeout=5.0, timeout_help="deadline of each call in seconds")
     p.add_argument("--concurrency", type=int, default=4, help="hosts replayed at once (default 4; results do not depend on it)")
     p.add_argument("--host-prefix", default="", help="prefix of the host_id sent (default none: the host number)")
     p.add_argument("--also", metavar="POLICIES", help="also evaluate these policies offline, in the same table (e.g. greedy,xen)")
@@ -158,8 +162,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_HEALTH,
     )
-    p.add_argument("--target", default="127.0.0.1:50051", metavar="HOST:PORT", help="service address (default 127.0.0.1:50051)")
-    p.add_argument("--timeout", type=float, default=3.0, help="deadline in seconds (default 3)")
+    add_client_arguments(p, timeout=3.0)
     p.add_argument("--service", default="", metavar="NAME", help="service to ask about (default '': the whole server; or catur.v1.Placement)")
     add_client_tls_arguments(p)
     p.set_defaults(func=cmd_health)

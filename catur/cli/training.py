@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from catur.sim.admission import TARGET_UTILIZATION
+
 EPILOG = """examples:
   catur train --synthetic default --out models/mine                 # minutes on 2 cores
   catur train ../shared/traces/huawei-east-1-lt.csv.gz --train-days 1:12 --eval-days 13:15 \\
@@ -40,7 +42,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-days", default="13:15", metavar="FIRST:LAST", help="validation window that picks the checkpoint (default 13:15); keep the test window apart")
     p.add_argument("--cluster", default="mixed", help="cluster mix or file (as in catur evaluate)")
     p.add_argument("--cpu-overcommit", type=float, help="vCPUs admitted per host core")
-    p.add_argument("--target-utilization", type=float, default=0.9, help="cluster sizing target (default 0.9)")
+    p.add_argument("--target-utilization", type=float, default=TARGET_UTILIZATION, help=f"cluster sizing target (default {TARGET_UTILIZATION})")
     p.add_argument("--timesteps", type=int, default=50_000, help="environment steps (default 50000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--envs", type=int, default=2, help="parallel environments (processes; default 2)")
@@ -146,7 +148,7 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
                    help="drift reference (default: the model's training window if it was trained on this trace, else every day before --days)")
     p.add_argument("--group-by", choices=("auto", "cluster", "topology", "all"), default="auto",
                    help="what a 'cluster' is: the trace's cluster column, the host topology, or everything (default auto: cluster column if any, else topology)")
-    p.add_argument("--target-utilization", type=float, default=0.9, help="cluster sizing target (default 0.9)")
+    p.add_argument("--target-utilization", type=float, default=TARGET_UTILIZATION, help=f"cluster sizing target (default {TARGET_UTILIZATION})")
     p.add_argument("--cpu-overcommit", type=float, help="vCPUs admitted per host core")
     p.add_argument("--budget-minutes", type=float, default=60.0, help="stop fine-tuning when another iteration would pass this (default 60)")
     p.add_argument("--max-iterations", type=int, default=3, help="fine-tune/validate rounds at most (default 3; 0 = check only)")
@@ -166,15 +168,10 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    import os
-
-    from catur.errors import CaturError
-    from catur.cli.models import REGISTRY_ENV
+    from catur.registry import registry_dir
     from catur.training.retrain import EXIT_LOCKED, LockHeld, RetrainConfig, run_retrain
 
-    registry = args.registry or os.environ.get(REGISTRY_ENV)
-    if not registry:
-        raise CaturError(f"give the model registry with --registry DIR (or set {REGISTRY_ENV})")
+    registry = registry_dir(args.registry)
     config = RetrainConfig(
         registry=registry,
         trace=args.trace,

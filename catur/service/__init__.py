@@ -18,3 +18,6 @@ service imports the core and the registry, never the simulator or training.
 The contract is ``proto/catur/v1/placement.proto``. Nothing here decides anything: decisions
 are :class:`catur.decision.Decider`'s, the same code offline replay runs.
 """
+
+#: Where ``catur serve`` listens and the client commands connect unless told otherwise.
+DEFAULT_LISTEN = "127.0.0.1:50051"

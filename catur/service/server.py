@@ -30,6 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from catur.errors import CaturError
+from catur.service import DEFAULT_LISTEN
 from catur.shield import ShieldConfig
 from catur.v1 import placement_pb2_grpc as pb_grpc
 
@@ -40,7 +41,6 @@ from catur.service.telemetry import MetricsInterceptor, ServiceMetrics
 
 log = logging.getLogger("catur.service")
 
-DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_WORKERS = 8
 DEFAULT_MAX_CONCURRENT_RPCS = 512
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name

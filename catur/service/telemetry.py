@@ -40,11 +40,12 @@ import time
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from catur.metrics import ANOMALY_THRESHOLD
+
 # Decision latency is tens of microseconds; prometheus_client's default buckets start at 5 ms.
 LATENCY_BUCKETS = (
     1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
-ANOMALY_THRESHOLD = 0.40
 
 
 class ServiceMetrics:
