@@ -39,7 +39,7 @@ import grpc  # noqa: E402
 
 from catur.service.client import PlacementClient  # noqa: E402
 from catur.service.collector import CollectorConfig, TraceCollector  # noqa: E402
-from catur.service.models import ModelHolder  # noqa: E402
+from catur.service.serving import ModelHolder  # noqa: E402
 from catur.service.servicer import PlacementServicer  # noqa: E402
 from catur.service.telemetry import ServiceMetrics  # noqa: E402
 from catur.shield import ShieldConfig  # noqa: E402

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from catur.placement import decider
+from catur.placement import placement_function
 from catur.policies import BASELINES, PRIMITIVES
 from catur.request import VMRequest
 from catur.topology import get_preset
@@ -37,7 +37,7 @@ def workload(n: int, seed: int = 0):
 
 
 def rate(name, topology, used_vcpus, used_mem, requests, repeats) -> float:
-    decide = decider(name)
+    decide = placement_function(name)
     rng = np.random.default_rng(0)
     best = np.inf
     for _ in range(repeats):

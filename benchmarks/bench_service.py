@@ -40,7 +40,7 @@ from bench_placement import workload  # noqa: E402
 import grpc  # noqa: E402
 
 from catur.decision import Decider  # noqa: E402
-from catur.model import PolicyModel, default_model_dir  # noqa: E402
+from catur.policy_model import PolicyModel, default_model_dir  # noqa: E402
 from catur.observation import OBS_DIM, OBS_VERSION  # noqa: E402
 from catur.policies import PRIMITIVES  # noqa: E402
 from catur.service.client import PlacementClient  # noqa: E402

@@ -28,7 +28,7 @@ import numpy as np
 
 from catur.errors import CaturError
 from catur.gate import UncertaintyGate
-from catur.model import PolicyModel
+from catur.policy_model import PolicyModel
 from catur.observation import CandidateTable, candidate_table, encode_batch
 from catur.policies import PRIMITIVES
 from catur.request import RequestBatch, VMRequest
@@ -60,7 +60,7 @@ class Decider:
     """Makes decisions with an optional model, shield and gate; holds no per-host state.
 
     Args:
-        model: A trained :class:`~catur.model.PolicyModel`, or ``None`` for ``greedy``.
+        model: A trained :class:`~catur.policy_model.PolicyModel`, or ``None`` for ``greedy``.
         shield_config: Shield parameters; ``None`` or depth 0 disables the shield.
         use_gate: Use the model's uncertainty gate when its manifest has one.
     """

@@ -36,7 +36,7 @@ class UncertaintyGate:
     def distances(self, obs: np.ndarray) -> np.ndarray:
         """``float64[B]`` distances of ``B`` observations (rows), one vector-matrix product
         per row, so a row gets the same bits alone or in a batch (see
-        :meth:`catur.model.PolicyModel.scores`)."""
+        :meth:`catur.policy_model.PolicyModel.scores`)."""
         delta = np.asarray(obs, dtype=np.float64) - self.mean
         squared = ((delta[:, None, :] @ self.precision)[:, 0, :] * delta).sum(axis=1)
         return np.sqrt(np.maximum(squared, 0.0))

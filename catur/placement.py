@@ -198,9 +198,10 @@ def greedy_batch(
     return options.select(np.argmin(defects, axis=1), GREEDY)
 
 
-def decider(name: str):
+def placement_function(name: str):
     """A function ``(topology, used_vcpus, used_mem_mib, request, rng) -> Placement`` by name:
-    any policy of :data:`~catur.policies.POLICIES`, or ``greedy``."""
+    any policy of :data:`~catur.policies.POLICIES`, or ``greedy``. (Not to be confused with
+    :class:`catur.decision.Decider`, the model + gate + shield that serves requests.)"""
     if name == GREEDY:
         return greedy_place
     if name not in POLICIES:
@@ -211,6 +212,10 @@ def decider(name: str):
         return place(topology, used_vcpus, used_mem_mib, request, policy, rng)
 
     return decide
+
+
+# The old name, easily confused with catur.decision.Decider; kept for one release.
+decider = placement_function
 
 
 def choose_nodes(

@@ -11,7 +11,7 @@ A registry is a plain directory that the trainer writes and the service reads::
       .lock                              (flock'ed by every change)
       .tmp-*/                            (a copy being added; never visible as a version)
 
-Each version directory is a model in the :mod:`catur.model` format (``manifest.json`` +
+Each version directory is a model in the :mod:`catur.policy_model` format (``manifest.json`` +
 ``weights.npz``) plus ``evaluation.json`` (the results given when it was added) and
 ``version.json`` (when, from where, its parent, a free-text note and the SHA-256 of every
 file). The manifest's ``version`` is rewritten to the registry version (``v0003``), so what the
@@ -22,12 +22,12 @@ registry, and removed only by an explicit :meth:`Registry.prune`; their files ar
 **Atomicity.** What a reader can observe is always complete:
 
 * ``add`` copies into ``<root>/.tmp-<...>``, writes and ``fsync``\\ s every file, loads the
-  copy back (:meth:`catur.model.PolicyModel.load`) and checks its checksums, and only then
+  copy back (:meth:`catur.policy_model.PolicyModel.load`) and checks its checksums, and only then
   ``rename``\\ s the directory into ``versions/``. A process killed before the rename leaves
   a ``.tmp-*`` directory that :meth:`Registry.versions` never lists and the next change removes.
 * ``promote`` / ``rollback`` create a new symbolic link ``current.tmp-<pid>`` and
   ``os.replace`` it onto ``current``: ``rename(2)`` swaps the link in one step, so a reader
-  following ``current`` (the service's :func:`catur.service.models.resolve_model_dir`) gets the
+  following ``current`` (the service's :func:`catur.service.serving.resolve_model_dir`) gets the
   old version or the new one, never neither. Killed before the replace, ``current`` is
   untouched and the stray link is removed by the next change.
 * Every change holds an exclusive ``fcntl.flock`` on ``<root>/.lock`` (released by the kernel
@@ -73,12 +73,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from catur.errors import CaturError
-from catur.model import DEFAULT_MODEL, PolicyModel, default_model_dir
+from catur.policy_model import DEFAULT_MODEL, PolicyModel, default_model_dir
 
 log = logging.getLogger("catur.registry")
 
 VERSIONS = "versions"
-CURRENT = "current"  # the name catur.service.models.REGISTRY_POINTER follows
+CURRENT = "current"  # the pointer to the current version; read by read_pointer() only
 HISTORY = "history.jsonl"
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
@@ -97,6 +97,36 @@ VERSION_RE = re.compile(r"^v(\d{4,})$")
 PAUSE_ENV = "CATUR_REGISTRY_TEST_PAUSE"
 #: The environment variable naming the registry when a command is given no ``--registry``.
 REGISTRY_ENV = "CATUR_REGISTRY"
+
+
+def read_pointer(root: str | Path) -> str | None:
+    """Where the registry's ``current`` pointer points, relative to ``root``; ``None`` when
+    there is no pointer (no promotion yet).
+
+    The one rule every reader follows (the registry itself and the serving model's watch):
+    a symbolic link gives its target; a plain file, the text form some file systems need,
+    gives its stripped content; a directory named ``current`` is taken as it is. Anything
+    else, or an empty file, is an error naming the pointer.
+    """
+    pointer = Path(root) / CURRENT
+    try:
+        return os.readlink(pointer)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise CaturError(f"cannot read registry pointer {pointer}: {exc.strerror}") from exc
+    if pointer.is_dir():
+        return CURRENT
+    if not pointer.is_file():
+        raise CaturError(f"registry pointer {pointer} is neither a symbolic link nor a file")
+    try:
+        target = pointer.read_text().strip()
+    except OSError as exc:
+        raise CaturError(f"cannot read registry pointer {pointer}: {exc.strerror}") from exc
+    if not target:
+        raise CaturError(f"registry pointer {pointer} is empty")
+    return target
 
 
 def registry_dir(given: str | None) -> str:
@@ -184,7 +214,7 @@ class ModelVersion:
     """One complete, immutable model version in a registry."""
 
     version: str  # "v0001", "v0002", ... increasing, never reused
-    path: Path  # <root>/versions/<version>: manifest.json + weights.npz (the catur.model format)
+    path: Path  # <root>/versions/<version>: manifest.json + weights.npz (the catur.policy_model format)
     created_at: str  # ISO-8601 UTC
     note: str  # free text given at add()
     evaluation: dict | None  # the JSON given at add(), from <path>/evaluation.json
@@ -288,18 +318,13 @@ class Registry:
 
     def _current_name(self) -> str | None:
         """The version ``current`` points to, or None when there is none yet."""
-        pointer = self.root / CURRENT
-        try:
-            target = os.readlink(pointer)
-        except FileNotFoundError:
+        target = read_pointer(self.root)
+        if target is None:
             return None
-        except OSError as exc:
-            if exc.errno != errno.EINVAL or not pointer.is_file():
-                raise CaturError(f"registry pointer {pointer} is neither a symbolic link nor a file") from exc
-            target = pointer.read_text().strip()  # the text-file form the service also accepts
+        # Managing versions needs more than serving does: the pointer must name one of them.
         name = Path(target).name
         if not VERSION_RE.match(name) or Path(target).parent.name != VERSIONS:
-            raise CaturError(f"registry pointer {pointer} names {target!r}, which is not one of {self.root / VERSIONS}/vNNNN")
+            raise CaturError(f"registry pointer {self.root / CURRENT} names {target!r}, which is not one of {self.root / VERSIONS}/vNNNN")
         return name
 
     def current(self) -> ModelVersion | None:

@@ -51,6 +51,12 @@ def peak_demand(df: pd.DataFrame) -> tuple[int, int]:
 TARGET_UTILIZATION = 0.9
 
 
+def check_target_utilization(value: float | None) -> None:
+    """A sizing target is in [0, 1]; 0 or ``None`` means "keep the cluster file's host counts"."""
+    if value is not None and not 0 <= value <= 1:
+        raise CaturError(f"target utilization must be in [0, 1], got {value}")
+
+
 def size_cluster(df: pd.DataFrame, spec: ClusterSpec, target_utilization: float) -> ClusterSpec:
     """Scale ``spec`` so the trace's peak demand is ``target_utilization`` of the binding resource.
 
@@ -347,8 +353,7 @@ def prepare_scenario(
 
     from catur.sim.cluster import load_cluster
 
-    if target_utilization is not None and not 0 <= target_utilization <= 1:
-        raise CaturError(f"target utilization must be in [0, 1], got {target_utilization}")
+    check_target_utilization(target_utilization)
     spec = load_cluster(cluster)
     if cpu_overcommit is not None:
         spec = replace(spec, cpu_overcommit=cpu_overcommit)

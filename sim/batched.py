@@ -56,7 +56,7 @@ from catur.placement import GREEDY, greedy_batch, place_batch
 from catur.policies import POLICIES, Policy
 from catur.request import RequestBatch, VMRequest, split_requests
 from catur.shield import TypeStats
-from catur.sim.replay import HostReplay, HostTrace, replay_host
+from catur.sim.replay import INTERVENTIONS, HostReplay, HostTrace, replay_host, resolve_policy
 from catur.state import Placement, PlacementBatch
 from catur.topology import Topology
 from catur.traces.events import event_order
@@ -69,8 +69,8 @@ MAX_BATCH_VMS = 1_000_000
 # Fewer hosts of one topology than this replay faster one by one (a lock-step step costs
 # about what one event of the reference loop does, and the longest host sets the pace).
 MIN_BATCH_HOSTS = 8
-# The Decider's counters, in the order the reference loop creates them.
-DECIDER_COUNTERS = ("shield_interventions", "shield_depth1", "unshielded", "gated")
+# The Decider's counters (catur.sim.replay.INTERVENTIONS), kept as one int64 column each.
+DECIDER_COUNTERS = INTERVENTIONS
 
 
 def engine_name() -> str:
@@ -114,10 +114,7 @@ def replay_batched(
     """
     if not batchable(policy):
         raise CaturError(f"policy {policy!r} cannot be replayed in batches; use catur.sim.replay.replay_host")
-    if isinstance(policy, DeciderSpec):
-        policy = policy.build()
-    if isinstance(policy, str) and policy != GREEDY:
-        policy = POLICIES[policy]
+    policy = resolve_policy(policy)
     out: list[HostReplay | None] = [None] * len(hosts)
     groups: dict[tuple, list[int]] = {}
     for i, (topology, _) in enumerate(hosts):

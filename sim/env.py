@@ -29,11 +29,8 @@ from the current state (used by :class:`catur.sim.shaping.LoadAwareShaping`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import gymnasium as gym
 import numpy as np
-import pandas as pd
 
 from catur.errors import CaturError
 from catur.metrics import ANOMALY_THRESHOLD, cor_after, node_cor
@@ -41,49 +38,11 @@ from catur.observation import MAX_NODES, OBS_DIM, Candidate, candidates, encode
 from catur.placement import place
 from catur.policies import PRIMITIVES, NodeContext, Policy, Ranking, get_policy
 from catur.request import VMRequest
-from catur.sim.admission import TARGET_UTILIZATION, HostStream, prepare_scenario
+from catur.sim.admission import HostStream
+from catur.sim.workload import Workload
 from catur.state import Placement
 
 OBS_LOW, OBS_HIGH = -1.0, 8.0  # every feature is clipped into this box
-
-
-@dataclass(frozen=True)
-class Workload:
-    """Where episodes come from: a trace window admitted onto a cluster."""
-
-    source: object = "default"  # synthetic scenario name, trace path, or DataFrame
-    cluster: str = "mixed"
-    days: str | None = None
-    target_utilization: float = TARGET_UTILIZATION
-    cpu_overcommit: float | None = None
-    seed: int = 0
-
-    def streams(self) -> list[HostStream]:
-        df = load_workload(self.source, self.seed)
-        scenario = prepare_scenario(df, self.cluster, self.days, self.target_utilization, self.cpu_overcommit)
-        streams = [s for s in scenario.streams if s.counted.any()]
-        if not streams:
-            raise CaturError(f"workload {self.source!r}: no host has VMs arriving in days {self.days}")
-        return streams
-
-
-def load_workload(source: object, seed: int = 0) -> pd.DataFrame:
-    """A canonical trace from a DataFrame, a trace file path, or a synthetic scenario name."""
-    if isinstance(source, pd.DataFrame):
-        return source
-    from pathlib import Path
-
-    from catur.traces.synthetic import SCENARIOS, generate
-
-    if isinstance(source, str) and source in SCENARIOS:
-        return generate(source, seed=seed)
-    if isinstance(source, (str, Path)) and Path(source).exists():
-        from catur.traces.readers import read_trace
-
-        return read_trace(source)[0]
-    raise CaturError(
-        f"workload {source!r} is neither a trace file nor a synthetic scenario ({', '.join(SCENARIOS)})"
-    )
 
 
 class NumaPlacementEnv(gym.Env):

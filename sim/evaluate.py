@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,13 +43,25 @@ class PolicyResult:
     extra: dict = field(default_factory=dict)  # e.g. correctable anomalies
 
 
-def _replay_streams(task: tuple) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
-    """Worker: replay some hosts under one policy.
+class HostResult(NamedTuple):
+    """One host's part of a policy's result: its counted VMs, by trace row."""
 
-    Returns, per host, the counted VMs' (rows, lifetime defect, placement defect), how many
-    of them were correctable anomalies (0 unless ``correctable_above`` is set), and the
-    decider's intervention counters.
-    """
+    rows: np.ndarray  # trace row of each counted VM
+    lifetime_defect: np.ndarray
+    placement_defect: np.ndarray
+    correctable: int  # how many were correctable anomalies (0 unless they were counted)
+    counters: dict  # the decider's interventions (empty for a plain policy)
+
+    @classmethod
+    def of(cls, stream: HostStream, replay) -> "HostResult":
+        """The counted VMs of ``stream`` from its :class:`~catur.sim.replay.HostReplay`."""
+        keep = stream.counted
+        return cls(stream.rows[keep], replay.lifetime_defect[keep], replay.placement_defect[keep],
+                   int(replay.correctable[keep].sum()), dict(replay.counters))
+
+
+def _replay_streams(task: tuple) -> list[HostResult]:
+    """Worker: replay some hosts under one policy; one :class:`HostResult` per host."""
     streams, policy, seed, correctable_above, oracle_k = task
     if engine_name() == "batched" and batchable(policy, correctable_above):
         # All hosts of the task at once (catur.sim.batched); identical numbers, much faster.
@@ -66,19 +78,7 @@ def _replay_streams(task: tuple) -> list[tuple[np.ndarray, np.ndarray, np.ndarra
             )
             for stream in streams
         ]
-    out = []
-    for stream, result in zip(streams, results):
-        keep = stream.counted
-        out.append(
-            (
-                stream.rows[keep],
-                result.lifetime_defect[keep],
-                result.placement_defect[keep],
-                int(result.correctable[keep].sum()),
-                dict(result.counters),
-            )
-        )
-    return out
+    return [HostResult.of(stream, result) for stream, result in zip(streams, results)]
 
 
 def policy_label(policy: str | DeciderSpec) -> str:
@@ -180,32 +180,37 @@ def evaluate_policies(
     for name in policies:
         out[name] = merge_host_results(name, parts[name], config)
         if count_correctable:
-            out[name].extra["correctable_anomalies"] = sum(p[3] for p in parts[name])
-        counters: dict[str, int] = {}
-        for part in parts[name]:
-            for key, value in part[4].items():
-                counters[key] = counters.get(key, 0) + int(value)
-        if counters:  # a Decider: how often the shield and the gate stepped in (warm-up included)
-            out[name].extra.update(counters)
+            out[name].extra["correctable_anomalies"] = sum(p.correctable for p in parts[name])
     return out
 
 
-def merge_host_results(name: str, parts: list[tuple], config: MetricsConfig) -> PolicyResult:
-    """One policy's per-host ``(rows, lifetime defect, placement defect, ...)`` parts merged in
-    trace-row order and summarised, so the result does not depend on how hosts were split."""
-    rows = np.concatenate([p[0] for p in parts])
+def merge_host_results(name: str, parts: list[HostResult], config: MetricsConfig) -> PolicyResult:
+    """One policy's per-host parts merged in trace-row order and summarised, so the result
+    does not depend on how hosts were split. The deciders' counters are summed into
+    ``extra`` (how often the shield and the gate stepped in, warm-up included)."""
+    rows = np.concatenate([p.rows for p in parts])
     order = np.argsort(rows, kind="stable")
-    lifetime = np.concatenate([p[1] for p in parts])[order]
-    at_placement = np.concatenate([p[2] for p in parts])[order]
-    return PolicyResult(name, summarize(lifetime, at_placement, config), rows[order], lifetime, at_placement)
+    lifetime = np.concatenate([p.lifetime_defect for p in parts])[order]
+    at_placement = np.concatenate([p.placement_defect for p in parts])[order]
+    result = PolicyResult(name, summarize(lifetime, at_placement, config), rows[order], lifetime, at_placement)
+    for part in parts:
+        for key, value in part.counters.items():
+            result.extra[key] = result.extra.get(key, 0) + int(value)
+    return result
 
 
 @dataclass
 class Evaluation:
-    """Everything ``catur evaluate`` reports: the scenario and each policy's result."""
+    """Everything ``catur evaluate`` reports: the scenario and each policy's result.
+
+    ``trace`` (the canonical trace evaluated, ``None`` when it was streamed) and ``origin_s``
+    (the start of day 1) are what the per-day table and plots need; they are not in the JSON.
+    """
 
     scenario: dict
     results: dict[str, PolicyResult]
+    trace: pd.DataFrame | None = field(default=None, repr=False)
+    origin_s: float | None = None
 
     def to_json(self) -> dict:
         """The documented JSON shape: ``{"scenario": {...}, "policies": {NAME: {...}}}``."""

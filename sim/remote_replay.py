@@ -29,7 +29,6 @@ independent runs.
 
 from __future__ import annotations
 
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
@@ -38,8 +37,8 @@ import numpy as np
 from catur.errors import CaturError
 from catur.metrics import MetricsConfig
 from catur.sim.admission import HostStream
-from catur.sim.evaluate import PolicyResult, merge_host_results
-from catur.sim.replay import replay_host
+from catur.sim.evaluate import HostResult, PolicyResult, merge_host_results
+from catur.sim.replay import count_interventions, intervention_counters, replay_host
 
 from catur.service.client import PlacementClient
 
@@ -80,49 +79,36 @@ def replay_remote(
     def one(stream: HostStream):
         host_id = f"{host_prefix}{stream.host}"
         cluster = clusters[stream.host] if clusters is not None else ""
-        counters: Counter = Counter({"shield_interventions": 0, "shield_depth1": 0, "unshielded": 0, "gated": 0})
-        # replay_host calls decide once per arrival, walking trace.events() in order: the same
-        # walk here tells which VM each call is for, and which departures came before it.
-        events = iter(stream.trace.events())
+        counters = intervention_counters()
+        arrival: list = [0.0, -1]  # the time and VM of the arrival being decided
 
         def vm_id(vm: int) -> str:
             row = int(stream.rows[vm])
             return str(vm_ids[row]) if vm_ids is not None else str(row)
 
-        def until_arrival():
-            for t, arriving, vm in events:
-                if arriving:
-                    return t, vm
-                if departures:
-                    client.depart(vm_id(vm), host_id, t)
-            return None
+        def on_event(t: float, arriving: bool, vm: int) -> None:
+            if arriving:
+                arrival[:] = [t, vm]
+            elif departures:
+                client.depart(vm_id(vm), host_id, t)
 
         def decide(topology, used_vcpus, used_mem_mib, request, rng=None):
-            t, vm = until_arrival()
-            if request != stream.trace.request(vm):  # pragma: no cover - replay_host changed its walk
-                raise CaturError(f"host {stream.host}: replay order out of step with HostTrace.events() at VM {vm}")
+            t, vm = arrival
             decision = client.place(
                 topology, used_vcpus, used_mem_mib, request, host_id=host_id, vm_id=vm_id(vm), cluster=cluster, time_s=t
             )
-            counters["shield_interventions"] += decision.shield_intervened
-            counters["shield_depth1"] += decision.shield_fallback == "depth-1"
-            counters["unshielded"] += decision.shield_fallback == "unshielded"
-            counters["gated"] += decision.gated
+            count_interventions(counters, decision)
             return decision.placement
 
-        result = replay_host(stream.topology, stream.trace, decide, seed=seed + stream.host)
-        if until_arrival() is not None:  # pragma: no cover - see above
-            raise CaturError(f"host {stream.host}: the replay placed fewer VMs than its trace has")
+        replay = replay_host(stream.topology, stream.trace, decide, seed=seed + stream.host, on_event=on_event)
+        replay.counters = counters
         if progress:
             progress(stream.trace.num_vms)
-        keep = stream.counted
-        return stream.rows[keep], result.lifetime_defect[keep], result.placement_defect[keep], counters
+        return HostResult.of(stream, replay)
 
     if concurrency == 1:
         parts = [one(stream) for stream in streams]
     else:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="catur-replay") as pool:
             parts = list(pool.map(one, streams))
-    result = merge_host_results(name, parts, config)
-    result.extra.update({key: int(sum(p[3][key] for p in parts)) for key in parts[0][3]})
-    return result
+    return merge_host_results(name, parts, config)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from catur.metrics import (
     lifetime_mean_cor,
     summarize,
 )
-from catur.placement import GREEDY, decider, place
+from catur.placement import GREEDY, place, placement_function
 from catur.policies import POLICIES, Policy
 from catur.request import VMRequest
 from catur.traces.events import event_order
@@ -149,6 +149,25 @@ class HostReplay:
 ORACLE = "oracle"
 
 
+# How often a Decider's shield and gate stepped in, counted per host by every replay (the
+# reference loop, the batched engine, the replay through a service) under these names.
+INTERVENTIONS = ("shield_interventions", "shield_depth1", "unshielded", "gated")
+
+
+def intervention_counters() -> Counter:
+    """Zeroed counters of :data:`INTERVENTIONS`, in that order."""
+    return Counter(dict.fromkeys(INTERVENTIONS, 0))
+
+
+def count_interventions(counters: Counter, decision) -> None:
+    """Add one decision's interventions (a :class:`~catur.decision.Decision` or the service's
+    answer: ``shield_intervened``, ``shield_fallback``, ``gated``)."""
+    counters["shield_interventions"] += decision.shield_intervened
+    counters["shield_depth1"] += decision.shield_fallback == "depth-1"
+    counters["unshielded"] += decision.shield_fallback == "unshielded"
+    counters["gated"] += decision.gated
+
+
 def _stateful(decider_: Decider, counters: Counter):
     """A replay decider around a :class:`Decider`, with this host's recent-request statistics
     for the shield, counting interventions."""
@@ -157,10 +176,7 @@ def _stateful(decider_: Decider, counters: Counter):
     def decide(topology, used_vcpus, used_mem_mib, request, rng=None):
         decision = decider_.decide(topology, used_vcpus, used_mem_mib, request, stats)
         stats.observe(request)
-        counters["shield_interventions"] += decision.shield_intervened
-        counters["shield_depth1"] += decision.shield_fallback == "depth-1"
-        counters["unshielded"] += decision.shield_fallback == "unshielded"
-        counters["gated"] += decision.gated
+        count_interventions(counters, decision)
         return decision.placement
 
     return decide
@@ -173,6 +189,22 @@ def check_policy_name(name: str) -> None:
         raise unknown_name("policy", name, [*POLICIES, GREEDY, ORACLE])
 
 
+def resolve_policy(policy: Policy | str | Decider | DeciderSpec | Callable):
+    """The one reading of a policy argument, for every replay engine: a
+    :class:`~catur.decision.DeciderSpec` becomes its :class:`~catur.decision.Decider`, a ranking
+    policy's name its :class:`~catur.policies.Policy`; ``"greedy"`` and ``"oracle"`` stay
+    names; a Policy, a Decider or any callable ``(topology, used_vcpus, used_mem_mib, request,
+    rng=None) -> Placement`` is returned as it is. An unknown name fails, listing the known."""
+    if isinstance(policy, DeciderSpec):
+        return policy.build()
+    if isinstance(policy, str):
+        check_policy_name(policy)
+        return policy if policy in (GREEDY, ORACLE) else POLICIES[policy]
+    if isinstance(policy, (Policy, Decider)) or callable(policy):
+        return policy
+    raise CaturError(f"not a policy: {policy!r}")
+
+
 def replay_host(
     topology: Topology,
     trace: HostTrace,
@@ -181,6 +213,7 @@ def replay_host(
     *,
     oracle_k: int = 5,
     correctable_above: float | None = None,
+    on_event: Callable[[float, bool, int], None] | None = None,
 ) -> HostReplay:
     """Run every event of ``trace`` on an empty host of ``topology`` with ``policy``.
 
@@ -191,10 +224,11 @@ def replay_host(
     any callable ``(topology, used_vcpus, used_mem_mib, request, rng=None) -> Placement``.
     With ``correctable_above`` set (an anomaly threshold), every VM placed with a defect above
     it is checked against the oracle, and :attr:`HostReplay.correctable` marks those the
-    oracle would have placed at or below it.
+    oracle would have placed at or below it. ``on_event(time, arriving, vm)`` is called before
+    each event is handled, so a callable policy knows which VM it decides for and when (the
+    replay through a service sends the VM's id and time, and the departures, from it).
     """
-    if isinstance(policy, str):
-        check_policy_name(policy)
+    policy = resolve_policy(policy)
     use_oracle = isinstance(policy, str) and policy == ORACLE
     if use_oracle or correctable_above is not None:
         from catur.sim.oracle import Lookahead, lookahead_events, oracle_place
@@ -202,16 +236,14 @@ def replay_host(
         if oracle_k < 1:
             raise CaturError(f"oracle look-ahead k must be >= 1, got {oracle_k}")
     counters: Counter = Counter()
-    if isinstance(policy, DeciderSpec):
-        policy = policy.build()
     if isinstance(policy, Decider):
         decide = _stateful(policy, counters)
     elif isinstance(policy, Policy):
         decide = partial(place, policy=policy)
-    elif callable(policy):  # e.g. a client that asks a running service
+    elif isinstance(policy, str):
+        decide = placement_function(policy) if not use_oracle else None  # greedy
+    else:  # a callable, e.g. a client that asks a running service
         decide = policy
-    elif not use_oracle:
-        decide = decider(policy)
     rng = np.random.default_rng(seed)
     n = trace.num_vms
     state = HostsState(topology, 1)
@@ -242,6 +274,8 @@ def replay_host(
         mean_cor[vm] = lifetime_mean_cor(grown, placement.total_vcpus, lifetime, out.cor_at_placement[vm])
 
     for pos, (t, kind, vm) in enumerate(events):
+        if on_event is not None:
+            on_event(float(t), bool(kind == 1), int(vm))
         clock.advance(t)
         if kind == 1:
             request = requests[vm]

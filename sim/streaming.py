@@ -42,11 +42,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from catur.metrics import SummaryAccumulator
 from catur.decision import DeciderSpec
 from catur.errors import CaturError
-from catur.metrics import MetricsConfig
-from catur.sim.admission import SECONDS_PER_DAY, admit, host_streams, window_of
+from catur.metrics import MetricsConfig, SummaryAccumulator
+from catur.sim.admission import SECONDS_PER_DAY, admit, check_target_utilization, host_streams, window_of
 from catur.sim.cluster import ClusterSpec
 from catur.sim.evaluate import Evaluation, PolicyResult, evaluate_policies, policy_label
 from catur.topology import Topology
@@ -258,8 +257,7 @@ def evaluate_streamed(
     is about ``jobs + 1`` batches. Results are folded in batch order, so the numbers do not
     depend on ``jobs``. Other engines (Ray) get one batch at a time and spread it themselves.
     """
-    if target_utilization is not None and not 0 <= target_utilization <= 1:
-        raise CaturError(f"target utilization must be in [0, 1], got {target_utilization}")
+    check_target_utilization(target_utilization)
     options = dict(evaluate_options or {})
     start_s, end_s = window_of(days, trace.first_arrival_s, trace.last_event_s)
     origin_s, _ = window_of(None, trace.first_arrival_s, trace.last_event_s)

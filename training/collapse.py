@@ -21,7 +21,7 @@ fine-tune read that file, so they admit the very same hosts (same host ids) as t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -88,17 +88,18 @@ def load_window(config, work: Path, log: Callable[[str], None]) -> Window:
     ``config`` is a :class:`~catur.training.retrain.RetrainConfig` (or anything with its
     ``trace, format, days, group_by, cluster, target_utilization, cpu_overcommit``).
     """
-    from catur.sim.admission import parse_days, prepare_scenario
+    from catur.sim.admission import parse_days
+    from catur.sim.workload import Workload
     from catur.traces.canonical import write_canonical
-    from catur.traces.readers import read_trace
 
-    df, _ = read_trace(config.trace, config.format)
+    df, _ = Workload(config.trace, format=config.format, synthetic=False).read()
     trace_path = work / "trace.parquet"
     write_canonical(df, trace_path)
-    df, _ = read_trace(trace_path)  # exactly what the training environments will read
+    recent = Workload(trace_path, config.cluster, None, config.target_utilization, config.cpu_overcommit)
+    df, _ = recent.read()  # exactly what the training environments will read
     days = config.days or default_recent_days(df)
     group_by = resolve_group_by(config.group_by, df)
-    scenario = prepare_scenario(df, config.cluster, days, config.target_utilization, config.cpu_overcommit)
+    scenario = replace(recent, days=days).scenario(df)
     streams = [s for s in scenario.streams if s.counted.any()]
     if not streams:
         raise CaturError(f"--days {days}: no admitted VM of {config.trace} arrives in the recent window")
@@ -123,13 +124,10 @@ def evaluate_by_group(
     window: Window, policies: list, *, jobs: int | None, seed: int, progress: bool = True, desc: str = "replay"
 ) -> dict[str, dict[str, Summary]]:
     """``{policy: {group: Summary}}`` over the recent window (one replay, split by group)."""
-    from tqdm import tqdm
+    from catur.sim.pipeline import EvaluateOptions, replay
 
-    from catur.sim.evaluate import evaluate_policies
-
-    total = sum(s.trace.num_vms for s in window.streams) * len(policies)
-    with tqdm(total=total, unit="VM", desc=desc, disable=not progress or None, leave=False) as bar:
-        results = evaluate_policies(window.streams, policies, jobs=jobs, seed=seed, progress=bar.update)
+    options = EvaluateOptions(jobs=jobs, progress=progress)
+    results, _ = replay(window.streams, policies, options, seed=seed, desc=desc, leave=False)
     out: dict[str, dict[str, Summary]] = {}
     for name, result in results.items():
         groups = window.group_of_row[result.rows]

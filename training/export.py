@@ -2,7 +2,7 @@
 
 SB3 saves models with pickle, which runs code on load: fine for a checkpoint you produced,
 not for the model a service loads. :func:`export_layers` reads the network's linear layers
-into plain arrays for :class:`catur.model.PolicyModel`; :func:`check_agreement` then runs
+into plain arrays for :class:`catur.policy_model.PolicyModel`; :func:`check_agreement` then runs
 both implementations on the same observations and counts identical decisions, so an export
 that would act differently from the trained policy is caught before it is written.
 :func:`load_layers` is the inverse: it writes exported layers back into a fresh SB3 network,
@@ -16,7 +16,7 @@ import torch
 
 from catur.errors import CaturError
 
-# Hidden activations the numpy model can run (catur.model.ACTIVATIONS), by manifest name.
+# Hidden activations the numpy model can run (catur.policy_model.ACTIVATIONS), by manifest name.
 ACTIVATION_MODULES = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
 
@@ -84,7 +84,7 @@ def load_layers(model, layers) -> None:
     """Write exported ``layers`` back into an SB3 policy: the inverse of :func:`export_layers`.
 
     ``layers`` are ``(w[in, out], b[out])`` pairs as :func:`export_layers` gives them (or a
-    :class:`~catur.model.PolicyModel`'s ``layers``). The network must have the same shape —
+    :class:`~catur.policy_model.PolicyModel`'s ``layers``). The network must have the same shape —
     the same hidden sizes — and the caller must have built it with the same activation; a
     shape mismatch raises :class:`CaturError` naming the layer. For PPO this sets the actor
     (``mlp_extractor.policy_net`` + ``action_net``; the value network keeps its fresh

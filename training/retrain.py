@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Callable
 
 from catur.errors import CaturError
-from catur.model import PolicyModel
+from catur.policy_model import PolicyModel
 from catur.policies import PRIMITIVES
 from catur.sim.admission import TARGET_UTILIZATION
 from catur.training.collapse import (
@@ -262,7 +262,8 @@ def _same_file(a: str, b: str) -> bool:
 
 def measure_drift(config: RetrainConfig, window: Window, model: PolicyModel, log: Callable[[str], None]) -> tuple[dict, dict]:
     """``(report, samples)``: PSI/KS per feature and the gate rates; the samples feed the plots."""
-    from catur.sim.admission import parse_days, prepare_scenario
+    from catur.sim.admission import parse_days
+    from catur.sim.workload import Workload
     from catur.training import drift
     from catur.training.train import _collect_observations
 
@@ -287,7 +288,7 @@ def measure_drift(config: RetrainConfig, window: Window, model: PolicyModel, log
     features = drift.compare_windows(reference, recent)
     report["features"] = {name: f.to_dict() for name, f in features.items()}
     if gate is not None and config.gate_samples:
-        scenario = prepare_scenario(window.df, config.cluster, days, config.target_utilization, config.cpu_overcommit)
+        scenario = Workload(window.df, config.cluster, days, config.target_utilization, config.cpu_overcommit).scenario(window.df)
         streams = [s for s in scenario.streams if s.counted.any()]
         if streams:
             cfg = replace(_window_train_config(window, config), train_days=days)

@@ -43,7 +43,7 @@ import numpy as np
 
 from catur.errors import CaturError
 from catur.gate import fit_gate
-from catur.model import MODEL_FORMAT, PolicyModel
+from catur.policy_model import MODEL_FORMAT, PolicyModel
 from catur.observation import CANDIDATE_FEATURES, OBS_DIM, OBS_VERSION
 from catur.policies import PRIMITIVES
 from catur.sim.admission import TARGET_UTILIZATION
@@ -85,7 +85,7 @@ class TrainConfig:
     teacher: str = "greedy"
     teacher_k: int = 5
     tensorboard: str | None = None
-    # Fine-tuning: a model directory (catur.model format) whose weights the network starts
+    # Fine-tuning: a model directory (catur.policy_model format) whose weights the network starts
     # from instead of a fresh initialisation; its hidden sizes and activation are used.
     init_from: str | None = None
     # Only these admitted host ids give episodes and the periodic evaluation sample (None =
@@ -131,6 +131,12 @@ class TrainConfig:
             seed=self.seed,
         )
 
+    def window(self, days: str | None):
+        """The :class:`~catur.sim.workload.Workload` of ``days`` of the configured workload."""
+        from catur.sim.workload import Workload
+
+        return Workload(self.workload, **self.workload_options(days))
+
 
 def make_env(config: TrainConfig, days: str | None, streams=None):
     """One (wrapped) environment over ``days`` of the configured workload."""
@@ -139,15 +145,13 @@ def make_env(config: TrainConfig, days: str | None, streams=None):
 
     if streams is None and config.hosts is not None:
         streams = _host_streams(config, days)
-    env = NumaPlacementEnv(config.workload, episode_arrivals=config.episode_arrivals, streams=streams, **config.workload_options(days))
+    env = NumaPlacementEnv(config.window(days), episode_arrivals=config.episode_arrivals, streams=streams)
     return LoadAwareShaping(env) if config.shaping else env
 
 
 def _host_streams(config: TrainConfig, days: str | None):
     """The window's host streams, restricted to ``config.hosts`` when set."""
-    from catur.sim.env import Workload
-
-    streams = Workload(config.workload, **config.workload_options(days)).streams()
+    streams = config.window(days).streams()
     if config.hosts is None:
         return streams
     chosen = [s for s in streams if s.host in set(config.hosts)]

@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from catur.cli.options import add_command
 from catur.errors import CaturError
 from catur.registry import REGISTRY_ENV
 
@@ -211,13 +212,12 @@ def cmd_models_prune(args: argparse.Namespace) -> int:
 
 
 def add_models_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "models",
+    p = add_command(
+        sub, "models", None,
         help="the model registry: list, show, add, promote, roll back model versions",
         description="Manage a model registry: numbered model versions with their evaluation "
         "results, one of them 'current' (what 'catur serve --model DIR' serves). Changes are "
         "atomic: a process killed at any moment never leaves a half-written model current.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
     models_sub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -226,16 +226,13 @@ def add_models_commands(sub: argparse._SubParsersAction) -> None:
 
     def action(name: str, func, help: str, description: str) -> argparse.ArgumentParser:
         examples = "\n".join(line for line in EPILOG.splitlines() if line.startswith(f"  catur models {name}"))
-        q = models_sub.add_parser(
-            name,
+        return add_command(
+            models_sub, name, func,
             parents=[common],
             help=help,
             description=textwrap.fill(description, 88),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
             epilog=f"examples:\n{examples}" if examples else None,
         )
-        q.set_defaults(func=func)
-        return q
 
     action("init", cmd_models_init, "create an empty registry", "Create a registry directory (versions/ inside); harmless if it exists.")
     q = action("list", cmd_models_list, "list the versions (* = current)",

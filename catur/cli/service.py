@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from catur.cli.options import add_command
 from catur.errors import CaturError
 from catur.service import DEFAULT_LISTEN
 
@@ -64,12 +65,11 @@ def add_client_tls_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_service_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
+    p = add_command(
+        sub, "serve", cmd_serve,
         help="run the gRPC placement service",
         description="Serve NUMA placement decisions over gRPC (catur.v1.Placement), with health, "
         "reflection, Prometheus metrics, TLS and hot model reload.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_SERVE,
     )
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"address to serve on (default {DEFAULT_LISTEN}; port 0 = any free port)")
@@ -97,13 +97,11 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--collect-rotate-rows", type=int, default=100_000, metavar="N", help="start a new file after N rows (default 100000)")
     g.add_argument("--collect-rotate-seconds", type=float, default=600.0, metavar="S", help="start a new file when the current one's first row is S seconds old: at most S seconds of records are lost in a crash (default 600)")
     g.add_argument("--collect-queue", type=int, default=65_536, metavar="N", help="rows waiting for the writer; beyond, rows are dropped and counted, never waited for (default 65536)")
-    p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser(
-        "place",
+    p = add_command(
+        sub, "place", cmd_place,
         help="ask a running placement service where one VM goes",
         description="Send one PlaceRequest to a running 'catur serve' and print the answer as JSON.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_PLACE,
     )
     add_client_arguments(p, timeout=5.0)
@@ -121,14 +119,12 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cluster", default="", help="the host's cluster (recorded by a collecting service)")
     p.add_argument("--time", type=float, metavar="S", help="arrival time in seconds (recorded by a collecting service; default: the server's clock)")
     add_client_tls_arguments(p)
-    p.set_defaults(func=cmd_place)
 
-    p = sub.add_parser(
-        "depart",
+    p = add_command(
+        sub, "depart", cmd_depart,
         help="tell a running placement service that a VM left its host (for trace collection)",
         description="Send the hypervisor's departure notice (catur.v1.Placement/Depart) for one VM to "
         "a running 'catur serve'.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_DEPART,
     )
     add_client_arguments(p, timeout=5.0)
@@ -136,14 +132,12 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host-id", default="", help="the host the VM left")
     p.add_argument("--time", type=float, metavar="S", help="departure time in seconds (default: the server's clock)")
     add_client_tls_arguments(p)
-    p.set_defaults(func=cmd_depart)
 
-    p = sub.add_parser(
-        "replay",
+    p = add_command(
+        sub, "replay", cmd_replay,
         help="replay a trace through a running placement service and report the metrics",
         description="Play a trace against a running 'catur serve' as a fleet of hypervisors would "
         "and print the same metrics table as 'catur evaluate'.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_REPLAY,
     )
     add_client_arguments(p, timeout=5.0, timeout_help="deadline of each call in seconds")
@@ -152,20 +146,17 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--also", metavar="POLICIES", help="also evaluate these policies offline, in the same table (e.g. greedy,xen)")
     add_replay_scenario_arguments(p)
     add_client_tls_arguments(p)
-    p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser(
-        "health",
+    p = add_command(
+        sub, "health", cmd_health,
         help="ask a running placement service whether it is serving (for health checks)",
         description="Call the standard gRPC health service (grpc.health.v1.Health/Check) of a "
         "running 'catur serve' and print its status.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_HEALTH,
     )
     add_client_arguments(p, timeout=3.0)
     p.add_argument("--service", default="", metavar="NAME", help="service to ask about (default '': the whole server; or catur.v1.Placement)")
     add_client_tls_arguments(p)
-    p.set_defaults(func=cmd_health)
 
 
 def add_replay_scenario_arguments(p: argparse.ArgumentParser) -> None:
@@ -381,55 +372,35 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    import time
-
     import grpc
-    from tqdm import tqdm
 
-    from catur.cli.evaluate import load_workload, report, scenario_facts, scenario_from_args
-    from catur.metrics import MetricsConfig
-    from catur.sim.admission import parse_days
-    from catur.sim.evaluate import Evaluation, check_policy_name, evaluate_policies
-
+    from catur.cli.evaluate import options_from_args, report, workload_from_args
+    from catur.sim.pipeline import ExternalPolicy, check_policies, evaluate
     from catur.sim.remote_replay import replay_remote
 
-    started = time.perf_counter()
-    also = [p.strip() for p in args.also.split(",") if p.strip()] if args.also else []
-    for name in also:
-        check_policy_name(name)
-    config = MetricsConfig(anomaly_threshold=args.anomaly_threshold)
-    df, label = load_workload(args)
-    scenario_ = scenario_from_args(args, df)
-    streams = scenario_.streams
+    also = check_policies([p.strip() for p in args.also.split(",") if p.strip()] if args.also else [])
+    workload, options = workload_from_args(args), options_from_args(args)
     with _client(args) as client:
         try:
             info = client.server_info()
             name = info.policy_name or info.policy
             if name in also:
                 raise CaturError(f"--also {name}: that is the service's own row; drop it from --also")
-            total = sum(s.trace.num_vms for s in streams)
-            with tqdm(total=total, unit="VM", desc=f"replaying via {args.target}", disable=args.quiet or None, file=sys.stderr) as bar:
-                result = replay_remote(
-                    streams, client, name, seed=args.seed, config=config, concurrency=args.concurrency,
-                    host_prefix=args.host_prefix, progress=bar.update,
-                    vm_ids=df["vm_id"].to_numpy(), clusters=scenario_.admission.host_cluster,
+
+            def through_service(prepared, progress):
+                return replay_remote(
+                    prepared.scenario.streams, client, name, seed=prepared.workload.seed, config=options.metrics,
+                    concurrency=args.concurrency, host_prefix=args.host_prefix, progress=progress,
+                    vm_ids=prepared.df["vm_id"].to_numpy(), clusters=prepared.scenario.admission.host_cluster,
                 )
+
+            evaluation = evaluate(
+                workload, also, options,
+                external=[ExternalPolicy(name, through_service, desc=f"replaying via {args.target}")],
+                facts={"service": {"target": args.target, "policy": name, "model_version": info.model_version,
+                                   "shield_depth": info.shield.depth}},
+            )
         except grpc.RpcError as exc:
             raise _rpc_error(exc, args.target) from None
-    results = {name: result}
-    if also:
-        results.update(evaluate_policies(streams, also, jobs=args.jobs, seed=args.seed, config=config))
-    origin_s, _ = parse_days(None, df)
-    scenario = scenario_facts(
-        args, df, label, scenario_, config,
-        service={
-            "target": args.target,
-            "policy": name,
-            "model_version": info.model_version,
-            "shield_depth": info.shield.depth,
-        },
-    )
-    evaluation = Evaluation(scenario, results)
-    scenario["wall_s"] = round(time.perf_counter() - started, 3)
-    report(evaluation, df, origin_s, args)
+    report(evaluation, args.json, args.plots)
     return 0

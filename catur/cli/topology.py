@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from catur.cli.options import add_command
+
 EPILOG_TOPOLOGY = """examples:
   catur topology list
   catur topology show amd-2s-nps2
@@ -74,11 +76,10 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
 
 def add_topology_commands(sub: argparse._SubParsersAction) -> None:
-    topo = sub.add_parser(
-        "topology",
+    topo = add_command(
+        sub, "topology", None,
         help="host NUMA topologies: list presets, show one, detect this machine's",
         description="Host NUMA topologies: nodes with cores and memory, sockets, distances.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_TOPOLOGY,
     )
     topo_sub = topo.add_subparsers(dest="topology_command", metavar="ACTION", required=True)

@@ -23,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+from catur.cli.options import add_command
 from catur.errors import CaturError
 from catur.traces.canonical import write_canonical
 from catur.traces.readers import FORMATS, ReadReport, read_trace
@@ -57,45 +58,40 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def add_traces_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``traces convert``, ``stats`` and ``generate`` on ``subparsers``; returns ``traces``."""
-    traces = subparsers.add_parser(
-        "traces",
+    traces = add_command(
+        subparsers, "traces", None,
         help="convert public VM traces to Catur's canonical trace and summarise them",
         description="Convert public VM traces (Huawei-East-1, Azure Public Dataset) to Catur's "
                     "canonical trace, and summarise traces.",
         epilog=_TRACES_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = traces.add_subparsers(dest="traces_command", metavar="{convert,stats,generate}")
     sub.required = True
 
-    convert = sub.add_parser(
-        "convert",
+    convert = add_command(
+        sub, "convert", cmd_traces_convert,
         help="read a trace in any supported format and write it as a canonical trace",
         description="Read IN (any supported format, gzipped or not) and write the canonical "
                     "trace (vm_id, arrival_s, departure_s, vcpus, mem_gib, ...) to OUT. "
                     "Errors name the file, line, field and value of the first bad row.",
         epilog=_TRACES_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     convert.add_argument("input", metavar="IN", help="trace file to read")
     convert.add_argument("output", metavar="OUT",
                          help="canonical trace to write: .parquet (recommended), .csv or .csv.gz")
     _add_common(convert)
-    convert.set_defaults(func=_convert)
 
-    stats = sub.add_parser(
-        "stats",
+    stats = add_command(
+        sub, "stats", cmd_traces_stats,
         help="print a trace's VM count, span, flavors and peak concurrency",
         description="Summarise TRACE: VM count, time span, vCPU and memory distributions, the "
                     "most common flavors, the share still running at the end, and the peak "
                     "number of live VMs, vCPUs and GiB.",
         epilog=_TRACES_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     stats.add_argument("trace", metavar="TRACE", help="trace file, any supported format")
     _add_common(stats)
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
-    stats.set_defaults(func=_stats)
     add_generate_command(sub)
     return traces
 
@@ -124,13 +120,12 @@ def add_generate_command(sub: argparse._SubParsersAction) -> None:
     """Register ``traces generate`` (synthetic traces of any size, :mod:`catur.traces.scale`)."""
     from catur.traces.synthetic import SCENARIOS
 
-    gen = sub.add_parser(
-        "generate",
+    gen = add_command(
+        sub, "generate", cmd_traces_generate,
         help="write a synthetic trace of any size (e.g. a month of 100M VMs) in bounded memory",
         description="Generate a synthetic canonical trace of --vms VMs as independent clusters of a "
                     "built-in scenario, written one cluster at a time.",
         epilog=_GENERATE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gen.add_argument("--scenario", default="default", choices=list(SCENARIOS), metavar="NAME",
                      help="scenario of every cluster: " + ", ".join(SCENARIOS) + " (default: default)")
@@ -146,13 +141,12 @@ def add_generate_command(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--jobs", type=int, default=1,
                      help="worker processes generating clusters (default 1; the writer is one more)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
-    gen.set_defaults(func=_generate)
 
 
 _SINGLE_FILE_MAX_VMS = 5_000_000
 
 
-def _generate(args: argparse.Namespace) -> int:
+def cmd_traces_generate(args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm import tqdm
 
@@ -189,7 +183,7 @@ def _print_report(report: ReadReport) -> None:
             print(f"  {reason}", file=sys.stderr)
 
 
-def _convert(args: argparse.Namespace) -> int:
+def cmd_traces_convert(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     if target.exists() and source.resolve() == target.resolve():
         raise CaturError(f"refusing to overwrite the input {source} with the converted trace")
@@ -201,7 +195,7 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stats(args: argparse.Namespace) -> int:
+def cmd_traces_stats(args: argparse.Namespace) -> int:
     df, report = read_trace(args.trace, args.fmt, skip_bad_rows=args.skip_bad_rows)
     _print_report(report)
     stats = trace_stats(df)

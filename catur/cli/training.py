@@ -4,9 +4,15 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
-from catur.sim.admission import TARGET_UTILIZATION
+from catur.cli.options import add_cluster_arguments, add_command, config_from_args, config_option
+from catur.errors import CaturError
+from catur.registry import REGISTRY_ENV
+from catur.training.collapse import GROUP_BY
+from catur.training.retrain import RetrainConfig
+from catur.training.train import ALGORITHMS, TEACHERS, TrainConfig
 
 EPILOG = """examples:
   catur train --synthetic default --out models/mine                 # minutes on 2 cores
@@ -25,72 +31,47 @@ TensorBoard logs go to --tensorboard DIR (view with: tensorboard --logdir DIR).
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
+    p = add_command(
+        sub, "train", cmd_train,
         help="train a placement policy (PPO or DQN over the four primitives)",
         description="Train a policy that picks one of the four primitives per VM, on one window "
         "of a trace, evaluating it periodically on a later window against every primitive and "
         "greedy, and write a model directory that 'catur evaluate --model' and 'catur serve' load.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
     p.add_argument("trace", nargs="?", help="trace file (any supported format)")
     p.add_argument("--synthetic", metavar="NAME", help="built-in synthetic workload (default: 'default' when no trace)")
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write (replaced if it exists)")
-    p.add_argument("--algo", choices=("ppo", "dqn"), default="ppo", help="MaskablePPO (default) or DQN")
-    p.add_argument("--train-days", default="1:12", metavar="FIRST:LAST", help="window episodes come from (default 1:12)")
-    p.add_argument("--eval-days", default="13:15", metavar="FIRST:LAST", help="validation window that picks the checkpoint (default 13:15); keep the test window apart")
-    p.add_argument("--cluster", default="mixed", help="cluster mix or file (as in catur evaluate)")
-    p.add_argument("--cpu-overcommit", type=float, help="vCPUs admitted per host core")
-    p.add_argument("--target-utilization", type=float, default=TARGET_UTILIZATION, help=f"cluster sizing target (default {TARGET_UTILIZATION})")
-    p.add_argument("--timesteps", type=int, default=50_000, help="environment steps (default 50000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--envs", type=int, default=2, help="parallel environments (processes; default 2)")
-    p.add_argument("--no-shaping", action="store_true", help="train on the raw reward (ablation)")
-    p.add_argument("--gamma", type=float, help="discount (default 0.9 PPO, 0.1 DQN)")
-    p.add_argument("--learning-rate", type=float, default=1e-4)
-    p.add_argument("--warm-start", type=int, default=20_000, metavar="N", help="imitate the teacher on N observations first (0 = off; default 20000)")
-    p.add_argument("--teacher", choices=("greedy", "oracle"), default="greedy",
-                   help="whom the warm start imitates: greedy (default) or the k-step oracle, which knows the "
-                   "host's next K arrivals of the training window (it only teaches; the model never sees the future)")
-    p.add_argument("--teacher-k", type=int, default=5, metavar="K", help="the oracle teacher's look-ahead in arrivals (default 5)")
-    p.add_argument("--eval-every", type=int, default=10_000, metavar="STEPS", help="evaluate and checkpoint every STEPS (default 10000)")
-    p.add_argument("--eval-hosts", type=int, default=8, metavar="N", help="hosts sampled for periodic evaluation (default 8)")
-    p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs here")
-    p.add_argument("--init-from", metavar="DIR", help="fine-tune: start from this model's weights (its hidden sizes and activation) instead of a fresh network")
+    option = functools.partial(config_option, p, TrainConfig)
+    option("algo", choices=ALGORITHMS, help="MaskablePPO (default) or DQN")
+    option("train_days", metavar="FIRST:LAST", help="window episodes come from (default %(default)s)")
+    option("eval_days", metavar="FIRST:LAST", help="validation window that picks the checkpoint (default %(default)s); keep the test window apart")
+    add_cluster_arguments(p, TrainConfig)
+    option("timesteps", type=int, help="environment steps (default %(default)s)")
+    option("seed", type=int)
+    option("n_envs", "--envs", type=int, metavar="N", help="parallel environments (processes; default %(default)s)")
+    option("shaping", "--no-shaping", action="store_false", help="train on the raw reward (ablation)")
+    option("gamma", type=float, help="discount (default 0.9 PPO, 0.1 DQN)")
+    option("learning_rate", type=float)
+    option("warm_start", type=int, metavar="N", help="imitate the teacher on N observations first (0 = off; default %(default)s)")
+    option("teacher", choices=TEACHERS,
+           help="whom the warm start imitates: greedy (default) or the k-step oracle, which knows the "
+           "host's next K arrivals of the training window (it only teaches; the model never sees the future)")
+    option("teacher_k", type=int, metavar="K", help="the oracle teacher's look-ahead in arrivals (default %(default)s)")
+    option("eval_every", type=int, metavar="STEPS", help="evaluate and checkpoint every STEPS (default %(default)s)")
+    option("eval_hosts", type=int, metavar="N", help="hosts sampled for periodic evaluation (default %(default)s)")
+    option("tensorboard", metavar="DIR", help="write TensorBoard logs here")
+    option("init_from", metavar="DIR", help="fine-tune: start from this model's weights (its hidden sizes and activation) instead of a fresh network")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
     add_retrain_command(sub)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from catur.errors import CaturError
-    from catur.training.train import TrainConfig, train
+    from catur.training.train import train
 
     if args.trace and args.synthetic:
         raise CaturError("give either a trace file or --synthetic NAME, not both")
-    config = TrainConfig(
-        algo=args.algo,
-        workload=args.trace or args.synthetic or "default",
-        cluster=args.cluster,
-        train_days=args.train_days,
-        eval_days=args.eval_days,
-        target_utilization=args.target_utilization,
-        cpu_overcommit=args.cpu_overcommit,
-        timesteps=args.timesteps,
-        seed=args.seed,
-        n_envs=args.envs,
-        shaping=not args.no_shaping,
-        gamma=args.gamma,
-        learning_rate=args.learning_rate,
-        warm_start=args.warm_start,
-        teacher=args.teacher,
-        teacher_k=args.teacher_k,
-        eval_every=args.eval_every,
-        eval_hosts=args.eval_hosts,
-        tensorboard=args.tensorboard,
-        init_from=args.init_from,
-    )
+    config = config_from_args(TrainConfig, args, workload=args.trace or args.synthetic or "default")
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     result = train(config, args.out, progress=not args.quiet, log=log)
     print(
@@ -130,72 +111,45 @@ exit codes (for the scheduler):
 
 
 def add_retrain_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "retrain",
+    p = add_command(
+        sub, "retrain", cmd_retrain,
         help="the scheduled job: detect a collapse on recent traffic, fine-tune, promote",
         description="Drift-aware continuous training: check the registry's current model against "
         "every primitive on each cluster of a recent trace window; after a collapse, fine-tune, "
         "validate on all clusters and promote only a model that beats every primitive everywhere.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_RETRAIN,
     )
-    p.add_argument("--registry", metavar="DIR", help="model registry (catur models init; default $CATUR_REGISTRY)")
-    p.add_argument("--trace", required=True, metavar="PATH", help="recent traffic: a trace file or a collected directory")
-    p.add_argument("--format", default="auto", help="trace format (default: auto-detect)")
-    p.add_argument("--cluster", default="mixed", metavar="SPEC", help="cluster mix or file, as in catur evaluate (default mixed)")
-    p.add_argument("--days", metavar="FIRST:LAST", help="the recent window (default: the trace's last 3 days)")
-    p.add_argument("--reference-days", metavar="FIRST:LAST",
-                   help="drift reference (default: the model's training window if it was trained on this trace, else every day before --days)")
-    p.add_argument("--group-by", choices=("auto", "cluster", "topology", "all"), default="auto",
-                   help="what a 'cluster' is: the trace's cluster column, the host topology, or everything (default auto: cluster column if any, else topology)")
-    p.add_argument("--target-utilization", type=float, default=TARGET_UTILIZATION, help=f"cluster sizing target (default {TARGET_UTILIZATION})")
-    p.add_argument("--cpu-overcommit", type=float, help="vCPUs admitted per host core")
-    p.add_argument("--budget-minutes", type=float, default=60.0, help="stop fine-tuning when another iteration would pass this (default 60)")
-    p.add_argument("--max-iterations", type=int, default=3, help="fine-tune/validate rounds at most (default 3; 0 = check only)")
-    p.add_argument("--timesteps", type=int, default=20_000, help="RL steps per iteration (default 20000)")
-    p.add_argument("--warm-start", type=int, default=5_000, metavar="N", help="greedy observations imitated per iteration, from the current weights (default 5000; 0 = RL only)")
-    p.add_argument("--eval-hosts", type=int, default=8, metavar="N", help="hosts in the fine-tune's checkpoint evaluation (default 8)")
-    p.add_argument("--worst", type=int, metavar="N", help="fine-tune on the N worst losing clusters only (default: all that lose)")
-    p.add_argument("--min-vms", type=int, default=50, help="clusters with fewer VMs in the window are reported, not judged (default 50)")
-    p.add_argument("--gate-samples", type=int, default=2_000, metavar="N", help="observations per window for the gate rate (default 2000; 0 = skip); a candidate's gate is fitted on twice as many (at least 500)")
-    p.add_argument("--envs", type=int, default=1, help="training environments (processes; default 1)")
-    p.add_argument("--jobs", type=int, help="replay worker processes (default: all CPUs)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--report", metavar="DIR", help="write report.json, report.md and plots here")
-    p.add_argument("--dry-run", action="store_true", help="do everything but add or promote a model")
+    option = functools.partial(config_option, p, RetrainConfig)
+    p.add_argument("--registry", metavar="DIR", help=f"model registry (catur models init; default ${REGISTRY_ENV})")
+    option("trace", required=True, metavar="PATH", help="recent traffic: a trace file or a collected directory")
+    option("format", help="trace format (default: auto-detect)")
+    option("days", metavar="FIRST:LAST", help="the recent window (default: the trace's last 3 days)")
+    option("reference_days", metavar="FIRST:LAST",
+           help="drift reference (default: the model's training window if it was trained on this trace, else every day before --days)")
+    option("group_by", choices=GROUP_BY,
+           help="what a 'cluster' is: the trace's cluster column, the host topology, or everything (default auto: cluster column if any, else topology)")
+    add_cluster_arguments(p, RetrainConfig)
+    option("budget_minutes", type=float, help="stop fine-tuning when another iteration would pass this (default %(default)s)")
+    option("max_iterations", type=int, help="fine-tune/validate rounds at most (default %(default)s; 0 = check only)")
+    option("timesteps", type=int, help="RL steps per iteration (default %(default)s)")
+    option("warm_start", type=int, metavar="N", help="greedy observations imitated per iteration, from the current weights (default %(default)s; 0 = RL only)")
+    option("eval_hosts", type=int, metavar="N", help="hosts in the fine-tune's checkpoint evaluation (default %(default)s)")
+    option("worst", type=int, metavar="N", help="fine-tune on the N worst losing clusters only (default: all that lose)")
+    option("min_vms", type=int, help="clusters with fewer VMs in the window are reported, not judged (default %(default)s)")
+    option("gate_samples", type=int, metavar="N", help="observations per window for the gate rate (default %(default)s; 0 = skip); a candidate's gate is fitted on twice as many (at least 500)")
+    option("envs", type=int, help="training environments (processes; default %(default)s)")
+    option("jobs", type=int, help="replay worker processes (default: all CPUs)")
+    option("seed", type=int)
+    option("report", metavar="DIR", help="write report.json, report.md and plots here")
+    option("dry_run", action="store_true", help="do everything but add or promote a model")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=cmd_retrain)
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from catur.registry import registry_dir
-    from catur.training.retrain import EXIT_LOCKED, LockHeld, RetrainConfig, run_retrain
+    from catur.training.retrain import EXIT_LOCKED, LockHeld, run_retrain
 
-    registry = registry_dir(args.registry)
-    config = RetrainConfig(
-        registry=registry,
-        trace=args.trace,
-        format=args.format,
-        cluster=args.cluster,
-        days=args.days,
-        reference_days=args.reference_days,
-        group_by=args.group_by,
-        target_utilization=args.target_utilization,
-        cpu_overcommit=args.cpu_overcommit,
-        budget_minutes=args.budget_minutes,
-        max_iterations=args.max_iterations,
-        timesteps=args.timesteps,
-        warm_start=args.warm_start,
-        eval_hosts=args.eval_hosts,
-        worst=args.worst,
-        min_vms=args.min_vms,
-        envs=args.envs,
-        gate_samples=args.gate_samples,
-        jobs=args.jobs,
-        seed=args.seed,
-        dry_run=args.dry_run,
-        report=args.report,
-    )
+    config = config_from_args(RetrainConfig, args, registry=registry_dir(args.registry))
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(f"retrain: {msg}", file=sys.stderr, flush=True))
     try:
         outcome = run_retrain(config, log=log, progress=not args.quiet)

@@ -2,7 +2,7 @@
 
 * :mod:`catur.service.convert` — proto ↔ Catur types, validation that names the bad field;
 * :mod:`catur.service.servicer` — the thin servicer (deadlines, errors, per-host windows);
-* :mod:`catur.service.models` — the serving model, hot reload, the registry watch;
+* :mod:`catur.service.serving` — the serving policy, hot reload, the registry watch;
 * :mod:`catur.service.telemetry` — Prometheus metrics and the timing interceptor;
 * :mod:`catur.service.server` — :func:`~catur.service.server.create_server`, health,
   reflection, TLS, graceful shutdown;

@@ -35,7 +35,7 @@ from catur.shield import ShieldConfig
 from catur.v1 import placement_pb2_grpc as pb_grpc
 
 from catur.service.collector import CollectorConfig, TraceCollector
-from catur.service.models import ModelHolder
+from catur.service.serving import ModelHolder
 from catur.service.servicer import DEFAULT_MAX_BATCH, DEFAULT_MAX_HOSTS, SERVICE_NAME, PlacementServicer
 from catur.service.telemetry import MetricsInterceptor, ServiceMetrics
 
@@ -73,7 +73,7 @@ class Service:
     """Everything one server runs: the model holder, the servicer, health, metrics.
 
     Args:
-        model: What to serve (see :class:`~catur.service.models.ModelHolder`): ``None``/"none"
+        model: What to serve (see :class:`~catur.service.serving.ModelHolder`): ``None``/"none"
             for greedy, "auto", "default", a model directory or a registry directory.
         shield: Shield settings (default: depth 1, width 5%); ``None`` or depth 0 turns it off.
         use_gate: Use the model's uncertainty gate.

@@ -2,7 +2,7 @@
 
 Everything of substance lives elsewhere: validation and conversion in
 :mod:`catur.service.convert`, the decision in :class:`catur.decision.Decider` (the very code
-offline replay runs), the model in :mod:`catur.service.models`. This module adds only what a
+offline replay runs), the model in :mod:`catur.service.serving`. This module adds only what a
 service needs on top:
 
 * **host windows** — the shield (depth >= 2) needs each host's recent requests to know the
@@ -45,7 +45,7 @@ from catur.service.convert import (
     parse_depart_request,
     parse_place_request,
 )
-from catur.service.models import ModelHolder
+from catur.service.serving import ModelHolder
 from catur.service.telemetry import ServiceMetrics
 
 log = logging.getLogger("catur.service")

@@ -1,0 +1,167 @@
+"""The policy object: a trained model that scores the four primitives, loaded without pickle.
+
+A model directory holds two files:
+
+* ``weights.npz`` — the MLP's layers as plain arrays (``w0, b0, w1, b1, ...``), loaded with
+  ``numpy.load(allow_pickle=False)``: no code runs on load, unlike SB3's zip/pickle files;
+* ``manifest.json`` — what the model is: format, algorithm, observation version and size, the
+  action names, hidden activation, the training window and topologies seen, package
+  versions, evaluation metrics, and observation statistics for the uncertainty gate.
+
+:class:`PolicyModel` runs the MLP in numpy for any batch of observations (rows =
+hosts), so evaluation can score many hosts' decisions at once and the service needs no torch.
+The training code exports SB3 policies into this format and checks that decisions match
+(:mod:`catur.training.export`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from catur.errors import CaturError
+from catur.observation import OBS_DIM, OBS_VERSION
+from catur.policies import PRIMITIVES
+
+MODEL_FORMAT = "catur-policy/1"
+ACTIVATIONS = {
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0.0),
+}
+DEFAULT_MODEL = "default"
+
+
+def default_model_dir() -> Path:
+    """The small model shipped inside the package (trained by the project on synthetic data)."""
+    return Path(str(resources.files("catur") / "models" / DEFAULT_MODEL))
+
+
+@dataclass(frozen=True, eq=False)
+class PolicyModel:
+    """A feed-forward policy: ``scores(obs) -> float[B, 4]``, one column per primitive.
+
+    Higher is better: logits for PPO, Q-values for DQN. :meth:`choose` takes the argmax.
+    """
+
+    manifest: dict
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]
+    path: Path | None = None
+    _activation: object = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_manifest(self.manifest, str(self.path or "model"))
+        object.__setattr__(self, "_activation", ACTIVATIONS[self.manifest["activation"]])
+        width = OBS_DIM
+        for i, (w, b) in enumerate(self.layers):
+            if not (np.isfinite(w).all() and np.isfinite(b).all()):
+                where = Path(self.path) / "weights.npz" if self.path else "model"
+                raise CaturError(f"{where}: layer {i} has NaN or infinite weights")
+            if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
+                raise CaturError(
+                    f"{self.path or 'model'}: layer {i} has shape {w.shape}/{b.shape}, expected "
+                    f"({width}, n)/(n,)"
+                )
+            width = w.shape[1]
+        if width != len(PRIMITIVES):
+            raise CaturError(f"{self.path or 'model'}: last layer has {width} outputs, expected {len(PRIMITIVES)}")
+
+    @property
+    def version(self) -> str:
+        """The manifest's version, else a short hash of the weights."""
+        if self.manifest.get("version"):
+            return str(self.manifest["version"])
+        digest = hashlib.sha256()
+        for w, b in self.layers:
+            digest.update(w.tobytes())
+            digest.update(b.tobytes())
+        return digest.hexdigest()[:12]
+
+    def scores(self, obs: np.ndarray) -> np.ndarray:
+        """``float[B, 4]`` scores for ``float[B, OBS_DIM]`` observations (or one ``[OBS_DIM]``)."""
+        x = np.asarray(obs, dtype=np.float32)
+        single = x.ndim == 1
+        x = np.atleast_2d(x)
+        if x.shape[1] != OBS_DIM:
+            raise CaturError(f"observation has {x.shape[1]} values, the model expects {OBS_DIM}")
+        last = len(self.layers) - 1
+        for i, (w, b) in enumerate(self.layers):
+            # Row by row ([B, 1, in] @ [in, out]: one vector-matrix product per row), not
+            # one [B, in] @ [in, out] product: BLAS picks its kernel (and its rounding) by
+            # the batch size, so a row's scores would depend on how many rows come with it.
+            # This way a row gets the same bits alone or among thousands — the batched
+            # replay engine scores all hosts at once and still decides exactly as the
+            # service does for one request — and it is no slower at these sizes.
+            x = (x[:, None, :] @ w)[:, 0, :] + b
+            if i < last:
+                x = self._activation(x)
+        return x[0] if single else x
+
+    def choose(self, obs: np.ndarray) -> np.ndarray:
+        """Index of the best primitive per row (ties: the first)."""
+        return np.argmax(np.atleast_2d(self.scores(obs)), axis=1)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``weights.npz`` and ``manifest.json`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for i, (w, b) in enumerate(self.layers):
+            arrays[f"w{i}"] = w
+            arrays[f"b{i}"] = b
+        np.savez(directory / "weights.npz", **arrays)
+        (directory / "manifest.json").write_text(json.dumps(self.manifest, indent=2, sort_keys=True))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "PolicyModel":
+        """Load a model directory (``"default"`` = the shipped model); errors name the file."""
+        directory = default_model_dir() if str(directory) == DEFAULT_MODEL else Path(directory)
+        manifest_path, weights_path = directory / "manifest.json", directory / "weights.npz"
+        if not directory.is_dir():
+            raise CaturError(f"model directory {str(directory)!r} does not exist")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except OSError as exc:
+            raise CaturError(f"cannot read {manifest_path}: {exc.strerror}") from exc
+        except json.JSONDecodeError as exc:
+            raise CaturError(f"{manifest_path}: not valid JSON ({exc})") from exc
+        check_manifest(manifest, str(manifest_path))
+        try:
+            with np.load(weights_path, allow_pickle=False) as data:
+                count = len(data.files) // 2
+                layers = tuple(
+                    (data[f"w{i}"].astype(np.float32), data[f"b{i}"].astype(np.float32))
+                    for i in range(count)
+                )
+        except Exception as exc:  # truncated zip, not an npz, missing arrays, ...: all one answer
+            raise CaturError(f"{weights_path}: not a readable weights file ({type(exc).__name__}: {exc})") from exc
+        if not layers:
+            raise CaturError(f"{weights_path}: has no layers")
+        return cls(manifest, layers, directory)
+
+
+def check_manifest(manifest: object, source: str) -> None:
+    """Refuse a manifest this version of Catur cannot use, naming the mismatch."""
+    if not isinstance(manifest, dict):
+        raise CaturError(f"{source}: the manifest must be a JSON object")
+    expected = {
+        "format": MODEL_FORMAT,
+        "obs_version": OBS_VERSION,
+        "obs_dim": OBS_DIM,
+        "actions": list(PRIMITIVES),
+    }
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            raise CaturError(
+                f"{source}: model has {key}={manifest.get(key)!r} but this Catur expects {value!r} "
+                f"(retrain or export the model with this version)"
+            )
+    if manifest.get("activation") not in ACTIVATIONS:
+        raise CaturError(
+            f"{source}: unknown activation {manifest.get('activation')!r}; known: {', '.join(ACTIVATIONS)}"
+        )
