@@ -40,7 +40,7 @@ from catur.policies import PRIMITIVES, NodeContext, Policy, Ranking, get_policy
 from catur.request import VMRequest
 from catur.sim.admission import HostStream
 from catur.sim.workload import Workload
-from catur.state import Placement
+from catur.state import HostsState, Placement, apply, release
 
 OBS_LOW, OBS_HIGH = -1.0, 8.0  # every feature is clipped into this box
 
@@ -95,8 +95,7 @@ class NumaPlacementEnv(gym.Env):
         trace = stream.trace
         n = trace.num_vms
         self._events = trace.events()
-        self._used_vcpus = np.zeros(topology.num_nodes, dtype=np.int64)
-        self._used_mem = np.zeros(topology.num_nodes, dtype=np.int64)
+        self._state = HostsState(topology, 1)  # the host's usage, kept by catur.state's functions
         self._placements: list[Placement | None] = [None] * n
         self._live = np.zeros(n, dtype=bool)
         self._share = np.zeros((n, topology.num_nodes))  # each VM's vCPU share per node
@@ -112,9 +111,16 @@ class NumaPlacementEnv(gym.Env):
         self._steps = 0
         return self._observe(), {"host": stream.host, "topology": topology.name}
 
+    @property
+    def _used_vcpus(self) -> np.ndarray:
+        return self._state.used_vcpus[0]
+
+    @property
+    def _used_mem(self) -> np.ndarray:
+        return self._state.used_mem_mib[0]
+
     def _apply(self, vm: int, placement: Placement) -> None:
-        self._used_vcpus[placement.cpu_nodes] += placement.vcpus
-        self._used_mem += placement.node_mem_mib()
+        apply(self._state, 0, placement)
         self._placements[vm] = placement
         self._live[vm] = True
         self._share[vm] = 0.0
@@ -122,9 +128,7 @@ class NumaPlacementEnv(gym.Env):
         self._rmr[vm] = placement.rmr()
 
     def _release(self, vm: int) -> None:
-        placement = self._placements[vm]
-        self._used_vcpus[placement.cpu_nodes] -= placement.vcpus
-        self._used_mem -= placement.node_mem_mib()
+        release(self._state, 0, self._placements[vm])
         self._live[vm] = False
 
     def _replay_until(self, stop: int, warmup: bool) -> None:

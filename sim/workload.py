@@ -14,7 +14,7 @@ the evaluation pipeline (:func:`catur.sim.pipeline.evaluate`)::
 
 ``source`` is a synthetic scenario name (:data:`catur.traces.synthetic.SCENARIOS`), a trace
 path (any format :func:`catur.traces.readers.read_trace` reads), or a canonical DataFrame.
-``synthetic`` says which a string is: ``None`` (default) takes a scenario name as synthetic and
+``from_scenario`` says which a string is: ``None`` (default) takes a scenario name as synthetic and
 anything else as a path; ``True``/``False`` force it (the CLI's ``--synthetic NAME`` versus a
 trace argument).
 """
@@ -44,7 +44,7 @@ class Workload:
         seed: Seed of a synthetic workload (and of the random policy, in evaluations).
         format: Trace format name, or ``"auto"`` to detect it.
         skip_bad_rows: Drop malformed trace rows (counted) instead of failing.
-        synthetic: Whether a string ``source`` is a scenario name (``None``: if it is one).
+        from_scenario: Whether a string ``source`` is a scenario name (``None``: if it is one).
     """
 
     source: object = "default"
@@ -55,15 +55,15 @@ class Workload:
     seed: int = 0
     format: str = "auto"
     skip_bad_rows: bool = False
-    synthetic: bool | None = None
+    from_scenario: bool | None = None
 
     def __post_init__(self) -> None:
         check_target_utilization(self.target_utilization)
 
     @property
     def is_synthetic(self) -> bool:
-        if self.synthetic is not None:
-            return self.synthetic
+        if self.from_scenario is not None:
+            return self.from_scenario
         from catur.traces.synthetic import SCENARIOS
 
         return isinstance(self.source, str) and self.source in SCENARIOS
@@ -96,7 +96,7 @@ class Workload:
             return generate(self.source, seed=self.seed), 0
         from catur.traces.readers import read_trace
 
-        if self.synthetic is None and not Path(self.source).exists():
+        if self.from_scenario is None and not Path(self.source).exists():
             from catur.traces.synthetic import SCENARIOS
 
             raise CaturError(

@@ -92,7 +92,7 @@ def load_window(config, work: Path, log: Callable[[str], None]) -> Window:
     from catur.sim.workload import Workload
     from catur.traces.canonical import write_canonical
 
-    df, _ = Workload(config.trace, format=config.format, synthetic=False).read()
+    df, _ = Workload(config.trace, format=config.format, from_scenario=False).read()
     trace_path = work / "trace.parquet"
     write_canonical(df, trace_path)
     recent = Workload(trace_path, config.cluster, None, config.target_utilization, config.cpu_overcommit)

@@ -107,7 +107,7 @@ def workload_from_args(args: argparse.Namespace) -> Workload:
         raise CaturError("give either a trace file or --synthetic NAME, not both")
     if not args.synthetic and not args.trace:
         raise CaturError("no workload: give a trace file or --synthetic NAME (try --synthetic default)")
-    return config_from_args(Workload, args, source=args.synthetic or args.trace, synthetic=bool(args.synthetic))
+    return config_from_args(Workload, args, source=args.synthetic or args.trace, from_scenario=bool(args.synthetic))
 
 
 def add_output_arguments(group) -> None:
@@ -239,7 +239,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # Days 16-22: a week the shipped model never saw (it trained on days 1-12, validated on 13-15).
-DEMO_WORKLOAD = Workload("default", days="16:22", synthetic=True)
+DEMO_WORKLOAD = Workload("default", days="16:22", from_scenario=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
