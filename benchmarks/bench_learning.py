@@ -28,7 +28,6 @@ import numpy as np
 from catur.decision import DeciderSpec
 from catur.placement import GREEDY
 from catur.policies import BASELINES, PRIMITIVES
-from catur.sim.env import Workload
 from catur.sim.evaluate import evaluate_policies
 from catur.training.train import TrainConfig, train
 
@@ -51,7 +50,7 @@ TEST_DAYS = "16:31"  # never seen in training or checkpoint selection
 
 def test_streams(config: TrainConfig, days: str | None = None):
     days = days or TEST_DAYS
-    return Workload(config.workload, **config.workload_options(days)).streams()
+    return config.window(days).streams()
 
 
 def run_training(config: TrainConfig, out: Path) -> tuple[Path, float]:

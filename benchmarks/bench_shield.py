@@ -22,7 +22,7 @@ from catur.decision import DeciderSpec
 from catur.placement import GREEDY
 from catur.policies import BASELINES
 from catur.shield import ShieldConfig
-from catur.sim.env import Workload
+from catur.sim.workload import Workload
 from catur.sim.evaluate import evaluate_policies
 
 TRACE = "../shared/traces/huawei-east-1-lt.csv.gz"

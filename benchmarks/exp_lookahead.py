@@ -28,7 +28,7 @@ from catur.metrics import placement_costs, summarize
 from catur.observation import candidate_table
 from catur.placement import GREEDY, primitive_batches
 from catur.request import RequestBatch, VMRequest, split_requests
-from catur.sim.env import Workload
+from catur.sim.workload import Workload
 from catur.sim.evaluate import evaluate_policies
 from catur.sim.replay import replay_host
 

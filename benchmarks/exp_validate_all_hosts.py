@@ -5,7 +5,7 @@
 import sys, json
 from catur.training.train import TrainConfig, train
 from catur.decision import DeciderSpec
-from catur.sim.env import Workload
+from catur.sim.workload import Workload
 from catur.sim.evaluate import evaluate_policies
 if __name__ == "__main__":
     cfg = TrainConfig(workload="../shared/traces/huawei-east-1-lt.csv.gz", cpu_overcommit=1.02, target_utilization=0.95,
