@@ -208,6 +208,21 @@ def apply(state: HostsState, host: int, placement: Placement) -> None:
     state.used_mem_mib[host] += placement.node_mem_mib()
 
 
+def add_usage(state: HostsState, hosts: np.ndarray, node_vcpus: np.ndarray, node_mem_mib: np.ndarray) -> None:
+    """:func:`apply` for one VM on each of several distinct ``hosts`` at once, given as the
+    per-node usage it adds (``[len(hosts), N]``; :meth:`PlacementBatch.node_vcpus` and
+    :meth:`~PlacementBatch.node_mem_mib`): the batched replay engine's bookkeeping."""
+    state.used_vcpus[hosts] += node_vcpus
+    state.used_mem_mib[hosts] += node_mem_mib
+
+
+def remove_usage(state: HostsState, hosts: np.ndarray, node_vcpus: np.ndarray, node_mem_mib: np.ndarray) -> None:
+    """:func:`release` for one VM on each of several distinct ``hosts`` at once (the usage
+    :func:`add_usage` added for them; not re-checked, as the engine only removes what it added)."""
+    state.used_vcpus[hosts] -= node_vcpus
+    state.used_mem_mib[hosts] -= node_mem_mib
+
+
 def release(state: HostsState, host: int, placement: Placement) -> None:
     """Remove a VM placed earlier from ``host`` (in place).
 

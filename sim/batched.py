@@ -57,7 +57,7 @@ from catur.policies import POLICIES, Policy
 from catur.request import RequestBatch, VMRequest, split_requests
 from catur.shield import TypeStats
 from catur.sim.replay import INTERVENTIONS, HostReplay, HostTrace, replay_host, resolve_policy
-from catur.state import Placement, PlacementBatch
+from catur.state import HostsState, Placement, PlacementBatch, add_usage, remove_usage
 from catur.topology import Topology
 from catur.traces.events import event_order
 
@@ -220,8 +220,8 @@ def _replay_group(
     steps = int(counts[0]) if h else 0
     active = np.searchsorted(-counts, -np.arange(steps), side="left")  # hosts with more than s events
 
-    used_vcpus = np.zeros((h, n_nodes), dtype=np.int64)
-    used_mem = np.zeros((h, n_nodes), dtype=np.int64)
+    state = HostsState(topology, max(h, 1))  # every host's usage, kept by catur.state's functions
+    used_vcpus, used_mem = state.used_vcpus, state.used_mem_mib
     clock = CorClock(topology.node_cores, np.array([t.arrival_s.min() if t.num_vms else 0.0 for t in traces]))
     # Per VM: where it is (instances padded with node 0 and 0 vCPUs, which add nothing to
     # the weighted COR integral), what it takes per node, and its metrics.
@@ -253,8 +253,7 @@ def _replay_group(
             topology.node_cores, before, placements, alpha[vms], beta[vms]
         )
         node_vcpus, node_mem = placements.node_vcpus(n_nodes), placements.node_mem_mib()
-        used_vcpus[rows] += node_vcpus
-        used_mem[rows] += node_mem
+        add_usage(state, rows, node_vcpus, node_mem)
         vm_node_vcpus[vms], vm_node_mem[vms] = node_vcpus, node_mem
         vm_nodes[vms, :size], vm_vcpus[vms, :size] = placements.cpu_nodes, placements.vcpus
         if vm_mem is not None:
@@ -273,8 +272,7 @@ def _replay_group(
         if leaving.size:
             gone = vm[leaving]
             close(leaving, gone, t[leaving])
-            used_vcpus[leaving] -= vm_node_vcpus[gone]
-            used_mem[leaving] -= vm_node_mem[gone]
+            remove_usage(state, leaving, vm_node_vcpus[gone], vm_node_mem[gone])
         coming = np.flatnonzero(arriving)
         if coming.size:
             new = vm[coming]
