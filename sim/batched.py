@@ -9,7 +9,8 @@ running at step ``s`` are always a prefix of the arrays and finished hosts cost 
 
 One step, for the hosts whose event is a *departure*: close the VM's lifetime COR integral
 and take its vCPUs and memory off the host. For the hosts whose event is an *arrival*: the
-policy decides for all of them in one call — a ranking policy ranks every host's nodes at
+policy decides for all of them in one call (:class:`catur.sim.batch_policy.BatchPolicy`, the
+adapter the reference loop uses too) — a ranking policy ranks every host's nodes at
 once (:func:`catur.placement.place_batch`), ``greedy`` places with all four primitives and
 keeps each row's best, a :class:`~catur.decision.Decider` encodes all observations and scores
 them with **one** batched matrix product of the model per layer (a vector-matrix product per
@@ -52,12 +53,12 @@ import numpy as np
 from catur.decision import Decider, DeciderSpec
 from catur.errors import CaturError
 from catur.metrics import CorClock, defect, lifetime_mean_cor, placement_costs
-from catur.placement import GREEDY, greedy_batch, place_batch
+from catur.placement import GREEDY
 from catur.policies import POLICIES, Policy
 from catur.request import RequestBatch, VMRequest, split_requests
-from catur.shield import TypeStats
-from catur.sim.replay import INTERVENTIONS, HostReplay, HostTrace, replay_host, resolve_policy
-from catur.state import HostsState, Placement, PlacementBatch, add_usage, remove_usage
+from catur.sim.batch_policy import INTERVENTIONS, BatchPolicy, resolve_policy
+from catur.sim.replay import HostReplay, HostTrace, replay_host
+from catur.state import HostsState, Placement, add_usage, remove_usage
 from catur.topology import Topology
 from catur.traces.events import event_order
 
@@ -69,7 +70,7 @@ MAX_BATCH_VMS = 1_000_000
 # Fewer hosts of one topology than this replay faster one by one (a lock-step step costs
 # about what one event of the reference loop does, and the longest host sets the pace).
 MIN_BATCH_HOSTS = 8
-# The Decider's counters (catur.sim.replay.INTERVENTIONS), kept as one int64 column each.
+# The Decider's counters (catur.sim.batch_policy.INTERVENTIONS), one int64 column each.
 DECIDER_COUNTERS = INTERVENTIONS
 
 
@@ -126,7 +127,7 @@ def replay_batched(
                 out[i] = replay_host(hosts[i][0], hosts[i][1], policy)
             continue
         for chunk in _bounded(members, [hosts[i][1].num_vms for i in members], max_batch_vms):
-            decide = _BatchPolicy(topology, policy, len(chunk))
+            decide = BatchPolicy(topology, policy, len(chunk))
             for i, result in zip(chunk, _replay_group(topology, [hosts[i][1] for i in chunk], decide, keep_placements)):
                 out[i] = result
     return out  # type: ignore[return-value]
@@ -151,45 +152,8 @@ def _bounded(members: list[int], sizes: list[int], limit: int) -> list[list[int]
     return runs
 
 
-class _BatchPolicy:
-    """A policy as one call over a batch of hosts of one topology:
-    ``(used_vcpus[B, N], used_mem[B, N], requests, host rows) -> (placements, counters)``.
-
-    Counters (``int64[B, 4]``, :data:`DECIDER_COUNTERS`) come only from a
-    :class:`~catur.decision.Decider`. A Decider with a shield deeper than 1 keeps one window of
-    recent requests per host, as the reference loop and the service (per host id) do.
-    """
-
-    def __init__(self, topology: Topology, policy: Policy | str | Decider, num_hosts: int) -> None:
-        self.topology = topology
-        self.policy = policy
-        self.counts = isinstance(policy, Decider)
-        self.deep = self.counts and policy.shield_config is not None and policy.shield_config.depth > 1
-        # The deep shield's statistics key on VMRequest objects: built only when needed.
-        self.needs_requests = self.deep
-        self.stats = [TypeStats(policy.shield_config.window) for _ in range(num_hosts)] if self.deep else None
-
-    def __call__(
-        self, used_vcpus: np.ndarray, used_mem: np.ndarray, requests: RequestBatch, rows: np.ndarray
-    ) -> tuple[PlacementBatch, np.ndarray | None]:
-        topology, policy = self.topology, self.policy
-        if isinstance(policy, Policy):
-            return place_batch(topology, used_vcpus, used_mem, requests.inst_vcpus, requests.inst_mem, policy), None
-        if policy == GREEDY:
-            args = (requests.inst_vcpus, requests.inst_mem, requests.alpha, requests.beta)
-            return greedy_batch(topology, used_vcpus, used_mem, *args), None
-        stats = [self.stats[r] for r in rows] if self.deep else None
-        batch = policy.decide_batch(topology, used_vcpus, used_mem, requests, stats)
-        if self.deep:
-            for window, request in zip(stats, requests.requests):
-                window.observe(request)
-        fallback = batch.fallback
-        counts = np.stack([batch.intervened, fallback == "depth-1", fallback == "unshielded", batch.gated], axis=1)
-        return batch.placements, counts.astype(np.int64)
-
-
 def _replay_group(
-    topology: Topology, traces: list[HostTrace], decide: _BatchPolicy, keep_placements: bool
+    topology: Topology, traces: list[HostTrace], decide: BatchPolicy, keep_placements: bool
 ) -> list[HostReplay]:
     """Replay hosts of one topology in lock-step (see the module docstring)."""
     n_nodes = topology.num_nodes
@@ -248,7 +212,8 @@ def _replay_group(
             _request_objects(vms, vcpus, mem_mib, alpha, beta, vnuma) if decide.needs_requests else None,
         )
         before = used_vcpus[rows]
-        placements, counts_now = decide(before, used_mem[rows], requests, rows)
+        decision = decide(before, used_mem[rows], requests, rows)
+        placements, counts_now = decision.placements, decision.counts
         cor_at_placement[vms], rmr[vms], _ = placement_costs(
             topology.node_cores, before, placements, alpha[vms], beta[vms]
         )

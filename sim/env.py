@@ -37,12 +37,14 @@ from catur.metrics import ANOMALY_THRESHOLD, cor_after, node_cor
 from catur.observation import MAX_NODES, OBS_DIM, Candidate, candidates, encode
 from catur.placement import place
 from catur.policies import PRIMITIVES, NodeContext, Policy, Ranking, get_policy
-from catur.request import VMRequest
+from catur.request import RequestBatch, VMRequest
 from catur.sim.admission import HostStream
+from catur.sim.batch_policy import BatchPolicy
 from catur.sim.workload import Workload
 from catur.state import HostsState, Placement, apply, release
 
 OBS_LOW, OBS_HIGH = -1.0, 8.0  # every feature is clipped into this box
+_ONE_HOST = np.zeros(1, dtype=np.int64)  # the row of the env's one host in a batch
 
 
 class NumaPlacementEnv(gym.Env):
@@ -75,7 +77,7 @@ class NumaPlacementEnv(gym.Env):
         self.topologies = sorted({s.topology.name for s in self.streams})
         self.observation_space = gym.spaces.Box(OBS_LOW, OBS_HIGH, shape=(OBS_DIM,), dtype=np.float32)
         self.action_space = self._make_action_space()
-        self._warmup = get_policy(self.warmup_policy)
+        self._warmup = get_policy(self.warmup_policy)  # checked now; decides through BatchPolicy
         self._stream: HostStream | None = None
 
     def _make_action_space(self) -> gym.spaces.Discrete:
@@ -96,6 +98,7 @@ class NumaPlacementEnv(gym.Env):
         n = trace.num_vms
         self._events = trace.events()
         self._state = HostsState(topology, 1)  # the host's usage, kept by catur.state's functions
+        self._warmup_decide = BatchPolicy(topology, self._warmup, 1)  # the replay engines' adapter
         self._placements: list[Placement | None] = [None] * n
         self._live = np.zeros(n, dtype=bool)
         self._share = np.zeros((n, topology.num_nodes))  # each VM's vCPU share per node
@@ -137,8 +140,9 @@ class NumaPlacementEnv(gym.Env):
         while self._pos < stop:
             _, kind, vm = self._events[self._pos]
             if kind == 1 and warmup:
-                placement = place(topology, self._used_vcpus, self._used_mem, trace.request(vm), self._warmup)
-                self._apply(vm, placement)
+                request = RequestBatch.of(topology, trace.request(vm))
+                decision = self._warmup_decide(self._state.used_vcpus, self._state.used_mem_mib, request, _ONE_HOST)
+                self._apply(vm, decision.placement(0))
             elif kind == 0 and self._placements[vm] is not None:
                 self._release(vm)
             self._pos += 1

@@ -28,7 +28,8 @@ from catur.metrics import MetricsConfig, Summary, summarize
 from catur.sim.admission import SECONDS_PER_DAY, Admission, HostStream
 from catur.sim.distributed import check_engine
 from catur.sim.batched import batchable, engine_name, replay_batched
-from catur.sim.replay import check_policy_name, replay_host
+from catur.sim.batch_policy import check_policy_name
+from catur.sim.replay import replay_host
 
 
 @dataclass

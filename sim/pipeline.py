@@ -46,7 +46,7 @@ from catur.metrics import MetricsConfig
 from catur.sim.admission import HostStream, Scenario, parse_days
 from catur.sim.distributed import check_engine
 from catur.sim.evaluate import Evaluation, PolicyResult, admission_summary, evaluate_policies, policy_label
-from catur.sim.replay import ORACLE, check_policy_name
+from catur.sim.batch_policy import ORACLE, check_policy_name
 from catur.sim.streaming import StreamConfig
 from catur.sim.workload import Workload
 

@@ -38,7 +38,8 @@ from catur.errors import CaturError
 from catur.metrics import MetricsConfig
 from catur.sim.admission import HostStream
 from catur.sim.evaluate import HostResult, PolicyResult, merge_host_results
-from catur.sim.replay import count_interventions, intervention_counters, replay_host
+from catur.sim.batch_policy import count_interventions, intervention_counters
+from catur.sim.replay import replay_host
 
 from catur.service.client import PlacementClient
 

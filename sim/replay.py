@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
 
 from catur.decision import Decider, DeciderSpec
-from catur.errors import CaturError, unknown_name
+from catur.errors import CaturError
 from catur.metrics import (
     CorClock,
     MetricsConfig,
@@ -30,12 +29,12 @@ from catur.metrics import (
     lifetime_mean_cor,
     summarize,
 )
-from catur.placement import GREEDY, place, placement_function
-from catur.policies import POLICIES, Policy
-from catur.request import VMRequest
-from catur.traces.events import event_order
-from catur.shield import TypeStats
+from catur.policies import Policy
+from catur.request import RequestBatch, VMRequest
+# ORACLE and check_policy_name are also imported from here (their home before the adapter).
+from catur.sim.batch_policy import INTERVENTIONS, ORACLE, BatchPolicy, check_policy_name, resolve_policy  # noqa: F401
 from catur.state import HostsState, Placement, apply, release
+from catur.traces.events import event_order
 from catur.topology import Topology
 
 
@@ -146,65 +145,6 @@ class HostReplay:
         return summarize(self.lifetime_defect, self.placement_defect, config)
 
 
-ORACLE = "oracle"
-
-
-# How often a Decider's shield and gate stepped in, counted per host by every replay (the
-# reference loop, the batched engine, the replay through a service) under these names.
-INTERVENTIONS = ("shield_interventions", "shield_depth1", "unshielded", "gated")
-
-
-def intervention_counters() -> Counter:
-    """Zeroed counters of :data:`INTERVENTIONS`, in that order."""
-    return Counter(dict.fromkeys(INTERVENTIONS, 0))
-
-
-def count_interventions(counters: Counter, decision) -> None:
-    """Add one decision's interventions (a :class:`~catur.decision.Decision` or the service's
-    answer: ``shield_intervened``, ``shield_fallback``, ``gated``)."""
-    counters["shield_interventions"] += decision.shield_intervened
-    counters["shield_depth1"] += decision.shield_fallback == "depth-1"
-    counters["unshielded"] += decision.shield_fallback == "unshielded"
-    counters["gated"] += decision.gated
-
-
-def _stateful(decider_: Decider, counters: Counter):
-    """A replay decider around a :class:`Decider`, with this host's recent-request statistics
-    for the shield, counting interventions."""
-    stats = TypeStats(decider_.shield_config.window if decider_.shield_config else 1)
-
-    def decide(topology, used_vcpus, used_mem_mib, request, rng=None):
-        decision = decider_.decide(topology, used_vcpus, used_mem_mib, request, stats)
-        stats.observe(request)
-        count_interventions(counters, decision)
-        return decision.placement
-
-    return decide
-
-
-def check_policy_name(name: str) -> None:
-    """Raise a :class:`CaturError` listing every valid name if ``name`` is not a policy that
-    replay knows: the ranking policies, ``greedy`` and ``oracle``."""
-    if name not in (GREEDY, ORACLE) and name not in POLICIES:
-        raise unknown_name("policy", name, [*POLICIES, GREEDY, ORACLE])
-
-
-def resolve_policy(policy: Policy | str | Decider | DeciderSpec | Callable):
-    """The one reading of a policy argument, for every replay engine: a
-    :class:`~catur.decision.DeciderSpec` becomes its :class:`~catur.decision.Decider`, a ranking
-    policy's name its :class:`~catur.policies.Policy`; ``"greedy"`` and ``"oracle"`` stay
-    names; a Policy, a Decider or any callable ``(topology, used_vcpus, used_mem_mib, request,
-    rng=None) -> Placement`` is returned as it is. An unknown name fails, listing the known."""
-    if isinstance(policy, DeciderSpec):
-        return policy.build()
-    if isinstance(policy, str):
-        check_policy_name(policy)
-        return policy if policy in (GREEDY, ORACLE) else POLICIES[policy]
-    if isinstance(policy, (Policy, Decider)) or callable(policy):
-        return policy
-    raise CaturError(f"not a policy: {policy!r}")
-
-
 def replay_host(
     topology: Topology,
     trace: HostTrace,
@@ -236,15 +176,9 @@ def replay_host(
         if oracle_k < 1:
             raise CaturError(f"oracle look-ahead k must be >= 1, got {oracle_k}")
     counters: Counter = Counter()
-    if isinstance(policy, Decider):
-        decide = _stateful(policy, counters)
-    elif isinstance(policy, Policy):
-        decide = partial(place, policy=policy)
-    elif isinstance(policy, str):
-        decide = placement_function(policy) if not use_oracle else None  # greedy
-    else:  # a callable, e.g. a client that asks a running service
-        decide = policy
-    rng = np.random.default_rng(seed)
+    # Every other form decides through the one adapter, as a batch of one host.
+    decide = None if use_oracle else BatchPolicy(topology, policy, 1, seeds=[seed])
+    host_row = np.zeros(1, dtype=np.int64)
     n = trace.num_vms
     state = HostsState(topology, 1)
     clock = CorClock(topology.node_cores, start_s=float(trace.arrival_s.min()) if n else 0.0)
@@ -282,7 +216,11 @@ def replay_host(
             if use_oracle:
                 placement = oracle_choice(pos)
             else:
-                placement = decide(topology, state.used_vcpus[0], state.used_mem_mib[0], request, rng=rng)
+                decision = decide(state.used_vcpus, state.used_mem_mib, RequestBatch.of(topology, request), host_row)
+                placement = decision.placement(0)
+                if decision.counts is not None:
+                    for name, count in zip(INTERVENTIONS, decision.counts[0].tolist()):
+                        counters[name] += count
             out.cor_at_placement[vm] = cor_after(topology.node_cores, state.used_vcpus[0], placement)
             out.rmr[vm] = placement.rmr()
             if correctable_above is not None:
