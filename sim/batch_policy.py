@@ -32,7 +32,7 @@ import numpy as np
 
 from catur.decision import Decider, DeciderSpec
 from catur.errors import CaturError, unknown_name
-from catur.placement import GREEDY, greedy_batch, place, place_batch
+from catur.placement import GREEDY, greedy_batch, place_batch, place_instances
 from catur.policies import POLICIES, Policy
 from catur.request import RequestBatch
 from catur.shield import TypeStats
@@ -124,8 +124,8 @@ class BatchPolicy:
             not isinstance(policy, Policy) or policy.needs_rng
         )
         self.deep = self.counts and policy.shield_config is not None and policy.shield_config.depth > 1
-        # The deep shield's statistics and the row-by-row policies take VMRequest objects.
-        self.needs_requests = self.deep or self.row_by_row
+        # The deep shield's statistics and callables take VMRequest objects.
+        self.needs_requests = self.deep or (self.row_by_row and not isinstance(policy, Policy))
         self.stats = [TypeStats(policy.shield_config.window) for _ in range(num_hosts)] if self.deep else None
         seeds = [0] * num_hosts if seeds is None else list(seeds)
         self.rngs = [np.random.default_rng(s) for s in seeds] if self.row_by_row else None
@@ -153,19 +153,22 @@ class BatchPolicy:
 
     def _row_by_row(self, used_vcpus, used_mem, requests: RequestBatch, rows: np.ndarray) -> BatchDecision:
         """A random policy or a callable: each row on its own, with its host's generator."""
-        decide: Callable = self.policy if not isinstance(self.policy, Policy) else self._place
-        chosen = [
-            decide(self.topology, used_vcpus[i], used_mem[i], request, rng=self.rngs[int(r)])
-            for i, (request, r) in enumerate(zip(requests.requests, rows))
-        ]
+        if isinstance(self.policy, Policy):  # the requests are split already: place their instances
+            chosen = [
+                place_instances(self.topology, used_vcpus[i], used_mem[i], (requests.inst_vcpus[i], requests.inst_mem[i]),
+                                self.policy, self.rngs[int(r)])
+                for i, r in enumerate(rows)
+            ]
+        else:
+            chosen = [
+                self.policy(self.topology, used_vcpus[i], used_mem[i], request, rng=self.rngs[int(r)])
+                for i, (request, r) in enumerate(zip(requests.requests, rows))
+            ]
         batch = PlacementBatch(
             np.stack([p.cpu_nodes for p in chosen]), np.stack([p.vcpus for p in chosen]),
             np.stack([p.mem_mib for p in chosen]),
         )
         return BatchDecision(batch, [p.policy for p in chosen], None)
-
-    def _place(self, topology, used_vcpus, used_mem_mib, request, rng=None) -> Placement:
-        return place(topology, used_vcpus, used_mem_mib, request, self.policy, rng)
 
 
 __all__ = ["BatchDecision", "BatchPolicy"]
