@@ -416,6 +416,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     results = {name: result}
     if also:
         results.update(evaluate_policies(streams, also, jobs=args.jobs, seed=args.seed, config=config))
+    if scenario_.admission.start is not None:
+        from catur.sim.start_state import clean_placements
+
+        clean_placements(results)
     origin_s, _ = parse_days(None, df)
     scenario = scenario_facts(
         args, df, label, scenario_, config,
