@@ -386,6 +386,8 @@ def _run_streamed(args: argparse.Namespace, policies: list, config, engine: dict
     from catur.sim.streaming import StreamConfig, evaluate_streamed
     from catur.traces.partitioned import PartitionedTrace
 
+    if getattr(args, "start_state", None):
+        raise CaturError("--start-state is not available for a partitioned trace: its clusters are sized from the trace, a start state fixes the hosts")
     if args.oracle_hosts:
         raise CaturError("--oracle-hosts is not available for a partitioned trace: evaluate a few of its clusters as a file for the oracle sample")
     if args.target_utilization is not None and not 0 <= args.target_utilization <= 1:
