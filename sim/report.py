@@ -49,6 +49,31 @@ def format_table(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
+def start_state_lines(scenario: dict) -> list[str]:
+    """The header lines of a replay from a start state and of a labelled trace: hosts, their
+    capacity and initial usage; rejections by reason and affinity members placed apart."""
+    lines = []
+    start = scenario.get("start_state")
+    if start:
+        models = "; ".join(
+            f"{m['hosts']}× {name}: node cores {m['node_cores']}, GiB {m['node_mem_gib']}"
+            for name, m in start["host_models"].items()
+        )
+        lines.append(
+            f"start state {start['source']}: {start['hosts']} hosts ({start['capacity']} capacity: {models}); "
+            f"{100 * start['used_vcpus_fraction']:.1f}% of vCPUs and {100 * start['used_mem_fraction']:.1f}% "
+            f"of memory already used"
+        )
+    groups = scenario.get("placement_groups")
+    if groups:
+        reasons = ", ".join(f"{k} {v}" for k, v in groups["rejected_by_reason"].items())
+        lines.append(
+            f"placement groups: rejected by reason: {reasons}; affinity members placed apart from "
+            f"their group: {groups['affinity_split_vms']} (in {groups['affinity_split_groups']} groups)"
+        )
+    return lines
+
+
 def write_plots(evaluation: Evaluation, df: pd.DataFrame, origin_s: float, out_dir: str | Path) -> list[Path]:
     """Write ``defect_cdf.png``, ``daily_defect.png`` and ``daily_anomalies.png``; return paths."""
     import matplotlib

@@ -421,7 +421,7 @@ def _run_streamed(args: argparse.Namespace, policies: list, config, engine: dict
 
 
 def report(evaluation, df, origin_s, args: argparse.Namespace) -> None:
-    from catur.sim.report import format_table, write_plots
+    from catur.sim.report import format_table, start_state_lines, write_plots
 
     s = evaluation.scenario
     print(
@@ -429,20 +429,8 @@ def report(evaluation, df, origin_s, args: argparse.Namespace) -> None:
         f"({s['hosts']} hosts: {', '.join(f'{v}× {k}' for k, v in s['hosts_by_topology'].items())}), "
         f"{s['rejected_vms']} VMs rejected by admission"
     )
-    if s.get("start_state"):
-        st = s["start_state"]
-        models = "; ".join(f"{v['hosts']}× {k}: node cores {v['node_cores']}, GiB {v['node_mem_gib']}" for k, v in st["host_models"].items())
-        print(
-            f"start state {st['source']}: {st['hosts']} hosts ({st['capacity']} capacity: {models}); "
-            f"{100 * st['used_vcpus_fraction']:.1f}% of vCPUs and {100 * st['used_mem_fraction']:.1f}% of memory already used"
-        )
-    if s.get("placement_groups"):
-        g = s["placement_groups"]
-        reasons = ", ".join(f"{k} {v}" for k, v in g["rejected_by_reason"].items())
-        print(
-            f"placement groups: rejected by reason: {reasons}; affinity members placed apart from "
-            f"their group: {g['affinity_split_vms']} (in {g['affinity_split_groups']} groups)"
-        )
+    for line in start_state_lines(s):
+        print(line)
     print(format_table(evaluation))
     print(f"({s['wall_s']:.1f} s; defects and ratios in percent, lower is better)")
     if args.json:
