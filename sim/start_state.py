@@ -61,6 +61,7 @@ class StartState:
         used_vcpus: ``int64[H, N]`` vCPUs in use on each node at the start.
         used_mem_mib: ``int64[H, N]`` MiB in use on each node at the start.
         capacity: ``"inferred"`` or the cluster file the capacities came from.
+        rows_skipped: Bad rows of the file dropped (only when asked to skip them).
     """
 
     source: str
@@ -68,6 +69,7 @@ class StartState:
     used_vcpus: np.ndarray
     used_mem_mib: np.ndarray
     capacity: str
+    rows_skipped: int = 0
 
     @property
     def num_hosts(self) -> int:
@@ -84,6 +86,7 @@ class StartState:
             "source": self.source,
             "hosts": self.num_hosts,
             "capacity": self.capacity,
+            "rows_skipped": self.rows_skipped,
             "host_models": {
                 t.name: {"hosts": c, "node_cores": t.node_cores.tolist(),
                          "node_mem_gib": (t.node_mem_mib / MIB_PER_GIB).tolist()}
@@ -162,7 +165,7 @@ def start_state_from_free(free: NodeFree, spec: ClusterSpec | None = None) -> St
                 f"more free than node {node} of host model {topologies[row].name!r} has "
                 f"({capacity_values[row, node]} {unit}; {int(over.sum()) - 1} more such values)"
             )
-    return StartState(free.source, spec, cores - free.free_cores, mem - free_mem_mib, capacity)
+    return StartState(free.source, spec, cores - free.free_cores, mem - free_mem_mib, capacity, free.rows_skipped)
 
 
 def load_start_state(
@@ -172,7 +175,9 @@ def load_start_state(
     """Read a free-per-node file (``PM_res.csv``) into a :class:`StartState`.
 
     ``cluster`` (a cluster file or shipped mix name) gives the capacities, else they are
-    inferred; ``cpu_overcommit`` overrides the cluster's (default 1.0).
+    inferred; ``cpu_overcommit`` overrides the cluster's (default 1.0). ``skip_bad_rows``
+    drops bad server rows (counted in ``rows_skipped``) instead of failing: with a cluster
+    file, the host count must then match the rows kept.
     """
     from dataclasses import replace
 

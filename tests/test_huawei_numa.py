@@ -405,3 +405,41 @@ def test_real_start_state_loads_and_packs_c1():
     assert admission.num_hosts == 1_710 and admission.groups is not None
     streams = host_streams(df, admission, *parse_days(None, df))
     assert sum(int(s.counted.sum()) for s in streams) == len(df) - admission.rejected
+
+
+def test_bad_start_state_row_is_a_clear_cli_error_or_skipped(tmp_path, capsys):
+    from catur.cli import main
+
+    trace = vm_file(tmp_path, "2,4,1,,,")
+    free = free_file(tmp_path, "40,80,40,80", "8,x,8,8")
+    assert main(["evaluate", str(trace), "--start-state", str(free), "--policies", "xen", "--quiet", "--jobs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"catur: error: {free}, line 3: field 'RAM1' = 'x': is not a number" in err
+    out_json = tmp_path / "out.json"
+    assert main(["evaluate", str(trace), "--start-state", str(free), "--policies", "xen", "--quiet", "--jobs", "1",
+                 "--skip-bad-rows", "--json", str(out_json)]) == 0
+    assert "skipped 1 malformed rows" in capsys.readouterr().err
+    scenario = json.loads(out_json.read_text())["scenario"]
+    assert scenario["start_state"]["hosts"] == 1 and scenario["start_state"]["rows_skipped"] == 1
+    wrong = write(tmp_path / "two.yaml", "hosts:", "  - topology: intel-2s", "    count: 2")
+    assert main(["evaluate", str(trace), "--start-state", str(free), "--cluster", str(wrong), "--skip-bad-rows", "--quiet"]) == 2
+    assert "1 servers, but cluster 'two' has 2 hosts" in capsys.readouterr().err
+
+
+def test_clean_means_no_overcommit_and_no_remote_memory(tmp_path):
+    """`placed_clean` (a defect of 0 at placement) counts exactly the VMs whose nodes are not
+    overcommitted after placing them and whose memory is all local."""
+    from catur.sim.evaluate import evaluate_policies
+    from catur.sim.start_state import clean_placements
+
+    trace, free = small_case(tmp_path)
+    df, _ = read_trace(trace)
+    scenario = prepare_scenario(df, None, None, None, start_state=free)
+    for policy in ("xen", "core-best-fit", "mem-best-fit"):
+        results = evaluate_policies(scenario.streams, [policy], jobs=1)
+        clean_placements(results)
+        expected = 0
+        for stream in scenario.streams:
+            replay = replay_host(stream.topology, stream.trace, policy)
+            expected += int(((replay.cor_at_placement == 0) & (replay.rmr == 0))[stream.counted].sum())
+        assert results[policy].extra["placed_clean"] == expected

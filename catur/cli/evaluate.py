@@ -124,7 +124,7 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("trace", nargs="?", help="trace file (any supported format, gzip ok)")
     src.add_argument("--synthetic", metavar="NAME", help="use a built-in synthetic workload instead of a file")
     src.add_argument("--format", default="auto", help="trace format (default: auto-detect)")
-    src.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (counted) instead of failing")
+    src.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (counted) instead of failing (of the trace and of --start-state)")
     src.add_argument("--days", metavar="FIRST:LAST", help="evaluate VMs arriving on these days (1-based, inclusive), e.g. 16:31")
     src.add_argument("--seed", type=int, default=0, help="seed for synthetic workloads and the random policy (default 0)")
     cl = p.add_argument_group("cluster")
@@ -232,9 +232,14 @@ def scenario_from_args(args: argparse.Namespace, df):
     """The admitted trace window the scenario options describe (shared with ``catur replay``)."""
     from catur.sim.admission import prepare_scenario
 
-    return prepare_scenario(
-        df, args.cluster, args.days, args.target_utilization, args.cpu_overcommit, getattr(args, "start_state", None)
-    )
+    start = None
+    if getattr(args, "start_state", None):
+        from catur.sim.start_state import load_start_state
+
+        start = load_start_state(args.start_state, args.cluster, cpu_overcommit=args.cpu_overcommit, skip_bad_rows=args.skip_bad_rows)
+        if start.rows_skipped:
+            print(f"skipped {start.rows_skipped} malformed rows of {args.start_state}", file=sys.stderr)
+    return prepare_scenario(df, args.cluster, args.days, args.target_utilization, args.cpu_overcommit, start)
 
 
 def scenario_facts(args: argparse.Namespace, df, label: str, scenario, config, **extra) -> dict:
