@@ -61,6 +61,16 @@ def test_vm_data_is_detected_and_read_in_file_order_one_second_apart(tmp_path):
     assert df["strategy"].tolist()[0] == "fault_domain" and pd.isna(df["strategy"].iloc[1])
     assert df["group"].tolist()[2:] == [3, 3] and pd.isna(df["group"].iloc[1])
     assert df["domain"].iloc[0] == 1 and df["domain"].iloc[2:].isna().all()  # domain only for fault_domain
+    from catur.traces.stats import format_stats, trace_stats
+
+    stats = trace_stats(df)
+    assert stats["vnuma"] == {1: 3, 2: 1}
+    assert stats["placement_groups"] == {
+        "affinity": {"vms": 1, "groups": 1, "largest": 1},
+        "anti-affinity": {"vms": 1, "groups": 1, "largest": 1},
+        "fault_domain": {"vms": 1, "groups": 1, "largest": 1},
+    }
+    assert "vNUMA asked     1: 3, 2: 1 VMs" in format_stats(stats)
 
 
 @pytest.mark.parametrize(
