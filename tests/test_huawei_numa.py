@@ -453,3 +453,30 @@ def test_clean_means_no_overcommit_and_no_remote_memory(tmp_path):
             replay = replay_host(stream.topology, stream.trace, policy)
             expected += int(((replay.cor_at_placement == 0) & (replay.rmr == 0))[stream.counted].sum())
         assert results[policy].extra["placed_clean"] == expected
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_group_first_fit_without_labels_is_admissions_first_fit(data):
+    """The labelled admission walks VMs one by one; with no labels it must choose exactly the
+    hosts of the lock-step first fit (departures included), so labels are the only difference."""
+    from catur.sim.admission import first_fit
+
+    n = data.draw(st.integers(1, 40))
+    arrival = np.sort(np.array(data.draw(st.lists(st.integers(0, 50), min_size=n, max_size=n)), dtype=float))
+    life = np.array(data.draw(st.lists(st.one_of(st.none(), st.integers(0, 30)), min_size=n, max_size=n)), dtype=float)
+    df = pd.DataFrame({
+        "vm_id": np.arange(n), "arrival_s": arrival, "departure_s": arrival + life,
+        "vcpus": data.draw(st.lists(st.sampled_from([1, 2, 4, 8, 16]), min_size=n, max_size=n)),
+        "mem_gib": [float(m) for m in data.draw(st.lists(st.sampled_from([1, 2, 8, 32]), min_size=n, max_size=n))],
+        "strategy": pd.array([None] * n, dtype="string"),
+    })
+    hosts = data.draw(st.integers(1, 4))
+    spec = ClusterSpec("t", ((PRESETS["intel-2s"], hosts),))
+    used_v = np.array(data.draw(st.lists(st.integers(0, 80), min_size=hosts, max_size=hosts)))
+    used_m = np.array(data.draw(st.lists(st.integers(0, 180), min_size=hosts, max_size=hosts))) * MIB_PER_GIB
+    mem = np.round(df["mem_gib"].to_numpy() * MIB_PER_GIB).astype(np.int64)
+    cores, capacity = spec.host_capacity()
+    ours, _ = first_fit_groups(df, df["vcpus"].to_numpy(), mem, cores - used_v, capacity - used_m)
+    theirs = first_fit(df["vcpus"].to_numpy(), mem, arrival, df["departure_s"].to_numpy(), [np.arange(n)], [spec], [(used_v, used_m)])
+    assert ours.tolist() == theirs.tolist()
