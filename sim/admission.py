@@ -416,7 +416,7 @@ def prepare_scenario(
     if start is not None:
         spec = start.spec
     else:
-        spec = load_cluster(cluster or "mixed")
+        spec = load_cluster(cluster)
         if cpu_overcommit is not None:
             spec = replace(spec, cpu_overcommit=cpu_overcommit)
     start_s, end_s = parse_days(days, df)

@@ -246,11 +246,13 @@ def scenario_facts(args: argparse.Namespace, df, label: str, scenario, config, *
     """The ``scenario`` object of the JSON output: what was replayed, on what, how."""
     from catur.sim.evaluate import admission_summary
 
-    admission = scenario.admission
-    if admission.start is not None:
-        extra = {"start_state": admission.start.to_dict(), **extra}
-    if admission.groups is not None:
-        extra = {"placement_groups": admission.groups.to_dict(), **extra}
+    # A streamed evaluation's admission is a tally of its batches: no start state, no groups.
+    start = getattr(scenario.admission, "start", None)
+    groups = getattr(scenario.admission, "groups", None)
+    if start is not None:
+        extra = {"start_state": start.to_dict(), **extra}
+    if groups is not None:
+        extra = {"placement_groups": groups.to_dict(), **extra}
     return {
         "trace": label,
         "vms_in_trace": int(len(df)) if df is not None else None,  # streamed: given in extra
@@ -258,7 +260,7 @@ def scenario_facts(args: argparse.Namespace, df, label: str, scenario, config, *
         "window_s": [scenario.start_s, scenario.end_s],
         "cluster": scenario.spec.name,
         "cpu_overcommit": scenario.spec.cpu_overcommit,
-        "target_utilization": (args.target_utilization or None) if scenario.admission.start is None else None,
+        "target_utilization": (args.target_utilization or None) if start is None else None,
         **admission_summary(scenario.admission),
         "anomaly_threshold": config.anomaly_threshold,
         "ticket_c1": config.ticket_c1,
