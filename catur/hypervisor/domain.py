@@ -20,7 +20,8 @@ XML does not always pin that down, so the rule is (README, "Hooking Catur into a
    its nodeset (``<memnode>``, else ``<memory>``): all on the node for ``preferred`` (and a
    one-node set); evenly for ``interleave``; for ``strict``/``restrictive`` over several
    nodes, in proportion to the cell's vCPUs on those nodes (first touch), evenly if none.
-   Without a nodeset, memory follows the cell's vCPUs (the kernel's first-touch default).
+   Without a nodeset, memory follows the cell's vCPUs (the kernel's first-touch default; an
+   unpinned vCPU weighs evenly on its home nodes).
 
 A domain is *pinned* when every vCPU has an allowed CPU set, *unpinned* when none has.
 :func:`host_usage` adds the domains up into Catur's ``used_vcpus``/``used_mem_mib`` arrays.
@@ -270,7 +271,11 @@ def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.nd
     node_mem = np.zeros(n, dtype=np.int64)
     total_mib = spec.mem_mib
     parts = [(c.id, c.vcpus, c.mem_kib) for c in spec.cells] or [(None, tuple(range(spec.vcpus)), spec.mem_kib)]
-    part_mib = share(total_mib, [max(p[2], 1) for p in parts])
+    # Whole MiB per part from the cumulative KiB, rounded up: sums to the domain's MiB, and
+    # gives back exactly the instances' MiB of cells Catur wrote.
+    cumulative = np.cumsum([p[2] for p in parts])
+    part_mib = np.diff(-(-cumulative // 1024), prepend=0)
+    part_mib[-1] += total_mib - part_mib.sum()  # cells that do not add up to <memory>: the last one absorbs it
     for (cell, vcpus, _), mib in zip(parts, part_mib):
         mode, nodeset = spec.memnodes.get(cell, (spec.memory_mode, spec.memory_nodeset))
         targets = _nodes(host, nodeset)
