@@ -133,7 +133,8 @@ class DepartureFollower:
             domain's UUID (what ``catur libvirt place`` sends as the VM's id). An exception
             is logged and the departure dropped.
         reconnect_s: Seconds between attempts to reach libvirt when it is gone.
-        opener: Opens a connection (default :func:`open_connection`; tests pass their own).
+        opener: Opens a connection (default: :func:`open_connection`, read-only, which libvirt's
+            read-only socket allows without the libvirt group; tests pass their own).
 
     A domain counts once: ``STOPPED`` (shut down, destroyed, crashed, saved, migrated away)
     reports it, a later ``UNDEFINED`` of the same domain does not report it again (an
@@ -148,7 +149,7 @@ class DepartureFollower:
         self.depart = depart
         self.reconnect_s = reconnect_s
         self.tick_s = tick_s
-        self._open = opener or open_connection
+        self._open = opener or (lambda u: open_connection(u, readonly=True))  # events need no write access
         self._stop = False
         self._closed = False
         self.connection = None
