@@ -130,6 +130,9 @@ class HostTopology:
                     raise CaturError(f"host topology: CPU {cpu} is in both node {owner[cpu]} and node {node}")
                 owner[cpu] = node
         object.__setattr__(self, "_cpu_node", owner)
+        lookup = np.full(max(owner, default=-1) + 1, -1, dtype=np.int64)
+        lookup[list(owner)] = list(owner.values())
+        object.__setattr__(self, "_cpu_node_array", lookup)
         object.__setattr__(self, "_cell_node", {c: i for i, c in enumerate(self.cell_ids)})
 
     @property
@@ -139,6 +142,13 @@ class HostTopology:
     def node_of_cpu(self, cpu: int) -> int | None:
         """The Catur node holding host CPU ``cpu``, or ``None`` for a CPU the host lacks."""
         return self._cpu_node.get(int(cpu))  # type: ignore[attr-defined]
+
+    def nodes_of_cpus(self, cpus) -> np.ndarray:
+        """The Catur node of each host CPU id (``-1`` for CPUs the host lacks), as an array."""
+        ids = np.asarray(cpus, dtype=np.int64)
+        lookup = self._cpu_node_array  # type: ignore[attr-defined]
+        inside = (ids >= 0) & (ids < lookup.shape[0])
+        return np.where(inside, lookup[np.where(inside, ids, 0)], -1)
 
     def node_of_cell(self, cell_id: int) -> int | None:
         """The Catur node of libvirt cell ``cell_id``, or ``None`` (no such cell, or memory-only)."""

@@ -251,12 +251,15 @@ def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.nd
     """Rules 2 and 3: ``(vcpu_node[V] (-1 = unpinned), node_vcpus[N], node_mem_mib[N])``."""
     n = host.num_nodes
     vcpu_node = np.full(spec.vcpus, -1, dtype=np.int64)
+    node_of_set: dict[tuple[int, ...], int] = {}  # vCPUs mostly share a few CPU sets
     for v in range(spec.vcpus):
         allowed = spec.allowed_cpus(v)
         if allowed:
-            counts = np.bincount([m for c in allowed if (m := host.node_of_cpu(c)) is not None], minlength=n)
-            if counts.sum():
-                vcpu_node[v] = int(np.argmax(counts))
+            if allowed not in node_of_set:
+                nodes = host.nodes_of_cpus(allowed)
+                counts = np.bincount(nodes[nodes >= 0], minlength=n)
+                node_of_set[allowed] = int(np.argmax(counts)) if counts.sum() else -1
+            vcpu_node[v] = node_of_set[allowed]
     node_vcpus = np.bincount(vcpu_node[vcpu_node >= 0], minlength=n).astype(np.int64)
     # Unpinned vCPUs, grouped by their home nodes, spread near-evenly over them.
     homes: dict[tuple[int, ...], int] = {}
