@@ -241,7 +241,8 @@ def test_write_keeps_everything_else():
     assert "<shares>2048</shares>" in text and "web7.qcow2" in text and "ns0:" not in text
     diff = unified_diff(root, out, "vm.xml")
     removed = [line for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
-    assert removed == ["-  <vcpu>6</vcpu>"] or all("<domain" in r or "<vcpu>" in r for r in removed), diff
+    # only the root (it gains the catur namespace) and <vcpu> (it gains placement and cpuset) change
+    assert len(removed) == 2 and removed[0].startswith("-<domain ") and removed[1] == "-  <vcpu>6</vcpu>", diff
     node = int(placement.cpu_nodes[0])
     assert f"<vcpupin vcpu=\"5\" cpuset=\"{host.node_cpuset(node)}\" />" in text
 
@@ -359,3 +360,15 @@ def test_vm_request_from_cells():
     assert vm_request(spec) == VMRequest(6, 8192, vnuma=2)
     with pytest.raises(CaturError, match="2 guest NUMA cells but --vnuma 3"):
         vm_request(spec, vnuma=3)
+
+
+def test_without_the_bindings_the_cli_says_how_to_get_them(monkeypatch, capsys, tmp_path):
+    import sys
+
+    from catur.cli import main
+
+    monkeypatch.setitem(sys.modules, "libvirt", None)  # `import libvirt` now raises ImportError
+    code = main(["libvirt", "topology", "--connect", "test:///default"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("catur: error: the libvirt Python bindings are not installed: pip install 'catur[libvirt]'")
+    assert len(err.strip().splitlines()) == 1
