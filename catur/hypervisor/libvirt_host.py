@@ -229,8 +229,9 @@ class DepartureFollower:
             return
         try:
             conn.registerCloseCallback(self._on_close, None)
+            conn.setKeepAlive(5, 3)  # a daemon that hangs or vanishes is noticed within ~20 s
         except libvirt.libvirtError:
-            pass  # local drivers (test://) have no close callback; isAlive() still tells
+            pass  # local drivers (test://) have neither; isAlive() still tells
         log.info("following domain lifecycle events at %s", self.uri)
         while not self._stop and self._alive(conn):
             libvirt.virEventRunDefaultImpl()
