@@ -259,6 +259,9 @@ def test_place_through_the_service_and_departure_in_the_collected_trace(capsys, 
             follower = DepartureFollower("test:///default", lambda vm_id, t: client.depart(vm_id, "h1", t), tick_s=0.05)
             with follower_running(follower):
                 wait_for(lambda: follower.connection is not None)
+                code, diff, err = run_cli(capsys, "libvirt", "place", "-c", "test:///default", "--domain-xml", str(vm),
+                                          "--target", f"127.0.0.1:{port}", "--host-id", "h1", "--dry-run")
+                assert code == 0 and diff.startswith("--- ") and "recorded as a VM that left at once" in err
                 code, out, _ = run_cli(capsys, "libvirt", "place", "-c", "test:///default", "--domain-xml", str(vm),
                                        "--target", f"127.0.0.1:{port}", "--host-id", "h1", "--define")
                 assert code == 0
@@ -274,6 +277,7 @@ def test_place_through_the_service_and_departure_in_the_collected_trace(capsys, 
     finally:
         service.shutdown(server, grace=0.5)
     trace = read_collected(tmp_path / "trace")
+    assert len(trace) == 2 and not trace["departure_s"].isna().any(), "the dry run's VM departed at once too"
     row = trace[trace["source_vm_id"] == uuid]
     assert len(row) == 1 and row["vcpus"].iloc[0] == 2 and row["mem_gib"].iloc[0] == 1.0
     assert not np.isnan(row["departure_s"].iloc[0]) and row["departure_s"].iloc[0] >= row["arrival_s"].iloc[0]

@@ -48,7 +48,9 @@ the XML is kept. A domain that already has NUMA tuning is refused unless --repla
 strict when the memory fits the vCPUs' node, else preferred on it), strict, preferred or
 restrictive (README has the table, and what no mode can express).
 With --target, the VM's id sent to the service is the domain's <uuid> (one is added when the
-XML has none), so 'catur libvirt events' can report its departure under the same id.
+XML has none), so 'catur libvirt events' can report its departure under the same id. A
+service that collects traces records every request; with --dry-run the VM is reported
+departed at once (use --in-process for a dry run that leaves no record).
 """
 
 EPILOG_EVENTS = """examples:
@@ -232,7 +234,7 @@ def cmd_place(args: argparse.Namespace) -> int:
                 name = root.find("name")
                 root.insert(list(root).index(name) + 1 if name is not None else 0, new_uuid)
                 spec = parse_domain(root, source)
-            decision = _ask_service(args, conn, host, usage, request, spec.uuid)
+            decision = _ask_service(args, conn, host, usage, request, spec.uuid, dry_run=args.dry_run)
         record = {"policy": decision.policy, "primitive": decision.primitive, "model_version": decision.model_version,
                   "defect": f"{decision.defect:.6g}"}
         tuned = write_placement(root, spec, host, decision.placement, memory_mode=args.memory_mode,
@@ -258,7 +260,10 @@ def _decide_here(args, host, usage, request):
     return spec.build().decide(host.topology, usage.used_vcpus, usage.used_mem_mib, request)
 
 
-def _ask_service(args, conn, host, usage, request, vm_id: str):
+def _ask_service(args, conn, host, usage, request, vm_id: str, dry_run: bool = False):
+    """The service's decision. A service that collects traces records every Place as an
+    arrival; for a dry run the VM is reported departed at once, so the trace does not keep a
+    VM that never ran (it still shows a zero-length one: --in-process leaves no record)."""
     import grpc
 
     from catur.cli.service import _client
@@ -266,7 +271,11 @@ def _ask_service(args, conn, host, usage, request, vm_id: str):
     host_id = args.host_id or conn.getHostname()
     with _client(args) as client:
         try:
-            return client.place(host.topology, usage.used_vcpus, usage.used_mem_mib, request, host_id=host_id, vm_id=vm_id)
+            decision = client.place(host.topology, usage.used_vcpus, usage.used_mem_mib, request, host_id=host_id, vm_id=vm_id)
+            if dry_run and client.depart(vm_id, host_id):
+                _warn(f"the service at {args.target} collects traces: this dry run is recorded as a VM that left at once "
+                      "(use --in-process for a dry run that leaves no record)")
+            return decision
         except grpc.RpcError as exc:
             raise _rpc_error(exc, args.target) from None
 
