@@ -372,3 +372,45 @@ def test_without_the_bindings_the_cli_says_how_to_get_them(monkeypatch, capsys, 
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("catur: error: the libvirt Python bindings are not installed: pip install 'catur[libvirt]'")
     assert len(err.strip().splitlines()) == 1
+
+
+@st.composite
+def domains(draw):
+    """Domain XML with any mix of pinning, memory policy and guest cells (on HOST4's CPUs and
+    cells, plus a few the host lacks)."""
+    vcpus = draw(st.integers(1, 12))
+    mem_kib = draw(st.integers(1, 64 * 1024 * 1024))
+    cpusets = st.sets(st.integers(0, 70), min_size=1, max_size=20).map(format_cpuset)
+    nodesets = st.sets(st.integers(0, 5), min_size=1, max_size=4).map(format_cpuset)
+    parts = []
+    cpuset = draw(st.none() | cpusets)
+    pins = draw(st.dictionaries(st.integers(0, vcpus - 1), cpusets, max_size=vcpus))
+    parts.append("<cputune>" + "".join(f"<vcpupin vcpu='{v}' cpuset='{c}'/>" for v, c in pins.items()) + "</cputune>")
+    k = draw(st.integers(0, min(vcpus, 3)))
+    tune = ""
+    if draw(st.booleans()):
+        tune += f"<memory mode='{draw(st.sampled_from(['strict', 'preferred', 'interleave', 'restrictive']))}' nodeset='{draw(nodesets)}'/>"
+    if k:
+        bounds = sorted(draw(st.sets(st.integers(1, vcpus - 1), min_size=k - 1, max_size=k - 1))) if k > 1 else []
+        edges = [0, *bounds, vcpus]
+        sizes = [draw(st.integers(1, 4 * 1024 * 1024)) for _ in range(k)]
+        parts.append("<cpu><numa>" + "".join(
+            f"<cell id='{i}' cpus='{edges[i]}-{edges[i + 1] - 1}' memory='{sizes[i]}'/>" for i in range(k)) + "</numa></cpu>")
+        mem_kib = sum(sizes)
+        for i in range(k):
+            if draw(st.booleans()):
+                tune += f"<memnode cellid='{i}' mode='{draw(st.sampled_from(['strict', 'preferred', 'interleave']))}' nodeset='{draw(nodesets)}'/>"
+    if tune:
+        parts.append(f"<numatune>{tune}</numatune>")
+    vcpu = f"<vcpu cpuset='{cpuset}'>{vcpus}</vcpu>" if cpuset else f"<vcpu>{vcpus}</vcpu>"
+    return f"<domain><name>g</name><memory>{mem_kib}</memory>{vcpu}{''.join(parts)}</domain>"
+
+
+@settings(max_examples=300, deadline=None)
+@given(domains())
+def test_usage_rule_conserves_vcpus_and_memory(text):
+    spec = parse_domain(text)
+    usage = domain_usage(spec, HOST4)
+    assert usage.node_vcpus.sum() == spec.vcpus and usage.node_mem_mib.sum() == spec.mem_mib
+    assert (usage.node_vcpus >= 0).all() and (usage.node_mem_mib >= 0).all()
+    assert usage.rule in ("pinned", "partly pinned", "unpinned")

@@ -206,14 +206,18 @@ class DepartureFollower:
         register_event_loop()
         # A timer wakes the loop every tick, so a stop request is seen without any event.
         timer = libvirt.virEventAddTimeout(int(self.tick_s * 1000), lambda timer, opaque: None, None)
+        down = False
         try:
             while not self._stop:
                 try:
                     conn = self._open(self.uri)
                 except CaturError as exc:
-                    log.warning("%s; retrying in %.0f s", exc, self.reconnect_s)
+                    # The first failure of an outage is a warning; the retries are not news.
+                    log.log(logging.DEBUG if down else logging.WARNING, "%s; retrying every %.0f s", exc, self.reconnect_s)
+                    down = True
                     self._sleep(self.reconnect_s)
                     continue
+                down = False
                 self._follow(libvirt, conn)
         finally:
             libvirt.virEventRemoveTimeout(timer)
