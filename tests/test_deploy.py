@@ -108,7 +108,7 @@ def test_k8s_command_lines_are_accepted_by_the_cli(k8s, fake_bin, tmp_path):
             for argv in catur_calls(k8s_command(c, env), env, f"{where}/{c['name']}", fake_bin, tmp_path):
                 check_cli(argv, f"{where}/{c['name']}")
                 seen.add(argv[0])
-    assert {"serve", "models", "retrain", "libvirt"} <= seen
+    assert {"serve", "models", "retrain"} <= seen
 
 
 def test_probes_use_the_grpc_port_the_service_exposes(k8s):
@@ -216,7 +216,7 @@ def test_compose_command_lines_are_accepted_by_the_cli(compose, fake_bin, tmp_pa
             assert test[0] == "CMD" and Path(test[1]).name == "catur", f"compose {name}: health check runs {test}"
             check_cli(test[2:], f"compose {name} healthcheck")
             assert test[2] == "health"
-    assert {"serve", "models", "retrain", "libvirt"} <= seen
+    assert {"serve", "models", "retrain"} <= seen
 
 
 def test_compose_wiring_of_ports_and_prometheus(compose):
