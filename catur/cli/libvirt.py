@@ -239,6 +239,14 @@ def cmd_place(args: argparse.Namespace) -> int:
                   "defect": f"{decision.defect:.6g}"}
         tuned = write_placement(root, spec, host, decision.placement, memory_mode=args.memory_mode,
                                 replace=args.replace, record=record, source=source)
+        placed = decision.placement
+        where = "; ".join(
+            f"{int(placed.vcpus[i])} vCPUs on cell {host.cell_ids[int(placed.cpu_nodes[i])]}, MiB by cell "
+            + str({host.cell_ids[j]: int(m) for j, m in enumerate(placed.mem_mib[i]) if m})
+            for i in range(placed.num_instances)
+        )
+        print(f"catur libvirt: {spec.name}: {where} ({decision.policy}, {decision.primitive}, "
+              f"defect {decision.defect:.3f})", file=sys.stderr)
         if args.dry_run:
             sys.stdout.write(unified_diff(root, tuned, source))
             return 0
