@@ -8,13 +8,17 @@
 * the usage rule on hand-made domains (pinned, unpinned, numatune only, guest cells, modes);
 * hypothesis: over many hosts, usages and VMs, the XML a placement is written into pins every
   vCPU onto its instance's node only, its memnodes/memory follow the split, guest cells
-  partition the VM, and reading it back counts exactly the placement.
+  partition the VM, and reading it back counts exactly the placement; the usage rule conserves
+  every domain's vCPUs and memory;
+* without the bindings, ``catur libvirt`` says how to get them; ``./run`` installs the extra
+  when it can (root with apt) and skips it with a message otherwise.
 
 The tests against a real libvirt (test driver) are in test_libvirt_agent.py.
 """
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -414,3 +418,37 @@ def test_usage_rule_conserves_vcpus_and_memory(text):
     assert usage.node_vcpus.sum() == spec.vcpus and usage.node_mem_mib.sum() == spec.mem_mib
     assert (usage.node_vcpus >= 0).all() and (usage.node_mem_mib >= 0).all()
     assert usage.rule in ("pinned", "partly pinned", "unpinned")
+
+
+def test_run_script_installs_the_libvirt_extra_when_it_can_and_skips_it_otherwise(tmp_path):
+    """./run's setup_libvirt: without root or apt it only says how to get the extra (and ./run
+    goes on); as root with apt it installs libvirt's development files, once."""
+    import re
+    import subprocess
+
+    script = (Path(__file__).parent.parent / "run").read_text()
+    function = re.search(r"^setup_libvirt\(\) \{.*?^\}", script, re.S | re.M).group(0)
+    venv, fakes = tmp_path / "venv", tmp_path / "bin"
+    (venv / "bin").mkdir(parents=True)
+    fakes.mkdir()
+    for name, body in {"python": "exit 1", "pkg-config": "exit 1", "apt-get": f'echo "$*" >> {tmp_path}/apt.log',
+                       "timeout": 'shift; exec "$@"'}.items():
+        target = (venv / "bin" / name) if name == "python" else (fakes / name)
+        target.write_text(f"#!/bin/sh\n{body}\n")
+        target.chmod(0o755)
+
+    def setup(uid: int) -> subprocess.CompletedProcess:
+        program = f'set -euo pipefail\nVENV={venv}\nid() {{ echo {uid}; }}\n{function}\nsetup_libvirt\necho done'
+        return subprocess.run(["bash", "-c", program], cwd=Path(__file__).parent.parent, capture_output=True, text=True,
+                              env={**os.environ, "PATH": f"{fakes}:{os.environ['PATH']}"}, timeout=60)
+
+    user = setup(1000)
+    assert user.returncode == 0 and user.stdout.strip() == "done"
+    assert "the libvirt extra is not installed" in user.stderr and "apt-get install libvirt-dev" in user.stderr
+    assert not (tmp_path / "apt.log").exists(), "no apt-get without root"
+    (venv / ".catur-libvirt-apt-tried").unlink()
+    root = setup(0)
+    assert root.returncode == 0 and "installing libvirt's development files" in root.stderr
+    assert "libvirt-dev" in (tmp_path / "apt.log").read_text()
+    again = setup(0)
+    assert again.returncode == 0 and "installing libvirt's development files" not in again.stderr, "apt is tried once"
