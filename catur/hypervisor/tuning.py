@@ -14,7 +14,8 @@ and returns the domain XML with:
 * in ``<metadata>``, Catur's record of the exact split (``catur:placement``), which
   :func:`catur.hypervisor.domain.domain_usage` reads back.
 
-Everything else in the document is kept as it was (elements, order, comments, namespaces).
+Everything else in the document is kept as it was (elements, their order, comments, namespace
+prefixes); only the layout is ElementTree's: re-indented, attributes in double quotes.
 
 How a memory split is expressed (``memory_mode``; README has the table): an instance whose
 memory is all on its CPU node gets ``strict`` on that node, exact. An instance that *spills*
