@@ -322,3 +322,25 @@ def test_events_command_stops_cleanly_on_sigterm():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("mode", ["auto", "strict", "preferred", "restrictive"])
+def test_every_memory_mode_validates_and_defines(mode, capsys, tmp_path):
+    """A wide VM whose memory spills, written in each --memory-mode: schema-valid, definable."""
+    vm = tmp_path / "vm.xml"
+    vm.write_text(NEW_VM.format(name=f"spill-{mode}", vcpus=20, mem=30 * 1024))
+    code, out, err = run_cli(capsys, "libvirt", "place", *HOST4, "--domain-xml", str(vm), "--in-process", "--memory-mode", mode)
+    assert code == 0, err
+    (tmp_path / "out.xml").write_text(out)
+    validate(tmp_path / "out.xml")
+    back = parse_domain(out)
+    assert len(back.cells) == 2 and set(back.memnodes) == {0, 1}
+    assert any(len(inst.mem_mib) > 1 for inst in back.recorded), "the case must spill"
+    modes = {m for m, _ in back.memnodes.values()}
+    assert modes <= {"strict", mode if mode != "auto" else "preferred"}
+    conn = open_connection(NODE_URI)
+    try:
+        dom = define(conn, out)
+        assert parse_domain(dom.XMLDesc(0)).memnodes == back.memnodes
+    finally:
+        conn.close()
