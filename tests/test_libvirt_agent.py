@@ -8,7 +8,8 @@ driver reports no NUMA cells for a host read from a file, so it is read through 
 * topology and usage are read correctly (the CLI's JSON);
 * ``place`` output passes ``virt-xml-validate`` (domain schema) and defines; every pinned CPU
   belongs to the chosen node; memory nodes match the split; round trip: usage after the
-  definition equals usage before plus the placement;
+  definition equals usage before plus the placement; every ``--memory-mode`` of a spilling
+  wide VM validates and defines;
 * bad input (malformed XML, an already tuned domain, an unreachable URI) is one line, exit 2;
 * ``--target``: the service is asked (and records the arrival); the departure follower sends
   ``Depart`` when the domain is undefined, so the collected trace has the VM's lifetime;
