@@ -101,7 +101,7 @@ def test_topology_of_the_default_test_host(capsys):
     topo = json.loads(out)
     assert [n["cores"] for n in topo["nodes"]] == [8, 8]
     assert [n["mem_gib"] * 1024 for n in topo["nodes"]] == [2048, 4096]
-    assert [n["cpus"] for n in topo["nodes"]] == ["0-7", "8-15"] and topo["distances"] == [[10, 21], [21, 10]]
+    assert topo["libvirt"]["cpus"] == ["0-7", "8-15"] and topo["distances"] == [[10, 21], [21, 10]]
 
 
 def test_topology_of_the_two_socket_four_node_host(capsys, tmp_path):
@@ -109,8 +109,8 @@ def test_topology_of_the_two_socket_four_node_host(capsys, tmp_path):
     code, out, err = run_cli(capsys, "libvirt", "topology", *HOST4, "--json", "--save", str(saved))
     assert code == 0 and "no NUMA cells" in err
     topo = json.loads(out)
-    assert [(n["cores"], n["mem_gib"], n["socket"], n["cpus"]) for n in topo["nodes"]] == [
-        (16, 16.0, 0, "0-15"), (16, 16.0, 0, "16-31"), (16, 16.0, 1, "32-47"), (16, 16.0, 1, "48-63")]
+    assert [(n["cores"], n["mem_gib"], n["socket"]) for n in topo["nodes"]] == [(16, 16.0, 0), (16, 16.0, 0), (16, 16.0, 1), (16, 16.0, 1)]
+    assert topo["libvirt"] == {"source": "nodeinfo", "cells": [0, 1, 2, 3], "cpus": ["0-15", "16-31", "32-47", "48-63"]}
     assert topo["distances"][0] == [10, 12, 21, 21]
     from catur.topology import load_topology_file
 

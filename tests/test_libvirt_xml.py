@@ -35,7 +35,7 @@ from catur.hypervisor.capabilities import (
 from catur.hypervisor.domain import domain_usage, host_usage, parse_domain, read_xml
 from catur.hypervisor.tuning import check_untuned, register_namespaces, to_text, unified_diff, vm_request, write_placement
 from catur.request import VMRequest
-from catur.topology import PRESETS, Topology, detect_topology
+from catur.topology import PRESETS, Topology, detect_topology, topology_from_dict
 
 DATA = Path(__file__).parent / "data" / "libvirt"
 INTEL = (DATA / "caps-intel-2s.xml").read_text()
@@ -69,7 +69,10 @@ def test_golden_amd_2s_nps4():
     assert t.distance[6].tolist() == [32, 32, 32, 32, 12, 12, 10, 11]
     for n in range(8):
         assert host.cpus[n] == tuple(range(4 * n, 4 * n + 4)) + tuple(range(4 * n + 32, 4 * n + 36))
-    assert host.to_dict()["nodes"][5] == {"cores": 8, "mem_gib": t.node_mem_mib[5] / 1024, "socket": 1, "libvirt_cell": 5, "cpus": "20-23,52-55"}
+    as_file = host.to_dict()
+    assert as_file["nodes"][5] == {"cores": 8, "mem_gib": t.node_mem_mib[5] / 1024, "socket": 1}
+    assert as_file["libvirt"]["cells"][5] == 5 and as_file["libvirt"]["cpus"][5] == "20-23,52-55"
+    assert topology_from_dict(as_file) == t, "the JSON is a topology file as 'catur topology show' reads it"
 
 
 def _sysfs_from_capabilities(text: str, root: Path) -> None:

@@ -87,7 +87,7 @@ def add_libvirt_commands(sub: argparse._SubParsersAction) -> None:
                            "libvirt's capabilities and print them as a Catur topology.",
                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     common(p)
-    p.add_argument("--json", action="store_true", help="print as JSON (the topology file format, plus each node's libvirt cell and CPUs)")
+    p.add_argument("--json", action="store_true", help="print as JSON: the topology file format, plus a 'libvirt' section with each node's cell id and CPUs")
     p.add_argument("--save", metavar="FILE", help="also write it as a YAML topology file (for 'catur place --topology')")
     p.set_defaults(func=cmd_topology)
 

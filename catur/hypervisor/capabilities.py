@@ -159,11 +159,15 @@ class HostTopology:
         return format_cpuset(self.cpus[node])
 
     def to_dict(self) -> dict:
-        """The topology file format (:meth:`Topology.to_dict`) plus libvirt's names per node."""
+        """The topology file format (:meth:`Topology.to_dict`, which ``catur topology show`` and
+        ``--topology FILE`` read) plus a ``libvirt`` section with each node's cell id and CPUs
+        (an extra top-level key, which the topology reader ignores)."""
         out = self.topology.to_dict()
-        for node, entry in enumerate(out["nodes"]):
-            entry["libvirt_cell"] = self.cell_ids[node]
-            entry["cpus"] = self.node_cpuset(node)
+        out["libvirt"] = {
+            "source": self.source,
+            "cells": list(self.cell_ids),
+            "cpus": [self.node_cpuset(node) for node in range(self.num_nodes)],
+        }
         return out
 
 
