@@ -160,6 +160,10 @@ def parse_domain(root: ET.Element | str, source: str = "domain XML") -> DomainSp
         if any(v >= vcpus for v in cell_cpus):
             raise CaturError(f"{cell_where}: cpus {cell.get('cpus')!r} name vCPUs beyond the domain's {vcpus}")
         cells.append(GuestCell(cid, cell_cpus, to_kib(cell.get("memory"), cell.get("unit"), cell_where)))
+    if cells:  # libvirt's own rule: with guest cells, the domain's memory is their sum
+        mem_kib = sum(c.mem_kib for c in cells)
+        if mem_kib < 1:
+            raise CaturError(f"{where}: the guest cells have no memory")
     return DomainSpec(
         name=name,
         uuid=(root.findtext("uuid") or "").strip(),
@@ -247,6 +251,14 @@ def _nodes(host: HostTopology, cell_ids) -> list[int]:
     return sorted({n for n in nodes if n is not None})
 
 
+def _home(spec: DomainSpec, host: HostTopology, vcpu: int) -> tuple[int, ...]:
+    """Where an unpinned vCPU runs: its cell's ``<memnode>`` nodes, else the ``<numatune>
+    <memory>`` nodes, else anywhere (all nodes)."""
+    cell = spec.cell_of_vcpu(vcpu)
+    nodeset = spec.memnodes[cell][1] if cell in spec.memnodes else spec.memory_nodeset
+    return tuple(_nodes(host, nodeset)) or tuple(range(host.num_nodes))
+
+
 def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.ndarray, int]:
     """Rules 2 and 3: ``(vcpu_node[V] (-1 = unpinned), node_vcpus[N], node_mem_mib[N])``."""
     n = host.num_nodes
@@ -264,9 +276,7 @@ def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.nd
     # Unpinned vCPUs, grouped by their home nodes, spread near-evenly over them.
     homes: dict[tuple[int, ...], int] = {}
     for v in np.flatnonzero(vcpu_node < 0):
-        cell = spec.cell_of_vcpu(int(v))
-        nodeset = spec.memnodes[cell][1] if cell in spec.memnodes else spec.memory_nodeset
-        home = tuple(_nodes(host, nodeset)) or tuple(range(n))
+        home = _home(spec, host, int(v))
         homes[home] = homes.get(home, 0) + 1
     for home, count in homes.items():
         node_vcpus[list(home)] += even_splits(np.array([count]), np.array([len(home)]))[0]
@@ -278,7 +288,7 @@ def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.nd
     # gives back exactly the instances' MiB of cells Catur wrote.
     cumulative = np.cumsum([p[2] for p in parts])
     part_mib = np.diff(-(-cumulative // 1024), prepend=0)
-    part_mib[-1] += total_mib - part_mib.sum()  # cells that do not add up to <memory>: the last one absorbs it
+    assert part_mib.sum() == total_mib  # parse_domain makes the cells add up to the total
     for (cell, vcpus, _), mib in zip(parts, part_mib):
         mode, nodeset = spec.memnodes.get(cell, (spec.memory_mode, spec.memory_nodeset))
         targets = _nodes(host, nodeset)
@@ -287,9 +297,7 @@ def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.nd
             if vcpu_node[v] >= 0:
                 weights[vcpu_node[v]] += 1
             else:
-                cell_v = spec.cell_of_vcpu(v)
-                ns = spec.memnodes[cell_v][1] if cell_v in spec.memnodes else spec.memory_nodeset
-                home = _nodes(host, ns) or list(range(n))
+                home = list(_home(spec, host, v))
                 weights[home] += 1.0 / len(home)
         if targets:
             if mode == "preferred" or len(targets) == 1:
