@@ -214,6 +214,8 @@ def cmd_place(args: argparse.Namespace) -> int:
     from catur.hypervisor.libvirt_host import define, read_usage
     from catur.hypervisor.tuning import check_untuned, register_namespaces, to_text, unified_diff, vm_request, write_placement
 
+    if args.model and not args.in_process:
+        raise CaturError("--model applies to --in-process only (the service at --target serves its own model)")
     text, source = _read_domain_text(args.domain_xml)
     register_namespaces(text)
     root = read_xml(text, source)
