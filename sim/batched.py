@@ -103,7 +103,8 @@ def replay_batched(
     max_batch_vms: int = MAX_BATCH_VMS,
     min_batch_hosts: int | None = None,
 ) -> list[HostReplay]:
-    """Replay every ``(topology, trace)`` host on an empty host, all at once.
+    """Replay every ``(topology, trace)`` host from its start usage (empty unless the trace
+    has one), all at once.
 
     Returns one :class:`~catur.sim.replay.HostReplay` per host, in input order, with exactly
     the values :func:`~catur.sim.replay.replay_host` gives (its ``correctable`` all False).
@@ -184,9 +185,15 @@ def _replay_group(
     steps = int(counts[0]) if h else 0
     active = np.searchsorted(-counts, -np.arange(steps), side="left")  # hosts with more than s events
 
-    state = HostsState(topology, max(h, 1))  # every host's usage, kept by catur.state's functions
+    # Each host starts as its trace says (a start state), through the same state constructor
+    # as the reference loop; then its usage is kept by catur.state's functions.
+    starts = [t.start_state(topology) for t in traces]
+    state = HostsState(topology, h)
+    state.used_vcpus[:] = np.concatenate([start.used_vcpus for start in starts])
+    state.used_mem_mib[:] = np.concatenate([start.used_mem_mib for start in starts])
     used_vcpus, used_mem = state.used_vcpus, state.used_mem_mib
     clock = CorClock(topology.node_cores, np.array([t.arrival_s.min() if t.num_vms else 0.0 for t in traces]))
+    clock.set_usage(used_vcpus, slice(0, h))
     # Per VM: where it is (instances padded with node 0 and 0 vCPUs, which add nothing to
     # the weighted COR integral), what it takes per node, and its metrics.
     width = inst_vcpus.shape[1]

@@ -129,7 +129,11 @@ def prepare(workload: Workload, options: EvaluateOptions = EvaluateOptions()) ->
     df, skipped = workload.read()
     if skipped:
         options.note(f"skipped {skipped} malformed rows of {workload.source}")
-    return Prepared(workload, df, workload.scenario(df))
+    scenario = workload.scenario(df)
+    start = scenario.admission.start
+    if start is not None and start.rows_skipped:
+        options.note(f"skipped {start.rows_skipped} malformed rows of {workload.start_state}")
+    return Prepared(workload, df, scenario)
 
 
 def check_policies(policies: Sequence[str | DeciderSpec]) -> list[str | DeciderSpec]:
@@ -183,6 +187,10 @@ def evaluate(
             if policies or not external:
                 replayed, oracle_sample = replay(prepared.scenario.streams, policies, options, seed=workload.seed)
                 results.update(replayed)
+            if prepared.scenario.admission.start is not None:  # real fragmented hosts: count clean placements
+                from catur.sim.start_state import clean_placements
+
+                clean_placements(results)
             evaluation = Evaluation(
                 scenario_facts(workload, prepared.scenario, options.metrics, vms_in_trace=len(prepared.df),
                                **_policy_facts(policies, options, oracle_sample)),
@@ -239,6 +247,8 @@ def _evaluate_streamed(workload: Workload, policies: list, options: EvaluateOpti
     from catur.sim.streaming import evaluate_streamed
     from catur.traces.partitioned import PartitionedTrace
 
+    if workload.start_state:
+        raise CaturError("--start-state is not available for a partitioned trace: its clusters are sized from the trace, a start state fixes the hosts")
     if options.oracle_hosts:
         raise CaturError("--oracle-hosts is not available for a partitioned trace: evaluate a few of its clusters as a file for the oracle sample")
     stream = StreamConfig(batch_vms=options.batch_vms)
@@ -274,6 +284,13 @@ def scenario_facts(workload: Workload, scenario, config: MetricsConfig, **extra)
     :class:`~catur.sim.streaming.StreamedScenario` (both have ``spec``, ``admission``,
     ``start_s`` and ``end_s``). ``extra`` adds entries (``vms_in_trace`` among them).
     """
+    # A streamed evaluation's admission is a tally of its batches: no start state, no groups.
+    start = getattr(scenario.admission, "start", None)
+    groups = getattr(scenario.admission, "groups", None)
+    if start is not None:
+        extra = {"start_state": start.to_dict(), **extra}
+    if groups is not None:
+        extra = {"placement_groups": groups.to_dict(), **extra}
     return {
         "trace": workload.label,
         "vms_in_trace": None,
@@ -281,7 +298,7 @@ def scenario_facts(workload: Workload, scenario, config: MetricsConfig, **extra)
         "window_s": [scenario.start_s, scenario.end_s],
         "cluster": scenario.spec.name,
         "cpu_overcommit": scenario.spec.cpu_overcommit,
-        "target_utilization": workload.target_utilization or None,
+        "target_utilization": (workload.target_utilization or None) if start is None else None,
         **admission_summary(scenario.admission),
         "anomaly_threshold": config.anomaly_threshold,
         "ticket_c1": config.ticket_c1,

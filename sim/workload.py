@@ -11,6 +11,7 @@ the evaluation pipeline (:func:`catur.sim.pipeline.evaluate`)::
     Workload("trace.csv.gz", cluster="intel-2s", target_utilization=0.8)
     Workload(df, days="1:3")                                       # a DataFrame in hand
     Workload("month/")                # a partitioned directory: streamed by the pipeline
+    Workload("VM_data_C1.csv", start_state="PM_res.csv")  # real fragmented hosts (sim.start_state)
 
 ``source`` is a synthetic scenario name (:data:`catur.traces.synthetic.SCENARIOS`), a trace
 path (any format :func:`catur.traces.readers.read_trace` reads), or a canonical DataFrame.
@@ -36,7 +37,8 @@ class Workload:
 
     Attributes:
         source: Synthetic scenario name, trace path, or canonical DataFrame.
-        cluster: A shipped cluster mix or a YAML/TOML cluster file.
+        cluster: A shipped cluster mix or a YAML/TOML cluster file (``None``: the default mix;
+            with a start state, capacities inferred from it).
         days: ``FIRST:LAST`` (1-based, inclusive) window of arrivals; ``None`` = all.
         target_utilization: Size the cluster so peak demand is this fraction of the binding
             resource; 0 or ``None`` keeps the cluster file's host counts.
@@ -45,10 +47,12 @@ class Workload:
         format: Trace format name, or ``"auto"`` to detect it.
         skip_bad_rows: Drop malformed trace rows (counted) instead of failing.
         from_scenario: Whether a string ``source`` is a scenario name (``None``: if it is one).
+        start_state: A free-per-node file (``PM_res.csv``): its servers are the hosts, each
+            starting as used as the file says (:mod:`catur.sim.start_state`).
     """
 
     source: object = "default"
-    cluster: str = "mixed"
+    cluster: str | None = None
     days: str | None = None
     target_utilization: float | None = TARGET_UTILIZATION
     cpu_overcommit: float | None = None
@@ -56,6 +60,7 @@ class Workload:
     format: str = "auto"
     skip_bad_rows: bool = False
     from_scenario: bool | None = None
+    start_state: str | None = None
 
     def __post_init__(self) -> None:
         check_target_utilization(self.target_utilization)
@@ -106,8 +111,16 @@ class Workload:
         return df, report.rows_skipped
 
     def scenario(self, df: pd.DataFrame) -> Scenario:
-        """``df`` (this workload's trace) admitted onto the cluster and cut to the window."""
-        return prepare_scenario(df, self.cluster, self.days, self.target_utilization, self.cpu_overcommit)
+        """``df`` (this workload's trace) admitted onto the cluster (or the start state's
+        hosts) and cut to the window. Malformed start-state rows skipped (``skip_bad_rows``)
+        are counted in ``scenario.admission.start.rows_skipped``."""
+        start = None
+        if self.start_state:
+            from catur.sim.start_state import load_start_state
+
+            start = load_start_state(self.start_state, self.cluster, cpu_overcommit=self.cpu_overcommit,
+                                     skip_bad_rows=self.skip_bad_rows)
+        return prepare_scenario(df, self.cluster, self.days, self.target_utilization, self.cpu_overcommit, start)
 
     def streams(self) -> list[HostStream]:
         """The host streams with at least one VM arriving in the window (training episodes)."""

@@ -28,11 +28,23 @@ EPILOG_EVALUATE = """examples:
   catur evaluate month/ --policies xen --model default --shield-depth 1 --batch-vms 1000000
       (month/ from 'catur traces generate --vms 100000000 --out month/': streamed by clusters)
   catur evaluate trace.parquet --engine ray --ray-address 10.0.0.1:6379
+  catur evaluate VM_data_C1.csv --start-state PM_res.csv --model default --shield-depth 1
+      (Huawei Cloud's NUMA dataset: a static sequence packed onto 1,710 fragmented servers)
+  catur evaluate huawei-east-1-lt.csv.gz --start-state PM_res.csv --days 1:3
+      (a time-based trace warm-started on real fragmentation)
 
 The trace is a public format (detected from its header, or --format) or Catur's canonical
 trace. Public traces have no hosts: VMs are first admitted onto a cluster (--cluster, a
 shipped mix or a YAML/TOML file) sized so the trace's peak demand reaches
 --target-utilization of the binding resource. The same admission serves every policy.
+
+--start-state FILE (free CPU and RAM per NUMA node of each server, like PM_res.csv) replaces
+that cluster: its servers are the hosts, each starting as used as the file says (capacity
+inferred as the largest free amount per node over all servers, or given by --cluster, one
+host per row). The used part is resident load: it counts in COR but in no metric. Traces
+with placement-group labels (VM_data: anti-affinity, affinity, fault_domain) are admitted
+honouring them; the table then adds 'clean' (VMs placed with no overcommit and no remote
+memory) and the header counts the VMs no host could take, by reason.
 
 Metrics (DESIGN.md §2): avg defect = mean over VMs of alpha*COR + beta*RMR averaged over the
 VM's lifetime; at placement = the same right after placing; p99 of the lifetime defect; ticket
@@ -95,10 +107,14 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("trace", nargs="?", help="trace file (any supported format, gzip ok)")
     src.add_argument("--synthetic", metavar="NAME", help="use a built-in synthetic workload instead of a file")
     config_option(src, Workload, "format", help="trace format (default: auto-detect)")
-    config_option(src, Workload, "skip_bad_rows", action="store_true", help="drop malformed rows (counted) instead of failing")
+    config_option(src, Workload, "skip_bad_rows", action="store_true", help="drop malformed rows (counted) instead of failing (of the trace and of --start-state)")
     config_option(src, Workload, "days", metavar="FIRST:LAST", help="evaluate VMs arriving on these days (1-based, inclusive), e.g. 16:31")
     config_option(src, Workload, "seed", type=int, help="seed for synthetic workloads and the random policy (default %(default)s)")
-    add_cluster_arguments(p.add_argument_group("cluster"), Workload)
+    cluster = p.add_argument_group("cluster")
+    add_cluster_arguments(cluster, Workload)
+    config_option(cluster, Workload, "start_state", metavar="FILE",
+                  help="start from real fragmented hosts: free CPU and RAM (GiB) per NUMA node of each server, "
+                  "header CPU1,RAM1,CPU2,RAM2 (e.g. PM_res.csv); its servers become the cluster")
 
 
 def workload_from_args(args: argparse.Namespace) -> Workload:
@@ -210,7 +226,7 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
 
 def report(evaluation, json_path: str | None = None, plots_dir: str | None = None) -> None:
     """Print the table; write the JSON and the plots when asked."""
-    from catur.sim.report import format_table, write_plots
+    from catur.sim.report import format_table, start_state_lines, write_plots
 
     s = evaluation.scenario
     print(
@@ -218,6 +234,8 @@ def report(evaluation, json_path: str | None = None, plots_dir: str | None = Non
         f"({s['hosts']} hosts: {', '.join(f'{v}× {k}' for k, v in s['hosts_by_topology'].items())}), "
         f"{s['rejected_vms']} VMs rejected by admission"
     )
+    for line in start_state_lines(s):
+        print(line)
     print(format_table(evaluation))
     print(f"({s['wall_s']:.1f} s; defects and ratios in percent, lower is better)")
     if json_path:

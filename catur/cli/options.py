@@ -58,8 +58,9 @@ def config_from_args(cls: type, args: argparse.Namespace, **given: Any):
 def add_cluster_arguments(group, cls: type) -> None:
     """--cluster, --cpu-overcommit, --target-utilization: where a trace is admitted (any config
     with those three fields: a workload, a training or a retraining run)."""
+    inferred = "; with --start-state: capacities inferred" if field_default(cls, "cluster") is None else ""
     config_option(group, cls, "cluster", metavar="SPEC",
-                  help="shipped mix (mixed, intel-2s, amd-2s-nps2, amd-2s-nps4) or a YAML/TOML file (default: %(default)s)")
+                  help=f"shipped mix (mixed, intel-2s, amd-2s-nps2, amd-2s-nps4) or a YAML/TOML file (default: mixed{inferred})")
     config_option(group, cls, "cpu_overcommit", type=float,
                   help="vCPUs admitted per host core (default: the cluster file's, else 1.0); the benchmark scenario uses 1.02")
     config_option(group, cls, "target_utilization", type=float,
