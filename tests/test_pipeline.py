@@ -101,5 +101,8 @@ def test_retrain_and_evaluate_defaults_are_their_configs():
     args = build_parser().parse_args(["evaluate", "--synthetic", "default"])
     assert config_from_args(Workload, args, source="default") == Workload("default")
     assert config_from_args(EvaluateOptions, args) == EvaluateOptions()
-    for name in ("cluster", "target_utilization", "cpu_overcommit"):  # one declaration, three configs
+    for name in ("target_utilization", "cpu_overcommit"):  # one declaration, three configs
         assert field_default(TrainConfig, name) == field_default(RetrainConfig, name) == field_default(Workload, name)
+    # A workload's cluster left out is the default mix (or, with a start state, inferred).
+    assert field_default(TrainConfig, "cluster") == field_default(RetrainConfig, "cluster") == "mixed"
+    assert field_default(Workload, "cluster") is None
