@@ -97,7 +97,7 @@ def test_drift_collapse_retrain_promote_and_the_service_switches(tmp_path):
     first = tmp_path / "first-model"
     train(
         TrainConfig(workload=str(trace), timesteps=2000, eval_every=1000, eval_hosts=4, n_envs=1,
-                    warm_start=2000, episode_arrivals=128, **PHASE_ONE),
+                    warm_start=2000, episode_arrivals=128, allow_worse=True, **PHASE_ONE),
         first, progress=False, log=lambda m: None,
     )
     registry = registry_with(tmp_path / "registry", first)
