@@ -36,6 +36,13 @@ registry, and removed only by an explicit :meth:`Registry.prune`; their files ar
 * A version is re-verified (checksums + load) before it becomes current, so a version whose
   files rotted after it was added is refused with the reason, and the current one stays.
 
+**The greedy gate and rule versions.** :meth:`Registry.promote` refuses (with
+:class:`~catur.errors.LosesToGreedy`, exit status 3 in the CLI) a version whose recorded
+evaluation loses to greedy by :mod:`catur.verdict`'s rule, unless ``force``; the history line
+of a forced promotion says so. :meth:`Registry.add_rule` adds a *rule version*: greedy itself,
+served as a version (only a ``manifest.json`` with ``kind: rule``; see :mod:`catur.model`),
+for when no trained candidate beats it.
+
 **Pruning.** Every retraining adds a version, so a registry grows without bound unless
 old versions go. :meth:`Registry.prune` removes every version except the current one, the
 newest ``keep``, and the ``keep`` versions that rollbacks would return to next (see History);

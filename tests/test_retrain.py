@@ -293,6 +293,10 @@ def test_check_only_reports_the_collapse_and_exits_3(tmp_path, registry, trace, 
     for cluster in data["before"].values():  # always core-best-fit: exactly its numbers, beaten by another
         assert cluster["avg_defect"] == cluster["primitives"]["core-best-fit"]
         assert not cluster["beats_every_primitive"] and cluster["best_primitive"] != "core-best-fit"
+        # Greedy counts in the collapse test: it is clearly better on every cluster.
+        assert "greedy" in cluster["clear_losses"] and cluster["versus"]["greedy"]["diff_ci"][0] > 0
+        assert "core-best-fit" not in cluster["clear_losses"]  # an exact tie with itself is no loss
+    assert data["versus_greedy"]["before"]["loses"] and data["versus_greedy"]["after"] is None
     drift = data["drift"]
     assert drift["reference_days"] == "1:3" and drift["reference_is"] == "every day before the recent window"
     assert drift["features"]["mem_gib"]["level"] == "significant"  # the injection is 16 GiB per vCPU
@@ -315,6 +319,22 @@ def test_dry_run_fine_tunes_but_changes_nothing(tmp_path, registry, trace, capsy
     # passes the gate: no clear loss on any cluster.
     assert len(data["iterations"]) == 1
     assert not any(c["failing"] for c in data["after"].values()) and not data["versus_greedy"]["after"]["loses"]
+    if not data["iterations"][0]["passes"]:  # the tiny fine-tune lost to greedy: greedy is the fallback
+        assert "would serve greedy as a rule version" in data["reason"]
+        assert data["versus_greedy"]["after"]["outcome"] == "tie"  # greedy against itself
+
+
+def test_a_rule_version_is_judged_as_greedy(tmp_path, trace, capsys):
+    """With greedy itself current (a rule version), the job replays it as greedy: on the
+    drifted window no primitive is clearly better on any cluster, so it is healthy."""
+    registry = Registry(tmp_path / "registry", create=True)
+    registry.promote(registry.add_rule("greedy").version)
+    code = run_cli("retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS,
+                   "--max-iterations", "0", "--jobs", "1", "--gate-samples", "200", "--quiet", "--report", tmp_path / "r")
+    assert code == EXIT_OK and capsys.readouterr().out.startswith("healthy: v0001 is not clearly worse")
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["versus_greedy"]["before"]["outcome"] == "tie"
+    assert all(c["avg_defect"] == c["greedy"] for c in data["before"].values())
     assert [v.version for v in registry.versions()] == ["v0001"] and registry.current().version == "v0001"
 
 

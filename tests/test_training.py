@@ -206,6 +206,16 @@ def test_ppo_run_writes_a_complete_model(ppo_from_scratch):
     assert model.version == manifest["version"]
     decider = DeciderSpec(model=str(result.model_dir)).build()
     assert decider.gate is not None and decider.fallback is None  # gated requests go to greedy
+    # The comparison with greedy is recorded, and says whether --allow-worse was what let it out.
+    gate = manifest["evaluation"]["gate"]
+    assert gate == result.gate and set(gate["versus"]) == {"greedy", "best_primitive"}
+    assert gate["allowed_worse"] == gate["loses_to_greedy"] == gate["versus"]["greedy"]["loses"]
+    from catur.verdict import recorded_comparison
+
+    recomputed = recorded_comparison(manifest)  # what catur models promote reads: the same numbers
+    assert recomputed.to_dict() == gate["versus"]["greedy"]
+    assert recomputed.model_defect == pytest.approx(manifest["evaluation"]["avg_defect"], rel=1e-12)
+    assert recomputed.baseline_defect == pytest.approx(result.baselines["greedy"], rel=1e-12)
 
 
 def test_ppo_run_history_and_best_checkpoint(ppo_from_scratch):
