@@ -482,7 +482,8 @@ class Registry:
     ) -> ModelVersion:
         """Copy a model directory in as the next version. Does not promote it.
 
-        The model must load (:meth:`PolicyModel.load`); ``evaluation`` must be a JSON object;
+        The model must load (:func:`catur.model.load_policy`: a trained model or a rule version);
+        ``evaluation`` must be a JSON object;
         ``parent`` must be a version of this registry. ``model_dir`` may be ``"default"``, the
         model shipped with Catur.
         """

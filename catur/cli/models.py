@@ -279,7 +279,9 @@ def add_models_commands(sub: argparse._SubParsersAction) -> None:
     q = action("add", cmd_models_add, "add a model directory as the next version (not current unless --promote)",
                "Copy a model directory (manifest.json + weights.npz, e.g. from 'catur train --out') in "
                "as the next version. The model must load; the copy is synced and renamed into place "
-               "whole. 'default' adds the model shipped with Catur.")
+               "whole. 'default' adds the model shipped with Catur. '--rule greedy' adds greedy itself as a "
+               "version instead (a manifest with kind: rule, no weights): what to serve when no trained "
+               "candidate beats greedy. With --promote, the greedy gate of 'promote' applies.")
     q.add_argument("model_dir", metavar="MODEL_DIR", nargs="?", help="model directory, or 'default'")
     q.add_argument("--rule", choices=("greedy",), help="add a rule version instead of a model: serve greedy itself "
                    "(for when no trained candidate beats it); its manifest says kind: rule, policy: greedy")
