@@ -12,6 +12,10 @@ A model directory holds two files:
 hosts), so evaluation can score many hosts' decisions at once and the service needs no torch.
 The training code exports SB3 policies into this format and checks that decisions match
 (:mod:`catur.training.export`).
+
+A directory may instead hold a *rule version* (:class:`RulePolicy`: only a manifest saying
+``kind: rule, policy: greedy``), greedy itself kept in a registry like a model;
+:func:`load_policy` loads either kind.
 """
 
 from __future__ import annotations
