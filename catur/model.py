@@ -1,13 +1,23 @@
-"""Old name of :mod:`catur.policy_model` (a trained placement policy on disk); kept as an
-alias for one release (see README, "What is where"). Import from :mod:`catur.policy_model`."""
+"""Old name of :mod:`catur.policy_model` (a trained placement policy on disk, or a rule
+version); kept as an alias for one release (see README, "What is where"). Import from
+:mod:`catur.policy_model`."""
 
 from catur.policy_model import (
     ACTIVATIONS,
     DEFAULT_MODEL,
     MODEL_FORMAT,
+    RULE_FORMAT,
+    RULE_KIND,
+    RULE_POLICIES,
     PolicyModel,
+    RulePolicy,
     check_manifest,
     default_model_dir,
+    is_rule,
+    load_policy,
+    read_manifest,
+    rule_manifest,
 )
 
-__all__ = ["ACTIVATIONS", "DEFAULT_MODEL", "MODEL_FORMAT", "PolicyModel", "check_manifest", "default_model_dir"]
+__all__ = ["ACTIVATIONS", "DEFAULT_MODEL", "MODEL_FORMAT", "RULE_FORMAT", "RULE_KIND", "RULE_POLICIES", "PolicyModel",
+           "RulePolicy", "check_manifest", "default_model_dir", "is_rule", "load_policy", "read_manifest", "rule_manifest"]
