@@ -1,0 +1,87 @@
+"""Stopping ``catur serve`` under load, many times: hangs, failed calls, lost rows, health.
+
+Runs ``--cycles`` serve -> load -> SIGTERM cycles of ``catur serve --collect-dir`` as a real
+process (``tests/_stop_support.py`` describes one cycle and what it checks): clients placing
+and departing VMs (some with ``PlaceBatch`` calls that take a while), a health watcher
+polling every 2 ms, SIGTERM, then the exit, the calls' status codes, the health sequence and
+the collected files are checked. The test suite runs a few such cycles
+(``tests/test_service_lifecycle.py``); this script runs the 200 the issue asks for, which
+take minutes because each cycle starts a Python process.
+
+    .venv/bin/python benchmarks/bench_stop.py [--cycles 200] [--clients 4] [--drain 0.3] [--grace 5]
+
+Prints one line per failed cycle and a summary: hangs, cycles with problems, calls by status
+code, placements and departures checked on disk, NOT_SERVING span, process start and stop
+times (p50 / max).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _stop_support import check, not_serving_span, run_cycle  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cycles", type=int, default=200)
+    ap.add_argument("--clients", type=int, default=4, help="client threads per cycle (every third sends PlaceBatch)")
+    ap.add_argument("--batch", type=int, default=200, help="items per PlaceBatch call")
+    ap.add_argument("--load", type=float, default=0.3, help="seconds of load before SIGTERM")
+    ap.add_argument("--drain", type=float, default=0.3, help="--drain-seconds of the server")
+    ap.add_argument("--grace", type=float, default=5.0, help="--grace of the server")
+    ap.add_argument("--in-process", action="store_true", help="stop an in-process server instead (no signal, no exit)")
+    args = ap.parse_args(argv)
+    print(f"# {platform.node()} {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; python {platform.python_version()}", flush=True)
+    calls: Counter = Counter()
+    hangs = failed = placed = departed = 0
+    spans, starts, stops = [], [], []
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="catur-bench-stop-") as tmp:
+        for c in range(args.cycles):
+            directory = Path(tmp) / f"cycle-{c}"
+            record = run_cycle(
+                directory, process=not args.in_process, clients=args.clients, batch=args.batch, load_s=args.load,
+                drain_s=args.drain, grace_s=args.grace, tag=f"c{c}",
+            )
+            problems = check(record, directory)
+            hangs += record.hung
+            failed += bool(problems)
+            calls.update(record.calls)
+            placed += len(record.placed)
+            departed += len(record.departed)
+            spans.append(not_serving_span(record)[0])
+            starts.append(record.started_s)
+            stops.append(record.exit_s)
+            if problems:
+                print(f"cycle {c}: " + "; ".join(problems), flush=True)
+            elif (c + 1) % 20 == 0:
+                print(f"# {c + 1} cycles, {time.monotonic() - t0:.0f} s", flush=True)
+
+    def p(values, q):
+        return float(np.percentile(values, q))
+
+    print(f"cycles {args.cycles} ({'in process' if args.in_process else 'catur serve processes'}), "
+          f"clients {args.clients}, drain {args.drain} s, grace {args.grace} s; wall {time.monotonic() - t0:.0f} s")
+    print(f"hangs {hangs}; cycles with problems {failed}")
+    print(f"calls by code: {dict(sorted(calls.items()))}; calls failed (not OK/UNAVAILABLE): "
+          f"{sum(v for k, v in calls.items() if k not in ('OK', 'UNAVAILABLE'))}")
+    print(f"placements answered and checked on disk {placed}; departures recorded and checked {departed}")
+    print(f"NOT_SERVING seen for: min {min(spans):.3f} s, p50 {p(spans, 50):.3f} s (drain {args.drain} s)")
+    print(f"start to listening: p50 {p(starts, 50):.2f} s, max {max(starts):.2f} s; "
+          f"SIGTERM to exit: p50 {p(stops, 50):.2f} s, max {max(stops):.2f} s")
+    return 1 if hangs or failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
