@@ -203,10 +203,12 @@ class Service:
 class Signals:
     """Signals as a stream the main thread reads: the self-pipe, via :func:`signal.set_wakeup_fd`.
 
-    The Python-level handlers do nothing; the interpreter's C-level handler writes each
-    signal's number into a socket, and :meth:`next` reads it. Nothing runs inside a handler,
-    so nothing there can wait on a lock the interrupted main thread holds (the hang of a
-    ``threading.Event.set()`` in a handler while the main thread sits in ``Event.wait``).
+    The handlers only append the signal's number to a list (no lock, nothing that can wait);
+    the interpreter's C-level handler also writes a byte into a socket, which wakes
+    :meth:`next` from its ``select``. So nothing inside a handler can wait on a lock the
+    interrupted main thread holds (the hang of a ``threading.Event.set()`` in a handler while
+    the main thread sits in ``Event.wait``), and a full socket buffer loses no signal (the
+    bytes only wake; the list is what counts).
 
         with Signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             while (signum := signals.next()) == signal.SIGHUP:
@@ -218,15 +220,18 @@ class Signals:
 
     def __init__(self, *signums: int) -> None:
         self.signums = signums
-        self._pending: list[int] = []
+        self._received: list[int] = []
 
     def __enter__(self) -> Signals:
         self._reader, self._writer = socket.socketpair()
         for sock in (self._reader, self._writer):
             sock.setblocking(False)
         self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
-        self._previous = {s: signal.signal(s, lambda signum, frame: None) for s in self.signums}
+        self._previous = {s: signal.signal(s, self._on_signal) for s in self.signums}
         return self
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self._received.append(signum)  # atomic; runs in the main thread between bytecodes
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
@@ -239,17 +244,19 @@ class Signals:
         """The next signal received (in order), waiting up to ``timeout`` seconds (None =
         forever); None if none came."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._pending:
+        while not self._received:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None
-            ready, _, _ = select.select([self._reader], [], [], left)
-            if ready:
+            # A signal landing between the check above and select() has written its byte:
+            # select returns at once.
+            if select.select([self._reader], [], [], left)[0]:
                 try:
-                    self._pending.extend(s for s in self._reader.recv(512) if s in self.signums)
-                except BlockingIOError:  # pragma: no cover - select said ready
+                    while self._reader.recv(4096):
+                        pass
+                except BlockingIOError:
                     pass
-        return self._pending.pop(0)
+        return self._received.pop(0)
 
     def wait_for_stop(self, seconds: float) -> bool:
         """Sleep ``seconds``; True if a stop signal (anything but SIGHUP) cut it short."""
