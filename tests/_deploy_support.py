@@ -307,6 +307,24 @@ def exported_metrics() -> tuple[set[str], list]:
     return names, samples
 
 
+def retrain_metrics() -> tuple[set[str], list]:
+    """The series names and samples ``catur retrain --metrics-textfile/--pushgateway`` writes
+    (:mod:`catur.training.retrain_metrics`), from a kept outcome with one collapsed cluster."""
+    from types import SimpleNamespace
+
+    from catur.training.collapse import GroupVerdict
+    from catur.training.retrain_metrics import outcome_registry
+
+    verdict = GroupVerdict("general", 100, 0.05, 0, {"core-best-fit": 0.03}, None, True)
+    outcome = SimpleNamespace(status="kept", exit_code=3, before={"general": verdict}, after=None, wall_s=1.0)
+    registry = outcome_registry(outcome)
+    names, samples = set(), []
+    for family in registry.collect():
+        names.add(family.name)
+        samples += family.samples
+    return names, samples
+
+
 def dockerfile_instructions() -> list[dict[str, str]]:
     """Per stage, {INSTRUCTION: the text of its last occurrence}; RUN lines are joined in order."""
     text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())

@@ -40,7 +40,7 @@ import yaml
 from _deploy_support import (
     DEPLOY, K8S, PROMETHEUS, REPO, SCRIPTS, SERVICES, SYSTEMD, build_context, catur_calls,
     check_cli, compose_command, dockerfile_instructions, exported_metrics, k8s_command, k8s_env, load_all,
-    load_compose, load_k8s, option, pod_specs, read_unit, the_call, unit_command, unit_env, valid_cron,
+    load_compose, load_k8s, option, pod_specs, read_unit, retrain_metrics, the_call, unit_command, unit_env, valid_cron,
     write_fake_catur,
 )
 
@@ -331,12 +331,15 @@ def test_promtool(args):
 
 
 def test_alerts_name_only_metrics_and_labels_the_service_exports():
+    """... or that ``catur retrain`` writes (its outcome metrics)."""
     import grpc
 
     from catur.service.servicer import SERVICE_NAME
     from catur.v1 import placement_pb2
 
     names, samples = exported_metrics()
+    retrain_names, retrain_samples = retrain_metrics()
+    names, samples = names | retrain_names, samples + retrain_samples
     methods = {m.name for m in placement_pb2.DESCRIPTOR.services_by_name[SERVICE_NAME.rpartition(".")[2]].methods}
     known_values = {"grpc_service": {SERVICE_NAME}, "grpc_method": methods, "grpc_code": {c.name for c in grpc.StatusCode}}
     rules = yaml.safe_load((PROMETHEUS / "rules.yml").read_text())
@@ -352,6 +355,7 @@ def test_alerts_name_only_metrics_and_labels_the_service_exports():
                 for v in value.split("|") if "~" in op else [value]:
                     assert v in allowed, f"rules.yml: {metric}{{{label}{op}\"{value}\"}}: {v!r} is not one of {sorted(allowed)}"
     assert any(m.startswith("catur_collector_") for m in used) and "catur_model_reload_failures_total" in used
+    assert {"catur_retrain_outcome", "catur_retrain_last_run_timestamp_seconds"} <= used
 
 
 # --- Dockerfile and build context ---------------------------------------------------------------------
