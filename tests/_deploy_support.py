@@ -123,7 +123,7 @@ def real_env(**env) -> dict:
 
 API_VERSIONS = {
     "ConfigMap": "v1", "PersistentVolumeClaim": "v1", "Service": "v1",
-    "Deployment": "apps/v1", "CronJob": "batch/v1",
+    "Deployment": "apps/v1", "CronJob": "batch/v1", "PodDisruptionBudget": "policy/v1",
 }
 
 

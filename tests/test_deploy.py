@@ -134,8 +134,39 @@ def test_probes_use_the_grpc_port_the_service_exposes(k8s):
     target = exposed["grpc"]["targetPort"]
     assert ports.get(target, target) == ports["grpc"]
     assert ports.get(exposed["metrics"]["targetPort"], exposed["metrics"]["targetPort"]) == ports["metrics"]
-    # a drain must fit in the termination grace period
-    assert float(option(argv, "--grace")) < template["spec"]["terminationGracePeriodSeconds"]
+    # the drain and the grace must fit in the termination grace period
+    assert float(option(argv, "--drain-seconds")) + float(option(argv, "--grace")) < template["spec"]["terminationGracePeriodSeconds"]
+
+
+def test_two_replicas_survive_a_node_drain_and_spread_over_nodes(k8s):
+    """A PodDisruptionBudget that selects the service's pods and lets a drain proceed one at a
+    time; a preferred (never blocking) anti-affinity on the node name over the same pods."""
+    deployment = k8s[("Deployment", "catur")]
+    replicas = deployment["spec"]["replicas"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (pdb,) = [doc for (kind, _), doc in k8s.items() if kind == "PodDisruptionBudget"]
+    spec = pdb["spec"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items(), "the PDB must select the Deployment's pods"
+    assert "maxUnavailable" in spec or 1 <= spec["minAvailable"] < replicas, "minAvailable >= replicas would block every drain"
+    assert spec.get("unhealthyPodEvictionPolicy") == "AlwaysAllow"
+    other_pdbs = [doc for doc in k8s.values() if doc.get("kind") == "PodDisruptionBudget" and doc is not pdb]
+    assert not other_pdbs
+    anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti, "required would block the rolling update's surge pod"
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+
+
+def test_every_stop_fits_its_runtime_grace(compose):
+    """compose's stop_grace_period and systemd's TimeoutStopSec exceed --drain-seconds + --grace."""
+    service = compose["services"]["catur"]
+    argv = compose_command(service)
+    period = service["stop_grace_period"]
+    assert float(period.rstrip("s")) > float(option(argv, "--drain-seconds")) + float(option(argv, "--grace"))
+    unit = read_unit(SYSTEMD / "catur-serve.service")
+    argv = unit_command(unit["Service"]["ExecStart"][-1], unit_env(unit))
+    assert float(unit["Service"]["TimeoutStopSec"][-1]) > float(option(argv, "--drain-seconds")) + float(option(argv, "--grace"))
 
 
 @pytest.mark.parametrize("expr,ok", [
