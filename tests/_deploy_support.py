@@ -307,6 +307,32 @@ def exported_metrics() -> tuple[set[str], list]:
     return names, samples
 
 
+METRIC_IN_EXPR = re.compile(r"\b((?:catur|grpc_server)_\w+)(?:\{([^}]*)\})?")
+
+
+def promql_problems(expr: str, names: set[str], samples: list, known_values: dict[str, set[str]]) -> tuple[set[str], list[str]]:
+    """The Catur metrics a PromQL expression names, and what is wrong with them: a metric not in
+    ``names``, a label matcher on a label the metric does not have or on a value it never takes
+    (``known_values`` for labels whose values are known in advance, else the values seen in
+    ``samples``; ``$variables`` of a dashboard are not checked)."""
+    used, problems = set(), []
+    for metric, matchers in METRIC_IN_EXPR.findall(expr):
+        used.add(metric)
+        if metric not in names:
+            problems.append(f"{metric} is not exported")
+            continue
+        for label, op, value in re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"', matchers or ""):
+            if "$" in value:
+                continue
+            allowed = known_values.get(label) or {s.labels[label] for s in samples if s.name == metric and label in s.labels}
+            if not allowed:
+                problems.append(f"{metric} has no label {label!r}")
+            for v in value.split("|") if "~" in op else [value]:
+                if allowed and v not in allowed:
+                    problems.append(f"{metric}{{{label}{op}\"{value}\"}}: {v!r} is not one of {sorted(allowed)}")
+    return used, problems
+
+
 def retrain_metrics() -> tuple[set[str], list]:
     """The series names and samples ``catur retrain --metrics-textfile/--pushgateway`` writes
     (:mod:`catur.training.retrain_metrics`), from a kept outcome with one collapsed cluster."""
