@@ -135,7 +135,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         self._lock = threading.Condition()
         self._in_flight = 0
         self._closing = False
-        self._last_arrival = -float("inf")
+        self._last_activity = -float("inf")
         self._labels: dict[str, tuple] = {}
         metrics.in_flight.set_function(lambda: self._in_flight)
 
@@ -147,14 +147,14 @@ class CallInterceptor(grpc.ServerInterceptor):
             self._closing = True
 
     def wait_idle(self, timeout: float, quiet: float = 0.1) -> bool:
-        """Wait up to ``timeout`` seconds until no admitted call is running and no new call has
-        arrived for ``quiet`` seconds; True if that happened in time.
+        """Wait up to ``timeout`` seconds until no admitted call is running and no call has
+        arrived or finished for ``quiet`` seconds; True if that happened in time.
 
         Why the quiet spell: when the port closes, grpc's core cancels (CANCELLED, which
         clients do not retry) any call it has received but not yet handed to the application.
-        A client whose call just finished often sends its next one at once; waiting until the
-        calls stop coming lets each such call be refused UNAVAILABLE (retried elsewhere)
-        instead. Health checks do not count as arrivals (probes never stop coming).
+        A client whose call was just answered often sends its next one at once; waiting until
+        the calls stop coming lets each such call be refused UNAVAILABLE (retried elsewhere)
+        instead. Health checks do not count (probes never stop coming).
         """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
@@ -164,8 +164,8 @@ class CallInterceptor(grpc.ServerInterceptor):
                     return not self._in_flight
                 if self._in_flight:
                     self._lock.wait(deadline - now)
-                elif now - self._last_arrival < quiet:
-                    self._lock.wait(min(deadline, self._last_arrival + quiet) - now)
+                elif now - self._last_activity < quiet:
+                    self._lock.wait(min(deadline, self._last_activity + quiet) - now)
                 else:
                     return True
 
@@ -206,7 +206,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         refusal = None
         if not exempt:
             with self._lock:
-                self._last_arrival = time.monotonic()
+                self._last_activity = time.monotonic()
                 if self._closing:
                     refusal = (grpc.StatusCode.UNAVAILABLE, STOPPING)
                 elif self.max_concurrent_rpcs is not None and self._in_flight >= self.max_concurrent_rpcs:
@@ -267,6 +267,7 @@ class CallInterceptor(grpc.ServerInterceptor):
                 self.metrics.handling.labels(*labels).observe(time.perf_counter() - arrived)
                 if counted:
                     with self._lock:
+                        self._last_activity = time.monotonic()  # its client may send another
                         self._in_flight -= 1
                         if not self._in_flight:
                             self._lock.notify_all()
