@@ -123,6 +123,17 @@ def test_a_body_that_cannot_parse_is_invalid_argument_on_every_method(live, meth
     assert not [r for r in caplog.records if r.exc_info]
 
 
+def test_a_malformed_watch_request_is_invalid_argument_and_a_good_one_streams(live):
+    service, channel = live
+    watch = channel.unary_stream("/grpc.health.v1.Health/Watch", request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as info:
+        next(iter(watch(b"\xff\xff\xff\xff", timeout=5)))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+    stream.cancel()
+
+
 def test_the_malformed_log_is_rate_limited():
     logger = logging.getLogger("catur.test.ratelimit")
     records = _Records()

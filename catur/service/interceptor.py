@@ -32,7 +32,7 @@ re-registered as stream-unary: its behaviour takes the one message from the iter
 the servicer's method unchanged. Refusals and health checks run on a small separate pool
 (grpc's ``experimental_thread_pool`` attribute, which the health service's ``Watch`` uses
 too), so an overloaded server still refuses at once and answers its probes.
-Streaming RPCs (health ``Watch``, reflection) pass through untouched.
+Streaming RPCs pass through, except that health ``Watch``'s body is guarded the same way.
 """
 
 from __future__ import annotations
@@ -198,6 +198,8 @@ class CallInterceptor(grpc.ServerInterceptor):
             self.metrics.started.labels(*UNKNOWN_METHOD).inc()
             self._count(UNKNOWN_METHOD, grpc.StatusCode.UNIMPLEMENTED)
             return None
+        if handler.unary_stream is not None:
+            return self._guard_stream(handler, self._method_labels(handler_call_details.method))
         if handler.unary_unary is None:
             return handler
         labels = self._method_labels(handler_call_details.method)
@@ -225,6 +227,36 @@ class CallInterceptor(grpc.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
+    def _reject_malformed(self, labels: tuple, request: Malformed, context) -> None:
+        """Count, log (rate-limited) and answer INVALID_ARGUMENT (``abort`` raises)."""
+        self.metrics.malformed.inc()
+        self.malformed_log.warning(
+            "malformed request body for %s from %s (%d bytes, %s); answered INVALID_ARGUMENT",
+            "/".join(labels[1:]), context.peer(), request.size, request.error,
+        )
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"malformed request body: cannot parse {request.size} bytes as the request message ({request.error})",
+        )
+
+    def _guard_stream(self, handler, labels: tuple):
+        """A unary-request, streaming-response handler (health ``Watch``): only its body is
+        guarded, so a malformed one is INVALID_ARGUMENT, not INTERNAL with a traceback. (Such
+        streams live as long as their client; they are not counted or timed.)"""
+        inner = handler.unary_stream
+
+        def watch(request, context, *args, **kwargs):
+            if isinstance(request, Malformed):
+                self._reject_malformed(labels, request, context)
+            return inner(request, context, *args, **kwargs)
+
+        for attribute in ("experimental_non_blocking", "experimental_thread_pool"):  # grpc reads them off the behaviour
+            if hasattr(inner, attribute):
+                setattr(watch, attribute, getattr(inner, attribute))
+        return grpc.unary_stream_rpc_method_handler(
+            watch, request_deserializer=safe_deserializer(handler.request_deserializer), response_serializer=handler.response_serializer
+        )
+
     def _refuse(self, labels: tuple, arrived: float, code: grpc.StatusCode, details: str):
         def refuse(request_iterator, context):
             self._count(labels, code)
@@ -247,12 +279,7 @@ class CallInterceptor(grpc.ServerInterceptor):
                     raise
                 if isinstance(request, Malformed):
                     code = grpc.StatusCode.INVALID_ARGUMENT
-                    self.metrics.malformed.inc()
-                    self.malformed_log.warning(
-                        "malformed request body for %s from %s (%d bytes, %s); answered INVALID_ARGUMENT",
-                        "/".join(labels[1:]), context.peer(), request.size, request.error,
-                    )
-                    context.abort(code, f"malformed request body: cannot parse {request.size} bytes as the request message ({request.error})")
+                    self._reject_malformed(labels, request, context)
                 try:
                     response = inner(request, context)
                 except BaseException:
