@@ -8,7 +8,11 @@ the collected files are checked. The test suite runs a few such cycles
 (``tests/test_service_lifecycle.py``); this script runs the 200 the issue asks for, which
 take minutes because each cycle starts a Python process.
 
-    .venv/bin/python benchmarks/bench_stop.py [--cycles 200] [--clients 4] [--drain 0.3] [--grace 5]
+    .venv/bin/python benchmarks/bench_stop.py [--cycles 200] [--clients 4] [--drain 0.3] [--grace 5] [--jobs 2] [--max-minutes M]
+
+``--jobs`` runs that many cycles at once (each its own server process and clients: a harsher
+load, and the sleeps of one cycle overlap another's work); ``--max-minutes`` starts no new
+cycle after that long and reports the cycles done.
 
 Prints one line per failed cycle and a summary: hangs, cycles with problems, calls by status
 code, placements and departures checked on disk, NOT_SERVING span, process start and stop
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 import platform
 import sys
 import tempfile
@@ -41,37 +46,56 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drain", type=float, default=0.3, help="--drain-seconds of the server")
     ap.add_argument("--grace", type=float, default=5.0, help="--grace of the server")
     ap.add_argument("--in-process", action="store_true", help="stop an in-process server instead (no signal, no exit)")
+    ap.add_argument("--jobs", type=int, default=1, help="cycles run at once (default 1)")
+    ap.add_argument("--max-minutes", type=float, help="start no new cycle after this long; report the cycles done")
     args = ap.parse_args(argv)
     print(f"# {platform.node()} {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; python {platform.python_version()}", flush=True)
     calls: Counter = Counter()
-    hangs = failed = placed = departed = 0
+    hangs = failed = placed = departed = done = 0
     spans, starts, stops = [], [], []
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="catur-bench-stop-") as tmp:
-        for c in range(args.cycles):
+    lock = threading.Lock()
+    next_cycle = iter(range(args.cycles))
+
+    def worker(tmp: str) -> None:
+        nonlocal hangs, failed, placed, departed, done
+        while True:
+            with lock:
+                c = next(next_cycle, None)
+            if c is None or (args.max_minutes and time.monotonic() - t0 > 60 * args.max_minutes):
+                return
             directory = Path(tmp) / f"cycle-{c}"
             record = run_cycle(
                 directory, process=not args.in_process, clients=args.clients, batch=args.batch, load_s=args.load,
                 drain_s=args.drain, grace_s=args.grace, tag=f"c{c}",
             )
             problems = check(record, directory)
-            hangs += record.hung
-            failed += bool(problems)
-            calls.update(record.calls)
-            placed += len(record.placed)
-            departed += len(record.departed)
-            spans.append(not_serving_span(record)[0])
-            starts.append(record.started_s)
-            stops.append(record.exit_s)
-            if problems:
-                print(f"cycle {c}: " + "; ".join(problems), flush=True)
-            elif (c + 1) % 20 == 0:
-                print(f"# {c + 1} cycles, {time.monotonic() - t0:.0f} s", flush=True)
+            with lock:
+                done += 1
+                hangs += record.hung
+                failed += bool(problems)
+                calls.update(record.calls)
+                placed += len(record.placed)
+                departed += len(record.departed)
+                spans.append(not_serving_span(record)[0])
+                starts.append(record.started_s)
+                stops.append(record.exit_s)
+                if problems:
+                    print(f"cycle {c}: " + "; ".join(problems), flush=True)
+                elif done % 20 == 0:
+                    print(f"# {done} cycles, {time.monotonic() - t0:.0f} s", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="catur-bench-stop-") as tmp:
+        threads = [threading.Thread(target=worker, args=(tmp,)) for _ in range(args.jobs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
     def p(values, q):
         return float(np.percentile(values, q))
 
-    print(f"cycles {args.cycles} ({'in process' if args.in_process else 'catur serve processes'}), "
+    print(f"cycles {done} of {args.cycles} ({'in process' if args.in_process else 'catur serve processes'}, {args.jobs} at once), "
           f"clients {args.clients}, drain {args.drain} s, grace {args.grace} s; wall {time.monotonic() - t0:.0f} s")
     print(f"hangs {hangs}; cycles with problems {failed}")
     print(f"calls by code: {dict(sorted(calls.items()))}; calls failed (not OK/UNAVAILABLE): "
@@ -80,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"NOT_SERVING seen for: min {min(spans):.3f} s, p50 {p(spans, 50):.3f} s (drain {args.drain} s)")
     print(f"start to listening: p50 {p(starts, 50):.2f} s, max {max(starts):.2f} s; "
           f"SIGTERM to exit: p50 {p(stops, 50):.2f} s, max {max(stops):.2f} s")
-    return 1 if hangs or failed else 0
+    return 1 if hangs or failed or done < args.cycles else 0
 
 
 if __name__ == "__main__":
