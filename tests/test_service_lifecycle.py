@@ -362,3 +362,12 @@ def test_the_serve_loop_holds_no_lock_a_signal_handler_needs():
         while (s := signals.next(10)) == signal.SIGHUP:
             seen.append(s)
         assert s == signal.SIGTERM and len(seen) >= 1
+
+
+@pytest.mark.parametrize("flag, value", [("--drain-seconds", "-1"), ("--drain-seconds", "nan"), ("--grace", "-0.5")])
+def test_bad_stop_settings_are_one_line_errors(flag, value, capsys):
+    from catur.cli import main
+
+    assert main(["serve", "--listen", "127.0.0.1:0", "--metrics-port", "-1", "--model", "none", flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"catur: error: {flag} must be >= 0, got {float(value)}"
