@@ -14,8 +14,9 @@ take minutes because each cycle starts a Python process.
 load, and the sleeps of one cycle overlap another's work); ``--max-minutes`` starts no new
 cycle after that long and reports the cycles done.
 
-Prints one line per failed cycle and a summary: hangs, cycles with problems, calls by status
-code, placements and departures checked on disk, NOT_SERVING span, process start and stop
+Prints one line per failed cycle and a summary: hangs (no exit 120 s after SIGTERM), slow
+stops (no exit within 20 s, then exited), stops whose grace expired (the server logged calls
+cut at the grace's end), cycles with problems, calls by status code, placements and departures checked on disk, NOT_SERVING span, process start and stop
 times (p50 / max).
 """
 
@@ -51,14 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     print(f"# {platform.node()} {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; python {platform.python_version()}", flush=True)
     calls: Counter = Counter()
-    hangs = failed = placed = departed = done = 0
+    hangs = slow = expired = failed = placed = departed = done = 0
     spans, starts, stops = [], [], []
     t0 = time.monotonic()
     lock = threading.Lock()
     next_cycle = iter(range(args.cycles))
 
     def worker(tmp: str) -> None:
-        nonlocal hangs, failed, placed, departed, done
+        nonlocal hangs, slow, expired, failed, placed, departed, done
         while True:
             with lock:
                 c = next(next_cycle, None)
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             with lock:
                 done += 1
                 hangs += record.hung
+                slow += record.slow and not record.hung
+                expired += record.grace_expired
                 failed += bool(problems)
                 calls.update(record.calls)
                 placed += len(record.placed)
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"cycles {done} of {args.cycles} ({'in process' if args.in_process else 'catur serve processes'}, {args.jobs} at once), "
           f"clients {args.clients}, drain {args.drain} s, grace {args.grace} s; wall {time.monotonic() - t0:.0f} s")
-    print(f"hangs {hangs}; cycles with problems {failed}")
+    print(f"hangs {hangs}; slow stops (no exit within 20 s, then exited) {slow}; stops whose grace expired {expired}; cycles with problems {failed}")
     print(f"calls by code: {dict(sorted(calls.items()))}; calls failed (not OK/UNAVAILABLE): "
           f"{sum(v for k, v in calls.items() if k not in ('OK', 'UNAVAILABLE'))}")
     print(f"placements answered and checked on disk {placed}; departures recorded and checked {departed}")

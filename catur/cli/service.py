@@ -80,7 +80,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-hosts", type=int, default=4096, help="most host_id windows kept by a depth >= 2 shield, least recently used dropped; ~90 KiB each (default 4096)")
     p.add_argument("--max-batch", type=int, default=1024, help="most items per PlaceBatch call (default 1024)")
     p.add_argument("--workers", type=int, default=8, help="RPC worker threads (default 8)")
-    p.add_argument("--max-concurrent-rpcs", type=int, default=512, help="beyond this many RPCs in progress, answer RESOURCE_EXHAUSTED (default 512)")
+    p.add_argument("--max-concurrent-rpcs", type=int, default=512, help="beyond this many RPCs in progress (health checks not counted), answer RESOURCE_EXHAUSTED, counted in grpc_server_handled_total (default 512)")
     p.add_argument("--metrics-port", type=int, default=9464, metavar="PORT", help="Prometheus endpoint port (default 9464; 0 = any free port; -1 = off)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="Prometheus endpoint address (default 127.0.0.1)")
     p.add_argument("--watch-interval", type=float, default=5.0, metavar="S", help="seconds between checks of the model files for a new model (default 5; 0 = off)")

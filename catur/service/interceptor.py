@@ -137,6 +137,8 @@ class CallInterceptor(grpc.ServerInterceptor):
         self._closing = False
         self._last_activity = -float("inf")
         self._labels: dict[str, tuple] = {}
+        self._started: dict[tuple, object] = {}
+        self._children: dict[tuple, tuple] = {}
         metrics.in_flight.set_function(lambda: self._in_flight)
 
     # --- stopping ---------------------------------------------------------------------------
@@ -186,8 +188,25 @@ class CallInterceptor(grpc.ServerInterceptor):
             labels = self._labels[full_method] = ("unary", service, method)
         return labels
 
-    def _count(self, labels: tuple, code: grpc.StatusCode | None) -> None:
-        self.metrics.handled.labels(*labels, code.name if code is not None else "OK").inc()
+    def _start(self, labels: tuple) -> None:
+        child = self._started.get(labels)
+        if child is None:
+            child = self._started[labels] = self.metrics.started.labels(*labels)
+        child.inc()
+
+    def _count(self, labels: tuple, code: grpc.StatusCode | None, seconds: float | None = None) -> None:
+        """Count one answer (and observe its time from arrival). The metric children are
+        cached: ``labels()`` takes a lock and builds a key on every call."""
+        key = (labels, code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.metrics.handled.labels(*labels, code.name if code is not None else "OK"),
+                self.metrics.handling.labels(*labels),
+            )
+        children[0].inc()
+        if seconds is not None:
+            children[1].observe(seconds)
 
     def intercept_service(self, continuation, handler_call_details):
         arrived = time.perf_counter()  # on grpc's serving thread, before any queueing
@@ -195,7 +214,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         if handler is None:
             # grpc answers UNIMPLEMENTED; the method name is the client's choice, so it is not
             # used as a label (a client could mint any number of series).
-            self.metrics.started.labels(*UNKNOWN_METHOD).inc()
+            self._start(UNKNOWN_METHOD)
             self._count(UNKNOWN_METHOD, grpc.StatusCode.UNIMPLEMENTED)
             return None
         if handler.unary_stream is not None:
@@ -203,7 +222,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         if handler.unary_unary is None:
             return handler
         labels = self._method_labels(handler_call_details.method)
-        self.metrics.started.labels(*labels).inc()
+        self._start(labels)
         exempt = labels[1] in self.exempt_services
         refusal = None
         if not exempt:
@@ -259,8 +278,7 @@ class CallInterceptor(grpc.ServerInterceptor):
 
     def _refuse(self, labels: tuple, arrived: float, code: grpc.StatusCode, details: str):
         def refuse(request_iterator, context):
-            self._count(labels, code)
-            self.metrics.handling.labels(*labels).observe(time.perf_counter() - arrived)
+            self._count(labels, code, time.perf_counter() - arrived)
             context.abort(code, details)
 
         return refuse
@@ -290,8 +308,7 @@ class CallInterceptor(grpc.ServerInterceptor):
                 code = context.code() or grpc.StatusCode.OK
                 return response
             finally:
-                self._count(labels, code)
-                self.metrics.handling.labels(*labels).observe(time.perf_counter() - arrived)
+                self._count(labels, code, time.perf_counter() - arrived)
                 if counted:
                     with self._lock:
                         self._last_activity = time.monotonic()  # its client may send another
