@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catur.configfile import check_keys
 from catur.errors import CaturError
 from catur.observation import OBS_DIM, OBS_VERSION
 from catur.policies import PRIMITIVES
@@ -34,6 +35,15 @@ ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0.0),
 }
 DEFAULT_MODEL = "default"
+
+# Every top-level key a manifest may hold: written by training (format ... versions), the
+# retrain job (retrain), the registry (trained_version, version), or by hand
+# (fallback_primitive). A misspelt key is refused with the closest one rather than ignored.
+MANIFEST_KEYS = (
+    "format", "obs_version", "obs_dim", "actions", "activation", "algorithm", "action_space",
+    "observation_space", "version", "trained_version", "gate", "fallback_primitive",
+    "best_primitive", "training", "evaluation", "export_check", "versions", "retrain",
+)
 
 
 def default_model_dir() -> Path:
@@ -149,6 +159,7 @@ def check_manifest(manifest: object, source: str) -> None:
     """Refuse a manifest this version of Catur cannot use, naming the mismatch."""
     if not isinstance(manifest, dict):
         raise CaturError(f"{source}: the manifest must be a JSON object")
+    check_keys(manifest, MANIFEST_KEYS, source)
     expected = {
         "format": MODEL_FORMAT,
         "obs_version": OBS_VERSION,
