@@ -1,5 +1,9 @@
 """The gymnasium environment: one episode is one host's VM arrivals, one step one placement.
 
+Both ids are registered by ``import catur`` (see ``catur/__init__.py``), so
+``gymnasium.make("catur/NumaPlacement-v0", workload="default")`` works without importing this
+module first; ``make`` wraps the env in :class:`ActionMasks` so ``action_masks()`` is reachable.
+
 ``catur/NumaPlacement-v0`` (:class:`NumaPlacementEnv`)
     Action ``Discrete(4)``: which primitive places the arriving VM (Catur's robust action
     space, in :data:`~catur.policies.PRIMITIVES` order). Every action is always valid, so
@@ -314,5 +318,19 @@ def node_first_policy(node: int) -> Policy:
     return Policy(f"node-{node}", "action", rank, f"node {node} first")
 
 
-gym.register(id="catur/NumaPlacement-v0", entry_point="catur.sim.env:NumaPlacementEnv")
-gym.register(id="catur/NumaPlacementNodes-v0", entry_point="catur.sim.env:NodeActionEnv")
+class ActionMasks(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Puts ``action_masks()`` on the outermost env that ``gymnasium.make`` returns.
+
+    gymnasium 1.x wrappers no longer forward attributes, so without this ``gym.make(id)
+    .action_masks()`` fails behind the env checker and order-enforcing wrappers. The ids are
+    registered (in ``catur/__init__.py``) with this wrapper as their last one. Under wrappers
+    of your own, use ``env.get_wrapper_attr("action_masks")()`` or sb3-contrib's
+    ``get_action_masks(env)``, which reach it anywhere in the stack.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+
+    def action_masks(self) -> np.ndarray:
+        return self.env.get_wrapper_attr("action_masks")()
