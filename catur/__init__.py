@@ -16,8 +16,15 @@ no longer loads plugins through package entry points, so registration on import 
 
 from __future__ import annotations
 
+from importlib import metadata
+
 import gymnasium
 from gymnasium.envs.registration import WrapperSpec
+
+try:
+    __version__ = metadata.version("catur")  # `catur --version`, the service's reported version
+except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout, not installed
+    __version__ = "unknown"
 
 # Env id -> the class gymnasium.make builds (see catur/sim/env.py).
 ENV_IDS = {

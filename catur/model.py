@@ -155,6 +155,26 @@ class PolicyModel:
         return cls(manifest, layers, directory)
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(directory: str | Path) -> str:
+    """The identity of a model: the SHA-256 of its ``weights.npz`` (``"default"`` = the shipped
+    model). It survives ``catur models add`` (which copies the file byte for byte and rewrites
+    only the manifest), so an evaluation can say which model it measured."""
+    directory = default_model_dir() if str(directory) == DEFAULT_MODEL else Path(directory)
+    try:
+        return file_sha256(directory / "weights.npz")
+    except OSError as exc:
+        raise CaturError(f"cannot read {directory / 'weights.npz'}: {exc.strerror}") from exc
+
+
 def check_manifest(manifest: object, source: str) -> None:
     """Refuse a manifest this version of Catur cannot use, naming the mismatch."""
     if not isinstance(manifest, dict):

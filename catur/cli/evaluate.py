@@ -27,7 +27,7 @@ trace. Public traces have no hosts: VMs are first admitted onto a cluster (--clu
 shipped mix or a YAML/TOML file) sized so the trace's peak demand reaches
 --target-utilization of the binding resource. The same admission serves every policy.
 
-Metrics (DESIGN.md §2): avg defect = mean over VMs of alpha*COR + beta*RMR averaged over the
+Metrics (README, "Concepts in one page"; catur/metrics.py): avg defect = mean over VMs of alpha*COR + beta*RMR averaged over the
 VM's lifetime; at placement = the same right after placing; p99 of the lifetime defect; ticket
 ratio = mean sigmoid(100 * (defect - 0.10)); anomalies = VMs placed with defect > 0.40.
 """
@@ -219,8 +219,11 @@ def scenario_from_args(args: argparse.Namespace, df):
 
 def scenario_facts(args: argparse.Namespace, df, label: str, scenario, config, **extra) -> dict:
     """The ``scenario`` object of the JSON output: what was replayed, on what, how."""
+    from catur.model import weights_sha256
     from catur.sim.evaluate import admission_summary
 
+    if extra.get("model"):  # which model was measured: checked by catur models add --evaluation
+        extra["model_sha256"] = weights_sha256(extra["model"])
     return {
         "trace": label,
         "vms_in_trace": int(len(df)) if df is not None else None,  # streamed: given in extra

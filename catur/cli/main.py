@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import catur
 from catur.cli.evaluate import add_evaluate_commands
 from catur.cli.models import add_models_commands
 from catur.cli.service import add_service_commands
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'catur COMMAND --help' for the options and examples of each command.",
     )
+    parser.add_argument("--version", action="version", version=f"catur {catur.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     for add_commands in (

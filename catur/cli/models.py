@@ -143,7 +143,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
 
 def cmd_models_add(args: argparse.Namespace) -> int:
-    from catur.registry import read_json
+    from catur.registry import check_evaluation_of, read_json
 
     registry = _registry(args)
     evaluation = None
@@ -151,6 +151,10 @@ def cmd_models_add(args: argparse.Namespace) -> int:
         evaluation = read_json(Path(args.evaluation))
         if not isinstance(evaluation, dict):
             raise CaturError(f"{args.evaluation}: the evaluation must be a JSON object")
+        if not args.force:
+            warning = check_evaluation_of(evaluation, args.model_dir, args.evaluation)
+            if warning:
+                print(f"catur: warning: {warning}", file=sys.stderr)
     v = registry.add(args.model_dir, evaluation=evaluation, note=args.note, parent=args.parent)
     _report_cleanup(registry)
     print(f"added {v.version} from {args.model_dir} at {v.path}")
@@ -257,7 +261,11 @@ def add_models_commands(sub: argparse._SubParsersAction) -> None:
                "whole. 'default' adds the model shipped with Catur.")
     q.add_argument("model_dir", metavar="MODEL_DIR", help="model directory, or 'default'")
     q.add_argument("--note", default="", help="free text kept with the version")
-    q.add_argument("--evaluation", metavar="JSON", help="a JSON file of evaluation results to keep with it")
+    q.add_argument("--evaluation", metavar="JSON",
+                   help="a JSON file of evaluation results to keep with it, e.g. what 'catur evaluate --model MODEL_DIR "
+                   "--json FILE' wrote (its 'catur' avg_defect becomes the headline; an evaluation of another model "
+                   "or of no model is refused)")
+    q.add_argument("--force", action="store_true", help="keep an --evaluation even if it is not of this model")
     q.add_argument("--parent", metavar="VERSION", help="the version it was fine-tuned from")
     q.add_argument("--promote", action="store_true", help="also make it current")
     q.add_argument("--reason", default="", help="reason recorded in the history with --promote")

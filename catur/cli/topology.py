@@ -61,6 +61,29 @@ def cmd_topology_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+# The policies that are not rankings: by name in --policies, or added by evaluate's options.
+SEARCH_POLICIES = (
+    ("greedy", "tries the four primitives, keeps the lowest immediate defect (deployable)"),
+    ("oracle", "best primitive given the host's next k arrivals (--oracle-k, default 5); an upper bound, not deployable"),
+)
+MODEL_POLICIES = (
+    ("catur", "a trained model: catur evaluate --model DIR ('default' = the shipped model)"),
+    ("catur+shield", "the model behind speculative shielding: --model DIR --shield-depth D"),
+    ("greedy+shield", "greedy behind the shield: --shield-depth D without --model"),
+)
+
+EPILOG_POLICIES = """Every name under primitives, baselines and search can be given to
+'catur evaluate --policies' (default: all of them but oracle, which is slow; '--oracle-hosts N'
+runs it on a sample of hosts). The model entries are added by evaluate's --model and
+--shield-depth options, not by name. The service decides with 'catur' when it has a model,
+else with 'greedy'.
+
+examples:
+  catur policies
+  catur evaluate --synthetic default --policies xen,greedy,oracle --days 1:2
+"""
+
+
 def cmd_policies(args: argparse.Namespace) -> int:
     from catur.policies import POLICIES
 
@@ -69,8 +92,11 @@ def cmd_policies(args: argparse.Namespace) -> int:
         for policy in POLICIES.values():
             if policy.kind == kind:
                 print(f"  {policy.name:<15} {policy.summary}")
+    for title, entries in (("search", SEARCH_POLICIES), ("models (catur evaluate --model/--shield-depth)", MODEL_POLICIES)):
+        print(f"{title}:")
+        for name, summary in entries:
+            print(f"  {name:<15} {summary}")
     return 0
-
 
 
 def add_topology_commands(sub: argparse._SubParsersAction) -> None:
@@ -105,5 +131,13 @@ def add_topology_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_topology_detect)
 
-    p = sub.add_parser("policies", help="list the placement policies")
+    p = sub.add_parser(
+        "policies",
+        help="list the placement policies",
+        description="List the NUMA placement policies Catur can replay and compare, with what "
+        "each one does: the four primitives (a learned policy's actions), the hypervisor "
+        "baselines, the search policies greedy and oracle, and the model-based entries.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_POLICIES,
+    )
     p.set_defaults(func=cmd_policies)

@@ -42,11 +42,13 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpu-overcommit", type=float, help="vCPUs admitted per host core")
     p.add_argument("--target-utilization", type=float, default=0.9, help="cluster sizing target (default 0.9)")
     p.add_argument("--timesteps", type=int, default=50_000, help="environment steps (default 50000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of everything random: the synthetic workload, the network's initial weights, "
+                   "episode sampling, imitation and the evaluation hosts (default 0); compare runs over several seeds")
     p.add_argument("--envs", type=int, default=2, help="parallel environments (processes; default 2)")
     p.add_argument("--no-shaping", action="store_true", help="train on the raw reward (ablation)")
     p.add_argument("--gamma", type=float, help="discount (default 0.9 PPO, 0.1 DQN)")
-    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--learning-rate", type=float, default=1e-4, metavar="LR",
+                   help="step size of the RL optimiser (Adam, PPO and DQN; default 1e-4): larger moves faster but less stably; the warm-start imitation uses its own 1e-3")
     p.add_argument("--warm-start", type=int, default=20_000, metavar="N", help="imitate the teacher on N observations first (0 = off; default 20000)")
     p.add_argument("--teacher", choices=("greedy", "oracle"), default="greedy",
                    help="whom the warm start imitates: greedy (default) or the k-step oracle, which knows the "
@@ -158,7 +160,7 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gate-samples", type=int, default=2_000, metavar="N", help="observations per window for the gate rate (default 2000; 0 = skip); a candidate's gate is fitted on twice as many (at least 500)")
     p.add_argument("--envs", type=int, default=1, help="training environments (processes; default 1)")
     p.add_argument("--jobs", type=int, help="replay worker processes (default: all CPUs)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (iteration i uses seed + i) and of the replays (default 0)")
     p.add_argument("--report", metavar="DIR", help="write report.json, report.md and plots here")
     p.add_argument("--dry-run", action="store_true", help="do everything but add or promote a model")
     p.add_argument("--quiet", action="store_true", help="no progress output")
