@@ -19,11 +19,13 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL = {"workload": "default", "days": "1:2", "episode_arrivals": 20}
 
 
-def test_import_catur_registers_the_ids_without_importing_the_simulator():
-    """In a fresh interpreter: after `import catur` the ids exist but catur.sim is not loaded;
-    make() then loads it and builds the env."""
+@pytest.mark.parametrize("imports", ["gymnasium, catur", "catur, gymnasium", "catur.errors, gymnasium.spaces, gymnasium"])
+def test_import_catur_registers_the_ids_without_importing_the_simulator(imports):
+    """In a fresh interpreter, whichever of catur and gymnasium comes first: the ids exist but
+    catur.sim is not loaded; make() then loads it and builds the env."""
     code = (
-        "import sys, gymnasium, catur\n"
+        f"import sys, {imports}\n"
+        "import gymnasium\n"
         "assert 'catur/NumaPlacement-v0' in gymnasium.registry\n"
         "assert 'catur/NumaPlacementNodes-v0' in gymnasium.registry\n"
         "assert not any(m.startswith('catur.sim') for m in sys.modules), sorted(m for m in sys.modules if m.startswith('catur'))\n"
@@ -34,6 +36,14 @@ def test_import_catur_registers_the_ids_without_importing_the_simulator():
     result = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "NumaPlacementEnv (68,)"
+
+
+def test_import_catur_alone_does_not_import_gymnasium():
+    """The CLI and the service never need gymnasium: registration waits for its import."""
+    code = "import sys, catur, catur.cli.main\nprint('gymnasium' in sys.modules)\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 def test_importing_the_env_module_does_not_register_twice():
