@@ -27,9 +27,10 @@ trace. Public traces have no hosts: VMs are first admitted onto a cluster (--clu
 shipped mix or a YAML/TOML file) sized so the trace's peak demand reaches
 --target-utilization of the binding resource. The same admission serves every policy.
 
-Metrics (README, "Concepts in one page"; catur/metrics.py): avg defect = mean over VMs of alpha*COR + beta*RMR averaged over the
-VM's lifetime; at placement = the same right after placing; p99 of the lifetime defect; ticket
-ratio = mean sigmoid(100 * (defect - 0.10)); anomalies = VMs placed with defect > 0.40.
+Metrics (README, "Concepts in one page"; catur/metrics.py): avg defect = mean over VMs of
+alpha*COR + beta*RMR averaged over the VM's lifetime; at placement = the same right after
+placing; p99 of the lifetime defect; ticket ratio = mean sigmoid(100 * (defect - 0.10));
+anomalies = VMs placed with defect > 0.40.
 """
 
 
