@@ -158,6 +158,12 @@ def check_evaluation_of(evaluation: dict, model_dir: str | Path, source: str) ->
     scenario = evaluation.get("scenario")
     if not isinstance(scenario, dict) or not isinstance(evaluation.get("policies"), dict):
         return None
+    service = scenario.get("service")
+    if isinstance(service, dict):  # catur replay: the service's model, known only by its version
+        return (
+            f"{source}: cannot check that it evaluated {model_dir}: it measured the service at "
+            f"{service.get('target')!r} (model version {service.get('model_version')!r})"
+        )
     if not scenario.get("model"):
         raise CaturError(
             f"{source}: this evaluation ran no model (catur evaluate without --model), so it says "

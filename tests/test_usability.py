@@ -117,6 +117,9 @@ def test_evaluation_check(tmp_path: Path):
         check_evaluation_of(catur_evaluation(None, None), "default", "ev.json")
     warning = check_evaluation_of(catur_evaluation("default", None), "default", "ev.json")
     assert "cannot check" in warning
+    # catur replay measured a service, known by its model version only: kept with a warning.
+    replay = {"scenario": {"service": {"target": "localhost:50051", "model_version": "v0002"}}, "policies": {"catur": {}}}
+    assert "it measured the service at 'localhost:50051'" in check_evaluation_of(replay, other, "ev.json")
     # JSON of other shapes (a retrain report, hand-written results) is kept as given.
     assert check_evaluation_of({"avg_defect": 0.01}, other, "ev.json") is None
 
