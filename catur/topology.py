@@ -247,7 +247,9 @@ def get_preset(name: str) -> Topology:
 
 
 # The keys a topology file may hold, at the top and in each node (see topology_from_dict).
-TOPOLOGY_KEYS = ("name", "nodes", "distances")
+# ``libvirt`` is the section ``catur libvirt topology --json`` adds (each node's cell id and
+# CPUs): accepted so that output stays a topology file, and not read.
+TOPOLOGY_KEYS = ("name", "nodes", "distances", "libvirt")
 NODE_KEYS = ("cores", "mem_gib", "mem_mib", "socket")
 
 
