@@ -12,6 +12,11 @@ Because admission ignores NUMA, the VM→host assignment is the same for every N
 comparisons are fair, and hosts are independent of each other afterwards (parallel replay).
 Traces that carry ``host_id`` skip this step.
 
+With a start state (:mod:`catur.sim.start_state`) hosts begin partly used: admission sees only
+what is left, and every host's replay starts from that usage. Traces labelled with placement
+groups (``strategy``/``group``/``domain``) are admitted by :mod:`catur.sim.groups`, the same
+first fit honouring anti-affinity, affinity and fault domains.
+
 :func:`size_cluster` picks the host count for a utilisation target, and :func:`host_streams`
 cuts the admitted trace into one :class:`~catur.sim.replay.HostTrace` per host for a window.
 """
@@ -26,6 +31,8 @@ import pandas as pd
 
 from catur.errors import CaturError
 from catur.sim.cluster import ClusterSpec
+from catur.sim.groups import GroupOutcome, first_fit_groups, has_groups
+from catur.sim.start_state import StartState, load_start_state
 from catur.traces.events import event_order, running_total
 from catur.sim.replay import HostTrace
 from catur.topology import MIB_PER_GIB, Topology
@@ -72,12 +79,16 @@ class Admission:
         hosts: Topology of each host, by host id.
         host_cluster: Cluster label of each host ("" for single-cluster traces).
         specs: The (possibly auto-sized) cluster spec used, per cluster label.
+        start: The start state hosts began from (None: empty hosts).
+        groups: What placement-group labels did (None: the trace has none).
     """
 
     host_of_vm: np.ndarray
     hosts: list[Topology]
     host_cluster: list[str]
     specs: dict[str, ClusterSpec]
+    start: StartState | None = None
+    groups: GroupOutcome | None = None
 
     @property
     def rejected(self) -> int:
@@ -102,6 +113,7 @@ def first_fit(
     departure_s: np.ndarray,
     groups: Sequence[np.ndarray],
     specs: Sequence[ClusterSpec],
+    used: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> np.ndarray:
     """Host id per VM by first fit on aggregate capacity, for many clusters at once.
 
@@ -114,6 +126,8 @@ def first_fit(
     Python loop runs over arrivals of the longest cluster, not over all VMs, so 300 clusters
     cost about as many steps as one. Departures after a cluster's last arrival change no
     decision and are skipped. A single cluster is the one-row case of the same code.
+    ``used[c]``, if given, is ``(vcpus[H], mem_mib[H])`` already in use on cluster ``c``'s
+    hosts when the trace starts (a start state).
     """
     n = vcpus.shape[0]
     vcpus = np.asarray(vcpus, dtype=np.int64)
@@ -131,6 +145,9 @@ def first_fit(
         cores, mem = spec.host_capacity()
         free_v[c, : cores.size] = np.floor(cores * spec.cpu_overcommit).astype(np.int64)
         free_m[c, : mem.size] = mem
+        if used is not None:
+            free_v[c, : cores.size] -= used[c][0]
+            free_m[c, : mem.size] -= used[c][1]
         rows = np.asarray(rows, dtype=np.int64)
         vms, arriving = event_order(arrival_s[rows], departure_s[rows])
         before = np.cumsum(arriving) - arriving  # arrivals earlier in the cluster's order
@@ -179,10 +196,14 @@ def first_fit(
 
 
 def admit(
-    df: pd.DataFrame, spec: ClusterSpec, target_utilization: float | None = None
+    df: pd.DataFrame, spec: ClusterSpec, target_utilization: float | None = None,
+    start: StartState | None = None,
 ) -> Admission:
     """Assign every VM of a canonical trace to a host of ``spec``.
 
+    With ``start``, the hosts are the start state's (``spec`` and ``target_utilization`` are
+    not used: its host count is fixed by the data) and begin with its usage; a trace with
+    placement-group labels is admitted honouring them (:func:`catur.sim.groups.first_fit_groups`).
     With ``target_utilization``, the cluster is first sized by :func:`size_cluster`. A trace
     with a ``cluster`` column is admitted cluster by cluster (in label order, all clusters in
     lock-step: :func:`first_fit`), each onto its own copy of the spec (sized separately),
@@ -190,6 +211,8 @@ def admit(
     ``host_id`` column keeps its assignment; ``spec`` must then have enough hosts.
     """
     n = len(df)
+    if start is not None or has_groups(df):
+        return _admit_onto(df, start.spec if start is not None else spec, start, target_utilization)
     if "host_id" in df.columns and df["host_id"].notna().all():
         host_ids = df["host_id"].to_numpy(np.int64)
         if n and host_ids.max() >= spec.num_hosts:
@@ -226,6 +249,37 @@ def admit(
         hosts.extend(tops)
         host_cluster.extend([label] * len(tops))
     return Admission(host_of_vm, hosts, host_cluster, specs)
+
+
+def _admit_onto(
+    df: pd.DataFrame, spec: ClusterSpec, start: StartState | None, target_utilization: float | None
+) -> Admission:
+    """:func:`admit` for a start state or a labelled trace: one cluster, first fit (honouring
+    placement groups when the trace has labels)."""
+    if "cluster" in df.columns and df["cluster"].astype("string").fillna("").nunique() > 1:
+        what = "a start state" if start is not None else "placement-group labels"
+        raise CaturError(f"a trace with {what} is admitted onto one cluster; this one has a 'cluster' column with several labels")
+    if "host_id" in df.columns and df["host_id"].notna().any():
+        raise CaturError("a trace with host_id has its hosts already: it takes no start state or placement-group labels")
+    if start is None and target_utilization:
+        spec = size_cluster(df, spec, target_utilization)
+    vcpus, mem = df["vcpus"].to_numpy(np.int64), mem_mib_of(df)
+    used = start.host_used() if start is not None else None
+    outcome = None
+    if has_groups(df):
+        cores, capacity = spec.host_capacity()
+        free_v = np.floor(cores * spec.cpu_overcommit).astype(np.int64)
+        free_m = capacity.copy()
+        if used is not None:
+            free_v, free_m = free_v - used[0], free_m - used[1]
+        host_of_vm, outcome = first_fit_groups(df, vcpus, mem, free_v, free_m)
+    else:
+        host_of_vm = first_fit(
+            vcpus, mem, df["arrival_s"].to_numpy(float), df["departure_s"].to_numpy(float),
+            [np.arange(len(df))], [spec], None if used is None else [used],
+        )
+    hosts = spec.host_topologies()
+    return Admission(host_of_vm, hosts, [""] * len(hosts), {"": spec}, start, outcome)
 
 
 def parse_days(days: str | None, df: pd.DataFrame) -> tuple[float, float]:
@@ -310,6 +364,9 @@ def host_streams(
             column = pd.to_numeric(pd.Series(values[rows]), errors="coerce")
             default = 0 if name == "vnuma" else 1.0
             extra[name] = column.fillna(default).to_numpy()
+        if admission.start is not None:  # the host begins as loaded as the start state says
+            extra["start_vcpus"] = admission.start.used_vcpus[host]
+            extra["start_mem_mib"] = admission.start.used_mem_mib[host]
         trace = HostTrace(arrival[rows], departure[rows], vcpus[rows], mem[rows], end_s=end_s, **extra)
         streams.append(
             HostStream(host + host_offset, admission.hosts[host], trace, rows, arrival[rows] >= start_s)
@@ -331,22 +388,37 @@ class Scenario:
 
 def prepare_scenario(
     df: pd.DataFrame,
-    cluster: str,
+    cluster: str | None,
     days: str | None,
     target_utilization: float | None,
     cpu_overcommit: float | None = None,
+    start_state: str | StartState | None = None,
 ) -> Scenario:
     """Load the cluster (``cpu_overcommit`` overrides its file), admit the trace (sized to
-    ``target_utilization`` unless 0/None) and cut the per-host streams of ``days``."""
+    ``target_utilization`` unless 0/None) and cut the per-host streams of ``days``.
+
+    ``cluster`` None is the default mix, ``mixed``. With ``start_state`` (a free-per-node
+    file such as ``PM_res.csv``, or a loaded :class:`StartState`) the hosts are its servers,
+    starting as used as it says; ``cluster``, if given, then supplies their capacities
+    (:mod:`catur.sim.start_state`), and ``target_utilization`` is not used.
+    """
     from dataclasses import replace
 
     from catur.sim.cluster import load_cluster
 
     if target_utilization is not None and not 0 <= target_utilization <= 1:
         raise CaturError(f"target utilization must be in [0, 1], got {target_utilization}")
-    spec = load_cluster(cluster)
-    if cpu_overcommit is not None:
-        spec = replace(spec, cpu_overcommit=cpu_overcommit)
+    start = None
+    if isinstance(start_state, StartState):
+        start = start_state
+    elif start_state is not None:
+        start = load_start_state(start_state, cluster, cpu_overcommit=cpu_overcommit)
+    if start is not None:
+        spec = start.spec
+    else:
+        spec = load_cluster(cluster)
+        if cpu_overcommit is not None:
+            spec = replace(spec, cpu_overcommit=cpu_overcommit)
     start_s, end_s = parse_days(days, df)
-    admission = admit(df, spec, target_utilization or None)
+    admission = admit(df, spec, target_utilization or None, start)
     return Scenario(spec, admission, start_s, end_s, host_streams(df, admission, start_s, end_s))

@@ -102,7 +102,8 @@ def replay_batched(
     max_batch_vms: int = MAX_BATCH_VMS,
     min_batch_hosts: int | None = None,
 ) -> list[HostReplay]:
-    """Replay every ``(topology, trace)`` host on an empty host, all at once.
+    """Replay every ``(topology, trace)`` host from its start usage (empty unless the trace
+    has one), all at once.
 
     Returns one :class:`~catur.sim.replay.HostReplay` per host, in input order, with exactly
     the values :func:`~catur.sim.replay.replay_host` gives (its ``correctable`` all False).
@@ -223,9 +224,13 @@ def _replay_group(
     steps = int(counts[0]) if h else 0
     active = np.searchsorted(-counts, -np.arange(steps), side="left")  # hosts with more than s events
 
-    used_vcpus = np.zeros((h, n_nodes), dtype=np.int64)
-    used_mem = np.zeros((h, n_nodes), dtype=np.int64)
+    # Each host starts as its trace says (a start state), through the same state constructor
+    # as the reference loop.
+    starts = [t.start_state(topology) for t in traces]
+    used_vcpus = np.concatenate([start.used_vcpus for start in starts])
+    used_mem = np.concatenate([start.used_mem_mib for start in starts])
     clock = CorClock(topology.node_cores, np.array([t.arrival_s.min() if t.num_vms else 0.0 for t in traces]))
+    clock.set_usage(used_vcpus, slice(0, h))
     # Per VM: where it is (instances padded with node 0 and 0 vCPUs, which add nothing to
     # the weighted COR integral), what it takes per node, and its metrics.
     width = inst_vcpus.shape[1]

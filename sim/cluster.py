@@ -128,8 +128,15 @@ CLUSTERS: dict[str, dict] = {
 }
 
 
-def load_cluster(name_or_path: str) -> ClusterSpec:
-    """A shipped cluster mix by name, or a cluster file (``.yaml``/``.yml``/``.toml``)."""
+# The mix used when none is named (``--cluster`` left out).
+DEFAULT_CLUSTER = "mixed"
+
+
+def load_cluster(name_or_path: str | None) -> ClusterSpec:
+    """A shipped cluster mix by name, or a cluster file (``.yaml``/``.yml``/``.toml``);
+    None is :data:`DEFAULT_CLUSTER`."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_CLUSTER
     if name_or_path in CLUSTERS:
         return cluster_from_dict(CLUSTERS[name_or_path], source=name_or_path)
     path = Path(name_or_path)

@@ -46,6 +46,11 @@ class HostTrace:
     ``departure_s`` is NaN for a VM still running at the end; ``vnuma`` is 0 where the VM
     does not ask for a vNUMA count. ``end_s`` is when the trace window closes (running VMs are
     integrated up to it); by default the last arrival or departure.
+
+    ``start_vcpus`` and ``start_mem_mib`` (``int64[N]``, optional) are what the host already
+    uses on each node when the trace begins (a start state, :mod:`catur.sim.start_state`):
+    resident load that occupies capacity and counts in COR for the whole replay, but is no VM
+    of the trace and enters no metric. None: the host starts empty.
     """
 
     arrival_s: np.ndarray
@@ -56,6 +61,8 @@ class HostTrace:
     beta: np.ndarray | None = None
     vnuma: np.ndarray | None = None
     end_s: float | None = None
+    start_vcpus: np.ndarray | None = None
+    start_mem_mib: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = np.asarray(self.arrival_s).shape[0]
@@ -106,6 +113,14 @@ class HostTrace:
             object.__setattr__(self, "end_s", float(times.max()) if times.size else 0.0)
         elif n and self.end_s < self.arrival_s.max():
             raise CaturError(f"host trace: end_s={self.end_s} is before the last arrival")
+        if (self.start_vcpus is None) != (self.start_mem_mib is None):
+            raise CaturError("host trace: give both start_vcpus and start_mem_mib, or neither")
+
+    def start_state(self, topology: Topology) -> HostsState:
+        """The one-host state this trace begins from: its start usage, or an empty host."""
+        if self.start_vcpus is None:
+            return HostsState(topology, 1)
+        return HostsState.from_usage(topology, self.start_vcpus, self.start_mem_mib)
 
     @property
     def num_vms(self) -> int:
@@ -182,7 +197,8 @@ def replay_host(
     oracle_k: int = 5,
     correctable_above: float | None = None,
 ) -> HostReplay:
-    """Run every event of ``trace`` on an empty host of ``topology`` with ``policy``.
+    """Run every event of ``trace`` on a host of ``topology`` with ``policy``, starting from
+    the trace's start usage (empty unless it has one; :meth:`HostTrace.start_state`).
 
     ``policy`` is a :class:`~catur.policies.Policy`, a policy name, ``"greedy"``,
     ``"oracle"`` — the k-step oracle (:mod:`catur.sim.oracle`) with look-ahead ``oracle_k`` —
@@ -214,8 +230,9 @@ def replay_host(
         decide = decider(policy)
     rng = np.random.default_rng(seed)
     n = trace.num_vms
-    state = HostsState(topology, 1)
+    state = trace.start_state(topology)
     clock = CorClock(topology.node_cores, start_s=float(trace.arrival_s.min()) if n else 0.0)
+    clock.set_usage(state.used_vcpus[0])  # resident load counts in COR from the start
     out = HostReplay(
         placements=[None] * n,
         cor_at_placement=np.zeros(n),

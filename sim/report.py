@@ -42,10 +42,15 @@ def format_table(evaluation: Evaluation) -> str:
     rows = sorted(evaluation.results.values(), key=lambda r: (r.summary.avg_defect, r.name))
     has_correctable = any("correctable_anomalies" in r.extra for r in rows)
     header = f"{'policy':<15}{'avg defect':>12}{'at placement':>14}{'p99 defect':>12}{'ticket ratio':>14}{'anomalies':>11}"
+    has_clean = any("placed_clean" in r.extra for r in rows)
     if has_correctable:
         header += f"{'correctable':>13}"
+    if has_clean:
+        header += f"{'clean':>8}"
     header += f"{'VMs':>10}"
     lines = [header, "-" * len(header)]
+    if has_clean:
+        lines.insert(0, "clean = VMs placed with no vCPU overcommit on their nodes and no remote memory")
     if has_correctable:
         lines.insert(0, "correctable = anomalies the k-step oracle would have avoided / anomalies, on the oracle's sampled hosts")
     for r in rows:
@@ -59,9 +64,36 @@ def format_table(evaluation: Evaluation) -> str:
             sampled = r.extra.get("oracle_sample_anomalies")
             cell = "-" if value is None else f"{value}/{sampled}"
             line += f"{cell:>13}"
+        if has_clean:
+            line += f"{r.extra.get('placed_clean', '-'):>8}"
         line += f"{s.vms:>10}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def start_state_lines(scenario: dict) -> list[str]:
+    """The header lines of a replay from a start state and of a labelled trace: hosts, their
+    capacity and initial usage; rejections by reason and affinity members placed apart."""
+    lines = []
+    start = scenario.get("start_state")
+    if start:
+        models = "; ".join(
+            f"{m['hosts']}× {name}: node cores {m['node_cores']}, GiB {m['node_mem_gib']}"
+            for name, m in start["host_models"].items()
+        )
+        lines.append(
+            f"start state {start['source']}: {start['hosts']} hosts ({start['capacity']} capacity: {models}); "
+            f"{100 * start['used_vcpus_fraction']:.1f}% of vCPUs and {100 * start['used_mem_fraction']:.1f}% "
+            f"of memory already used"
+        )
+    groups = scenario.get("placement_groups")
+    if groups:
+        reasons = ", ".join(f"{k} {v}" for k, v in groups["rejected_by_reason"].items())
+        lines.append(
+            f"placement groups: rejected by reason: {reasons}; affinity members placed apart from "
+            f"their group: {groups['affinity_split_vms']} (in {groups['affinity_split_groups']} groups)"
+        )
+    return lines
 
 
 def write_plots(evaluation: Evaluation, df: pd.DataFrame, origin_s: float, out_dir: str | Path) -> list[Path]:

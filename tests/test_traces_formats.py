@@ -295,7 +295,7 @@ def test_unknown_and_undetectable_formats(tmp_path):
         read_trace(tmp_path / "missing.csv")
     with pytest.raises(CaturError, match="empty"):
         read_trace(write(tmp_path, "empty.csv", ""))
-    assert set(FORMATS) == {"huawei-events", "huawei-lt", "azure-v1", "azure-v2", "canonical", "collected", "partitioned"}
+    assert set(FORMATS) == {"huawei-events", "huawei-lt", "huawei-numa-vms", "azure-v1", "azure-v2", "canonical", "collected", "partitioned"}
     # Detection reads only the head: a CSV whose first line says huawei-lt is huawei-lt.
     assert detect_format(write(tmp_path, "lt.txt", LT, gz=True)) == "huawei-lt"
 

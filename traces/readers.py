@@ -31,6 +31,12 @@ Formats (names are the keys of :data:`FORMATS`)
     accept both notations, so the two names differ only in the report's label. VMs alive when
     Azure's 30-day window closed carry the closing timestamp as ``vmdeleted``: they look like
     departures at the end. An empty ``vmdeleted`` is read as still running.
+``huawei-numa-vms``
+    Huawei Cloud's NUMA dataset request sequences (``VM_data_C*.csv``), header
+    ``flavor_vcpus,flavor_ram,numa,strategy,group,domain``: GiB; ``numa`` becomes ``vnuma``;
+    no timestamps, so VMs arrive in file order one per second and never depart; the labels
+    stay as columns ``strategy``, ``group``, ``domain`` (:mod:`catur.traces.huawei_numa`).
+    Its companion ``PM_res.csv`` is not a trace but a start state: :func:`read_node_free`.
 ``canonical``
     The canonical trace itself, as parquet or CSV.
 ``collected``
@@ -51,6 +57,7 @@ parquet (magic ``PAR1`` → ``canonical``). For text, the first line decides:
 * columns ``vm_id`` and ``arrival_s`` → ``canonical``;
 * columns ``vmid, cpu, memory (or mem), time, type`` → ``huawei-events``;
 * columns ``vmid, cpu, mem (or memory), at, lt`` → ``huawei-lt``;
+* columns ``flavor_vcpus, flavor_ram, numa`` → ``huawei-numa-vms``;
 * 11 comma-separated fields (a ``vmid,...`` header line is allowed) → Azure: ``azure-v2`` if
   an open bucket (``>24``) occurs in the size columns of the first 1,000 lines, otherwise
   ``azure-v1`` (only the label differs, see above).
@@ -88,6 +95,7 @@ import numpy as np
 import pandas as pd
 
 from catur.errors import CaturError, unknown_name
+from catur.traces import huawei_numa
 from catur.traces.canonical import (
     RowChecker,
     check_frame,
@@ -505,6 +513,53 @@ def read_azure_v2(path: str | Path, skip_bad_rows: bool = False) -> Read:
 
 
 # --------------------------------------------------------------------------------------------
+# Huawei Cloud NUMA dataset (column rules in catur.traces.huawei_numa)
+# --------------------------------------------------------------------------------------------
+
+
+def read_huawei_numa_vms(path: str | Path, skip_bad_rows: bool = False) -> Read:
+    """Read a ``VM_data_C*.csv`` request sequence (see :mod:`catur.traces.huawei_numa`)."""
+    path, source, fmt = Path(path), str(path), huawei_numa.FORMAT_VMS
+    table = _read_table(path, header=True, dtype={"strategy": "string"})
+    required = {name: (name,) for name in huawei_numa.VM_COLUMNS[:3]}
+    cols = _pick_columns(table, source, fmt, required)
+    cols.update({name: table.df[name] for name in huawei_numa.VM_COLUMNS[3:] if name in table.df.columns})
+    checker = _new_checker(table, source, np.arange(len(table.df)))  # the vm_id of each row
+    build = huawei_numa.check_vm_data(checker, cols)
+    return _finish(checker, table, source, fmt, skip_bad_rows, build)
+
+
+@dataclass(frozen=True)
+class NodeFree:
+    """Free vCPUs and memory per NUMA node of each server (a ``PM_res.csv``), as read.
+
+    ``free_cores`` is ``int64[H, N]``, ``free_mem_gib`` ``float64[H, N]``; ``lines`` the file
+    line of each server's row (for messages that name a row later, e.g. capacity checks).
+    """
+
+    source: str
+    free_cores: np.ndarray
+    free_mem_gib: np.ndarray
+    lines: np.ndarray
+    rows_skipped: int = 0
+
+
+def read_node_free(path: str | Path, skip_bad_rows: bool = False) -> NodeFree:
+    """Read the free CPU and RAM per node of each server (``CPU1,RAM1,CPU2,RAM2``; GiB)."""
+    path, source = Path(path), str(path)
+    sniff(path)  # a missing file gets the usual clear error
+    table = _read_table(path, header=True)
+    checker = _new_checker(table, source, None)
+    cores, mem = huawei_numa.check_node_free(checker, table.df, source)
+    if not skip_bad_rows:
+        checker.raise_first(_SKIP_HINT)
+    good = ~checker.bad
+    if not good.any():
+        raise CaturError(f"{source}: no servers in the file")
+    return NodeFree(source, cores[good], mem[good], table.lines[good], checker.count)
+
+
+# --------------------------------------------------------------------------------------------
 # Canonical, registry, detection
 # --------------------------------------------------------------------------------------------
 
@@ -542,6 +597,9 @@ FORMATS: dict[str, TraceFormat] = {
                     "11 columns", read_azure_v1),
         TraceFormat("azure-v2", "Azure Public Dataset V2 (2019) vmtable, headerless, "
                     "size buckets ('>24' = 30 vCPUs, '>64' = 70 GiB assumed)", read_azure_v2),
+        TraceFormat(huawei_numa.FORMAT_VMS, "Huawei Cloud NUMA dataset VM_data: flavor_vcpus,"
+                    "flavor_ram,numa,strategy,group,domain (GiB; file order, 1 s apart, no "
+                    "departures)", read_huawei_numa_vms),
         TraceFormat("canonical", "Catur's canonical trace, parquet or CSV "
                     "(vm_id,arrival_s,departure_s,vcpus,mem_gib,...)", read_canonical_trace),
         TraceFormat("collected", "a directory of 'catur serve --collect-dir' files "
@@ -584,6 +642,13 @@ def detect_format(path: str | Path) -> str:
         return "huawei-events"
     if {"vmid", "cpu", "at", "lt"} <= names and mem:
         return "huawei-lt"
+    if huawei_numa.is_vm_data_header(names):
+        return huawei_numa.FORMAT_VMS
+    if huawei_numa.is_node_free_header(tokens):
+        raise CaturError(
+            f"{path}: this is free CPU and RAM per NUMA node (a start state, like PM_res.csv), "
+            f"not a VM trace: pass it as --start-state to 'catur evaluate' or 'catur replay'"
+        )
     if len(tokens) == len(AZURE_COLUMNS):
         for line in _head_lines(path, _SAMPLE_LINES):
             fields = _tokens(line)

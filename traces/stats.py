@@ -51,7 +51,9 @@ def trace_stats(df: pd.DataFrame) -> dict:
     ``span_days``, ``still_running`` and ``still_running_share``, ``vcpus`` and ``mem_gib``
     (each ``mean, min, max, p50, p90, p99``), ``top_flavors`` (list of ``{vcpus, mem_gib,
     count, share}``, most common first), ``flavors`` (distinct count), ``peak_live_vms`` and
-    ``peak_live_vms_at_s``, ``peak_vcpus``, ``peak_mem_gib``.
+    ``peak_live_vms_at_s``, ``peak_vcpus``, ``peak_mem_gib``. Only when the trace has the
+    column: ``vnuma`` (VMs per explicit vNUMA count), ``placement_groups`` (per strategy:
+    ``vms``, ``groups``, ``largest``).
     """
     n = len(df)
     if n == 0:
@@ -78,7 +80,19 @@ def trace_stats(df: pd.DataFrame) -> dict:
     peak_vms, peak_at = _peak(arrival, departure, None)
     peak_vcpus, _ = _peak(arrival, departure, vcpus)
     peak_mem, _ = _peak(arrival, departure, mem)
+    optional = {}
+    if "vnuma" in df.columns:
+        counts = pd.to_numeric(df["vnuma"], errors="coerce").fillna(0).astype(np.int64).value_counts().sort_index()
+        optional["vnuma"] = {int(k): int(v) for k, v in counts.items() if k > 0}
+    if "strategy" in df.columns and "group" in df.columns:
+        labelled = df.loc[df["strategy"].notna(), ["strategy", "group"]]
+        sizes = labelled.groupby(["strategy", "group"]).size()
+        optional["placement_groups"] = {
+            str(strategy): {"vms": int(part.sum()), "groups": int(part.size), "largest": int(part.max())}
+            for strategy, part in sizes.groupby(level=0)
+        }
     return {
+        **optional,
         "vms": n,
         "start_s": start,
         "end_s": end,
@@ -125,4 +139,9 @@ def format_stats(stats: dict) -> str:
     for f in stats["top_flavors"]:
         lines.append(f"  {f['vcpus']:>4} vCPU {_num(f['mem_gib']):>8} GiB  "
                      f"{f['count']:>10,}  {f['share']:6.1%}")
+    if stats.get("vnuma"):
+        shown = ", ".join(f"{k}: {v:,}" for k, v in stats["vnuma"].items())
+        lines.append(f"vNUMA asked     {shown} VMs (by explicit instance count)")
+    for strategy, g in stats.get("placement_groups", {}).items():
+        lines.append(f"group {strategy:<14} {g['vms']:,} VMs in {g['groups']:,} groups (largest {g['largest']:,})")
     return "\n".join(lines)

@@ -21,11 +21,23 @@ EPILOG_EVALUATE = """examples:
   catur evaluate month/ --policies xen --model default --shield-depth 1 --batch-vms 1000000
       (month/ from 'catur traces generate --vms 100000000 --out month/': streamed by clusters)
   catur evaluate trace.parquet --engine ray --ray-address 10.0.0.1:6379
+  catur evaluate VM_data_C1.csv --start-state PM_res.csv --model default --shield-depth 1
+      (Huawei Cloud's NUMA dataset: a static sequence packed onto 1,710 fragmented servers)
+  catur evaluate huawei-east-1-lt.csv.gz --start-state PM_res.csv --days 1:3
+      (a time-based trace warm-started on real fragmentation)
 
 The trace is a public format (detected from its header, or --format) or Catur's canonical
 trace. Public traces have no hosts: VMs are first admitted onto a cluster (--cluster, a
 shipped mix or a YAML/TOML file) sized so the trace's peak demand reaches
 --target-utilization of the binding resource. The same admission serves every policy.
+
+--start-state FILE (free CPU and RAM per NUMA node of each server, like PM_res.csv) replaces
+that cluster: its servers are the hosts, each starting as used as the file says (capacity
+inferred as the largest free amount per node over all servers, or given by --cluster, one
+host per row). The used part is resident load: it counts in COR but in no metric. Traces
+with placement-group labels (VM_data: anti-affinity, affinity, fault_domain) are admitted
+honouring them; the table then adds 'clean' (VMs placed with no overcommit and no remote
+memory) and the header counts the VMs no host could take, by reason.
 
 Metrics (README, "Concepts in one page"; catur/metrics.py): avg defect = mean over VMs of
 alpha*COR + beta*RMR averaged over the VM's lifetime; at placement = the same right after
@@ -113,11 +125,17 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("trace", nargs="?", help="trace file (any supported format, gzip ok)")
     src.add_argument("--synthetic", metavar="NAME", help="use a built-in synthetic workload instead of a file")
     src.add_argument("--format", default="auto", help="trace format (default: auto-detect)")
-    src.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (counted) instead of failing")
+    src.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (counted) instead of failing (of the trace and of --start-state)")
     src.add_argument("--days", metavar="FIRST:LAST", help="evaluate VMs arriving on these days (1-based, inclusive), e.g. 16:31")
     src.add_argument("--seed", type=int, default=0, help="seed for synthetic workloads and the random policy (default 0)")
     cl = p.add_argument_group("cluster")
-    cl.add_argument("--cluster", default="mixed", help="shipped mix (mixed, intel-2s, amd-2s-nps2, amd-2s-nps4) or a YAML/TOML file (default: mixed)")
+    cl.add_argument("--cluster", default=None, help="shipped mix (mixed, intel-2s, amd-2s-nps2, amd-2s-nps4) or a YAML/TOML file (default: mixed; with --start-state: capacities inferred)")
+    cl.add_argument(
+        "--start-state",
+        metavar="FILE",
+        help="start from real fragmented hosts: free CPU and RAM (GiB) per NUMA node of each server, "
+        "header CPU1,RAM1,CPU2,RAM2 (e.g. PM_res.csv); its servers become the cluster",
+    )
     cl.add_argument(
         "--cpu-overcommit",
         type=float,
@@ -215,7 +233,14 @@ def scenario_from_args(args: argparse.Namespace, df):
     """The admitted trace window the scenario options describe (shared with ``catur replay``)."""
     from catur.sim.admission import prepare_scenario
 
-    return prepare_scenario(df, args.cluster, args.days, args.target_utilization, args.cpu_overcommit)
+    start = None
+    if getattr(args, "start_state", None):
+        from catur.sim.start_state import load_start_state
+
+        start = load_start_state(args.start_state, args.cluster, cpu_overcommit=args.cpu_overcommit, skip_bad_rows=args.skip_bad_rows)
+        if start.rows_skipped:
+            print(f"skipped {start.rows_skipped} malformed rows of {args.start_state}", file=sys.stderr)
+    return prepare_scenario(df, args.cluster, args.days, args.target_utilization, args.cpu_overcommit, start)
 
 
 def scenario_facts(args: argparse.Namespace, df, label: str, scenario, config, **extra) -> dict:
@@ -225,6 +250,13 @@ def scenario_facts(args: argparse.Namespace, df, label: str, scenario, config, *
 
     if extra.get("model"):  # which model was measured: checked by catur models add --evaluation
         extra["model_sha256"] = weights_sha256(extra["model"])
+    # A streamed evaluation's admission is a tally of its batches: no start state, no groups.
+    start = getattr(scenario.admission, "start", None)
+    groups = getattr(scenario.admission, "groups", None)
+    if start is not None:
+        extra = {"start_state": start.to_dict(), **extra}
+    if groups is not None:
+        extra = {"placement_groups": groups.to_dict(), **extra}
     return {
         "trace": label,
         "vms_in_trace": int(len(df)) if df is not None else None,  # streamed: given in extra
@@ -232,7 +264,7 @@ def scenario_facts(args: argparse.Namespace, df, label: str, scenario, config, *
         "window_s": [scenario.start_s, scenario.end_s],
         "cluster": scenario.spec.name,
         "cpu_overcommit": scenario.spec.cpu_overcommit,
-        "target_utilization": args.target_utilization or None,
+        "target_utilization": (args.target_utilization or None) if start is None else None,
         **admission_summary(scenario.admission),
         "anomaly_threshold": config.anomaly_threshold,
         "ticket_c1": config.ticket_c1,
@@ -276,6 +308,10 @@ def run_evaluation(args: argparse.Namespace, policies: list[str] | None = None):
         df, label = load_workload(args)
         scenario_ = scenario_from_args(args, df)
         results, oracle_sample = _evaluate_scenario(args, scenario_.streams, policies, config, engine)
+    if scenario_.admission.start is not None:
+        from catur.sim.start_state import clean_placements
+
+        clean_placements(results)
     origin_s, _ = parse_days(None, df)
     scenario = scenario_facts(
         args, df, label, scenario_, config,
@@ -361,6 +397,8 @@ def _run_streamed(args: argparse.Namespace, policies: list, config, engine: dict
     from catur.sim.streaming import StreamConfig, evaluate_streamed
     from catur.traces.partitioned import PartitionedTrace
 
+    if getattr(args, "start_state", None):
+        raise CaturError("--start-state is not available for a partitioned trace: its clusters are sized from the trace, a start state fixes the hosts")
     if args.oracle_hosts:
         raise CaturError("--oracle-hosts is not available for a partitioned trace: evaluate a few of its clusters as a file for the oracle sample")
     if args.target_utilization is not None and not 0 <= args.target_utilization <= 1:
@@ -394,7 +432,7 @@ def _run_streamed(args: argparse.Namespace, policies: list, config, engine: dict
 
 
 def report(evaluation, df, origin_s, args: argparse.Namespace) -> None:
-    from catur.sim.report import format_table, write_plots
+    from catur.sim.report import format_table, start_state_lines, write_plots
 
     s = evaluation.scenario
     print(
@@ -402,6 +440,8 @@ def report(evaluation, df, origin_s, args: argparse.Namespace) -> None:
         f"({s['hosts']} hosts: {', '.join(f'{v}× {k}' for k, v in s['hosts_by_topology'].items())}), "
         f"{s['rejected_vms']} VMs rejected by admission"
     )
+    for line in start_state_lines(s):
+        print(line)
     print(format_table(evaluation))
     print(f"({s['wall_s']:.1f} s; defects and ratios in percent, lower is better)")
     if args.json:

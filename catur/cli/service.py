@@ -35,6 +35,9 @@ EPILOG_PLACE = """examples:
 EPILOG_REPLAY = """examples:
   catur replay --target 127.0.0.1:50051 --synthetic default --days 8:14
   catur replay --target 127.0.0.1:50051 trace.csv.gz --cluster intel-2s --also greedy,xen
+  catur replay --target 127.0.0.1:50051 VM_data_C1.csv --start-state PM_res.csv --also xen
+      (real fragmented hosts: each host's usage starts from the start state and is sent
+      with every request, as a hypervisor would)
 
 Admits the trace onto the cluster exactly as 'catur evaluate' does, then replays each host's
 arrivals and departures through the service (host state kept here, host_id = host number),
@@ -416,6 +419,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     results = {name: result}
     if also:
         results.update(evaluate_policies(streams, also, jobs=args.jobs, seed=args.seed, config=config))
+    if scenario_.admission.start is not None:
+        from catur.sim.start_state import clean_placements
+
+        clean_placements(results)
     origin_s, _ = parse_days(None, df)
     scenario = scenario_facts(
         args, df, label, scenario_, config,
