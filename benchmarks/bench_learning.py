@@ -40,7 +40,8 @@ def scenario(args) -> TrainConfig:
     TEST_DAYS = args.test_days
     common = dict(train_days=args.train_days, eval_days=args.val_days, timesteps=args.timesteps,
                   eval_every=args.eval_every or max(args.timesteps // 4, 1000), teacher=args.teacher,
-                  teacher_k=args.teacher_k, warm_start=args.warm_start, eval_hosts=args.eval_hosts)
+                  teacher_k=args.teacher_k, warm_start=args.warm_start, eval_hosts=args.eval_hosts,
+                  allow_worse=True)  # a benchmark measures every model, also one that loses to greedy
     if args.trace:
         return TrainConfig(workload=args.trace, cpu_overcommit=1.02, target_utilization=0.95, **common)
     return TrainConfig(workload="default", **common)
@@ -124,7 +125,7 @@ def cmd_node_actions(args) -> None:
     from catur.placement import place
 
     config = TrainConfig(workload="adversarial", train_days="1:12", eval_days="13:14", timesteps=args.timesteps,
-                         eval_every=max(args.timesteps // 4, 1000), warm_start=0, shaping=True)
+                         eval_every=max(args.timesteps // 4, 1000), warm_start=0, shaping=True, allow_worse=True)
     with tempfile.TemporaryDirectory() as tmp:
         out, seconds = run_training(config, Path(tmp) / "primitives")
         started = time.perf_counter()

@@ -79,7 +79,6 @@ def main() -> None:
     parser.add_argument("--scratch-warm-start", type=int, default=20_000)
     parser.add_argument("--max-iterations", type=int, default=3)
     parser.add_argument("--budget-minutes", type=float, default=30.0)
-    parser.add_argument("--min-vms", type=int, default=50, help="clusters with fewer VMs in the window are not judged")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
 
@@ -91,17 +90,17 @@ def main() -> None:
     t0 = time.perf_counter()
     initial = out / "initial"
     train(TrainConfig(workload=args.trace, train_days=args.initial_days, eval_days=args.initial_eval_days,
-                      timesteps=args.initial_timesteps, eval_every=max(1, args.initial_timesteps // 4), warm_start=0, **SCENARIO),
+                      timesteps=args.initial_timesteps, eval_every=max(1, args.initial_timesteps // 4), warm_start=0, allow_worse=True, **SCENARIO),
           initial, progress=False)
     timings["initial_training_s"] = time.perf_counter() - t0
 
     registry = Registry(out / "registry", create=True)
-    registry.promote(registry.add(initial, note=f"PPO from scratch on days {args.initial_days}").version, reason="initial")
+    registry.promote(registry.add(initial, note=f"PPO from scratch on days {args.initial_days}").version, reason="initial", force=True)  # a weak start, on purpose
     t0 = time.perf_counter()
     outcome = run_retrain(
         RetrainConfig(registry=str(registry.root), trace=args.trace, days=args.recent, group_by="topology",
                       budget_minutes=args.budget_minutes, max_iterations=args.max_iterations, timesteps=args.timesteps,
-                      warm_start=args.warm_start, min_vms=args.min_vms, jobs=args.jobs, report=str(out / "retrain-report"),
+                      warm_start=args.warm_start, jobs=args.jobs, report=str(out / "retrain-report"),
                       **SCENARIO),
         log=lambda m: print(f"retrain: {m}", flush=True),
     )
@@ -113,7 +112,7 @@ def main() -> None:
     scratch = out / "scratch"
     train(TrainConfig(workload=args.trace, train_days=args.recent, eval_days=args.recent,
                       timesteps=max(1, iterations) * args.timesteps, eval_every=args.timesteps // 2,
-                      warm_start=args.scratch_warm_start, **SCENARIO),
+                      warm_start=args.scratch_warm_start, allow_worse=True, **SCENARIO),
           scratch, progress=False)
     timings["scratch_training_s"] = time.perf_counter() - t0
 

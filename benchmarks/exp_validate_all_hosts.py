@@ -9,7 +9,7 @@ from catur.sim.env import Workload
 from catur.sim.evaluate import evaluate_policies
 if __name__ == "__main__":
     cfg = TrainConfig(workload="../shared/traces/huawei-east-1-lt.csv.gz", cpu_overcommit=1.02, target_utilization=0.95,
-                      train_days="1:12", eval_days="13:15", timesteps=40000, eval_every=10000, eval_hosts=int(sys.argv[1]))
+                      train_days="1:12", eval_days="13:15", timesteps=40000, eval_every=10000, eval_hosts=int(sys.argv[1]), allow_worse=True)
     train(cfg, sys.argv[2], progress=False)
     streams = Workload(cfg.workload, days="16:31", cpu_overcommit=1.02, target_utilization=0.95).streams()
     res = evaluate_policies(streams, [DeciderSpec(sys.argv[2], label="catur"), "greedy"])

@@ -28,7 +28,7 @@ import numpy as np
 
 from catur.errors import CaturError
 from catur.gate import UncertaintyGate
-from catur.model import PolicyModel
+from catur.model import PolicyModel, RulePolicy, load_policy
 from catur.observation import CandidateTable, candidate_table, encode_batch
 from catur.policies import PRIMITIVES
 from catur.request import RequestBatch, VMRequest
@@ -60,17 +60,22 @@ class Decider:
     """Makes decisions with an optional model, shield and gate; holds no per-host state.
 
     Args:
-        model: A trained :class:`~catur.model.PolicyModel`, or ``None`` for ``greedy``.
+        model: A trained :class:`~catur.model.PolicyModel`, or ``None`` for ``greedy``; a
+            :class:`~catur.model.RulePolicy` (a registry's rule version) decides as its rule
+            (greedy) and reports the version's name as its model version.
         shield_config: Shield parameters; ``None`` or depth 0 disables the shield.
         use_gate: Use the model's uncertainty gate when its manifest has one.
     """
 
     def __init__(
         self,
-        model: PolicyModel | None = None,
+        model: PolicyModel | RulePolicy | None = None,
         shield_config: ShieldConfig | None = None,
         use_gate: bool = True,
     ) -> None:
+        # A rule version is greedy with a name: no network, and the version for reports.
+        self.rule = model if isinstance(model, RulePolicy) else None
+        model = None if self.rule is not None else model
         self.model = model
         self.shield_config = shield_config if shield_config and shield_config.enabled else None
         self.gate = None
@@ -85,6 +90,8 @@ class Decider:
 
     @property
     def model_version(self) -> str:
+        if self.rule is not None:
+            return self.rule.version
         return self.model.version if self.model is not None else ""
 
     @property
@@ -242,11 +249,11 @@ class DeciderSpec:
         return Decider(_load_model(self.model) if self.model is not None else None, self.shield, self.use_gate)
 
 
-_MODEL_CACHE: dict[str, PolicyModel] = {}
+_MODEL_CACHE: dict[str, PolicyModel | RulePolicy] = {}
 
 
-def _load_model(directory: str) -> PolicyModel:
+def _load_model(directory: str) -> PolicyModel | RulePolicy:
     """Load once per process: evaluation builds a decider per task."""
     if directory not in _MODEL_CACHE:
-        _MODEL_CACHE[directory] = PolicyModel.load(directory)
+        _MODEL_CACHE[directory] = load_policy(directory)
     return _MODEL_CACHE[directory]

@@ -16,3 +16,14 @@ class CaturError(ValueError):
 def unknown_name(kind: str, name: object, known: list[str] | tuple[str, ...]) -> CaturError:
     """The error for a name that is not one of ``known`` (a preset, a policy, a format)."""
     return CaturError(f"unknown {kind} {name!r}; known: {', '.join(sorted(known))}")
+
+
+class LosesToGreedy(CaturError):
+    """A model whose evaluation loses to ``greedy`` (:mod:`catur.verdict`) was about to be
+    written or promoted. The CLI exits with :data:`EXIT_LOSES_TO_GREEDY`, not bad input's 2:
+    nothing was malformed, the model is just not good enough to ship."""
+
+    exit_code = 3
+
+
+EXIT_LOSES_TO_GREEDY = LosesToGreedy.exit_code

@@ -12,6 +12,10 @@ A model directory holds two files:
 hosts), so evaluation can score many hosts' decisions at once and the service needs no torch.
 The training code exports SB3 policies into this format and checks that decisions match
 (:mod:`catur.training.export`).
+
+A directory may instead hold a *rule version* (:class:`RulePolicy`: only a manifest saying
+``kind: rule, policy: greedy``), greedy itself kept in a registry like a model;
+:func:`load_policy` loads either kind.
 """
 
 from __future__ import annotations
@@ -132,14 +136,9 @@ class PolicyModel:
         """Load a model directory (``"default"`` = the shipped model); errors name the file."""
         directory = default_model_dir() if str(directory) == DEFAULT_MODEL else Path(directory)
         manifest_path, weights_path = directory / "manifest.json", directory / "weights.npz"
-        if not directory.is_dir():
-            raise CaturError(f"model directory {str(directory)!r} does not exist")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except OSError as exc:
-            raise CaturError(f"cannot read {manifest_path}: {exc.strerror}") from exc
-        except json.JSONDecodeError as exc:
-            raise CaturError(f"{manifest_path}: not valid JSON ({exc})") from exc
+        manifest = read_manifest(directory)
+        if is_rule(manifest):
+            raise CaturError(f"{manifest_path}: a rule version ({manifest.get('policy')}), not a trained model; load it with catur.model.load_policy")
         check_manifest(manifest, str(manifest_path))
         try:
             with np.load(weights_path, allow_pickle=False) as data:
@@ -173,6 +172,84 @@ def weights_sha256(directory: str | Path) -> str:
         return file_sha256(directory / "weights.npz")
     except OSError as exc:
         raise CaturError(f"cannot read {directory / 'weights.npz'}: {exc.strerror}") from exc
+
+
+def read_manifest(directory: Path) -> object:
+    """The parsed ``manifest.json`` of a model directory; errors name the file."""
+    manifest_path = Path(directory) / "manifest.json"
+    if not Path(directory).is_dir():
+        raise CaturError(f"model directory {str(directory)!r} does not exist")
+    try:
+        return json.loads(manifest_path.read_text())
+    except OSError as exc:
+        raise CaturError(f"cannot read {manifest_path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise CaturError(f"{manifest_path}: not valid JSON ({exc})") from exc
+
+
+# --- rule versions ------------------------------------------------------------------------------
+#
+# When no trained candidate beats greedy, the best thing to serve is greedy itself. A *rule
+# version* lets a registry hold that choice as a version like any other (numbered, promoted,
+# rolled back, in the history): a directory with only a manifest.json that says
+# ``{"kind": "rule", "policy": "greedy"}``. Whatever loads a version (the service, evaluation,
+# the registry's checks) calls :func:`load_policy`, which gives a :class:`RulePolicy` for it,
+# and a :class:`~catur.decision.Decider` built on a RulePolicy decides as that rule.
+
+RULE_FORMAT = "catur-rule/1"
+RULE_KIND = "rule"
+RULE_POLICIES = ("greedy",)
+
+
+def is_rule(manifest: object) -> bool:
+    return isinstance(manifest, dict) and manifest.get("kind") == RULE_KIND
+
+
+def rule_manifest(policy: str, **extra) -> dict:
+    """The manifest of a rule version serving ``policy``."""
+    if policy not in RULE_POLICIES:
+        raise CaturError(f"unknown rule {policy!r}; a rule version can serve: {', '.join(RULE_POLICIES)}")
+    return {"format": RULE_FORMAT, "kind": RULE_KIND, "policy": policy, "version": f"rule-{policy}", **extra}
+
+
+@dataclass(frozen=True, eq=False)
+class RulePolicy:
+    """A version that serves a fixed rule (``policy``, e.g. greedy) instead of a network."""
+
+    manifest: dict
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        source = str(Path(self.path) / "manifest.json") if self.path else "rule manifest"
+        if self.manifest.get("format") != RULE_FORMAT:
+            raise CaturError(f"{source}: rule version has format={self.manifest.get('format')!r}, expected {RULE_FORMAT!r}")
+        if self.manifest.get("policy") not in RULE_POLICIES:
+            raise CaturError(
+                f"{source}: unknown rule policy {self.manifest.get('policy')!r}; known: {', '.join(RULE_POLICIES)}"
+            )
+
+    @property
+    def policy(self) -> str:
+        return str(self.manifest["policy"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version") or f"rule-{self.policy}")
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "manifest.json").write_text(json.dumps(self.manifest, indent=2, sort_keys=True))
+        return directory
+
+
+def load_policy(directory: str | Path) -> "PolicyModel | RulePolicy":
+    """Load what a model directory or registry version holds: a trained model or a rule."""
+    path = default_model_dir() if str(directory) == DEFAULT_MODEL else Path(directory)
+    manifest = read_manifest(path)
+    if is_rule(manifest):
+        return RulePolicy(manifest, path)
+    return PolicyModel.load(path)
 
 
 def check_manifest(manifest: object, source: str) -> None:

@@ -36,6 +36,13 @@ registry, and removed only by an explicit :meth:`Registry.prune`; their files ar
 * A version is re-verified (checksums + load) before it becomes current, so a version whose
   files rotted after it was added is refused with the reason, and the current one stays.
 
+**The greedy gate and rule versions.** :meth:`Registry.promote` refuses (with
+:class:`~catur.errors.LosesToGreedy`, exit status 3 in the CLI) a version whose recorded
+evaluation loses to greedy by :mod:`catur.verdict`'s rule, unless ``force``; the history line
+of a forced promotion says so. :meth:`Registry.add_rule` adds a *rule version*: greedy itself,
+served as a version (only a ``manifest.json`` with ``kind: rule``; see :mod:`catur.model`),
+for when no trained candidate beats it.
+
 **Pruning.** Every retraining adds a version, so a registry grows without bound unless
 old versions go. :meth:`Registry.prune` removes every version except the current one, the
 newest ``keep``, and the ``keep`` versions that rollbacks would return to next (see History);
@@ -71,8 +78,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from catur.errors import CaturError
-from catur.model import DEFAULT_MODEL, PolicyModel, default_model_dir, file_sha256, weights_sha256
+from catur.errors import CaturError, LosesToGreedy
+from catur.model import (
+    DEFAULT_MODEL, RulePolicy, default_model_dir, file_sha256, is_rule, load_policy, rule_manifest, weights_sha256,
+)
 
 log = logging.getLogger("catur.registry")
 
@@ -83,6 +92,8 @@ LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
 PRUNE = "prune"  # the history action of Registry.prune
 MODEL_FILES = ("manifest.json", "weights.npz")
+RULE_FILES = ("manifest.json",)  # a rule version (greedy served as a version) has no weights
+RULE_KIND = "rule"
 EVALUATION = "evaluation.json"
 METADATA = "version.json"
 VERSION_RE = re.compile(r"^v(\d{4,})$")
@@ -396,8 +407,9 @@ class Registry:
         """
         v = version if isinstance(version, ModelVersion) else self.get(version)
         files = v.metadata.get("files")
-        if not isinstance(files, dict) or not all(name in files for name in MODEL_FILES):
-            raise CaturError(f"{v.path / METADATA}: has no checksums for {', '.join(MODEL_FILES)}")
+        needed = RULE_FILES if v.metadata.get("kind") == RULE_KIND else MODEL_FILES
+        if not isinstance(files, dict) or not all(name in files for name in needed):
+            raise CaturError(f"{v.path / METADATA}: has no checksums for {', '.join(needed)}")
         for name, expected in files.items():
             path = v.path / name
             try:
@@ -408,8 +420,19 @@ class Registry:
                 raise CaturError(
                     f"{path}: the file changed after it was added (sha256 {actual[:12]}..., recorded {expected[:12]}...)"
                 )
-        PolicyModel.load(v.path)
+        load_policy(v.path)
         return v
+
+    def gate(self, version: str | ModelVersion) -> "Comparison | None":
+        """The version's recorded comparison with greedy (:func:`catur.verdict.recorded_comparison`),
+        or ``None`` when nothing is recorded. A rule version serving greedy is greedy: ``None``."""
+        from catur.verdict import recorded_comparison
+
+        v = version if isinstance(version, ModelVersion) else self.get(version)
+        manifest = v.manifest
+        if is_rule(manifest):
+            return None
+        return recorded_comparison(manifest, v.evaluation)
 
     # --- changing ------------------------------------------------------------------------------
 
@@ -505,15 +528,25 @@ class Registry:
     ) -> ModelVersion:
         """Copy a model directory in as the next version. Does not promote it.
 
-        The model must load (:meth:`PolicyModel.load`); ``evaluation`` must be a JSON object;
+        The model must load (:func:`catur.model.load_policy`: a trained model or a rule version);
+        ``evaluation`` must be a JSON object;
         ``parent`` must be a version of this registry. ``model_dir`` may be ``"default"``, the
         model shipped with Catur.
         """
         source = default_model_dir() if str(model_dir) == DEFAULT_MODEL else Path(model_dir)
         try:
-            model = PolicyModel.load(source)
+            model = load_policy(source)
         except CaturError as exc:
             raise CaturError(f"refusing to add {source}: {exc}") from exc
+        return self._add(model, source, evaluation=evaluation, note=note, parent=parent)
+
+    def add_rule(self, policy: str = "greedy", *, evaluation: dict | None = None, note: str = "", parent: str | None = None) -> ModelVersion:
+        """Add a *rule version*: ``policy`` (greedy) served as a version, for when no trained
+        candidate beats it (see :mod:`catur.model`). Does not promote it."""
+        return self._add(RulePolicy(rule_manifest(policy)), None, evaluation=evaluation, note=note, parent=parent)
+
+    def _add(self, model, source: Path | None, *, evaluation: dict | None, note: str, parent: str | None) -> ModelVersion:
+        rule = isinstance(model, RulePolicy)
         if evaluation is not None:
             if not isinstance(evaluation, dict):
                 raise CaturError(f"evaluation must be a JSON object, got {type(evaluation).__name__}")
@@ -532,7 +565,8 @@ class Registry:
                 manifest["trained_version"] = manifest.get("trained_version") or model.version
                 manifest["version"] = name  # what the service reports as its model version
                 _write_synced(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
-                _write_synced(tmp / "weights.npz", (source / "weights.npz").read_bytes())
+                if not rule:
+                    _write_synced(tmp / "weights.npz", (source / "weights.npz").read_bytes())
                 if evaluation is not None:
                     _write_synced(tmp / EVALUATION, evaluation_bytes)
                 files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
@@ -541,38 +575,54 @@ class Registry:
                     "created_at": _now(),
                     "note": note,
                     "parent": parent,
-                    "source": str(source.resolve()),
+                    "source": str(source.resolve()) if source is not None else f"rule: {model.policy}",
                     "trained_version": manifest["trained_version"],
                     "files": files,
                 }
+                if rule:
+                    meta["kind"] = RULE_KIND
                 _write_synced(tmp / METADATA, json.dumps(meta, indent=2).encode())
                 for p in tmp.iterdir():
                     p.chmod(0o444)  # versions are immutable: guard against accidental edits
                 _fsync_dir(tmp)
-                PolicyModel.load(tmp)  # the copy itself must load, not just the source
+                load_policy(tmp)  # the copy itself must load, not just the source
                 _pause("add")
                 os.rename(tmp, self.root / VERSIONS / name)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             _fsync_dir(self.root / VERSIONS)
-            log.info("added %s from %s", name, source)
+            log.info("added %s from %s", name, source or f"rule {model.policy}")
             return self._load(name)
 
-    def promote(self, version: str, *, reason: str = "") -> ModelVersion:
-        """Make ``version`` current, after checking its files. Promoting the current version
-        changes nothing (no history line)."""
+    def promote(self, version: str, *, reason: str = "", force: bool = False) -> ModelVersion:
+        """Make ``version`` current, after checking its files and its recorded evaluation.
+
+        A version whose recorded comparison with greedy loses (:mod:`catur.verdict`: worse on
+        average, or clearly worse) is refused with :class:`~catur.errors.LosesToGreedy`
+        unless ``force``; a forced promotion says so in the history. A version with no
+        recorded comparison is promoted (there is nothing to judge it by). Promoting the
+        current version changes nothing (no history line)."""
         with self._locked():
             v = self.get(version)
             try:
                 self.verify(v)
             except CaturError as exc:
                 raise CaturError(f"refusing to promote {v.version}: {exc}") from exc
+            comparison = self.gate(v)
+            loses = comparison is not None and comparison.loses
+            if loses and not force:
+                raise LosesToGreedy(
+                    f"refusing to promote {v.version}: its recorded evaluation loses to greedy "
+                    f"({comparison.describe(v.version)}); promote a rule version instead "
+                    f"('catur models add --rule greedy --promote') or pass --force"
+                )
             previous = self._current_name()
             if previous == v.version:
                 return v
             self._switch(v.version)
-            self._append("promote", v.version, previous, reason)
+            extra = {"forced": True, "versus_greedy": comparison.to_dict()} if loses else {}
+            self._append("promote", v.version, previous, reason, **extra)
             log.info("promoted %s (was %s)", v.version, previous)
             return v
 

@@ -68,5 +68,5 @@ def registry_with(root: Path, model_dir: Path):
 
     registry = Registry(root, create=True)
     version = registry.add(model_dir, note="test start")
-    registry.promote(version.version, reason="test start")
+    registry.promote(version.version, reason="test start", force=True)  # weak on purpose
     return registry

@@ -1,6 +1,8 @@
 """Continuous training end to end: a model trained on the first phase is served from a registry,
 traffic drifts, ``catur retrain`` detects the collapse, fine-tunes and promotes, and the running
-service switches to the new model without a single failed request.
+service switches to the new model without a single failed request. The new model is a
+fine-tuned candidate that passes the gate, or — when none beats greedy on the whole window —
+greedy itself as a rule version; the service serves either without a hitch.
 
 The workload (:func:`_retrain_support.drift_trace`): two clusters, ``general`` and
 ``compute``; from day 4 half the VMs get off-ratio flavors. The first model is a real (tiny)
@@ -36,7 +38,7 @@ from catur.service.server import Service, create_server
 from catur.shield import ShieldConfig
 from catur.topology import PRESETS
 from catur.traces.readers import read_trace
-from catur.training.collapse import evaluate_by_group, load_window
+from catur.training.collapse import evaluate_by_group, judge, load_window, overall, passes
 from catur.training.retrain import RetrainConfig
 from catur.training.train import TrainConfig, train
 
@@ -97,7 +99,7 @@ def test_drift_collapse_retrain_promote_and_the_service_switches(tmp_path):
     first = tmp_path / "first-model"
     train(
         TrainConfig(workload=str(trace), timesteps=2000, eval_every=1000, eval_hosts=4, n_envs=1,
-                    warm_start=2000, episode_arrivals=128, **PHASE_ONE),
+                    warm_start=2000, episode_arrivals=128, allow_worse=True, **PHASE_ONE),
         first, progress=False, log=lambda m: None,
     )
     registry = registry_with(tmp_path / "registry", first)
@@ -122,7 +124,9 @@ def test_drift_collapse_retrain_promote_and_the_service_switches(tmp_path):
             assert job.returncode == 0, job.stdout + job.stderr
             data = json.loads((report / "report.json").read_text())
             print((report / "report.md").read_text())  # the figures BENCHMARKS.md quotes (pytest -s)
-            assert data["status"] == "promoted" and data["promoted"] == "v0002", data["reason"]
+            # A fine-tuned candidate that passes the gate, or (when none beats greedy on the
+            # whole window) greedy itself as a rule version: either way v0002.
+            assert data["status"] in ("promoted", "promoted-greedy") and data["promoted"] == "v0002", data["reason"]
 
             # 4. The service picks the promoted model up by itself, with requests in flight.
             assert wait_for(lambda: admin.server_info().model_version == "v0002", 10)
@@ -136,7 +140,7 @@ def test_drift_collapse_retrain_promote_and_the_service_switches(tmp_path):
     # The job found the collapse: the first model lost to a primitive on the drifted window.
     before = data["before"]
     assert any(not c["beats_every_primitive"] for c in before.values()), before
-    assert data["iterations"] and data["iterations"][-1]["passes"]
+    assert data["iterations"] and (data["iterations"][-1]["passes"] or data["status"] == "promoted-greedy")
     assert data["drift"]["features"]["mem_gib"]["level"] == "significant"
     assert data["drift"]["gate_rate_recent"] > data["drift"]["gate_rate_reference"]
 
@@ -147,18 +151,21 @@ def test_drift_collapse_retrain_promote_and_the_service_switches(tmp_path):
     assert set(promoted.evaluation["clusters"]) == {"general", "compute"}
     assert registry.history()[-1]["action"] == "promote" and "collapsed" in registry.history()[-1]["reason"]
 
-    # Independently of the job's own numbers: the promoted files beat every primitive on every
-    # cluster of the recent window.
+    assert (promoted.manifest.get("kind") == "rule") == (data["status"] == "promoted-greedy")
+
+    # Independently of the job's own numbers: the promoted files are clearly worse than no
+    # primitive on any cluster of the recent window, and no worse than greedy overall.
     window = load_window(RetrainConfig(registry=str(registry.root), trace=str(trace), days=RECENT_DAYS), tmp_path, lambda m: None)
-    spec = DeciderSpec(model=str(promoted.path), use_gate=False, label="promoted")
-    results = evaluate_by_group(window, [spec, *PRIMITIVES], jobs=1, seed=0, progress=False)
+    spec = DeciderSpec(model=str(promoted.path), use_gate=False, label="catur")
+    results = evaluate_by_group(window, [spec, *PRIMITIVES, "greedy"], jobs=1, seed=0, progress=False)
+    baselines = {name: r for name, r in results.items() if name != "catur"}
+    assert passes(judge(results["catur"], baselines), overall(results["catur"], baselines))
     for cluster in ("general", "compute"):
-        model = results["promoted"][cluster].avg_defect
-        assert all(model < results[p][cluster].avg_defect for p in PRIMITIVES), (cluster, model)
+        model = results["catur"][cluster].avg_defect
         assert model == pytest.approx(data["after"][cluster]["avg_defect"], abs=1e-12)
 
     # Run again: the new model is healthy, so nothing changes and the exit code is 0.
     again = subprocess.run([CATUR, "retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS,
                             "--gate-samples", "0", "--jobs", "2", "--quiet"], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and again.stdout.startswith("healthy: v0002 beats every primitive"), again.stdout + again.stderr
+    assert again.returncode == 0 and again.stdout.startswith("healthy: v0002 is not clearly worse"), again.stdout + again.stderr
     assert registry.current().version == "v0002" and len(registry.versions()) == 2

@@ -232,7 +232,7 @@ def test_the_retrain_job_judges_what_was_collected_with_each_deployments_setting
     shutil.copytree(collected[0], registry, symlinks=True)
     env = job_settings(deployment)
     env.update(CATUR_REGISTRY=str(registry), CATUR_TRACE=str(collected[1]))
-    env["CATUR_RETRAIN_ARGS"] = env.get("CATUR_RETRAIN_ARGS", "") + " --max-iterations 0 --dry-run --min-vms 1 --jobs 1 --quiet"
+    env["CATUR_RETRAIN_ARGS"] = env.get("CATUR_RETRAIN_ARGS", "") + " --max-iterations 0 --dry-run --jobs 1 --quiet"
     job = subprocess.run([str(BIN / "catur-retrain-job")], env=real_env(**env), capture_output=True, text=True, timeout=120)
     assert job.returncode in (0, 3), job.stdout + job.stderr  # judged: healthy, or a collapse it was told not to fix
     (report,) = registry.glob("reports/retrain-*/report.json")

@@ -174,7 +174,7 @@ def test_oracle_warm_start_through_the_cli(tmp_path):
     out = tmp_path / "model"
     result = catur(
         "train", "--synthetic", "default", "--timesteps", 1000, "--eval-every", 1000, "--eval-hosts", 2,
-        "--envs", 1, "--warm-start", 300, "--teacher", "oracle", "--teacher-k", 3, "--out", out,
+        "--envs", 1, "--warm-start", 300, "--teacher", "oracle", "--teacher-k", 3, "--out", out, "--allow-worse",
     )
     assert result.returncode == 0, result.stderr
     assert "imitated the 3-step oracle on 300 observations" in result.stderr
@@ -191,7 +191,7 @@ def ppo_from_scratch(tmp_path_factory):
     """A 3000-step MaskablePPO run without warm start."""
     from catur.training.train import TrainConfig, train
 
-    config = TrainConfig(warm_start=0, **TINY)
+    config = TrainConfig(warm_start=0, allow_worse=True, **TINY)
     out = tmp_path_factory.mktemp("ppo") / "model"
     return config, train(config, out, progress=False, log=lambda *a: None)
 
@@ -206,6 +206,16 @@ def test_ppo_run_writes_a_complete_model(ppo_from_scratch):
     assert model.version == manifest["version"]
     decider = DeciderSpec(model=str(result.model_dir)).build()
     assert decider.gate is not None and decider.fallback is None  # gated requests go to greedy
+    # The comparison with greedy is recorded, and says whether --allow-worse was what let it out.
+    gate = manifest["evaluation"]["gate"]
+    assert gate == result.gate and set(gate["versus"]) == {"greedy", "best_primitive"}
+    assert gate["allowed_worse"] == gate["loses_to_greedy"] == gate["versus"]["greedy"]["loses"]
+    from catur.verdict import recorded_comparison
+
+    recomputed = recorded_comparison(manifest)  # what catur models promote reads: the same numbers
+    assert recomputed.to_dict() == gate["versus"]["greedy"]
+    assert recomputed.model_defect == pytest.approx(manifest["evaluation"]["avg_defect"], rel=1e-12)
+    assert recomputed.baseline_defect == pytest.approx(result.baselines["greedy"], rel=1e-12)
 
 
 def test_ppo_run_history_and_best_checkpoint(ppo_from_scratch):
@@ -229,7 +239,7 @@ def test_dqn_run_with_warm_start(tmp_path):
     """A tiny DQN run with a warm start writes a DQN model evaluated from step 0."""
     from catur.training.train import TrainConfig, train
 
-    config = TrainConfig(algo="dqn", warm_start=600, timesteps=1500, eval_every=1500, eval_hosts=2, n_envs=1)
+    config = TrainConfig(algo="dqn", warm_start=600, timesteps=1500, eval_every=1500, eval_hosts=2, n_envs=1, allow_worse=True)
     result = train(config, tmp_path / "dqn", progress=False, log=lambda *a: None)
     manifest = check_manifest(result.model_dir, "dqn")
     assert manifest["activation"] == "relu"
@@ -248,7 +258,7 @@ def cli_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "model"
     result = catur(
         "train", "--synthetic", "default", "--timesteps", 2000, "--eval-every", 1000,
-        "--eval-hosts", 2, "--envs", 1, "--warm-start", 500, "--out", out, "--quiet",
+        "--eval-hosts", 2, "--envs", 1, "--warm-start", 500, "--out", out, "--quiet", "--allow-worse",
     )
     assert result.returncode == 0, result.stderr
     return out, result
@@ -259,7 +269,9 @@ def test_cli_train_writes_a_model(cli_model):
     out, result = cli_model
     assert "Traceback" not in result.stderr
     assert result.stdout.startswith(f"model {out}:")
-    assert len(result.stdout.strip().splitlines()) == 1
+    lines = result.stdout.strip().splitlines()  # the summary, then the validation against greedy and the best primitive
+    assert len(lines) == 3 and lines[1].startswith("validation: model") and " vs greedy " in lines[1]
+    assert " vs greedy " not in lines[2] and lines[2].startswith("validation: model")
     manifest = check_manifest(out, "ppo")
     assert manifest["training"]["warm_start"] == 500
     assert manifest["evaluation"]["history"][0]["step"] == 0

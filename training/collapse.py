@@ -11,9 +11,16 @@ for one window of a trace:
   the host topology when there is no such column, or ``all``;
 * :func:`evaluate_by_group` replays the window once per policy (in parallel worker
   processes) and splits each policy's per-VM defects by group;
-* :func:`judge` compares, per group, the model's average defect with each primitive's;
-  :func:`passes` is the promotion rule (beats every primitive on every group with enough VMs
-  to judge), :func:`worst_groups` the groups to fine-tune on, worst first.
+* :func:`judge` compares, per group, the model with each primitive and with ``greedy``, host
+  by host (:mod:`catur.verdict`: a paired bootstrap interval over the group's hosts), and
+  :func:`overall` with greedy on the whole window. A group has *collapsed* only on a
+  statistically clear loss (the interval wholly above 0) to one of them, so a small cluster's
+  noise never triggers fine-tuning and no fixed VM count is needed: few hosts give a wide
+  interval. :func:`healthy` is the collapse test (no clear loss anywhere, also not to greedy
+  on the whole window); :func:`passes` the promotion gate (no clear loss on any group, and
+  not losing to greedy on the whole window by :mod:`catur.verdict`'s rule, the one ``catur
+  train`` and ``catur models promote`` apply); :func:`worst_groups` the groups to fine-tune
+  on, worst first.
 
 A canonical parquet copy of the trace is kept with the window: the training environments of a
 fine-tune read that file, so they admit the very same hosts (same host ids) as this replay.
@@ -21,7 +28,7 @@ fine-tune read that file, so they admit the very same hosts (same host ids) as t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +38,7 @@ import pandas as pd
 from catur.errors import CaturError
 from catur.metrics import MetricsConfig, Summary, summarize
 from catur.policies import PRIMITIVES
+from catur.verdict import Comparison, compare, host_sums
 
 GROUP_BY = ("auto", "cluster", "topology", "all")
 
@@ -60,6 +68,9 @@ class Window:
     @property
     def groups(self) -> list[str]:
         return sorted(set(self.labels))
+
+    def streams_of(self, group: str) -> list:
+        return [s for s, g in zip(self.streams, self.labels) if g == group]
 
     def hosts_of(self, groups: list[str]) -> tuple[int, ...]:
         return tuple(int(s.host) for s, g in zip(self.streams, self.labels) if g in groups)
@@ -119,10 +130,20 @@ def load_window(config, work: Path, log: Callable[[str], None]) -> Window:
     return Window(df, trace_path, days, scenario.start_s, scenario.end_s, trace_end, streams, labels, group_of_row, group_by)
 
 
+@dataclass(frozen=True, eq=False)
+class GroupResult(Summary):
+    """A policy's :class:`~catur.metrics.Summary` on one group, plus what a paired comparison
+    needs: the group's host ids and, per host, its VM count and sum of lifetime defects."""
+
+    hosts: list = field(default_factory=list)
+    host_vms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    host_sums: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
 def evaluate_by_group(
     window: Window, policies: list, *, jobs: int | None, seed: int, progress: bool = True, desc: str = "replay"
-) -> dict[str, dict[str, Summary]]:
-    """``{policy: {group: Summary}}`` over the recent window (one replay, split by group)."""
+) -> dict[str, dict[str, GroupResult]]:
+    """``{policy: {group: GroupResult}}`` over the recent window (one replay, split by group)."""
     from tqdm import tqdm
 
     from catur.sim.evaluate import evaluate_policies
@@ -130,22 +151,31 @@ def evaluate_by_group(
     total = sum(s.trace.num_vms for s in window.streams) * len(policies)
     with tqdm(total=total, unit="VM", desc=desc, disable=not progress or None, leave=False) as bar:
         results = evaluate_policies(window.streams, policies, jobs=jobs, seed=seed, progress=bar.update)
-    out: dict[str, dict[str, Summary]] = {}
+    out: dict[str, dict[str, GroupResult]] = {}
     for name, result in results.items():
         groups = window.group_of_row[result.rows]
-        out[name] = {
-            g: summarize(result.lifetime_defect[groups == g], result.placement_defect[groups == g], MetricsConfig())
-            for g in window.groups
-        }
+        out[name] = {}
+        for g in window.groups:
+            mine = groups == g
+            summary = summarize(result.lifetime_defect[mine], result.placement_defect[mine], MetricsConfig())
+            hosts, vms, sums = host_sums(window.streams_of(g), result.rows[mine], result.lifetime_defect[mine])
+            out[name][g] = GroupResult(**summary.to_dict(), hosts=hosts, host_vms=vms, host_sums=sums)
     return out
 
 
 # --- the verdict -------------------------------------------------------------------------------
 
+GREEDY = "greedy"
+
 
 @dataclass(frozen=True)
 class GroupVerdict:
-    """How the model fares against the primitives on one cluster of the recent window."""
+    """How the model fares against the primitives and greedy on one cluster of the window.
+
+    ``versus`` holds the paired comparison (:class:`catur.verdict.Comparison`) with each
+    primitive and greedy. The cluster has collapsed (``failing``) when one of them is clearly
+    better than the model there.
+    """
 
     group: str
     vms: int
@@ -153,7 +183,7 @@ class GroupVerdict:
     anomalies: int
     primitives: dict[str, float]
     greedy: float | None
-    judged: bool  # enough VMs to judge (min_vms)
+    versus: dict[str, Comparison]
 
     @property
     def best_primitive(self) -> str:
@@ -164,77 +194,126 @@ class GroupVerdict:
         return self.primitives[self.best_primitive]
 
     @property
+    def best_baseline(self) -> str:
+        """The best of the primitives and greedy on this cluster."""
+        return min(self.versus, key=lambda name: self.versus[name].baseline_defect)
+
+    @property
+    def best_baseline_defect(self) -> float:
+        return self.versus[self.best_baseline].baseline_defect
+
+    @property
     def beats_every_primitive(self) -> bool:
-        """Strictly below every primitive; a tie counts as losing — except a tie at exactly 0
-        (a cluster so idle that nothing is ever overloaded), where there is nothing to beat."""
+        """Strictly below every primitive (reported; the verdict itself is ``failing``). A tie
+        at exactly 0 (an idle cluster) counts as beating them: there is nothing to beat."""
         if self.model == 0.0 and self.best_primitive_defect == 0.0:
             return True
         return all(self.model < d for d in self.primitives.values())
 
     @property
+    def clear_losses(self) -> list[str]:
+        """The baselines (primitives, greedy) clearly better than the model here."""
+        return [name for name, c in self.versus.items() if c.clearly_worse]
+
+    @property
     def gap(self) -> float:
-        """How far the model is above (> 0) or below (< 0) the best primitive, relative to it."""
-        # A best primitive at exactly 0 (an idle cluster) would make any loss infinite; a
+        """How far the model is above (> 0) or below (< 0) the best baseline, relative to it."""
+        # A best baseline at exactly 0 (an idle cluster) would make any loss infinite; a
         # floor keeps the gap finite, JSON-safe and still ordered.
-        return (self.model - self.best_primitive_defect) / max(self.best_primitive_defect, 1e-9)
+        return (self.model - self.best_baseline_defect) / max(self.best_baseline_defect, 1e-9)
 
     @property
     def failing(self) -> bool:
-        return self.judged and not self.beats_every_primitive
+        return bool(self.clear_losses)
 
     def to_dict(self) -> dict:
         return {
             "vms": self.vms,
+            "hosts": next(iter(self.versus.values())).hosts if self.versus else 0,
             "avg_defect": self.model,
             "anomalies": self.anomalies,
             "best_primitive": self.best_primitive,
             "best_primitive_avg_defect": self.best_primitive_defect,
-            "gap_to_best_primitive": self.gap,
+            "best_baseline": self.best_baseline,
+            "gap_to_best_baseline": self.gap,
             "beats_every_primitive": self.beats_every_primitive,
-            "judged": self.judged,
+            "clear_losses": self.clear_losses,
+            "failing": self.failing,
             "primitives": dict(self.primitives),
             "greedy": self.greedy,
+            "versus": {name: c.to_dict() for name, c in self.versus.items()},
         }
 
 
-def judge(model: dict[str, Summary], baselines: dict[str, dict[str, Summary]], min_vms: int) -> dict[str, GroupVerdict]:
-    """Per group: the model's summary against every primitive's (``baselines[policy][group]``)."""
+def judge(model: dict[str, GroupResult], baselines: dict[str, dict[str, GroupResult]]) -> dict[str, GroupVerdict]:
+    """Per group: the model against every primitive and greedy (``baselines[policy][group]``)."""
     verdicts = {}
-    for group, summary in model.items():
+    for group, mine in model.items():
+        versus = {
+            name: compare(mine.host_vms, mine.host_sums, baselines[name][group].host_sums, name)
+            for name in [*PRIMITIVES, GREEDY]
+            if name in baselines
+        }
         verdicts[group] = GroupVerdict(
             group=group,
-            vms=summary.vms,
-            model=summary.avg_defect,
-            anomalies=summary.anomalies,
+            vms=mine.vms,
+            model=mine.avg_defect,
+            anomalies=mine.anomalies,
             primitives={p: baselines[p][group].avg_defect for p in PRIMITIVES},
-            greedy=baselines["greedy"][group].avg_defect if "greedy" in baselines else None,
-            judged=summary.vms >= min_vms,
+            greedy=baselines[GREEDY][group].avg_defect if GREEDY in baselines else None,
+            versus=versus,
         )
     return verdicts
 
 
-def passes(verdicts: dict[str, GroupVerdict]) -> bool:
-    """The promotion rule: beats every primitive on every judged group (and some group is judged)."""
-    judged = [v for v in verdicts.values() if v.judged]
-    return bool(judged) and all(v.beats_every_primitive for v in judged)
+def pooled(by_group: dict[str, GroupResult]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """``(hosts, vms, sums)`` of a policy over every group (groups never share a host)."""
+    groups = sorted(by_group)
+    return (
+        [h for g in groups for h in by_group[g].hosts],
+        np.concatenate([by_group[g].host_vms for g in groups]),
+        np.concatenate([by_group[g].host_sums for g in groups]),
+    )
+
+
+def overall(model: dict[str, GroupResult], baselines: dict[str, dict[str, GroupResult]]) -> Comparison:
+    """The model against greedy on the whole window, host by host."""
+    _, vms, sums = pooled(model)
+    return compare(vms, sums, pooled(baselines[GREEDY])[2], GREEDY)
+
+
+def healthy(verdicts: dict[str, GroupVerdict], whole: Comparison) -> bool:
+    """The collapse test: no clear loss on any group, nor to greedy on the whole window."""
+    return not any(v.failing for v in verdicts.values()) and not whole.clearly_worse
+
+
+def passes(verdicts: dict[str, GroupVerdict], whole: Comparison) -> bool:
+    """The promotion gate: no clear loss on any group, and not losing to greedy on the whole
+    window (:attr:`catur.verdict.Comparison.loses`: worse on average, or clearly worse)."""
+    return not any(v.failing for v in verdicts.values()) and not whole.loses
 
 
 def worst_groups(verdicts: dict[str, GroupVerdict], limit: int | None = None) -> list[str]:
-    """The failing groups, the largest relative gap to the best primitive first."""
+    """The failing groups, the largest relative gap to the best baseline first."""
     failing = sorted((v for v in verdicts.values() if v.failing), key=lambda v: (-v.gap, v.group))
     return [v.group for v in failing][:limit]
 
 
-def badness(verdicts: dict[str, GroupVerdict]) -> tuple[int, float]:
-    """Order candidates: fewer failing groups first, then the smaller worst gap."""
-    gaps = [v.gap for v in verdicts.values() if v.judged]
-    return sum(v.failing for v in verdicts.values()), max(gaps, default=0.0)
+def badness(verdicts: dict[str, GroupVerdict], whole: Comparison) -> tuple[int, bool, float]:
+    """Order candidates: fewer failing groups first, then not losing to greedy overall, then
+    the smaller worst gap."""
+    gaps = [v.gap for v in verdicts.values()]
+    return sum(v.failing for v in verdicts.values()), whole.loses, max(gaps, default=0.0)
 
 
-def describe_failures(verdicts: dict[str, GroupVerdict]) -> str:
+def describe_failures(verdicts: dict[str, GroupVerdict], whole: Comparison | None = None) -> str:
     parts = [
-        f"{v.group} ({100 * v.model:.3f}% vs {v.best_primitive} {100 * v.best_primitive_defect:.3f}%)"
+        f"{v.group or '(all)'} ({100 * v.model:.3f}%, clearly worse than "
+        + ", ".join(f"{name} {100 * v.versus[name].baseline_defect:.3f}%" for name in v.clear_losses)
+        + ")"
         for v in sorted(verdicts.values(), key=lambda v: -v.gap)
         if v.failing
     ]
+    if whole is not None and whole.loses:
+        parts.append(f"the whole window ({whole.describe('model')})")
     return "; ".join(parts)

@@ -4,22 +4,29 @@ The paper keeps its model healthy with a performance check, not a statistical te
 that a scheduler (cron, a Kubernetes CronJob, a systemd timer) runs every day or so:
 
 1. **Replay** the *recent window* of a trace (e.g. the last three days of collected traffic)
-   with the registry's current model and with every primitive, the same way ``catur
+   with the registry's current model, every primitive and ``greedy``, the same way ``catur
    evaluate`` does, and split the results **per cluster** (the trace's ``cluster`` column;
    without one, per host topology; see :mod:`catur.training.collapse`).
-2. **Collapse check.** The model is *healthy* when it has a lower average defect than every
-   one of the four primitives on every cluster. Otherwise it has *collapsed* somewhere: a
-   single fixed rule would do better there, which is the paper's collapse point.
+2. **Collapse check.** The model has *collapsed* on a cluster when a primitive or greedy is
+   *clearly* better there: the 95% paired bootstrap interval over the cluster's hosts of
+   (model - that rule) lies wholly above 0 (:mod:`catur.verdict`), or when greedy is clearly
+   better on the whole window. Differences within the noise, as on a cluster of a few hosts,
+   never count, and no minimum VM count is needed. Otherwise the model is *healthy*.
 3. **Fine-tune** (only after a collapse): start from the current weights
    (:attr:`TrainConfig.init_from <catur.training.train.TrainConfig>`), imitate greedy on the
    recent window's observations, then continue with RL, using episodes from the hosts of the
    *worst* clusters only (those where the model loses, by how much it loses).
 4. **Validate on all** clusters of the recent window; repeat from the best candidate so far
    until one passes, ``max_iterations`` are done or the time budget would be exceeded.
-5. **Promote** only a candidate that beats every primitive on every cluster (added to the
-   registry with its per-cluster evaluation and its parent, then made current atomically);
-   otherwise keep the current model and say why. A running ``catur serve --model REGISTRY``
-   picks the promoted model up by itself.
+5. **Promote** only a candidate that passes the gate: clearly worse than no primitive and
+   not greedy on any cluster, and not losing to greedy on the whole window by the rule that
+   ``catur train`` and ``catur models promote`` apply (worse on average, or clearly worse).
+   It is added to the registry with its per-cluster evaluation, the whole-window comparison
+   with greedy (``gate``) and its parent, then made current atomically; otherwise the current
+   model is kept and the job says why (and, if greedy is what beats it, how to serve greedy
+   as a rule version). A running ``catur serve --model REGISTRY`` picks the promoted model
+   up by itself. A rule version as current model is judged as greedy, and fine-tuning it
+   means training a fresh network (warm-started by imitating greedy).
 
 Alongside, as early warnings, it measures the **drift** of the request mix (PSI and KS of VM
 sizes and lifetimes, :mod:`catur.training.drift`) between a reference window — the model's
@@ -30,9 +37,16 @@ training window when it was trained on this trace, else every day before the rec
 The model is judged on its own (no gate, no shield), as in training's periodic evaluation:
 the question is whether the *learned policy* still beats the fixed rules.
 
-**Exit codes** (what a scheduler acts on): 0 = healthy, or a new model was promoted (or, with
-``dry_run``, would have been); 3 = collapse and no candidate passed within the budget (current
-kept; the report says why); 75 (``EX_TEMPFAIL``) = another retrain holds the lock; 2 = bad
+**Falling back to greedy.** When no fine-tuned candidate passes but greedy itself does (it is
+clearly worse than no primitive on any cluster), the job adds greedy to the registry as a
+*rule version* (:mod:`catur.model`: a manifest ``kind: rule, policy: greedy``) and promotes
+it (status ``promoted-greedy``): a collapsed model never keeps serving when the best
+deployable rule is known to do better. ``fallback_greedy=False`` (``--no-fallback-greedy``)
+keeps the current model instead; ``--max-iterations 0`` (check only) never changes anything.
+
+**Exit codes** (what a scheduler acts on): 0 = healthy, or a new model was promoted, a
+fine-tuned one or greedy as a rule version (or, with ``dry_run``, would have been); 3 =
+collapse and nothing passed within the budget (current kept; the report says why); 75 (``EX_TEMPFAIL``) = another retrain holds the lock; 2 = bad
 input; 1 = unexpected error.
 
 **Safe to run twice.** The job holds an exclusive ``fcntl.flock`` on
@@ -56,7 +70,7 @@ from pathlib import Path
 from typing import Callable
 
 from catur.errors import CaturError
-from catur.model import PolicyModel
+from catur.model import PolicyModel, RulePolicy, load_policy
 from catur.policies import PRIMITIVES
 from catur.training.collapse import (
     GROUP_BY,
@@ -65,11 +79,15 @@ from catur.training.collapse import (
     badness,
     describe_failures,
     evaluate_by_group,
+    healthy,
     judge,
     load_window,
+    overall,
     passes,
+    pooled,
     worst_groups,
 )
+from catur.verdict import Comparison, gate_record
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -122,7 +140,8 @@ class RetrainConfig:
     evaluate``; ``None`` = the trace's last three days); ``reference_days`` the drift reference
     (``None``: see the module doc). ``timesteps`` and ``warm_start`` are per fine-tuning
     iteration; ``worst`` limits how many losing clusters one iteration trains on (``None`` =
-    all of them); clusters with fewer than ``min_vms`` counted VMs are reported but not judged.
+    all of them). Every cluster is judged: how sure a verdict is comes from the paired
+    bootstrap over its hosts (:mod:`catur.verdict`), not from a minimum VM count.
     """
 
     registry: str
@@ -140,13 +159,15 @@ class RetrainConfig:
     warm_start: int = 5_000
     eval_hosts: int = 8
     worst: int | None = None
-    min_vms: int = 50
     envs: int = 1
     jobs: int | None = None
     seed: int = 0
     gate_samples: int = 2_000
     dry_run: bool = False
     report: str | None = None
+    # After a collapse that fine-tuning could not fix, promote greedy itself (a rule version)
+    # when greedy passes the gate and the current version is not already that rule.
+    fallback_greedy: bool = True
 
     def __post_init__(self) -> None:
         if self.group_by not in GROUP_BY:
@@ -154,7 +175,7 @@ class RetrainConfig:
         if not (isinstance(self.budget_minutes, (int, float)) and self.budget_minutes > 0):
             raise CaturError(f"--budget-minutes must be > 0, got {self.budget_minutes!r}")
         for name, low in (("max_iterations", 0), ("timesteps", 1), ("warm_start", 0), ("eval_hosts", 1),
-                          ("min_vms", 1), ("envs", 1), ("gate_samples", 0)):
+                          ("envs", 1), ("gate_samples", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise CaturError(f"--{name.replace('_', '-')} must be a whole number >= {low}, got {value!r}")
@@ -196,9 +217,10 @@ def fine_tune(
     """
     from catur.training.train import ALGORITHMS, train
 
-    start = PolicyModel.load(parent)
+    start = load_policy(parent)
     algo = start.manifest.get("algorithm") if start.manifest.get("algorithm") in ALGORITHMS else "ppo"
     gamma = start.manifest.get("training", {}).get("gamma")
+    rule = isinstance(start, RulePolicy)  # a rule version has no weights: train a fresh network
     tc = _window_train_config(
         window, config,
         algo=algo,
@@ -209,9 +231,10 @@ def fine_tune(
         warm_start=config.warm_start,
         eval_every=max(1_000, config.timesteps // 2),  # PPO's first rollout is 1,024 steps anyway
         eval_hosts=config.eval_hosts,
-        init_from=str(parent),
+        init_from=None if rule else str(parent),
         hosts=window.hosts_of(groups),
         gate_samples=max(500, 2 * config.gate_samples),
+        allow_worse=True,  # the candidate is judged by retrain's own gate, on every cluster
     )
     train(tc, out, progress=progress, log=log)
     model = PolicyModel.load(out)
@@ -259,7 +282,7 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def measure_drift(config: RetrainConfig, window: Window, model: PolicyModel, log: Callable[[str], None]) -> tuple[dict, dict]:
+def measure_drift(config: RetrainConfig, window: Window, model: PolicyModel | RulePolicy, log: Callable[[str], None]) -> tuple[dict, dict]:
     """``(report, samples)``: PSI/KS per feature and the gate rates; the samples feed the plots."""
     from catur.sim.admission import parse_days, prepare_scenario
     from catur.training import drift
@@ -304,6 +327,42 @@ def measure_drift(config: RetrainConfig, window: Window, model: PolicyModel, log
 # --- the job ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """One model judged on the recent window: per cluster against every primitive and greedy,
+    and against greedy on the whole window (``whole``; ``record`` is that comparison as
+    :func:`catur.verdict.gate_record` writes it, kept with a promoted version)."""
+
+    clusters: dict[str, GroupVerdict]
+    whole: Comparison
+    record: dict
+
+    @property
+    def healthy(self) -> bool:
+        return healthy(self.clusters, self.whole)
+
+    @property
+    def passes(self) -> bool:
+        return passes(self.clusters, self.whole)
+
+    @property
+    def badness(self) -> tuple:
+        return badness(self.clusters, self.whole)
+
+    def failures(self) -> str:
+        return describe_failures(self.clusters, self.whole) or "no clear loss"
+
+    def to_dict(self) -> dict:
+        return {g: v.to_dict() for g, v in self.clusters.items()}
+
+
+def judge_window(model: dict, baselines: dict) -> Judgement:
+    """:class:`Judgement` of one model's replay (``{group: GroupResult}``) against the baselines'."""
+    hosts, vms, sums = pooled(model)
+    record = gate_record(hosts, vms, {MODEL: sums, **{name: pooled(b)[2] for name, b in baselines.items()}}, MODEL)
+    return Judgement(judge(model, baselines), overall(model, baselines), record)
+
+
 @dataclass
 class Iteration:
     number: int
@@ -311,12 +370,12 @@ class Iteration:
     groups: list[str]
     hosts: int
     wall_s: float
-    verdicts: dict[str, GroupVerdict]
+    judgement: Judgement
     model_dir: Path
 
     @property
     def passes(self) -> bool:
-        return passes(self.verdicts)
+        return self.judgement.passes
 
     def to_dict(self) -> dict:
         return {
@@ -326,7 +385,8 @@ class Iteration:
             "hosts": self.hosts,
             "wall_s": round(self.wall_s, 1),
             "passes": self.passes,
-            "clusters": {g: v.to_dict() for g, v in self.verdicts.items()},
+            "clusters": self.judgement.to_dict(),
+            "versus_greedy": self.judgement.whole.to_dict(),
         }
 
 
@@ -334,7 +394,7 @@ class Iteration:
 class RetrainOutcome:
     """What the job did and why; :meth:`to_json` is the report's JSON."""
 
-    status: str  # healthy | promoted | would-promote | kept
+    status: str  # healthy | promoted | promoted-greedy | would-promote | kept
     exit_code: int
     reason: str
     config: RetrainConfig
@@ -342,8 +402,8 @@ class RetrainOutcome:
     current_after: str
     promoted: str | None
     window: dict
-    before: dict[str, GroupVerdict]
-    after: dict[str, GroupVerdict] | None
+    before: Judgement
+    after: Judgement | None
     iterations: list[Iteration] = field(default_factory=list)
     drift: dict = field(default_factory=dict)
     wall_s: float = 0.0
@@ -365,8 +425,13 @@ class RetrainOutcome:
             "promoted": self.promoted,
             "dry_run": self.config.dry_run,
             "window": self.window,
-            "before": {g: v.to_dict() for g, v in self.before.items()},
-            "after": {g: v.to_dict() for g, v in self.after.items()} if self.after else None,
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict() if self.after else None,
+            "versus_greedy": {
+                "before": self.before.whole.to_dict(),
+                "after": self.after.whole.to_dict() if self.after else None,
+                "rule": self.before.record["rule"],
+            },
             "iterations": [it.to_dict() for it in self.iterations],
             "drift": self.drift,
             "wall_s": round(self.wall_s, 1),
@@ -375,11 +440,12 @@ class RetrainOutcome:
         }
 
 
-def _evaluation_for_registry(verdicts: dict[str, GroupVerdict], window: Window, config: RetrainConfig) -> dict:
-    """The per-cluster results stored with a promoted version (``catur models list`` reads
-    ``clusters.*.avg_defect``)."""
+def _evaluation_for_registry(judgement: Judgement, window: Window, config: RetrainConfig) -> dict:
+    """The results stored with a promoted version (``catur models list`` reads
+    ``clusters.*.avg_defect``; ``catur models promote`` reads ``gate``)."""
     return {
-        "clusters": {g: v.to_dict() for g, v in verdicts.items()},
+        "clusters": judgement.to_dict(),
+        "gate": judgement.record,
         "group_by": window.group_by,
         "trace": str(config.trace),
         "recent_days": window.days,
@@ -405,7 +471,7 @@ def run_retrain(config: RetrainConfig, log: Callable[[str], None] = print, progr
                 f"model registry {config.registry!r} has no current model; promote one first "
                 f"('catur models promote VERSION --registry {config.registry}')"
             )
-        current_model = PolicyModel.load(current.path)
+        current_model = load_policy(current.path)  # a trained model, or a rule version (greedy)
         work = Path(tempfile.mkdtemp(prefix="catur-retrain-"))
         report_dir = _report_dir(config, registry.root)
         try:
@@ -413,42 +479,47 @@ def run_retrain(config: RetrainConfig, log: Callable[[str], None] = print, progr
             window = load_window(config, work, log)
             drift_report, drift_samples = measure_drift(config, window, current_model, log)
 
-            def judged(model_dir: Path, desc: str) -> dict[str, GroupVerdict]:
+            def judged(model_dir: Path, desc: str) -> Judgement:
                 spec = DeciderSpec(model=str(model_dir), use_gate=False, label=MODEL)
                 result = evaluate_by_group(window, [spec], jobs=config.jobs, seed=config.seed, progress=progress, desc=desc)
-                return judge(result[MODEL], baselines, config.min_vms)
+                return judge_window(result[MODEL], baselines)
 
             baselines = evaluate_by_group(
                 window, [*PRIMITIVES, GREEDY], jobs=config.jobs, seed=config.seed, progress=progress, desc="primitives"
             )
             before = judged(current.path, f"model {current.version}")
-            for v in before.values():
+            for v in before.clusters.values():
                 log(
                     f"  {v.group or '(all)'}: model {100 * v.model:.3f}%, best primitive {v.best_primitive} "
-                    f"{100 * v.best_primitive_defect:.3f}%, greedy {100 * (v.greedy or 0):.3f}% ({v.vms:,} VMs)"
-                    + ("" if v.judged else " — too few VMs to judge")
+                    f"{100 * v.best_primitive_defect:.3f}%, greedy {100 * (v.greedy or 0):.3f}% "
+                    f"({v.vms:,} VMs on {v.versus[GREEDY].hosts} hosts)"
+                    + (f" — clearly worse than {', '.join(v.clear_losses)}" if v.failing else "")
                 )
+            log(f"  whole window: {before.whole.describe('model')}")
             window_info = {
                 "trace": str(config.trace),
                 "recent_days": window.days,
                 "group_by": window.group_by,
                 "groups": window.groups,
                 "hosts": len(window.streams),
-                "vms": int(sum(v.vms for v in before.values())),
+                "vms": int(sum(v.vms for v in before.clusters.values())),
             }
             outcome = RetrainOutcome(
                 status="healthy", exit_code=EXIT_OK, reason="", config=config,
                 current_before=current.version, current_after=current.version, promoted=None,
                 window=window_info, before=before, after=None, drift=drift_report, drift_samples=drift_samples,
             )
-            if not any(v.judged for v in before.values()):
-                raise CaturError(f"no cluster of the recent window has {config.min_vms} VMs to judge (--min-vms)")
-            if passes(before):
-                outcome.reason = f"{current.version} beats every primitive on every cluster of days {window.days}"
+            if before.healthy:
+                outcome.reason = (
+                    f"{current.version} is not clearly worse than any primitive or greedy on any cluster of days "
+                    f"{window.days} (95% paired bootstrap over hosts)"
+                )
                 log(f"healthy: {outcome.reason}")
             else:
-                log(f"collapse: {current.version} loses to a primitive on {describe_failures(before)}")
+                log(f"collapse: {current.version} is clearly worse on {before.failures()}")
                 _improve(config, window, current, before, outcome, judged, registry, work, report_dir, started, log, progress)
+                if outcome.status == "kept" and config.fallback_greedy and config.max_iterations > 0:
+                    _fall_back_to_greedy(config, window, current, before, outcome, judge_window(baselines[GREEDY], baselines), registry, log)
             outcome.wall_s = time.perf_counter() - started
             outcome.report_dir = str(_write_report(report_dir, outcome))
             log(f"report: {outcome.report_dir}")
@@ -469,7 +540,8 @@ def _improve(config, window, current, before, outcome: RetrainOutcome, judged, r
         if elapsed + last_s > budget_s:
             stop = f"the time budget ({config.budget_minutes:g} min) would be exceeded by another iteration"
             break
-        groups = worst_groups(best, config.worst)
+        # The clusters it clearly loses on; when it loses only on the whole window, all of them.
+        groups = worst_groups(best.clusters, config.worst) or list(window.groups)
         log(f"iteration {number}: fine-tuning {best_dir.name} on {', '.join(groups)} ({config.timesteps} steps)")
         t0 = time.perf_counter()
         model_dir = fine_tune(best_dir, window, groups, config, number, work / f"iteration-{number}", log, progress)
@@ -479,18 +551,21 @@ def _improve(config, window, current, before, outcome: RetrainOutcome, judged, r
         outcome.iterations.append(it)
         log(
             f"iteration {number}: {'passes' if it.passes else 'fails'} — "
-            + ", ".join(f"{g or '(all)'} {100 * v.model:.3f}% vs {v.best_primitive} {100 * v.best_primitive_defect:.3f}%" for g, v in verdicts.items())
-            + f" ({it.wall_s:.0f} s)"
+            + ", ".join(f"{g or '(all)'} {100 * v.model:.3f}% vs {v.best_baseline} {100 * v.best_baseline_defect:.3f}%" for g, v in verdicts.clusters.items())
+            + f"; whole window {verdicts.whole.describe('model')} ({it.wall_s:.0f} s)"
         )
-        if badness(verdicts) < badness(best):
+        if verdicts.badness < best.badness:
             best_dir, best = model_dir, verdicts
         if it.passes:
             break
         stop = f"{number} iteration{'s' if number > 1 else ''} done (--max-iterations {config.max_iterations})"
     outcome.after = best
-    if not passes(best):
-        failing = describe_failures(best) or "no cluster has enough VMs to judge"
-        outcome.reason = f"collapse on {describe_failures(before)}; no candidate beat every primitive on every cluster ({stop}); still losing: {failing}; {current.version} stays current"
+    if not best.passes:
+        outcome.reason = (
+            f"collapse on {before.failures()}; no candidate passed the gate (no clear loss to a primitive or greedy on "
+            f"any cluster, not worse than greedy on the whole window) ({stop}); still losing: {best.failures()}; "
+            f"{current.version} stays current (if greedy is what beats it: 'catur models add --rule greedy --promote')"
+        )
         if best_dir != Path(current.path):  # kept for inspection: the best that was found
             kept = report_dir / "candidate"
             shutil.copytree(best_dir, kept, dirs_exist_ok=True)
@@ -499,7 +574,7 @@ def _improve(config, window, current, before, outcome: RetrainOutcome, judged, r
         return
     if config.dry_run:
         outcome.exit_code, outcome.status = EXIT_OK, "would-promote"
-        outcome.reason = f"collapse on {describe_failures(before)}; a candidate beats every primitive on every cluster; not promoted (--dry-run)"
+        outcome.reason = f"collapse on {before.failures()}; a candidate passes the gate on every cluster; not promoted (--dry-run)"
         log(outcome.reason)
         return
     now = registry.current()
@@ -511,9 +586,54 @@ def _improve(config, window, current, before, outcome: RetrainOutcome, judged, r
         best_dir, evaluation=_evaluation_for_registry(best, window, config), parent=current.version,
         note=f"catur retrain: fine-tuned from {current.version} on days {window.days} of {config.trace}",
     )
-    reason = f"retrain: {current.version} collapsed on {', '.join(worst_groups(before))}; {added.version} beats every primitive on every cluster of days {window.days}"
+    where = ", ".join(worst_groups(before.clusters)) or "the whole window"
+    reason = (
+        f"retrain: {current.version} collapsed on {where}; {added.version} is not clearly worse than any primitive or "
+        f"greedy on any cluster of days {window.days}, nor worse than greedy on the whole window"
+    )
     registry.promote(added.version, reason=reason)
     outcome.exit_code, outcome.status = EXIT_OK, "promoted"
+    outcome.promoted = outcome.current_after = added.version
+    outcome.reason = reason
+    log(f"promoted {added.version}: {reason}")
+
+
+def _fall_back_to_greedy(config, window, current, before: Judgement, outcome: RetrainOutcome, greedy: Judgement, registry, log) -> None:
+    """No candidate passed: serve greedy itself, as a rule version, if greedy passes the gate
+    (clearly worse than no primitive on any cluster) and is not what is current already."""
+    from catur.model import is_rule
+
+    if is_rule(current.manifest):
+        log(f"no fallback: {current.version} already serves a rule ({current.manifest.get('policy')})")
+        return
+    if not greedy.passes:
+        log(f"no fallback to greedy: greedy itself is clearly worse on {greedy.failures()}")
+        return
+    outcome.after = greedy
+    if config.dry_run:
+        outcome.exit_code, outcome.status = EXIT_OK, "would-promote"
+        outcome.reason = (
+            f"collapse on {before.failures()}; no fine-tuned candidate passed the gate; greedy passes it: "
+            f"would serve greedy as a rule version; not promoted (--dry-run)"
+        )
+        log(outcome.reason)
+        return
+    now = registry.current()
+    if now is None or now.version != current.version:
+        outcome.reason = f"the registry's current model changed during the run ({current.version} -> {now.version if now else 'none'}); not promoting over it"
+        log(outcome.reason)
+        return
+    added = registry.add_rule(
+        "greedy", evaluation=_evaluation_for_registry(greedy, window, config), parent=current.version,
+        note=f"catur retrain: no fine-tuned candidate of {current.version} passed on days {window.days}; serving greedy",
+    )
+    where = ", ".join(worst_groups(before.clusters)) or "the whole window"
+    reason = (
+        f"retrain: {current.version} collapsed on {where} and no fine-tuned candidate passed the gate; "
+        f"{added.version} serves greedy (a rule version), clearly worse than no primitive on any cluster of days {window.days}"
+    )
+    registry.promote(added.version, reason=reason)
+    outcome.exit_code, outcome.status = EXIT_OK, "promoted-greedy"
     outcome.promoted = outcome.current_after = added.version
     outcome.reason = reason
     log(f"promoted {added.version}: {reason}")

@@ -52,7 +52,10 @@ def markdown(data: dict) -> str:
         f"{window['hosts']} hosts, grouped by {window['group_by']}",
         f"- wall time: {data['wall_s']:.0f} s, {len(data['iterations'])} fine-tuning iteration(s)",
         "",
-        "## Per cluster: the model against every primitive (average defect on the recent window)",
+        "## Per cluster: the model against every primitive and greedy (average defect on the recent window)",
+        "",
+        "A verdict counts only a clear difference: the 95% paired bootstrap interval over the "
+        "cluster's hosts of (model - rule) wholly above 0.",
         "",
     ]
     after = data.get("after") or {}
@@ -71,24 +74,38 @@ def markdown(data: dict) -> str:
         lines += [
             "## Fine-tuning iterations",
             "",
-            "| # | from | on clusters | hosts | wall s | passes | worst gap to the best primitive |",
+            "| # | from | on clusters | hosts | wall s | passes | worst gap to the best rule (primitives, greedy) |",
             "|---|---|---|---:|---:|---|---:|",
         ]
         for it in data["iterations"]:
-            gaps = [c["gap_to_best_primitive"] for c in it["clusters"].values() if c["judged"]]
+            gaps = [c["gap_to_best_baseline"] for c in it["clusters"].values()]
             lines.append(
                 f"| {it['iteration']} | {it['fine_tuned_from']} | {', '.join(map(_cluster_name, it['fine_tuned_on']))} | "
                 f"{it['hosts']} | {it['wall_s']:.0f} | {'yes' if it['passes'] else 'no'} | {100 * max(gaps, default=0):+.1f}% |"
             )
+        lines.append("")
+    versus = data.get("versus_greedy") or {}
+    if versus.get("before"):
+        lines += ["## Against greedy on the whole window", "", f"Rule: a model {versus.get('rule', '')}.", ""]
+        for when in ("before", "after"):
+            c = versus.get(when)
+            if c:
+                ci = c["diff_ci"]
+                interval = f"{100 * ci[0]:+.3f} to {100 * ci[1]:+.3f} points" if ci[0] is not None else "no interval"
+                lines.append(
+                    f"- model {when}: {_pct(c['model_avg_defect'])} vs greedy {_pct(c['baseline_avg_defect'])} "
+                    f"(95% CI of the difference {interval}; {c['hosts']} hosts): {c['outcome']}"
+                    + (" — **loses**" if c["loses"] else "")
+                )
         lines.append("")
     lines += _drift_markdown(data.get("drift") or {})
     return "\n".join(lines) + "\n"
 
 
 def _verdict(entry: dict) -> str:
-    if not entry["judged"]:
-        return "too few VMs"
-    return "beats all" if entry["beats_every_primitive"] else f"loses to {entry['best_primitive']}"
+    if entry["clear_losses"]:
+        return "clearly worse than " + ", ".join(entry["clear_losses"])
+    return "beats all primitives" if entry["beats_every_primitive"] else "no clear loss"
 
 
 def _drift_markdown(drift: dict) -> list[str]:

@@ -10,10 +10,15 @@
 3. every ``eval_every`` steps exports the policy to Catur's numpy format and replays the
    *evaluation* window on a sample of hosts with the same engine as ``catur evaluate``,
    against every primitive and ``greedy``; the best export so far is kept as a checkpoint;
-4. writes the model directory: the best export, its manifest (algorithm, spaces, window,
-   topologies, package versions, evaluation metrics, export check) and the uncertainty gate's
-   statistics, fitted on observations from the training window; every periodic export is
-   kept under ``checkpoints/step-N`` in the same format.
+4. compares the best export with greedy and the best primitive on the validation sample,
+   host by host (:mod:`catur.verdict`: a paired bootstrap interval over hosts), and logs it;
+   a model that *loses to greedy* (worse on average, or clearly worse) is not written —
+   :class:`~catur.errors.LosesToGreedy` says why — unless ``allow_worse``;
+5. writes the model directory: the best export, its manifest (algorithm, spaces, window,
+   topologies, package versions, evaluation metrics with the comparison in
+   ``evaluation.gate``, export check) and the uncertainty gate's statistics, fitted on
+   observations from the training window; every periodic export is kept under
+   ``checkpoints/step-N`` in the same format.
 
 Time split follows the paper (days 1–15 train, 16–31 test): by default episodes come from days
 1–12 and checkpoints are chosen on days 13–15, so the test window (16–31, ``catur evaluate``)
@@ -41,11 +46,12 @@ from pathlib import Path
 
 import numpy as np
 
-from catur.errors import CaturError
+from catur.errors import CaturError, LosesToGreedy
 from catur.gate import fit_gate
 from catur.model import MODEL_FORMAT, PolicyModel
 from catur.observation import CANDIDATE_FEATURES, OBS_DIM, OBS_VERSION
 from catur.policies import PRIMITIVES
+from catur.verdict import Comparison, gate_record, host_sums
 
 ALGORITHMS = ("ppo", "dqn")
 TEACHERS = ("greedy", "oracle")
@@ -91,6 +97,9 @@ class TrainConfig:
     # all); host ids are stable for a given workload, cluster and sizing (see admission).
     hosts: tuple[int, ...] | None = None
     gate_samples: int = 4_000  # observations the uncertainty gate is fitted on
+    # Write the model even when it loses to greedy on the validation sample (catur.verdict's
+    # rule); the manifest then says it lost. Off: such a model is not written at all.
+    allow_worse: bool = False
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -170,6 +179,7 @@ class TrainResult:
     baselines: dict = field(default_factory=dict)
     final: dict = field(default_factory=dict)
     train_seconds: float = 0.0
+    gate: dict = field(default_factory=dict)  # catur.verdict.gate_record of the written model
 
 
 def _sample_streams(config: TrainConfig, days: str | None):
@@ -238,6 +248,9 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
     )
     baselines = evaluate_policies(eval_sample, [*PRIMITIVES, GREEDY], jobs=1, seed=config.seed)
     baseline_defects = {name: r.summary.avg_defect for name, r in baselines.items()}
+    # Per-host defect sums: the paired comparison with greedy (catur.verdict) needs them.
+    eval_hosts, eval_vms, _ = host_sums(eval_sample, baselines[GREEDY].rows, baselines[GREEDY].lifetime_defect)
+    baseline_sums = {name: host_sums(eval_sample, r.rows, r.lifetime_defect)[2] for name, r in baselines.items()}
     best_primitive = min(PRIMITIVES, key=lambda p: baseline_defects[p])
     log(
         "baselines on the evaluation sample: "
@@ -293,6 +306,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
 
     check_obs = _collect_observations(config, train_streams, None, 500)
     agreement_at: dict[int, dict] = {}
+    sums_at: dict[int, np.ndarray] = {}
 
     def evaluate_now(step: int) -> None:
         candidate = work / f"step-{step}"
@@ -300,7 +314,9 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
         # The export must act exactly like the network it came from, checked as it is made.
         agreement_at[step] = check_agreement(model, exported, check_obs)
         spec = DeciderSpec(model=str(candidate), use_gate=False, label="catur")
-        summary = evaluate_policies(eval_sample, [spec], jobs=1, seed=config.seed)["catur"].summary
+        result = evaluate_policies(eval_sample, [spec], jobs=1, seed=config.seed)["catur"]
+        summary = result.summary
+        sums_at[step] = host_sums(eval_sample, result.rows, result.lifetime_defect)[2]
         history.append(EvalRecord(step, summary.avg_defect, summary.anomalies, time.perf_counter() - started))
         if summary.avg_defect < best["defect"]:
             best.update(defect=summary.avg_defect, dir=candidate, step=step)
@@ -344,6 +360,15 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
             evaluate_now(model.num_timesteps)
         train_seconds = time.perf_counter() - started
         final = PolicyModel.load(best["dir"])
+        verdict = gate_record(eval_hosts, eval_vms, {"catur": sums_at[best["step"]], **baseline_sums}, "catur", allowed_worse=config.allow_worse)
+        for key in ("greedy", "best_primitive"):
+            log(f"validation: {Comparison.from_dict(verdict['versus'][key]).describe('catur')}")
+        if verdict["loses_to_greedy"] and not config.allow_worse:
+            versus = Comparison.from_dict(verdict["versus"]["greedy"])
+            raise LosesToGreedy(
+                f"the model loses to greedy on validation days {config.eval_days or 'all'} "
+                f"({versus.describe('model')}); not written to {out} (--allow-worse writes it anyway)"
+            )
 
         # Gate statistics on observations the chosen policy meets in the training window: on
         # every host of it, also when episodes came from some hosts only (fine-tuning on the
@@ -374,6 +399,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
                 "avg_defect": best["defect"],
                 "baselines": baseline_defects,
                 "history": [asdict(h) for h in history],
+                "gate": verdict,  # vs greedy and the best primitive; catur models promote reads it
             },
             export_check=agreement,
             versions=_package_versions(),
@@ -387,7 +413,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
         venv.close()
         shutil.rmtree(work, ignore_errors=True)
     log(f"wrote {out} (best at step {best['step']}: {100 * best['defect']:.3f}% on the evaluation sample)")
-    return TrainResult(out, history, baseline_defects, {"avg_defect": best["defect"]}, train_seconds)
+    return TrainResult(out, history, baseline_defects, {"avg_defect": best["defect"]}, train_seconds, verdict)
 
 
 def _start_model(config: TrainConfig) -> PolicyModel | None:

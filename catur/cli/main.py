@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CaturError as exc:
         print(f"catur: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # 2 = bad input; 3 = a model that loses to greedy
     except FileNotFoundError as exc:
         print(f"catur: error: no such file: {exc.filename}", file=sys.stderr)
         return 2

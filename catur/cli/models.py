@@ -25,6 +25,8 @@ EPILOG = """examples:
   catur models list
   catur models show current --json
   catur models promote v0002 --reason "beats every primitive on every cluster"
+  catur models promote v0003 --force --reason "loses to greedy on validation; canary only"
+  catur models add --rule greedy --promote --reason "no candidate beats greedy"
   catur models rollback --reason "ticket spike after v0002"
   catur models history
   catur models prune --keep 5 --dry-run              # what would go; then without --dry-run
@@ -115,6 +117,9 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     info = _summary(v, current.version if current else None)
     info["intact"] = problem is None
     info["problem"] = problem
+    if problem is None:
+        comparison = registry.gate(v)
+        info["versus_greedy"] = comparison.to_dict() if comparison is not None else None
     if args.json:
         info["metadata"] = v.metadata
         info["evaluation"] = v.evaluation
@@ -122,6 +127,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     manifest = v.manifest
+    comparison = registry.gate(v) if problem is None else None
     print(f"{v.version}{'  (current)' if info['current'] else ''}")
     print(f"  path:            {v.path}")
     print(f"  created:         {v.created_at}")
@@ -129,9 +135,13 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     print(f"  parent:          {v.parent or '-'}")
     print(f"  source:          {v.metadata.get('source', '-')}")
     print(f"  trained version: {manifest.get('trained_version', '-')}")
-    print(f"  algorithm:       {manifest.get('algorithm', '-')}, activation {manifest.get('activation')}, "
-          f"observation v{manifest.get('obs_version')} ({manifest.get('obs_dim')} values)")
-    print(f"  gate:            {'yes' if manifest.get('gate') else 'no'}")
+    if manifest.get("kind") == "rule":
+        print(f"  kind:            rule: serves {manifest.get('policy')} itself (no trained network)")
+    else:
+        print(f"  algorithm:       {manifest.get('algorithm', '-')}, activation {manifest.get('activation')}, "
+              f"observation v{manifest.get('obs_version')} ({manifest.get('obs_dim')} values)")
+        print(f"  gate:            {'yes' if manifest.get('gate') else 'no'}")
+        print(f"  vs greedy:       {comparison.describe('model') + (' -> LOSES' if comparison.loses else '') if comparison else 'not recorded'}")
     print(f"  files:           {'intact' if problem is None else 'DAMAGED: ' + problem}")
     if v.evaluation is None:
         print("  evaluation:      -")
@@ -151,29 +161,44 @@ def cmd_models_add(args: argparse.Namespace) -> int:
         evaluation = read_json(Path(args.evaluation))
         if not isinstance(evaluation, dict):
             raise CaturError(f"{args.evaluation}: the evaluation must be a JSON object")
-        if not args.force:
+        if args.model_dir is not None and not args.force:
             warning = check_evaluation_of(evaluation, args.model_dir, args.evaluation)
             if warning:
                 print(f"catur: warning: {warning}", file=sys.stderr)
-    v = registry.add(args.model_dir, evaluation=evaluation, note=args.note, parent=args.parent)
+    if (args.model_dir is None) == (args.rule is None):
+        raise CaturError("give either a MODEL_DIR or --rule greedy, not both" if args.rule else "give a MODEL_DIR to add (or --rule greedy)")
+    if args.rule:
+        v = registry.add_rule(args.rule, evaluation=evaluation, note=args.note, parent=args.parent)
+        print(f"added {v.version}: the {args.rule} rule, served as a version, at {v.path}")
+    else:
+        v = registry.add(args.model_dir, evaluation=evaluation, note=args.note, parent=args.parent)
+        print(f"added {v.version} from {args.model_dir} at {v.path}")
     _report_cleanup(registry)
-    print(f"added {v.version} from {args.model_dir} at {v.path}")
     if args.promote:
-        previous = registry.current()
-        registry.promote(v.version, reason=args.reason)
-        print(f"{v.version} is now current (was {previous.version if previous else 'none'})")
+        _promote(registry, v.version, args)
     return 0
 
 
-def cmd_models_promote(args: argparse.Namespace) -> int:
-    registry = _registry(args)
+def _promote(registry, version: str, args: argparse.Namespace):
+    """Promote with the greedy gate (refused unless --force), printing what it did."""
     previous = registry.current()
-    v = registry.promote(args.version, reason=args.reason)
-    _report_cleanup(registry)
+    v = registry.promote(version, reason=args.reason, force=args.force)
+    comparison = registry.gate(v)
+    if comparison is not None:
+        print(f"recorded evaluation: {comparison.describe(v.version)}")
+        if comparison.loses:
+            print(f"catur: warning: {v.version} loses to greedy; promoted because of --force", file=sys.stderr)
     if previous is not None and previous.version == v.version:
         print(f"{v.version} is already current; nothing changed")
     else:
         print(f"{v.version} is now current (was {previous.version if previous else 'none'})")
+    return v
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    _promote(registry, args.version, args)
+    _report_cleanup(registry)
     return 0
 
 
@@ -258,22 +283,31 @@ def add_models_commands(sub: argparse._SubParsersAction) -> None:
     q = action("add", cmd_models_add, "add a model directory as the next version (not current unless --promote)",
                "Copy a model directory (manifest.json + weights.npz, e.g. from 'catur train --out') in "
                "as the next version. The model must load; the copy is synced and renamed into place "
-               "whole. 'default' adds the model shipped with Catur.")
-    q.add_argument("model_dir", metavar="MODEL_DIR", help="model directory, or 'default'")
+               "whole. 'default' adds the model shipped with Catur. '--rule greedy' adds greedy itself as a "
+               "version instead (a manifest with kind: rule, no weights): what to serve when no trained "
+               "candidate beats greedy. With --promote, the greedy gate of 'promote' applies.")
+    q.add_argument("model_dir", metavar="MODEL_DIR", nargs="?", help="model directory, or 'default'")
+    q.add_argument("--rule", choices=("greedy",), help="add a rule version instead of a model: serve greedy itself "
+                   "(for when no trained candidate beats it); its manifest says kind: rule, policy: greedy")
     q.add_argument("--note", default="", help="free text kept with the version")
     q.add_argument("--evaluation", metavar="JSON",
                    help="a JSON file of evaluation results to keep with it, e.g. what 'catur evaluate --model MODEL_DIR "
                    "--json FILE' wrote (its 'catur' avg_defect becomes the headline; an evaluation of another model "
                    "or of no model is refused)")
-    q.add_argument("--force", action="store_true", help="keep an --evaluation even if it is not of this model")
     q.add_argument("--parent", metavar="VERSION", help="the version it was fine-tuned from")
     q.add_argument("--promote", action="store_true", help="also make it current")
     q.add_argument("--reason", default="", help="reason recorded in the history with --promote")
+    q.add_argument("--force", action="store_true", help="keep an --evaluation that is not of this model, and with --promote "
+                   "promote even if its recorded evaluation loses to greedy")
     q = action("promote", cmd_models_promote, "make a version current",
                "Check a version's files and make it current in one atomic rename of the 'current' "
-               "link. A running 'catur serve --model DIR' picks it up at its next watch poll.")
+               "link. A running 'catur serve --model DIR' picks it up at its next watch poll. A version "
+               "whose recorded evaluation loses to greedy (worse average defect, or a 95% paired bootstrap "
+               "interval over hosts wholly above greedy's) is refused with exit status 3 unless --force; "
+               "a version with no recorded comparison is promoted.")
     q.add_argument("version", metavar="VERSION")
     q.add_argument("--reason", default="", help="recorded in the history")
+    q.add_argument("--force", action="store_true", help="promote even if its recorded evaluation loses to greedy (the history says so)")
     q = action("rollback", cmd_models_rollback, "make the previously current version current again",
                "Return to the version that was current before the current one (repeat to go "
                "further back). It is checked first, as for promote.")

@@ -18,6 +18,14 @@ EPILOG = """examples:
 
 The output directory holds weights.npz (plain arrays, no pickle) and manifest.json
 (algorithm, spaces, windows, topologies, versions, evaluation history, gate statistics).
+
+Never worse than greedy: at the end the chosen model is compared with greedy and the best
+primitive on the validation sample, host by host (95% paired bootstrap interval over hosts).
+If its average defect is above greedy's, or the interval lies wholly above 0, it *loses*:
+nothing is written, the last line says why, and the exit status is 3 (bad input is 2).
+--allow-worse writes it anyway (exit 0) and the manifest records that it lost
+(evaluation.gate); 'catur models promote' then refuses it unless --force.
+
 TensorBoard logs go to --tensorboard DIR (view with: tensorboard --logdir DIR).
 """
 
@@ -58,6 +66,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-hosts", type=int, default=8, metavar="N", help="hosts sampled for periodic evaluation (default 8)")
     p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs here")
     p.add_argument("--init-from", metavar="DIR", help="fine-tune: start from this model's weights (its hidden sizes and activation) instead of a fresh network")
+    p.add_argument("--allow-worse", action="store_true",
+                   help="write the model even if it loses to greedy on the validation window (exit 0; its manifest "
+                   "records that it lost, and 'catur models promote' refuses it without --force)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
     add_retrain_command(sub)
@@ -90,14 +101,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_hosts=args.eval_hosts,
         tensorboard=args.tensorboard,
         init_from=args.init_from,
+        allow_worse=args.allow_worse,
     )
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    result = train(config, args.out, progress=not args.quiet, log=log)
+    result = train(config, args.out, progress=not args.quiet, log=log)  # raises LosesToGreedy (exit 3)
     print(
         f"model {result.model_dir}: {100 * result.final['avg_defect']:.3f}% average defect on the "
         f"evaluation sample; best primitive {min(v for k, v in result.baselines.items() if k != 'greedy') * 100:.3f}%, "
         f"greedy {100 * result.baselines['greedy']:.3f}%; trained in {result.train_seconds:.0f} s"
     )
+    from catur.verdict import Comparison
+
+    for key in ("greedy", "best_primitive"):
+        print(f"validation: {Comparison.from_dict(result.gate['versus'][key]).describe('model')}")
+    if result.gate["loses_to_greedy"]:
+        print(f"catur: warning: the model loses to greedy on validation; written because of --allow-worse "
+              f"(its manifest says so; 'catur models promote' refuses it without --force)", file=sys.stderr)
     return 0
 
 
@@ -108,21 +127,28 @@ EPILOG_RETRAIN = """examples:
   catur retrain --registry models/registry --trace trace.parquet --max-iterations 0   # check only
   catur retrain --registry models/registry --trace trace.parquet --dry-run --report out/
 
-What it does: replays the recent window (--days) with the registry's current model and every
-primitive, per cluster (the trace's 'cluster' column, else per host topology). If the model
-loses to any primitive on any cluster (a collapse), it fine-tunes the model on the worst
-clusters (greedy imitation from the current weights, then PPO/DQN), validates on all
-clusters and repeats within --budget-minutes / --max-iterations. Only a model that beats
-every primitive on every cluster is added to the registry and promoted; a running
-'catur serve --model REGISTRY' switches to it by itself. It also reports the drift of the
+What it does: replays the recent window (--days) with the registry's current model, every
+primitive and greedy, per cluster (the trace's 'cluster' column, else per host topology). If
+a primitive or greedy is *clearly* better than the model on some cluster (95% paired
+bootstrap interval over that cluster's hosts wholly above 0), or greedy is clearly better on
+the whole window, the model has collapsed: it fine-tunes the model on the worst clusters
+(greedy imitation from the current weights, then PPO/DQN), validates on all clusters and
+repeats within --budget-minutes / --max-iterations. Only a candidate clearly worse than no
+primitive and not greedy on any cluster, and not worse than greedy on the whole window (the
+rule 'catur train' and 'catur models promote' apply), is added to the registry and promoted;
+a running 'catur serve --model REGISTRY' switches to it by itself. Small clusters need no
+special care: a few hosts give a wide interval, and only clear differences count. When no
+candidate passes but greedy does, greedy itself is added as a rule version and promoted
+(--no-fallback-greedy keeps the current model instead). It also reports the drift of the
 request mix (PSI and KS of vCPUs, memory and lifetimes against a reference window) and the
 uncertainty-gate rate, as early warnings. Report: report.json, report.md and plots in
 --report DIR (default REGISTRY/reports/retrain-<time>-<pid>).
 
 exit codes (for the scheduler):
-  0   healthy (no collapse), or a new model was promoted (with --dry-run: would be)
-  3   collapse, and no candidate beat every primitive on every cluster in the budget:
-      the current model is kept; the report says why
+  0   healthy (no collapse), or a new model was promoted: a fine-tuned one, or greedy as a
+      rule version (with --dry-run: would be)
+  3   collapse, and nothing passed the gate in the budget (or --max-iterations 0, or
+      --no-fallback-greedy): the current model is kept; the report says why
   75  another retrain holds the lock REGISTRY/.retrain.lock (EX_TEMPFAIL): run later
   2   bad input (the message names it)
   1   unexpected error
@@ -134,8 +160,9 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
         "retrain",
         help="the scheduled job: detect a collapse on recent traffic, fine-tune, promote",
         description="Drift-aware continuous training: check the registry's current model against "
-        "every primitive on each cluster of a recent trace window; after a collapse, fine-tune, "
-        "validate on all clusters and promote only a model that beats every primitive everywhere.",
+        "every primitive and greedy on each cluster of a recent trace window; after a collapse (a "
+        "statistically clear loss), fine-tune, validate on all clusters and promote only a model "
+        "that loses clearly nowhere and is not worse than greedy on the whole window.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG_RETRAIN,
     )
@@ -156,13 +183,15 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warm-start", type=int, default=5_000, metavar="N", help="greedy observations imitated per iteration, from the current weights (default 5000; 0 = RL only)")
     p.add_argument("--eval-hosts", type=int, default=8, metavar="N", help="hosts in the fine-tune's checkpoint evaluation (default 8)")
     p.add_argument("--worst", type=int, metavar="N", help="fine-tune on the N worst losing clusters only (default: all that lose)")
-    p.add_argument("--min-vms", type=int, default=50, help="clusters with fewer VMs in the window are reported, not judged (default 50)")
     p.add_argument("--gate-samples", type=int, default=2_000, metavar="N", help="observations per window for the gate rate (default 2000; 0 = skip); a candidate's gate is fitted on twice as many (at least 500)")
     p.add_argument("--envs", type=int, default=1, help="training environments (processes; default 1)")
     p.add_argument("--jobs", type=int, help="replay worker processes (default: all CPUs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (iteration i uses seed + i) and of the replays (default 0)")
     p.add_argument("--report", metavar="DIR", help="write report.json, report.md and plots here")
     p.add_argument("--dry-run", action="store_true", help="do everything but add or promote a model")
+    p.add_argument("--no-fallback-greedy", action="store_true",
+                   help="after a collapse no candidate fixed, keep the current model (exit 3) instead of promoting "
+                   "greedy itself as a rule version")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_retrain)
 
@@ -193,13 +222,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         warm_start=args.warm_start,
         eval_hosts=args.eval_hosts,
         worst=args.worst,
-        min_vms=args.min_vms,
         envs=args.envs,
         gate_samples=args.gate_samples,
         jobs=args.jobs,
         seed=args.seed,
         dry_run=args.dry_run,
         report=args.report,
+        fallback_greedy=not args.no_fallback_greedy,
     )
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(f"retrain: {msg}", file=sys.stderr, flush=True))
     try:

@@ -9,7 +9,9 @@ What ``--model`` may name (:func:`resolve_model_dir`):
 
 * ``none`` (or ``None``): no model, the ``greedy`` policy;
 * ``default``: the model shipped inside the package (``catur/models/default``);
-* a **model directory** (``manifest.json`` + ``weights.npz``, see :mod:`catur.model`);
+* a **model directory** (``manifest.json`` + ``weights.npz``, see :mod:`catur.model`), or a
+  rule version's directory (a manifest saying ``kind: rule, policy: greedy``: served as greedy,
+  under that version's name);
 * a **registry directory** with a ``current`` entry: either a symbolic link to a model
   directory, or a text file holding a model directory's path (relative to the registry).
   Promoting a model = repointing ``current`` atomically (``ln -sfn`` to a temp name + ``mv``,
@@ -36,7 +38,7 @@ import numpy as np
 
 from catur.decision import Decider
 from catur.errors import CaturError
-from catur.model import DEFAULT_MODEL, PolicyModel, default_model_dir
+from catur.model import DEFAULT_MODEL, default_model_dir, load_policy
 from catur.request import VMRequest
 from catur.shield import ShieldConfig
 from catur.topology import PRESETS
@@ -111,7 +113,7 @@ class ServingModel:
 
 def build_decider(directory: Path | None, shield: ShieldConfig | None, use_gate: bool) -> Decider:
     """Load ``directory`` (``None`` = greedy) and check that the decider works on a sample."""
-    model = PolicyModel.load(directory) if directory is not None else None
+    model = load_policy(directory) if directory is not None else None  # a trained model or a rule version
     decider = Decider(model, shield, use_gate)
     probe = PRESETS["intel-2s"]
     zeros = np.zeros(probe.num_nodes, dtype=np.int64)
