@@ -33,6 +33,7 @@ from catur.metrics import (
 from catur.placement import GREEDY, decider, place
 from catur.policies import POLICIES, Policy
 from catur.request import VMRequest
+from catur.resident import RESIDENT_GREEDY, resident_greedy_place
 from catur.traces.events import event_order
 from catur.shield import TypeStats
 from catur.state import HostsState, Placement, apply, release
@@ -154,8 +155,8 @@ def _stateful(decider_: Decider, counters: Counter):
     for the shield, counting interventions."""
     stats = TypeStats(decider_.shield_config.window if decider_.shield_config else 1)
 
-    def decide(topology, used_vcpus, used_mem_mib, request, rng=None):
-        decision = decider_.decide(topology, used_vcpus, used_mem_mib, request, stats)
+    def decide(topology, used_vcpus, used_mem_mib, request, rng=None, residents=None):
+        decision = decider_.decide(topology, used_vcpus, used_mem_mib, request, stats, residents)
         stats.observe(request)
         counters["shield_interventions"] += decision.shield_intervened
         counters["shield_depth1"] += decision.shield_fallback == "depth-1"
@@ -163,14 +164,15 @@ def _stateful(decider_: Decider, counters: Counter):
         counters["gated"] += decision.gated
         return decision.placement
 
+    decide.uses_residents = decider_.uses_residents  # type: ignore[attr-defined]
     return decide
 
 
 def check_policy_name(name: str) -> None:
     """Raise a :class:`CaturError` listing every valid name if ``name`` is not a policy that
-    replay knows: the ranking policies, ``greedy`` and ``oracle``."""
-    if name not in (GREEDY, ORACLE) and name not in POLICIES:
-        raise unknown_name("policy", name, [*POLICIES, GREEDY, ORACLE])
+    replay knows: the ranking policies, ``greedy``, ``resident-greedy`` and ``oracle``."""
+    if name not in (GREEDY, RESIDENT_GREEDY, ORACLE) and name not in POLICIES:
+        raise unknown_name("policy", name, [*POLICIES, GREEDY, RESIDENT_GREEDY, ORACLE])
 
 
 def replay_host(
@@ -189,6 +191,9 @@ def replay_host(
     a :class:`~catur.decision.Decider` (model, shield, gate; one recent-request window per
     host, like the service keeps per host id), whose interventions land in ``counters``, or
     any callable ``(topology, used_vcpus, used_mem_mib, request, rng=None) -> Placement``.
+    A callable with a true ``uses_residents`` attribute (``resident-greedy``) also gets the
+    host's per-node resident counts (``residents=``); one with ``uses_ages`` gets, instead,
+    each live VM's instance nodes and age in seconds (``resident_ages=(nodes, ages)``).
     With ``correctable_above`` set (an anomaly threshold), every VM placed with a defect above
     it is checked against the oracle, and :attr:`HostReplay.correctable` marks those the
     oracle would have placed at or below it.
@@ -210,6 +215,8 @@ def replay_host(
         decide = partial(place, policy=policy)
     elif callable(policy):  # e.g. a client that asks a running service
         decide = policy
+    elif policy == RESIDENT_GREEDY:
+        decide = resident_greedy_place
     elif not use_oracle:
         decide = decider(policy)
     rng = np.random.default_rng(seed)
@@ -247,6 +254,16 @@ def replay_host(
             request = requests[vm]
             if use_oracle:
                 placement = oracle_choice(pos)
+            elif getattr(decide, "uses_residents", False):
+                placement = decide(
+                    topology, state.used_vcpus[0], state.used_mem_mib[0], request, rng=rng, residents=state.residents[0]
+                )
+            elif getattr(decide, "uses_ages", False):
+                ages = (
+                    [live[v].cpu_nodes for v in live],
+                    np.array([t - trace.arrival_s[v] for v in live], dtype=float),
+                )
+                placement = decide(topology, state.used_vcpus[0], state.used_mem_mib[0], request, rng=rng, resident_ages=ages)
             else:
                 placement = decide(topology, state.used_vcpus[0], state.used_mem_mib[0], request, rng=rng)
             out.cor_at_placement[vm] = cor_after(topology.node_cores, state.used_vcpus[0], placement)
