@@ -22,8 +22,9 @@ EPILOG_SERVE = """examples:
 Signals: SIGTERM/SIGINT = graceful stop (health NOT_SERVING, then up to --grace seconds for
 RPCs in flight); SIGHUP = reload the model (a corrupt or mismatched model is refused, the
 previous one keeps serving, catur_model_reload_failures_total counts it).
---model: none (greedy), auto (default: the shipped model if the package has one, else greedy),
-default (the shipped model), a model directory (manifest.json + weights.npz), or a registry
+--model: none (greedy), resident-greedy (greedy that also weighs the VMs already on each node,
+for requests that send usage.residents), auto (default: the shipped model if the package has one,
+else greedy), default (the shipped model), a model directory (manifest.json + weights.npz), or a registry
 directory whose 'current' symlink or text file names the model directory to serve.
 """
 
@@ -66,7 +67,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG_SERVE,
     )
     p.add_argument("--listen", default="127.0.0.1:50051", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:50051; port 0 = any free port)")
-    p.add_argument("--model", default="auto", metavar="DIR|default|none|auto", help="model to serve (default: auto)")
+    p.add_argument("--model", default="auto", metavar="DIR|default|none|resident-greedy|auto", help="model to serve (default: auto)")
     p.add_argument("--no-gate", action="store_true", help="ignore the model's uncertainty gate")
     p.add_argument("--shield-depth", type=int, default=1, metavar="D", help="shield look-ahead depth; 0 = off (default 1)")
     p.add_argument("--shield-width", type=float, default=5.0, metavar="N", help="a VM type is popular when at least N%% of a host's recent requests have it (default 5, as in 'catur evaluate')")
