@@ -175,3 +175,23 @@ def effective_residents(num_nodes: int, nodes: list[np.ndarray], ages_s: np.ndar
     for resident_nodes, weight in zip(nodes, w):
         out[resident_nodes] += weight
     return out
+
+
+@dataclass(frozen=True)
+class AgedResidentGreedy:
+    """``resident-greedy`` with each resident weighted by :class:`AgeWeights` of its age.
+
+    A replay decider (``uses_ages``: the replay passes every live VM's instance nodes and age
+    as ``resident_ages``). The service contract carries counts only, so this variant is an
+    experiment on the value of ages (``benchmarks/exp_value_of_information.py``), not a
+    served policy.
+    """
+
+    weights: AgeWeights
+    weight: float = DEFAULT_WEIGHT
+    uses_ages: bool = True
+
+    def __call__(self, topology, used_vcpus, used_mem_mib, request, rng=None, resident_ages=None) -> Placement:
+        nodes, ages = resident_ages if resident_ages is not None else ([], np.zeros(0))
+        effective = effective_residents(topology.num_nodes, nodes, ages, self.weights)
+        return resident_greedy_place(topology, used_vcpus, used_mem_mib, request, residents=effective, weight=self.weight)

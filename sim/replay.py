@@ -148,6 +148,9 @@ class HostReplay:
 
 
 ORACLE = "oracle"
+# The oracle that knows the next k arrivals but not the departures between them (it plans as
+# if nobody left): how much of the oracle's gain comes from knowing who leaves.
+ORACLE_ARRIVALS = "oracle-arrivals-only"
 
 
 def _stateful(decider_: Decider, counters: Counter):
@@ -171,8 +174,8 @@ def _stateful(decider_: Decider, counters: Counter):
 def check_policy_name(name: str) -> None:
     """Raise a :class:`CaturError` listing every valid name if ``name`` is not a policy that
     replay knows: the ranking policies, ``greedy``, ``resident-greedy`` and ``oracle``."""
-    if name not in (GREEDY, RESIDENT_GREEDY, ORACLE) and name not in POLICIES:
-        raise unknown_name("policy", name, [*POLICIES, GREEDY, RESIDENT_GREEDY, ORACLE])
+    if name not in (GREEDY, RESIDENT_GREEDY, ORACLE, ORACLE_ARRIVALS) and name not in POLICIES:
+        raise unknown_name("policy", name, [*POLICIES, GREEDY, RESIDENT_GREEDY, ORACLE, ORACLE_ARRIVALS])
 
 
 def replay_host(
@@ -200,7 +203,8 @@ def replay_host(
     """
     if isinstance(policy, str):
         check_policy_name(policy)
-    use_oracle = isinstance(policy, str) and policy == ORACLE
+    use_oracle = isinstance(policy, str) and policy in (ORACLE, ORACLE_ARRIVALS)
+    sees_departures = policy != ORACLE_ARRIVALS
     if use_oracle or correctable_above is not None:
         from catur.sim.oracle import Lookahead, lookahead_events, oracle_place
 
@@ -239,7 +243,10 @@ def replay_host(
     live: dict[int, Placement] = {}
 
     def oracle_choice(pos: int) -> Placement:
-        look = Lookahead(lookahead_events(events, pos, oracle_k), requests, live)
+        ahead = lookahead_events(events, pos, oracle_k)
+        if not sees_departures:
+            ahead = [event for event in ahead if event[0]]
+        look = Lookahead(ahead, requests, live)
         return oracle_place(topology, state.used_vcpus[0], state.used_mem_mib[0], look)
 
     def close(vm: int, t: float) -> None:

@@ -192,3 +192,26 @@ def test_an_aged_decider_gets_the_live_vms_ages():
     trace = HostTrace(np.array([0.0, 10.0, 30.0]), np.array([100.0, 20.0, np.nan]), np.array([1, 1, 1]), np.array([512, 512, 512]))
     replay_host(topo, trace, decide)
     assert seen == [[], [10.0], [30.0]]
+
+
+def test_aged_rule_with_unit_weights_is_the_counted_rule():
+    """Every age weighing 1: the aged rule places exactly as resident-greedy does."""
+    from catur.resident import DEFAULT_WEIGHT, AgedResidentGreedy
+
+    rng = np.random.default_rng(4)
+    n = 40
+    arrival = np.sort(rng.uniform(0, 5000, n))
+    trace = HostTrace(arrival, arrival + rng.uniform(10, 3000, n), rng.integers(1, 12, n), rng.integers(512, 16384, n))
+    topo = get_preset("amd-2s-nps2")
+    aged = replay_host(topo, trace, AgedResidentGreedy(AgeWeights((), (1.0,)), DEFAULT_WEIGHT))
+    counted = replay_host(topo, trace, RESIDENT_GREEDY)
+    assert np.array_equal(aged.lifetime_defect, counted.lifetime_defect)
+
+
+def test_the_arrivals_only_oracle_is_a_known_policy():
+    from catur.sim.replay import ORACLE_ARRIVALS
+
+    topo = get_preset("intel-2s")
+    trace = HostTrace(np.array([0.0, 1.0, 2.0]), np.array([1.5, np.nan, np.nan]), np.array([4, 30, 8]), np.array([1024, 2048, 1024]))
+    out = replay_host(topo, trace, ORACLE_ARRIVALS, oracle_k=3)
+    assert all(p is not None for p in out.placements)
