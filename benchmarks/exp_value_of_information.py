@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trace", required=True)
     parser.add_argument("--overcommit", type=float, default=1.02)
-    parser.add_argument("--ks", default="1,2,3,5,8")
+    parser.add_argument("--ks", default="1,2,3,5,8", help="look-aheads of the oracle ('' for none)")
     parser.add_argument("--oracle-hosts", type=int, default=2)
     parser.add_argument("--aged-weights", default="0.05,0.1", help="λ tried for the aged rule on validation")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: oracle,ages")
@@ -60,7 +60,7 @@ def main() -> None:
         base = evaluate_policies(sample, [GREEDY, RESIDENT_GREEDY], jobs=args.jobs)
         g = base[GREEDY].summary.avg_defect
         row("foresight", RESIDENT_GREEDY, base[RESIDENT_GREEDY].summary.avg_defect, g, label)
-        for k in (int(x) for x in args.ks.split(",")):
+        for k in (int(x) for x in args.ks.split(",") if x.strip()):
             value = evaluate_policies(sample, [ORACLE], jobs=args.jobs, oracle_k=k)[ORACLE].summary.avg_defect
             row("foresight", f"oracle k={k}", value, g, label)
         value = evaluate_policies(sample, [ORACLE_ARRIVALS], jobs=args.jobs, oracle_k=5)[ORACLE_ARRIVALS].summary.avg_defect
