@@ -254,7 +254,7 @@ def test_systemd_command_lines_are_accepted_by_the_cli(fake_bin, tmp_path):
                 for argv in catur_calls(unit_command(line, env), env, f"{path.name} {key}", fake_bin, tmp_path):
                     check_cli(argv, f"{path.name} {key}")
                     seen.add(argv[0])
-    assert {"serve", "models", "retrain"} <= seen
+    assert {"serve", "models", "retrain", "libvirt"} <= seen
 
 
 @pytest.mark.parametrize("path", SERVICES, ids=lambda p: p.name)
@@ -264,7 +264,9 @@ def test_systemd_units_are_hardened(path):
     assert s["CapabilityBoundingSet"] == [""], "no capabilities"
     writable = {p.lstrip("-") for value in s.get("ReadWritePaths", []) for p in value.split()}
     states = {f"/var/lib/{d}" for value in s.get("StateDirectory", []) for d in value.split()}
-    assert writable and writable <= states, "every writable path is a state directory systemd creates for the user"
+    assert writable <= states, "every writable path is a state directory systemd creates for the user"
+    if path.name != "catur-libvirt-events.service":  # the follower writes nothing at all
+        assert writable, "the service and the job write only their state directories"
     if path.name == "catur-retrain.service":
         assert "75" in s["SuccessExitStatus"][0].split(), "a run that finds the lock held did nothing wrong"
         assert s["Type"] == ["oneshot"]
@@ -303,7 +305,7 @@ def test_systemd_analyze_verify(units_with_fake_binaries):
     assert timer["Unit"] == ["catur-retrain.service"] and (SYSTEMD / "catur-retrain.service").exists()
 
 
-@pytest.mark.parametrize("unit", ["catur-serve.service", "catur-retrain.service"])
+@pytest.mark.parametrize("unit", ["catur-serve.service", "catur-retrain.service", "catur-libvirt-events.service"])
 def test_systemd_exposure_stays_low(units_with_fake_binaries, unit):
     """`systemd-analyze security` rates the sandbox 0 (locked down) to 10; keep it at most 2."""
     tool = systemd_analyze()

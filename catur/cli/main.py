@@ -11,6 +11,8 @@ Sub-commands (``catur COMMAND --help`` explains each one with examples):
 * ``catur train`` / ``catur retrain`` — train a policy; the scheduled drift-aware retraining job.
 * ``catur topology list|show|detect`` — host NUMA models: presets, files, this machine.
 * ``catur policies`` — the placement policies and what each one does.
+* ``catur libvirt topology|usage|place|events`` — the libvirt host agent: read the host and its
+  domains, write a placement as NUMA tuning, report departures.
 
 Bad input ends with a one-line ``catur: error: ...`` naming the bad value and exit status 2,
 never a traceback.
@@ -22,6 +24,7 @@ import argparse
 import sys
 
 from catur.cli.evaluate import add_evaluate_commands
+from catur.cli.libvirt import add_libvirt_commands
 from catur.cli.models import add_models_commands
 from catur.cli.service import add_service_commands
 from catur.cli.topology import add_topology_commands
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_models_commands,
         add_train_commands,
         add_topology_commands,
+        add_libvirt_commands,
     ):
         add_commands(sub)
     return parser

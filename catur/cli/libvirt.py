@@ -1,0 +1,334 @@
+"""``catur libvirt topology|usage|place|events``: Catur on a libvirt (KVM/QEMU) host.
+
+The XML work is in :mod:`catur.hypervisor` (no libvirt needed); libvirt itself is reached
+through :mod:`catur.hypervisor.libvirt_host`, which needs the ``catur[libvirt]`` extra. The
+service client is imported only here, when a command asks a running ``catur serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid as uuidlib
+from pathlib import Path
+
+from catur.cli.service import _rpc_error, add_client_tls_arguments
+from catur.errors import CaturError
+
+DEFAULT_URI = os.environ.get("LIBVIRT_DEFAULT_URI", "qemu:///system")
+
+EPILOG = """examples:
+  catur libvirt topology --connect qemu:///system            # this host, as 'catur topology show' prints it
+  catur libvirt topology --connect test:///default --json
+  catur libvirt usage --connect qemu:///system --include-defined
+  catur libvirt place --domain-xml vm.xml --in-process --dry-run   # see what would change
+  catur libvirt place --domain-xml vm.xml --target 127.0.0.1:50051 --define
+  catur libvirt events --connect qemu:///system --target 127.0.0.1:50051   # Depart for each VM that leaves
+
+The URI defaults to $LIBVIRT_DEFAULT_URI, else qemu:///system. Drivers that report no NUMA
+cells in their capabilities (libvirt's test driver opened on a file) are read from their node
+info instead; --nodes-per-socket says how those nodes group into sockets. README, section
+"Hooking Catur into a libvirt host", explains how usage is counted and how a placement is
+written.
+"""
+
+EPILOG_PLACE = """examples:
+  catur libvirt place --domain-xml vm.xml --in-process                 # print the tuned XML
+  catur libvirt place --domain-xml vm.xml --in-process --dry-run       # a unified diff instead
+  catur libvirt place --domain-xml vm.xml --target 127.0.0.1:50051 --define --host-id $(hostname)
+  virsh dumpxml web1 | catur libvirt place --domain-xml - --in-process --replace
+
+Writes <vcpu placement='static' cpuset>, one <vcpupin> per vCPU onto its node's CPUs,
+<numatune> following the memory split, guest <cpu><numa><cell>s for a VM split into several
+vNUMA instances, and Catur's exact split in <metadata> (read back by 'usage'). The rest of
+the XML is kept. A domain that already has NUMA tuning is refused unless --replace.
+--memory-mode says how a split that spills over several nodes is written: auto (default:
+strict when the memory fits the vCPUs' node, else preferred on it), strict, preferred or
+restrictive (README has the table, and what no mode can express).
+With --target, the VM's id sent to the service is the domain's <uuid> (one is added when the
+XML has none), so 'catur libvirt events' can report its departure under the same id. A
+service that collects traces records every request; with --dry-run the VM is reported
+departed at once (use --in-process for a dry run that leaves no record).
+"""
+
+EPILOG_EVENTS = """examples:
+  catur libvirt events --connect qemu:///system --target 127.0.0.1:50051
+  catur libvirt events --host-id $(hostname) --reconnect-seconds 10 --log-level DEBUG
+
+Sends Depart(vm_id = domain UUID, host_id) to the service when a domain stops (shut down,
+destroyed, crashed, saved, migrated away) or is undefined, once per domain. Reconnects
+every --reconnect-seconds while libvirt is unreachable. SIGTERM/SIGINT stop it cleanly.
+deploy/systemd/catur-libvirt-events.service runs it as a service.
+"""
+
+
+def add_libvirt_commands(sub: argparse._SubParsersAction) -> None:
+    top = sub.add_parser(
+        "libvirt",
+        help="libvirt host agent: read the host and its domains, place and tune a domain, report departures",
+        description="Hook Catur into a libvirt host: the host's NUMA topology, its domains' usage per "
+        "node, a new domain's placement written as libvirt NUMA tuning, and departures.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+    )
+    actions = top.add_subparsers(dest="libvirt_command", metavar="ACTION", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--connect", "-c", default=DEFAULT_URI, metavar="URI", help=f"libvirt URI (default {DEFAULT_URI})")
+        p.add_argument("--name", default="libvirt", help="name to give the host topology (default 'libvirt')")
+        p.add_argument("--capabilities", metavar="FILE", help="read the host from this capabilities XML instead of asking libvirt")
+        p.add_argument("--nodes-per-socket", type=int, default=1, metavar="K",
+                       help="only when libvirt reports no NUMA cells: nodes per socket (default 1)")
+
+    p = actions.add_parser("topology", help="the host's NUMA topology, as 'catur topology show' prints it",
+                           description="Read the host's NUMA cells, CPUs, sockets, memory and distances from "
+                           "libvirt's capabilities and print them as a Catur topology.",
+                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    common(p)
+    p.add_argument("--json", action="store_true", help="print as JSON: the topology file format, plus a 'libvirt' section with each node's cell id and CPUs")
+    p.add_argument("--save", metavar="FILE", help="also write it as a YAML topology file (for 'catur place --topology')")
+    p.set_defaults(func=cmd_topology)
+
+    p = actions.add_parser("usage", help="vCPUs, MiB and VMs per node, from the domains' XML",
+                           description="Per-node used vCPUs, MiB and resident VMs, computed from the domains' "
+                           "pinning, numatune and guest NUMA cells (README: the counting rule).",
+                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    common(p)
+    p.add_argument("--include-defined", action="store_true", help="also count defined domains that are not running")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_usage)
+
+    p = actions.add_parser("place", help="place a new domain and write its NUMA tuning into its XML",
+                           description="Ask Catur where a new domain goes on this host and print its XML with "
+                           "the matching vCPU pinning, numatune and guest NUMA cells.",
+                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_PLACE)
+    common(p)
+    p.add_argument("--domain-xml", required=True, metavar="FILE", help="the new domain's XML ('-' = standard input)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--target", default="127.0.0.1:50051", metavar="HOST:PORT", help="placement service to ask (default 127.0.0.1:50051)")
+    who.add_argument("--in-process", action="store_true", help="decide here, without a service")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--define", action="store_true", help="define the tuned domain through libvirt")
+    what.add_argument("--dry-run", action="store_true", help="print a unified diff of the change instead of the XML")
+    p.add_argument("--replace", action="store_true", help="overwrite NUMA tuning the domain already has")
+    p.add_argument("--memory-mode", choices=("auto", "strict", "preferred", "restrictive"), default="auto",
+                   help="how memory that spills over several nodes is written (default auto)")
+    p.add_argument("--include-defined", action="store_true", help="count defined, stopped domains as using the host too")
+    p.add_argument("--alpha", type=float, default=1.0, help="weight of CPU overload in the defect (default 1)")
+    p.add_argument("--beta", type=float, default=1.0, help="weight of remote memory in the defect (default 1)")
+    p.add_argument("--vnuma", type=int, help="vNUMA instances (default: the guest cells' count, else the fewest that fit)")
+    p.add_argument("--host-id", help="host id sent to the service (default: libvirt's host name)")
+    p.add_argument("--timeout", type=float, default=5.0, help="service deadline in seconds (default 5)")
+    p.add_argument("--model", metavar="DIR|default", help="with --in-process: a trained model (default: greedy)")
+    p.add_argument("--shield-depth", type=int, default=1, help="with --in-process: shield depth, 0 = off (default 1)")
+    add_client_tls_arguments(p)
+    p.set_defaults(func=cmd_place)
+
+    p = actions.add_parser("events", help="send Depart to the service for every domain that stops or is undefined",
+                           description="Follow libvirt's domain lifecycle events and tell the placement service "
+                           "when a domain leaves, so the traces it collects see VM lifetimes.",
+                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_EVENTS)
+    p.add_argument("--connect", "-c", default=DEFAULT_URI, metavar="URI", help=f"libvirt URI (default {DEFAULT_URI})")
+    p.add_argument("--target", default="127.0.0.1:50051", metavar="HOST:PORT", help="placement service (default 127.0.0.1:50051)")
+    p.add_argument("--host-id", help="host id sent with each Depart (default: libvirt's host name)")
+    p.add_argument("--timeout", type=float, default=5.0, help="deadline of each Depart in seconds (default 5)")
+    p.add_argument("--reconnect-seconds", type=float, default=5.0, metavar="S", help="wait between reconnection attempts (default 5)")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")
+    add_client_tls_arguments(p)
+    p.set_defaults(func=cmd_events)
+
+
+def _warn(message: str) -> None:
+    print(f"catur libvirt: warning: {message}", file=sys.stderr)
+
+
+def _host(args: argparse.Namespace, conn):
+    from catur.hypervisor.libvirt_host import read_host
+
+    capabilities = Path(args.capabilities).read_text() if args.capabilities else None
+    return read_host(conn, args.name, args.nodes_per_socket, capabilities, warn=_warn)
+
+
+def _connect(args: argparse.Namespace, readonly: bool = True):
+    from catur.hypervisor.libvirt_host import open_connection
+
+    return open_connection(args.connect, readonly=readonly)
+
+
+def cmd_topology(args: argparse.Namespace) -> int:
+    conn = _connect(args)
+    try:
+        host = _host(args, conn)
+    finally:
+        conn.close()
+    if args.save:
+        import yaml
+
+        Path(args.save).write_text(yaml.safe_dump(host.topology.to_dict(), sort_keys=False))
+        print(f"wrote {args.save}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(host.to_dict(), indent=2))
+    else:
+        print(host.topology.describe())
+        for i in range(host.num_nodes):
+            print(f"node {i}: libvirt cell {host.cell_ids[i]}, CPUs {host.node_cpuset(i)}")
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from catur.hypervisor.libvirt_host import read_usage
+
+    conn = _connect(args)
+    try:
+        usage = read_usage(conn, _host(args, conn), args.include_defined)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(usage.to_dict(), indent=2))
+        return 0
+    topo = usage.host.topology
+    print(f"{'node':>4} {'cell':>4} {'vCPUs':>11} {'MiB':>17} {'VMs':>4}")
+    for i in range(usage.host.num_nodes):
+        print(f"{i:>4} {usage.host.cell_ids[i]:>4} {int(usage.used_vcpus[i]):>5}/{int(topo.node_cores[i]):<5} "
+              f"{int(usage.used_mem_mib[i]):>8}/{int(topo.node_mem_mib[i]):<8} {int(usage.vms[i]):>4}")
+    for d in usage.domains:
+        state = "running" if d.active else "defined"
+        print(f"  {d.name} ({state}, {d.rule}): vCPUs {d.node_vcpus.tolist()}, MiB {d.node_mem_mib.tolist()}")
+    if usage.unpinned:
+        print(f"unpinned (counted by the rule, not by pinning): {', '.join(usage.unpinned)}")
+    return 0
+
+
+def _read_domain_text(path: str) -> tuple[str, str]:
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    return Path(path).read_text(), path
+
+
+def cmd_place(args: argparse.Namespace) -> int:
+    import xml.etree.ElementTree as ET
+
+    from catur.hypervisor.domain import parse_domain, read_xml
+    from catur.hypervisor.libvirt_host import define, read_usage
+    from catur.hypervisor.tuning import check_untuned, register_namespaces, to_text, unified_diff, vm_request, write_placement
+
+    if args.model and not args.in_process:
+        raise CaturError("--model applies to --in-process only (the service at --target serves its own model)")
+    text, source = _read_domain_text(args.domain_xml)
+    register_namespaces(text)
+    root = read_xml(text, source)
+    spec = parse_domain(root, source)
+    request = vm_request(spec, args.alpha, args.beta, args.vnuma)
+    if not args.replace:  # refuse before asking anybody anything
+        check_untuned(spec, source)
+    conn = _connect(args, readonly=not args.define)
+    try:
+        host = _host(args, conn)
+        usage = read_usage(conn, host, args.include_defined)
+        if args.in_process:
+            decision = _decide_here(args, host, usage, request)
+        else:
+            if not spec.uuid:  # the VM's id for the service, and later for its Depart
+                new_uuid = ET.Element("uuid")
+                new_uuid.text = str(uuidlib.uuid4())
+                name = root.find("name")
+                root.insert(list(root).index(name) + 1 if name is not None else 0, new_uuid)
+                spec = parse_domain(root, source)
+            decision = _ask_service(args, conn, host, usage, request, spec.uuid, dry_run=args.dry_run)
+        record = {"policy": decision.policy, "primitive": decision.primitive, "model_version": decision.model_version,
+                  "defect": f"{decision.defect:.6g}"}
+        tuned = write_placement(root, spec, host, decision.placement, memory_mode=args.memory_mode,
+                                replace=args.replace, record=record, source=source)
+        placed = decision.placement
+        where = "; ".join(
+            f"{int(placed.vcpus[i])} vCPUs on cell {host.cell_ids[int(placed.cpu_nodes[i])]}, MiB by cell "
+            + str({host.cell_ids[j]: int(m) for j, m in enumerate(placed.mem_mib[i]) if m})
+            for i in range(placed.num_instances)
+        )
+        print(f"catur libvirt: {spec.name}: {where} ({decision.policy}, {decision.primitive}, "
+              f"defect {decision.defect:.3f})", file=sys.stderr)
+        if args.dry_run:
+            sys.stdout.write(unified_diff(root, tuned, source))
+            return 0
+        xml = to_text(tuned)
+        if args.define:
+            dom = define(conn, xml)
+            print(f"defined domain {dom.name()} ({dom.UUIDString()}) at {args.connect}", file=sys.stderr)
+        sys.stdout.write(xml)
+    finally:
+        conn.close()
+    return 0
+
+
+def _decide_here(args, host, usage, request):
+    from catur.decision import DeciderSpec
+    from catur.shield import ShieldConfig
+
+    spec = DeciderSpec(model=args.model, shield=ShieldConfig(depth=args.shield_depth))
+    return spec.build().decide(host.topology, usage.used_vcpus, usage.used_mem_mib, request)
+
+
+def _ask_service(args, conn, host, usage, request, vm_id: str, dry_run: bool = False):
+    """The service's decision. A service that collects traces records every Place as an
+    arrival; for a dry run the VM is reported departed at once, so the trace does not keep a
+    VM that never ran (it still shows a zero-length one: --in-process leaves no record)."""
+    import grpc
+
+    from catur.cli.service import _client
+
+    host_id = args.host_id or conn.getHostname()
+    with _client(args) as client:
+        try:
+            decision = client.place(host.topology, usage.used_vcpus, usage.used_mem_mib, request, host_id=host_id, vm_id=vm_id)
+            if dry_run and client.depart(vm_id, host_id):
+                _warn(f"the service at {args.target} collects traces: this dry run is recorded as a VM that left at once "
+                      "(use --in-process for a dry run that leaves no record)")
+            return decision
+        except grpc.RpcError as exc:
+            raise _rpc_error(exc, args.target) from None
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    import grpc
+
+    from catur.cli.service import _client
+    from catur.hypervisor.libvirt_host import DepartureFollower, libvirt_module, open_connection
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s catur-libvirt-events %(levelname)s %(message)s", stream=sys.stderr)
+    if args.reconnect_seconds <= 0:
+        raise CaturError(f"--reconnect-seconds must be > 0, got {args.reconnect_seconds}")
+    libvirt_module()  # a clear error now if the bindings are missing
+    host_id = args.host_id
+    if host_id is None:  # libvirt's name for the host, as 'place' sends it; libvirt may be down yet
+        try:
+            conn = open_connection(args.connect, readonly=True)
+            host_id = conn.getHostname()
+            conn.close()
+        except CaturError:
+            import socket
+
+            host_id = socket.gethostname()
+    with _client(args) as client:
+        def depart(vm_id: str, time_s: float) -> None:
+            try:
+                client.depart(vm_id, host_id, time_s)
+            except grpc.RpcError as exc:
+                raise _rpc_error(exc, args.target) from None
+
+        follower = DepartureFollower(args.connect, depart, reconnect_s=args.reconnect_seconds)
+
+        def on_signal(signum, frame):  # only a flag: the event loop sees it within a tick
+            follower.request_stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        print(f"catur libvirt events: following {args.connect}, Depart to {args.target} as host {host_id!r}", flush=True)
+        follower.run()
+    logging.getLogger("catur.libvirt").info("stopped: %d departures sent, %d failed, %d connection(s)",
+                                            follower.departed, follower.failures, follower.connections)
+    return 0
