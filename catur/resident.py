@@ -14,10 +14,11 @@ where ``residents(node)`` is how many VMs have a vNUMA instance bound to the nod
 score wins (ties: the primitive listed first, as in ``greedy``). With no residents, or
 ``λ = 0``, it *is* ``greedy``, bit for bit.
 
-λ (:data:`DEFAULT_WEIGHT`) was chosen on training days only: Huawei-East-1 days 1–12,
-judged on the validation days 13–15 (``benchmarks/exp_resident_weight.py``; the figures are
-in BENCHMARKS.md, "Resident-aware state"). It is a parameter: ``resident_weight`` here, and
-``--resident-weight`` where a decider is built.
+λ (:data:`DEFAULT_WEIGHT`) was chosen on training days only: Huawei-East-1 days 1–12 as
+warm-up, judged on the validation days 13–15 (``benchmarks/exp_resident_weight.py``; the
+figures are in BENCHMARKS.md, "Resident-aware placement and the quality grid"). It is a
+parameter: ``weight`` here, ``resident_weight`` of :class:`catur.decision.Decider` and
+:class:`catur.decision.DeciderSpec`.
 
 **Ages.** A resident that is about to leave suffers a COR rise for a short part of its life;
 one that just arrived, for most of it. ``residents`` may therefore be *effective* counts: each
