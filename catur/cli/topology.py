@@ -62,13 +62,23 @@ def cmd_topology_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_policies(args: argparse.Namespace) -> int:
+    from catur.placement import GREEDY
     from catur.policies import POLICIES
+    from catur.resident import DEFAULT_WEIGHT, RESIDENT_GREEDY
 
     for kind in ("primitive", "baseline"):
         print(f"{kind}s:")
         for policy in POLICIES.values():
             if policy.kind == kind:
                 print(f"  {policy.name:<15} {policy.summary}")
+    print("rules over the four primitives:")
+    print(f"  {GREEDY:<15} the primitive with the lowest defect for the VM in hand")
+    print(
+        f"  {RESIDENT_GREEDY:<15} greedy + {DEFAULT_WEIGHT:g} x sum over nodes of resident VMs x COR rise "
+        "(needs per-node resident counts; greedy without them)"
+    )
+    print("yardstick (evaluation only):")
+    print(f"  {'oracle':<15} k-step look-ahead over the host's next known events (not deployable)")
     return 0
 
 
