@@ -55,6 +55,7 @@ from catur.metrics import CorClock, defect, lifetime_mean_cor, placement_costs
 from catur.placement import GREEDY, greedy_batch, place_batch
 from catur.policies import POLICIES, Policy
 from catur.request import RequestBatch, VMRequest, split_requests
+from catur.resident import RESIDENT_GREEDY, resident_greedy_batch
 from catur.shield import TypeStats
 from catur.sim.replay import HostReplay, HostTrace, replay_host
 from catur.state import Placement, PlacementBatch
@@ -90,7 +91,7 @@ def batchable(policy: object, correctable_above: float | None = None) -> bool:
     if isinstance(policy, Policy):
         return not policy.needs_rng
     if isinstance(policy, str):
-        return policy == GREEDY or (policy in POLICIES and not POLICIES[policy].needs_rng)
+        return policy in (GREEDY, RESIDENT_GREEDY) or (policy in POLICIES and not POLICIES[policy].needs_rng)
     return False
 
 
@@ -117,7 +118,7 @@ def replay_batched(
         raise CaturError(f"policy {policy!r} cannot be replayed in batches; use catur.sim.replay.replay_host")
     if isinstance(policy, DeciderSpec):
         policy = policy.build()
-    if isinstance(policy, str) and policy != GREEDY:
+    if isinstance(policy, str) and policy not in (GREEDY, RESIDENT_GREEDY):
         policy = POLICIES[policy]
     out: list[HostReplay | None] = [None] * len(hosts)
     groups: dict[tuple, list[int]] = {}
@@ -157,7 +158,7 @@ def _bounded(members: list[int], sizes: list[int], limit: int) -> list[list[int]
 
 class _BatchPolicy:
     """A policy as one call over a batch of hosts of one topology:
-    ``(used_vcpus[B, N], used_mem[B, N], requests, host rows) -> (placements, counters)``.
+    ``(used_vcpus[B, N], used_mem[B, N], requests, host rows, residents[B, N]) -> (placements, counters)``.
 
     Counters (``int64[B, 4]``, :data:`DECIDER_COUNTERS`) come only from a
     :class:`~catur.decision.Decider`. A Decider with a shield deeper than 1 keeps one window of
@@ -174,7 +175,8 @@ class _BatchPolicy:
         self.stats = [TypeStats(policy.shield_config.window) for _ in range(num_hosts)] if self.deep else None
 
     def __call__(
-        self, used_vcpus: np.ndarray, used_mem: np.ndarray, requests: RequestBatch, rows: np.ndarray
+        self, used_vcpus: np.ndarray, used_mem: np.ndarray, requests: RequestBatch, rows: np.ndarray,
+        residents: np.ndarray,
     ) -> tuple[PlacementBatch, np.ndarray | None]:
         topology, policy = self.topology, self.policy
         if isinstance(policy, Policy):
@@ -182,8 +184,11 @@ class _BatchPolicy:
         if policy == GREEDY:
             args = (requests.inst_vcpus, requests.inst_mem, requests.alpha, requests.beta)
             return greedy_batch(topology, used_vcpus, used_mem, *args), None
+        if policy == RESIDENT_GREEDY:
+            args = (requests.inst_vcpus, requests.inst_mem, requests.alpha, requests.beta)
+            return resident_greedy_batch(topology, used_vcpus, used_mem, residents, *args), None
         stats = [self.stats[r] for r in rows] if self.deep else None
-        batch = policy.decide_batch(topology, used_vcpus, used_mem, requests, stats)
+        batch = policy.decide_batch(topology, used_vcpus, used_mem, requests, stats, residents)
         if self.deep:
             for window, request in zip(stats, requests.requests):
                 window.observe(request)
@@ -229,6 +234,7 @@ def _replay_group(
     starts = [t.start_state(topology) for t in traces]
     used_vcpus = np.concatenate([start.used_vcpus for start in starts])
     used_mem = np.concatenate([start.used_mem_mib for start in starts])
+    residents = np.concatenate([start.residents for start in starts])  # VMs bound to each node
     clock = CorClock(topology.node_cores, np.array([t.arrival_s.min() if t.num_vms else 0.0 for t in traces]))
     clock.set_usage(used_vcpus, slice(0, h))
     # Per VM: where it is (instances padded with node 0 and 0 vCPUs, which add nothing to
@@ -256,13 +262,14 @@ def _replay_group(
             _request_objects(vms, vcpus, mem_mib, alpha, beta, vnuma) if decide.needs_requests else None,
         )
         before = used_vcpus[rows]
-        placements, counts_now = decide(before, used_mem[rows], requests, rows)
+        placements, counts_now = decide(before, used_mem[rows], requests, rows, residents[rows])
         cor_at_placement[vms], rmr[vms], _ = placement_costs(
             topology.node_cores, before, placements, alpha[vms], beta[vms]
         )
         node_vcpus, node_mem = placements.node_vcpus(n_nodes), placements.node_mem_mib()
         used_vcpus[rows] += node_vcpus
         used_mem[rows] += node_mem
+        residents[rows] += node_vcpus > 0
         vm_node_vcpus[vms], vm_node_mem[vms] = node_vcpus, node_mem
         vm_nodes[vms, :size], vm_vcpus[vms, :size] = placements.cpu_nodes, placements.vcpus
         if vm_mem is not None:
@@ -283,6 +290,7 @@ def _replay_group(
             close(leaving, gone, t[leaving])
             used_vcpus[leaving] -= vm_node_vcpus[gone]
             used_mem[leaving] -= vm_node_mem[gone]
+            residents[leaving] -= vm_node_vcpus[gone] > 0
         coming = np.flatnonzero(arriving)
         if coming.size:
             new = vm[coming]

@@ -41,12 +41,21 @@ import pandas as pd
 
 from catur.errors import CaturError
 from catur.metrics import cor_after, node_cor
-from catur.observation import MAX_NODES, OBS_DIM, Candidate, candidates, encode
+from catur.observation import (
+    MAX_NODES,
+    OBS_DIM,
+    RESIDENT_DIM,
+    Candidate,
+    CandidateTable,
+    candidates,
+    encode,
+    resident_features,
+)
 from catur.placement import place
 from catur.policies import PRIMITIVES, NodeContext, Policy, Ranking, get_policy
 from catur.request import VMRequest
 from catur.sim.admission import HostStream, prepare_scenario
-from catur.state import Placement
+from catur.state import HostsState, Placement, apply, release
 
 OBS_LOW, OBS_HIGH = -1.0, 8.0  # every feature is clipped into this box
 
@@ -97,6 +106,10 @@ class NumaPlacementEnv(gym.Env):
         workload: A :class:`Workload`, or its ``source`` (scenario name / path / DataFrame).
         episode_arrivals: Steps before truncation.
         streams: Pre-built host streams (skips loading; shared by vector envs in one process).
+        resident_features: Append the per-node resident counts and each primitive's
+            resident penalty (:func:`catur.observation.resident_features`) to the
+            observation, which then has ``OBS_DIM + RESIDENT_DIM`` values. Off by default, so
+            models trained on the plain layout keep it.
     """
 
     metadata = {"render_modes": []}
@@ -107,6 +120,7 @@ class NumaPlacementEnv(gym.Env):
         workload: Workload | object = "default",
         episode_arrivals: int = 512,
         streams: list[HostStream] | None = None,
+        resident_features: bool = False,
         **workload_options,
     ) -> None:
         super().__init__()
@@ -118,7 +132,9 @@ class NumaPlacementEnv(gym.Env):
         self.episode_arrivals = episode_arrivals
         self.streams = streams if streams is not None else workload.streams()
         self.topologies = sorted({s.topology.name for s in self.streams})
-        self.observation_space = gym.spaces.Box(OBS_LOW, OBS_HIGH, shape=(OBS_DIM,), dtype=np.float32)
+        self.resident_features = bool(resident_features)
+        self.obs_dim = OBS_DIM + (RESIDENT_DIM if self.resident_features else 0)
+        self.observation_space = gym.spaces.Box(OBS_LOW, OBS_HIGH, shape=(self.obs_dim,), dtype=np.float32)
         self.action_space = self._make_action_space()
         self._warmup = get_policy(self.warmup_policy)
         self._stream: HostStream | None = None
@@ -140,8 +156,10 @@ class NumaPlacementEnv(gym.Env):
         trace = stream.trace
         n = trace.num_vms
         self._events = trace.events()
-        self._used_vcpus = np.zeros(topology.num_nodes, dtype=np.int64)
-        self._used_mem = np.zeros(topology.num_nodes, dtype=np.int64)
+        # One bookkeeping for the host (catur.state); the usage arrays are views of its row.
+        self._state = HostsState(topology, 1)
+        self._used_vcpus = self._state.used_vcpus[0]
+        self._used_mem = self._state.used_mem_mib[0]
         self._placements: list[Placement | None] = [None] * n
         self._live = np.zeros(n, dtype=bool)
         self._share = np.zeros((n, topology.num_nodes))  # each VM's vCPU share per node
@@ -158,8 +176,7 @@ class NumaPlacementEnv(gym.Env):
         return self._observe(), {"host": stream.host, "topology": topology.name}
 
     def _apply(self, vm: int, placement: Placement) -> None:
-        self._used_vcpus[placement.cpu_nodes] += placement.vcpus
-        self._used_mem += placement.node_mem_mib()
+        apply(self._state, 0, placement)
         self._placements[vm] = placement
         self._live[vm] = True
         self._share[vm] = 0.0
@@ -167,9 +184,7 @@ class NumaPlacementEnv(gym.Env):
         self._rmr[vm] = placement.rmr()
 
     def _release(self, vm: int) -> None:
-        placement = self._placements[vm]
-        self._used_vcpus[placement.cpu_nodes] -= placement.vcpus
-        self._used_mem -= placement.node_mem_mib()
+        release(self._state, 0, self._placements[vm])
         self._live[vm] = False
 
     def _replay_until(self, stop: int, warmup: bool) -> None:
@@ -197,6 +212,10 @@ class NumaPlacementEnv(gym.Env):
             self._stream.topology, self._used_vcpus, self._used_mem, self._request
         )
         obs = encode(self._stream.topology, self._used_vcpus, self._used_mem, self._request, self._cands)
+        if self.resident_features:
+            table = CandidateTable.from_candidates(self._cands)
+            extra = resident_features(self._stream.topology, self._used_vcpus[None], self._state.residents, table)[0]
+            obs = np.concatenate([obs, extra])
         return np.clip(obs, OBS_LOW, OBS_HIGH)
 
     # --- rewards ---------------------------------------------------------------------------------
@@ -274,7 +293,7 @@ class NumaPlacementEnv(gym.Env):
         terminated = following is None
         if terminated:
             self._replay_until(len(self._events), warmup=False)
-            obs = np.zeros(OBS_DIM, dtype=np.float32)
+            obs = np.zeros(self.obs_dim, dtype=np.float32)
         else:
             self._replay_until(following, warmup=False)
             obs = self._observe()

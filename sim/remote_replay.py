@@ -97,12 +97,13 @@ def replay_remote(
                     client.depart(vm_id(vm), host_id, t)
             return None
 
-        def decide(topology, used_vcpus, used_mem_mib, request, rng=None):
+        def decide(topology, used_vcpus, used_mem_mib, request, rng=None, residents=None):
             t, vm = until_arrival()
             if request != stream.trace.request(vm):  # pragma: no cover - replay_host changed its walk
                 raise CaturError(f"host {stream.host}: replay order out of step with HostTrace.events() at VM {vm}")
             decision = client.place(
-                topology, used_vcpus, used_mem_mib, request, host_id=host_id, vm_id=vm_id(vm), cluster=cluster, time_s=t
+                topology, used_vcpus, used_mem_mib, request, host_id=host_id, vm_id=vm_id(vm), cluster=cluster, time_s=t,
+                residents=residents,
             )
             counters["shield_interventions"] += decision.shield_intervened
             counters["shield_depth1"] += decision.shield_fallback == "depth-1"
@@ -110,6 +111,7 @@ def replay_remote(
             counters["gated"] += decision.gated
             return decision.placement
 
+        decide.uses_residents = True  # like a hypervisor, send how many VMs each node holds
         result = replay_host(stream.topology, stream.trace, decide, seed=seed + stream.host)
         if until_arrival() is not None:  # pragma: no cover - see above
             raise CaturError(f"host {stream.host}: the replay placed fewer VMs than its trace has")

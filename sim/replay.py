@@ -33,6 +33,7 @@ from catur.metrics import (
 from catur.placement import GREEDY, decider, place
 from catur.policies import POLICIES, Policy
 from catur.request import VMRequest
+from catur.resident import RESIDENT_GREEDY, resident_greedy_place
 from catur.traces.events import event_order
 from catur.shield import TypeStats
 from catur.state import HostsState, Placement, apply, release
@@ -162,6 +163,9 @@ class HostReplay:
 
 
 ORACLE = "oracle"
+# The oracle that knows the next k arrivals but not the departures between them (it plans as
+# if nobody left): how much of the oracle's gain comes from knowing who leaves.
+ORACLE_ARRIVALS = "oracle-arrivals-only"
 
 
 def _stateful(decider_: Decider, counters: Counter):
@@ -169,8 +173,8 @@ def _stateful(decider_: Decider, counters: Counter):
     for the shield, counting interventions."""
     stats = TypeStats(decider_.shield_config.window if decider_.shield_config else 1)
 
-    def decide(topology, used_vcpus, used_mem_mib, request, rng=None):
-        decision = decider_.decide(topology, used_vcpus, used_mem_mib, request, stats)
+    def decide(topology, used_vcpus, used_mem_mib, request, rng=None, residents=None):
+        decision = decider_.decide(topology, used_vcpus, used_mem_mib, request, stats, residents)
         stats.observe(request)
         counters["shield_interventions"] += decision.shield_intervened
         counters["shield_depth1"] += decision.shield_fallback == "depth-1"
@@ -178,14 +182,15 @@ def _stateful(decider_: Decider, counters: Counter):
         counters["gated"] += decision.gated
         return decision.placement
 
+    decide.uses_residents = decider_.uses_residents  # type: ignore[attr-defined]
     return decide
 
 
 def check_policy_name(name: str) -> None:
     """Raise a :class:`CaturError` listing every valid name if ``name`` is not a policy that
-    replay knows: the ranking policies, ``greedy`` and ``oracle``."""
-    if name not in (GREEDY, ORACLE) and name not in POLICIES:
-        raise unknown_name("policy", name, [*POLICIES, GREEDY, ORACLE])
+    replay knows: the ranking policies, ``greedy``, ``resident-greedy`` and ``oracle``."""
+    if name not in (GREEDY, RESIDENT_GREEDY, ORACLE, ORACLE_ARRIVALS) and name not in POLICIES:
+        raise unknown_name("policy", name, [*POLICIES, GREEDY, RESIDENT_GREEDY, ORACLE, ORACLE_ARRIVALS])
 
 
 def replay_host(
@@ -205,13 +210,17 @@ def replay_host(
     a :class:`~catur.decision.Decider` (model, shield, gate; one recent-request window per
     host, like the service keeps per host id), whose interventions land in ``counters``, or
     any callable ``(topology, used_vcpus, used_mem_mib, request, rng=None) -> Placement``.
+    A callable with a true ``uses_residents`` attribute (``resident-greedy``) also gets the
+    host's per-node resident counts (``residents=``); one with ``uses_ages`` gets, instead,
+    each live VM's instance nodes and age in seconds (``resident_ages=(nodes, ages)``).
     With ``correctable_above`` set (an anomaly threshold), every VM placed with a defect above
     it is checked against the oracle, and :attr:`HostReplay.correctable` marks those the
     oracle would have placed at or below it.
     """
     if isinstance(policy, str):
         check_policy_name(policy)
-    use_oracle = isinstance(policy, str) and policy == ORACLE
+    use_oracle = isinstance(policy, str) and policy in (ORACLE, ORACLE_ARRIVALS)
+    sees_departures = policy != ORACLE_ARRIVALS
     if use_oracle or correctable_above is not None:
         from catur.sim.oracle import Lookahead, lookahead_events, oracle_place
 
@@ -226,6 +235,8 @@ def replay_host(
         decide = partial(place, policy=policy)
     elif callable(policy):  # e.g. a client that asks a running service
         decide = policy
+    elif policy == RESIDENT_GREEDY:
+        decide = resident_greedy_place
     elif not use_oracle:
         decide = decider(policy)
     rng = np.random.default_rng(seed)
@@ -249,7 +260,10 @@ def replay_host(
     live: dict[int, Placement] = {}
 
     def oracle_choice(pos: int) -> Placement:
-        look = Lookahead(lookahead_events(events, pos, oracle_k), requests, live)
+        ahead = lookahead_events(events, pos, oracle_k)
+        if not sees_departures:
+            ahead = [event for event in ahead if event[0]]
+        look = Lookahead(ahead, requests, live)
         return oracle_place(topology, state.used_vcpus[0], state.used_mem_mib[0], look)
 
     def close(vm: int, t: float) -> None:
@@ -264,6 +278,16 @@ def replay_host(
             request = requests[vm]
             if use_oracle:
                 placement = oracle_choice(pos)
+            elif getattr(decide, "uses_residents", False):
+                placement = decide(
+                    topology, state.used_vcpus[0], state.used_mem_mib[0], request, rng=rng, residents=state.residents[0]
+                )
+            elif getattr(decide, "uses_ages", False):
+                ages = (
+                    [live[v].cpu_nodes for v in live],
+                    np.array([t - trace.arrival_s[v] for v in live], dtype=float),
+                )
+                placement = decide(topology, state.used_vcpus[0], state.used_mem_mib[0], request, rng=rng, resident_ages=ages)
             else:
                 placement = decide(topology, state.used_vcpus[0], state.used_mem_mib[0], request, rng=rng)
             out.cor_at_placement[vm] = cor_after(topology.node_cores, state.used_vcpus[0], placement)

@@ -22,7 +22,8 @@ from catur.sim.evaluate import Evaluation
 POLICY_COLORS = {
     "catur": "#1f77b4", "catur+shield": "#aec7e8",
     "greedy": "#ff7f0e", "greedy+shield": "#ffbb78",
-    "oracle": "#000000",
+    "oracle": "#000000", "oracle-arrivals-only": "#7b4173",
+    "resident-greedy": "#e6550d",
     "core-best-fit": "#2ca02c", "core-most-idle": "#98df8a",
     "mem-best-fit": "#bcbd22", "mem-most-idle": "#17becf",
     "xen": "#d62728", "nova-pack": "#9467bd", "nova-spread": "#c5b0d5",
@@ -34,7 +35,7 @@ _OTHER_COLORS = ("#ff9896", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5
 def policy_style(name: str) -> tuple[str, str]:
     """``(colour, line style)`` of a policy in the plots: fixed by name; the oracle dashed."""
     color = POLICY_COLORS.get(name) or _OTHER_COLORS[zlib.crc32(name.encode()) % len(_OTHER_COLORS)]
-    return color, "--" if name == "oracle" else "-"
+    return color, "--" if name.startswith("oracle") else "-"
 
 
 def format_table(evaluation: Evaluation) -> str:

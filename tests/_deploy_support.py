@@ -123,7 +123,7 @@ def real_env(**env) -> dict:
 
 API_VERSIONS = {
     "ConfigMap": "v1", "PersistentVolumeClaim": "v1", "Service": "v1",
-    "Deployment": "apps/v1", "CronJob": "batch/v1",
+    "Deployment": "apps/v1", "CronJob": "batch/v1", "PodDisruptionBudget": "policy/v1",
 }
 
 
@@ -303,6 +303,50 @@ def exported_metrics() -> tuple[set[str], list]:
     names, samples = set(), []
     for family in metrics.registry.collect():
         names |= {family.name + suffix for suffix in suffixes.get(family.type, [""])}
+        samples += family.samples
+    return names, samples
+
+
+METRIC_IN_EXPR = re.compile(r"\b((?:catur|grpc_server)_\w+)(?:\{([^}]*)\})?")
+
+
+def promql_problems(expr: str, names: set[str], samples: list, known_values: dict[str, set[str]]) -> tuple[set[str], list[str]]:
+    """The Catur metrics a PromQL expression names, and what is wrong with them: a metric not in
+    ``names``, a label matcher on a label the metric does not have or on a value it never takes
+    (``known_values`` for labels whose values are known in advance, else the values seen in
+    ``samples``; ``$variables`` of a dashboard are not checked)."""
+    used, problems = set(), []
+    for metric, matchers in METRIC_IN_EXPR.findall(expr):
+        used.add(metric)
+        if metric not in names:
+            problems.append(f"{metric} is not exported")
+            continue
+        for label, op, value in re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"', matchers or ""):
+            if "$" in value:
+                continue
+            allowed = known_values.get(label) or {s.labels[label] for s in samples if s.name == metric and label in s.labels}
+            if not allowed:
+                problems.append(f"{metric} has no label {label!r}")
+            for v in value.split("|") if "~" in op else [value]:
+                if allowed and v not in allowed:
+                    problems.append(f"{metric}{{{label}{op}\"{value}\"}}: {v!r} is not one of {sorted(allowed)}")
+    return used, problems
+
+
+def retrain_metrics() -> tuple[set[str], list]:
+    """The series names and samples ``catur retrain --metrics-textfile/--pushgateway`` writes
+    (:mod:`catur.training.retrain_metrics`), from a kept outcome with one collapsed cluster."""
+    from types import SimpleNamespace
+
+    from catur.training.collapse import GroupVerdict
+    from catur.training.retrain_metrics import outcome_registry
+
+    verdict = GroupVerdict("general", 100, 0.05, 0, {"core-best-fit": 0.03}, None, True)
+    outcome = SimpleNamespace(status="kept", exit_code=3, before={"general": verdict}, after=None, wall_s=1.0)
+    registry = outcome_registry(outcome)
+    names, samples = set(), []
+    for family in registry.collect():
+        names.add(family.name)
         samples += family.samples
     return names, samples
 

@@ -40,7 +40,7 @@ import yaml
 from _deploy_support import (
     DEPLOY, K8S, PROMETHEUS, REPO, SCRIPTS, SERVICES, SYSTEMD, build_context, catur_calls,
     check_cli, compose_command, dockerfile_instructions, exported_metrics, k8s_command, k8s_env, load_all,
-    load_compose, load_k8s, option, pod_specs, read_unit, the_call, unit_command, unit_env, valid_cron,
+    load_compose, load_k8s, option, pod_specs, promql_problems, read_unit, retrain_metrics, the_call, unit_command, unit_env, valid_cron,
     write_fake_catur,
 )
 
@@ -134,8 +134,39 @@ def test_probes_use_the_grpc_port_the_service_exposes(k8s):
     target = exposed["grpc"]["targetPort"]
     assert ports.get(target, target) == ports["grpc"]
     assert ports.get(exposed["metrics"]["targetPort"], exposed["metrics"]["targetPort"]) == ports["metrics"]
-    # a drain must fit in the termination grace period
-    assert float(option(argv, "--grace")) < template["spec"]["terminationGracePeriodSeconds"]
+    # the drain and the grace must fit in the termination grace period
+    assert float(option(argv, "--drain-seconds")) + float(option(argv, "--grace")) < template["spec"]["terminationGracePeriodSeconds"]
+
+
+def test_two_replicas_survive_a_node_drain_and_spread_over_nodes(k8s):
+    """A PodDisruptionBudget that selects the service's pods and lets a drain proceed one at a
+    time; a preferred (never blocking) anti-affinity on the node name over the same pods."""
+    deployment = k8s[("Deployment", "catur")]
+    replicas = deployment["spec"]["replicas"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (pdb,) = [doc for (kind, _), doc in k8s.items() if kind == "PodDisruptionBudget"]
+    spec = pdb["spec"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items(), "the PDB must select the Deployment's pods"
+    assert "maxUnavailable" in spec or 1 <= spec["minAvailable"] < replicas, "minAvailable >= replicas would block every drain"
+    assert spec.get("unhealthyPodEvictionPolicy") == "AlwaysAllow"
+    other_pdbs = [doc for doc in k8s.values() if doc.get("kind") == "PodDisruptionBudget" and doc is not pdb]
+    assert not other_pdbs
+    anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti, "required would block the rolling update's surge pod"
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+
+
+def test_every_stop_fits_its_runtime_grace(compose):
+    """compose's stop_grace_period and systemd's TimeoutStopSec exceed --drain-seconds + --grace."""
+    service = compose["services"]["catur"]
+    argv = compose_command(service)
+    period = service["stop_grace_period"]
+    assert float(period.rstrip("s")) > float(option(argv, "--drain-seconds")) + float(option(argv, "--grace"))
+    unit = read_unit(SYSTEMD / "catur-serve.service")
+    argv = unit_command(unit["Service"]["ExecStart"][-1], unit_env(unit))
+    assert float(unit["Service"]["TimeoutStopSec"][-1]) > float(option(argv, "--drain-seconds")) + float(option(argv, "--grace"))
 
 
 @pytest.mark.parametrize("expr,ok", [
@@ -333,27 +364,143 @@ def test_promtool(args):
 
 
 def test_alerts_name_only_metrics_and_labels_the_service_exports():
+    """... or that ``catur retrain`` writes (its outcome metrics)."""
     import grpc
 
     from catur.service.servicer import SERVICE_NAME
     from catur.v1 import placement_pb2
 
     names, samples = exported_metrics()
+    retrain_names, retrain_samples = retrain_metrics()
+    names, samples = names | retrain_names, samples + retrain_samples
     methods = {m.name for m in placement_pb2.DESCRIPTOR.services_by_name[SERVICE_NAME.rpartition(".")[2]].methods}
     known_values = {"grpc_service": {SERVICE_NAME}, "grpc_method": methods, "grpc_code": {c.name for c in grpc.StatusCode}}
     rules = yaml.safe_load((PROMETHEUS / "rules.yml").read_text())
     exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
     used = set()
     for expr in exprs:
-        for metric, matchers in re.findall(r"\b((?:catur|grpc_server)_\w+)(?:\{([^}]*)\})?", expr):
-            used.add(metric)
-            assert metric in names, f"rules.yml names {metric}, which the service does not export"
-            for label, op, value in re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"', matchers or ""):
-                allowed = known_values.get(label) or {s.labels[label] for s in samples if s.name == metric and label in s.labels}
-                assert allowed, f"rules.yml: {metric} has no label {label!r}"
-                for v in value.split("|") if "~" in op else [value]:
-                    assert v in allowed, f"rules.yml: {metric}{{{label}{op}\"{value}\"}}: {v!r} is not one of {sorted(allowed)}"
+        metrics, problems = promql_problems(expr, names, samples, known_values)
+        used |= metrics
+        assert not problems, f"rules.yml: {problems}"
     assert any(m.startswith("catur_collector_") for m in used) and "catur_model_reload_failures_total" in used
+    assert {"catur_retrain_outcome", "catur_retrain_last_run_timestamp_seconds"} <= used
+
+
+# --- Grafana ------------------------------------------------------------------------------------------
+
+GRAFANA = DEPLOY / "grafana"
+
+
+@pytest.fixture(scope="module")
+def live_metrics():
+    """The series names a live service (trace collection on, one placement answered) serves on
+    its real /metrics endpoint, plus those ``catur retrain`` writes; and the samples."""
+    import tempfile
+    import urllib.request
+
+    from prometheus_client import start_http_server
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from _service_support import valid_request
+    from catur.service.client import PlacementClient
+    from catur.service.collector import CollectorConfig
+    from catur.service.server import Service, create_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        service = Service(model=None, collect=CollectorConfig(Path(tmp) / "c"))
+        server, port = create_server("127.0.0.1:0", service)
+        httpd, _ = start_http_server(0, addr="127.0.0.1", registry=service.metrics.registry)
+        try:
+            with PlacementClient(f"127.0.0.1:{port}", timeout=5) as client:
+                client.stub.Place(valid_request(), timeout=5)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{httpd.server_port}/metrics", timeout=5).read().decode()
+        finally:
+            httpd.shutdown()
+            service.shutdown(server, grace=0.5)
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""], "summary": ["_count", "_sum", ""]}
+    names, samples = set(), []
+    for family in text_string_to_metric_families(text):
+        names |= {family.name + suffix for suffix in suffixes.get(family.type, [""])}
+        samples += family.samples
+    retrain_names, retrain_samples = retrain_metrics()
+    return names | retrain_names, samples + retrain_samples
+
+
+def dashboard_problems(dashboard: dict, names: set[str], samples: list) -> list[str]:
+    """Everything wrong with a dashboard: panels that query metrics nobody exports (or label
+    values they never take), that bypass the data source variable, overlap or overflow the
+    24-column grid, or share an id."""
+    import grpc
+
+    known_values = {"grpc_code": {c.name for c in grpc.StatusCode}}
+    problems, ids, cells = [], set(), set()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    if variables.get("datasource", {}).get("query") != "prometheus":
+        problems.append("no Prometheus data source variable")
+    for var in variables.values():
+        if var["type"] == "query":
+            problems += [f"variable {var['name']}: {p}" for p in promql_problems(var["definition"], names, samples, known_values)[1]]
+    for panel in dashboard["panels"]:
+        where = f"panel {panel.get('title')!r}"
+        if panel["id"] in ids:
+            problems.append(f"{where}: id {panel['id']} used twice")
+        ids.add(panel["id"])
+        g = panel["gridPos"]
+        if g["x"] < 0 or g["x"] + g["w"] > 24:
+            problems.append(f"{where}: outside the 24-column grid")
+        for cell in {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}:
+            if cell in cells:
+                problems.append(f"{where}: overlaps another panel at {cell}")
+                break
+            cells.add(cell)
+        if panel["type"] == "row":
+            continue
+        if panel.get("datasource", {}).get("uid") != "${datasource}":
+            problems.append(f"{where}: not on the ${{datasource}} variable")
+        if not panel.get("targets"):
+            problems.append(f"{where}: no query")
+        for target in panel.get("targets", []):
+            used, found = promql_problems(target["expr"], names, samples, known_values)
+            if not used:
+                problems.append(f"{where}: query names no Catur metric: {target['expr']}")
+            problems += [f"{where}: {p}" for p in found]
+    return problems
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_service_exports(live_metrics):
+    names, samples = live_metrics
+    dashboard = json.loads((GRAFANA / "catur-service.json").read_text())
+    assert dashboard["uid"] and dashboard["title"] and dashboard["panels"]
+    assert dashboard_problems(dashboard, names, samples) == []
+    queried = {m for p in dashboard["panels"] for t in p.get("targets", []) for m, _ in re.findall(r"\b((?:catur|grpc_server)_\w+)(\{)?", t["expr"])}
+    # the dashboard covers what matters: refusals and latency from arrival, decisions, the
+    # model, collection, the retrain outcome
+    assert {"grpc_server_handled_total", "grpc_server_handling_seconds_bucket", "catur_rpcs_in_flight", "catur_malformed_requests_total",
+            "catur_decisions_total", "catur_model_info", "catur_collector_rows_dropped_total", "catur_retrain_outcome"} <= queried
+
+
+def test_the_dashboard_check_fails_on_a_metric_that_does_not_exist(live_metrics):
+    names, samples = live_metrics
+    dashboard = json.loads((GRAFANA / "catur-service.json").read_text())
+    panel = next(p for p in dashboard["panels"] if p["type"] != "row")
+    panel["targets"][0]["expr"] = 'rate(catur_decisions_totl{instance=~"$instance"}[5m])'  # a typo
+    dashboard["panels"][-1]["targets"][0]["expr"] = 'sum(rate(catur_batch_items_total{outcome="lost"}[5m]))'  # no such value
+    problems = dashboard_problems(dashboard, names, samples)
+    assert any("catur_decisions_totl is not exported" in p for p in problems)
+    assert any("'lost' is not one of" in p for p in problems)
+
+
+def test_promtool_parses_every_dashboard_query(tmp_path):
+    """Each panel's PromQL (Grafana's variables filled in) as a recording rule, which
+    ``promtool check rules`` parses."""
+    tool = promtool()
+    dashboard = json.loads((GRAFANA / "catur-service.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs = [e.replace("$__rate_interval", "5m").replace("$instance", ".*") for e in exprs]
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:query{i}", "expr": e} for i, e in enumerate(exprs)]}]}
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump(rules))
+    proc = subprocess.run([tool, "check", "rules", str(tmp_path / "queries.yml")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # --- Dockerfile and build context ---------------------------------------------------------------------

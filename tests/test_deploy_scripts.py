@@ -115,6 +115,22 @@ def test_report_pruning_keeps_exactly_the_newest(keep, days, others, fake_bin, t
     assert len([n for n in left if n.startswith("notes-")]) == others
 
 
+def test_the_retrain_job_passes_the_outcome_metrics_destinations(fake_bin, tmp_path):
+    registry, traces = tmp_path / "registry", tmp_path / "traces"
+    traces.mkdir()
+    (traces / "catur-trace-20260101T000000.000000Z-p1-0.parquet").write_bytes(b"")
+    env = {"CATUR_REGISTRY": str(registry), "CATUR_TRACE": str(traces), "CATUR_METRICS_TEXTFILE": "/var/lib/node exporter/catur.prom",
+           "CATUR_PUSHGATEWAY": "http://pushgateway:9091", "CATUR_RETRAIN_ARGS": "--jobs 1"}
+    proc, calls = run_script("catur-retrain-job", env, fake_bin, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert calls == [["retrain", "--registry", str(registry), "--trace", str(traces), "--metrics-textfile", "/var/lib/node exporter/catur.prom",
+                      "--pushgateway", "http://pushgateway:9091", "--jobs", "1"]]
+    check_cli(calls[0], "catur-retrain-job")
+    env.update(CATUR_METRICS_TEXTFILE="", CATUR_PUSHGATEWAY="")  # empty (the ConfigMap's default): not passed
+    _, calls = run_script("catur-retrain-job", env, fake_bin, tmp_path)
+    assert "--pushgateway" not in calls[-1] and "--metrics-textfile" not in calls[-1]
+
+
 def test_the_retrain_job_does_nothing_before_anything_is_collected(fake_bin, tmp_path):
     traces = tmp_path / "traces"
     traces.mkdir()

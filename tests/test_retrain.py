@@ -367,3 +367,99 @@ def test_a_job_killed_while_writing_leaves_current_intact(tmp_path, registry, tr
     # The next change cleans the leftover copy up.
     registry.promote("v0001")
     assert not any(p.name.startswith(".tmp-") for p in registry.root.iterdir())
+
+
+# --- the outcome as metrics (textfile, Pushgateway) -------------------------------------------------
+
+
+def _verdict(group: str, model: float, best: float, vms: int = 100):
+    from catur.training.collapse import GroupVerdict
+
+    primitives = {p: best + 0.01 * i for i, p in enumerate(PRIMITIVES)}
+    return GroupVerdict(group, vms, model, 0, primitives, None, judged=vms >= 50)
+
+
+def _samples(text: str) -> dict[tuple, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+    }
+
+
+@pytest.mark.parametrize("status, code", [("promoted", EXIT_OK), ("kept", EXIT_COLLAPSED), ("healthy", EXIT_OK)])
+def test_outcome_metrics_by_hand(status, code):
+    """Collapse per cluster is the checked model's; after a promotion, the serving count is
+    the new model's verdicts; unjudged clusters are left out."""
+    from types import SimpleNamespace
+
+    from prometheus_client import generate_latest
+
+    from catur.training.retrain_metrics import STATUSES, outcome_registry
+
+    before = {"a": _verdict("a", 0.05, 0.03), "b": _verdict("b", 0.01, 0.02), "tiny": _verdict("tiny", 0.9, 0.1, vms=3)}
+    after = {"a": _verdict("a", 0.02, 0.03), "b": _verdict("b", 0.01, 0.02), "tiny": _verdict("tiny", 0.9, 0.1, vms=3)}
+    outcome = SimpleNamespace(status=status, exit_code=code, before=before, after=after if status == "promoted" else None, wall_s=12.5)
+    got = _samples(generate_latest(outcome_registry(outcome, finished_at=1.7e9)).decode())
+    for name in STATUSES:
+        assert got[("catur_retrain_outcome", (("status", name),))] == (name == status)
+    assert got[("catur_retrain_exit_code", ())] == code
+    assert got[("catur_retrain_cluster_collapsed", (("cluster", "a"),))] == 1
+    assert got[("catur_retrain_cluster_collapsed", (("cluster", "b"),))] == 0
+    assert ("catur_retrain_cluster_collapsed", (("cluster", "tiny"),)) not in got
+    assert got[("catur_retrain_cluster_gap_ratio", (("cluster", "a"),))] == pytest.approx(0.05 / 0.03 - 1)
+    assert got[("catur_retrain_serving_collapsed_clusters", ())] == (0 if status == "promoted" else 1)
+    assert got[("catur_retrain_last_run_timestamp_seconds", ())] == 1.7e9
+    assert got[("catur_retrain_duration_seconds", ())] == 12.5
+
+
+def test_a_retrain_run_writes_its_outcome_to_a_textfile_and_a_pushgateway(tmp_path, registry, trace, capsys):
+    """The check-only run of the collapsed model (kept, exit 3): the textfile is what
+    node_exporter would read, and the Pushgateway gets the same metrics under job
+    catur-retrain, grouped by registry. A bad textfile path is refused before the run; an
+    unreachable gateway is a clear error (which the command prints as a warning, keeping the
+    run's exit status)."""
+    import http.server
+    import urllib.parse
+
+    received = []
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):
+            received.append((self.path, self.rfile.read(int(self.headers["Content-Length"])).decode()))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    textfile = tmp_path / "catur_retrain.prom"
+    common = ["retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS, "--max-iterations", "0",
+              "--jobs", "1", "--gate-samples", "0", "--quiet"]
+    try:
+        code = run_cli(*common, "--metrics-textfile", textfile, "--pushgateway", f"http://127.0.0.1:{httpd.server_port}")
+    finally:
+        httpd.shutdown()
+    assert code == EXIT_COLLAPSED
+    got = _samples(textfile.read_text())
+    assert got[("catur_retrain_outcome", (("status", "kept"),))] == 1
+    assert got[("catur_retrain_outcome", (("status", "promoted"),))] == 0
+    assert got[("catur_retrain_exit_code", ())] == EXIT_COLLAPSED
+    assert {k[1][0][1] for k, v in got.items() if k[0] == "catur_retrain_cluster_collapsed" and v == 1} == {"general", "compute"}
+    assert got[("catur_retrain_serving_collapsed_clusters", ())] == 2
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically: no leftover
+    [(path, body)] = received
+    assert path.startswith("/metrics/job/catur-retrain/registry")
+    assert urllib.parse.unquote(path).endswith(str(Path(registry.root).resolve())) or "@base64" in path
+    assert _samples(body) == got | {k: v for k, v in _samples(body).items() if k[0] == "catur_retrain_last_run_timestamp_seconds"}
+    capsys.readouterr()
+    assert run_cli(*common, "--metrics-textfile", tmp_path / "metrics.txt") == EXIT_BAD_INPUT
+    assert "reads only *.prom files" in capsys.readouterr().err
+    assert run_cli(*common, "--metrics-textfile", tmp_path / "nodir" / "x.prom") == EXIT_BAD_INPUT
+    from catur.training.retrain_metrics import outcome_registry, push
+
+    with pytest.raises(CaturError, match="--pushgateway http://127.0.0.1:9: push failed"):  # (a second run would be slow)
+        push(outcome_registry(type("O", (), dict(status="kept", exit_code=3, before={}, after=None, wall_s=1.0))()), "http://127.0.0.1:9", registry.root)

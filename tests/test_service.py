@@ -540,7 +540,7 @@ def test_catur_serve_reloads_on_sighup_and_stops_gracefully_on_sigterm(tmp_path)
     make_model(live, seed=1, version="v1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "catur.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "0",
-         "--model", str(live), "--watch-interval", "0", "--grace", "2", "--shield-depth", "2"],
+         "--model", str(live), "--watch-interval", "0", "--grace", "2", "--drain-seconds", "0.2", "--shield-depth", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -45,12 +45,11 @@ def test_policies_lists_greedy_oracle_and_the_model_entries():
     from catur.sim.replay import check_policy_name
 
     out = catur_cli("policies").stdout
-    for heading in ("primitives:", "baselines:", "search:", "models (catur evaluate --model/--shield-depth):"):
+    for heading in ("primitives:", "baselines:", "rules over the four primitives:", "yardstick (evaluation only):",
+                    "models (catur evaluate --model/--shield-depth):"):
         assert heading in out
-    search = out[out.index("search:"):out.index("models (")]
-    names = [line.split()[0] for line in search.splitlines()[1:]]
-    assert names == ["greedy", "oracle"]
-    for name in names:  # every listed search policy is one evaluate --policies accepts
+    for name in ("greedy", "resident-greedy", "oracle"):  # each one evaluate --policies accepts
+        assert f"  {name} " in out
         check_policy_name(name)
     for name in ("catur", "catur+shield", "greedy+shield"):
         assert f"  {name} " in out
@@ -223,7 +222,7 @@ def test_a_policy_keeps_its_colour_across_runs(monkeypatch, tmp_path: Path):
     # Every policy catur evaluate can report has its own colour.
     from catur.policies import POLICIES
 
-    names = [*POLICIES, "greedy", "oracle", "catur", "catur+shield", "greedy+shield"]
+    names = [*POLICIES, "greedy", "resident-greedy", "oracle", "oracle-arrivals-only", "catur", "catur+shield", "greedy+shield"]
     assert set(names) == set(POLICY_COLORS)
     assert len({POLICY_COLORS[n] for n in names}) == len(names)
     assert policy_style("something-new") == policy_style("something-new")

@@ -19,17 +19,27 @@ EPILOG_SERVE = """examples:
   catur serve --listen 0.0.0.0:50051 --tls-cert srv.pem --tls-key srv.key --tls-client-ca ca.pem
   catur serve --collect-dir /var/lib/catur/trace --collect-max-mb 2048   # also record the workload
 
-Signals: SIGTERM/SIGINT = graceful stop (health NOT_SERVING, then up to --grace seconds for
-RPCs in flight); SIGHUP = reload the model (a corrupt or mismatched model is refused, the
-previous one keeps serving, catur_model_reload_failures_total counts it).
---model: none (greedy), auto (default: the shipped model if the package has one, else greedy),
-default (the shipped model), a model directory (manifest.json + weights.npz), or a registry
+Signals: SIGTERM/SIGINT = graceful stop in three phases:
+  1. drain: health NOT_SERVING for --drain-seconds while every call is still answered, so
+     load balancers and health-checking clients move traffic away;
+  2. refuse: new calls get UNAVAILABLE (clients retry elsewhere) while the calls admitted
+     finish, for up to --grace seconds;
+  3. close: the port closes, the trace collector writes what it holds, exit 0.
+  A second SIGTERM/SIGINT during the drain cuts it short (Ctrl-C twice stops at once).
+SIGHUP = reload the model (a corrupt or mismatched model is refused, the previous one keeps
+serving, catur_model_reload_failures_total counts it).
+--model: none (greedy), resident-greedy (greedy that also weighs the VMs already on each node,
+for requests that send usage.residents), auto (default: the shipped model if the package has one,
+else greedy), default (the shipped model), a model directory (manifest.json + weights.npz), or a registry
 directory whose 'current' symlink or text file names the model directory to serve.
 """
 
 EPILOG_PLACE = """examples:
   catur place --topology amd-2s-nps2 --vcpus 8 --mem-mib 16384
   catur place --topology intel-2s --vcpus 4 --mem-mib 8192 --used-vcpus 30,12 --used-mem-mib 61440,20480 --host-id h7
+  catur place --topology intel-2s --vcpus 4 --mem-mib 8192 --used-vcpus 30,12 --used-mem-mib 61440,20480 --residents 11,3
+      (a service run with --model resident-greedy then also weighs how many VMs each node holds;
+       the answer's inputs_used says whether the counts were used)
 """
 
 EPILOG_REPLAY = """examples:
@@ -69,7 +79,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG_SERVE,
     )
     p.add_argument("--listen", default="127.0.0.1:50051", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:50051; port 0 = any free port)")
-    p.add_argument("--model", default="auto", metavar="DIR|default|none|auto", help="model to serve (default: auto)")
+    p.add_argument("--model", default="auto", metavar="DIR|default|none|resident-greedy|auto", help="model to serve (default: auto)")
     p.add_argument("--no-gate", action="store_true", help="ignore the model's uncertainty gate")
     p.add_argument("--shield-depth", type=int, default=1, metavar="D", help="shield look-ahead depth; 0 = off (default 1)")
     p.add_argument("--shield-width", type=float, default=5.0, metavar="N", help="a VM type is popular when at least N%% of a host's recent requests have it (default 5, as in 'catur evaluate')")
@@ -77,11 +87,12 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-hosts", type=int, default=4096, help="most host_id windows kept by a depth >= 2 shield, least recently used dropped; ~90 KiB each (default 4096)")
     p.add_argument("--max-batch", type=int, default=1024, help="most items per PlaceBatch call (default 1024)")
     p.add_argument("--workers", type=int, default=8, help="RPC worker threads (default 8)")
-    p.add_argument("--max-concurrent-rpcs", type=int, default=512, help="beyond this many RPCs in progress, answer RESOURCE_EXHAUSTED (default 512)")
+    p.add_argument("--max-concurrent-rpcs", type=int, default=512, help="beyond this many RPCs in progress (health checks not counted), answer RESOURCE_EXHAUSTED, counted in grpc_server_handled_total (default 512)")
     p.add_argument("--metrics-port", type=int, default=9464, metavar="PORT", help="Prometheus endpoint port (default 9464; 0 = any free port; -1 = off)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="Prometheus endpoint address (default 127.0.0.1)")
     p.add_argument("--watch-interval", type=float, default=5.0, metavar="S", help="seconds between checks of the model files for a new model (default 5; 0 = off)")
-    p.add_argument("--grace", type=float, default=5.0, metavar="S", help="seconds RPCs in flight may take to finish on SIGTERM (default 5)")
+    p.add_argument("--drain-seconds", type=float, default=5.0, metavar="S", help="on SIGTERM, seconds of health NOT_SERVING while still answering, before new calls are refused (default 5: a load balancer polling health every 2 s sees it twice; 0 = refuse at once)")
+    p.add_argument("--grace", type=float, default=5.0, metavar="S", help="after the drain, seconds the calls in flight may take to finish (default 5)")
     g = p.add_argument_group("TLS (server)")
     g.add_argument("--tls-cert", metavar="PEM", help="server certificate chain (enables TLS)")
     g.add_argument("--tls-key", metavar="PEM", help="server private key")
@@ -112,6 +123,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vnuma", type=int, help="vNUMA instances (default: the fewest that fit)")
     p.add_argument("--used-vcpus", metavar="A,B,..", help="vCPUs in use per node (default: all 0)")
     p.add_argument("--used-mem-mib", metavar="A,B,..", help="MiB in use per node (default: all 0)")
+    p.add_argument("--residents", metavar="A,B,..", help="VMs bound to each node (optional; default: not sent)")
     p.add_argument("--host-id", default="", help="host id (the service keeps a request window per host)")
     p.add_argument("--request-id", default="", help="request id, echoed back")
     p.add_argument("--vm-id", default="", help="the VM's id: a collecting service joins it with 'catur depart --vm-id'")
@@ -200,9 +212,8 @@ def _rpc_error(exc, target: str) -> CaturError:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
     import signal
-    import threading
 
-    from catur.service.server import Service, TLSConfig, create_server
+    from catur.service.server import Service, Signals, TLSConfig, create_server
     from catur.shield import ShieldConfig
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s catur-serve %(levelname)s %(message)s", stream=sys.stderr)
@@ -210,8 +221,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CaturError("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
         raise CaturError("--tls-client-ca needs --tls-cert and --tls-key")
-    if args.grace < 0 or args.watch_interval < 0:
-        raise CaturError(f"--grace and --watch-interval must be >= 0, got {args.grace} and {args.watch_interval}")
+    for flag in ("grace", "drain_seconds", "watch_interval"):
+        if not getattr(args, flag) >= 0:  # also refuses nan
+            raise CaturError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     shield = ShieldConfig(depth=args.shield_depth, width=args.shield_width / 100.0, window=args.shield_window)
     collect = None
     if args.collect_dir:
@@ -255,26 +267,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         + (f"; collecting traces in {args.collect_dir}" if collect else ""),
         flush=True,
     )
-    stop = threading.Event()
-    reload_requested = threading.Event()
-
-    def on_stop(signum, frame):
-        stop.set()
-
-    def on_hup(signum, frame):
-        reload_requested.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hup)
-    service.start_watch(args.watch_interval)
     log = logging.getLogger("catur.service")
-    while not stop.wait(0.2):
-        if reload_requested.is_set():
-            reload_requested.clear()
+    # Signals arrive through a self-pipe read here, never handled inside a signal handler.
+    with Signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        service.start_watch(args.watch_interval)
+        while (signum := signals.next()) == signal.SIGHUP:
             service.models.reload("SIGHUP")
-    log.info("stopping: health NOT_SERVING, up to %.1f s for RPCs in flight", args.grace)
-    service.shutdown(server, args.grace)
+        log.info(
+            "stopping on %s: health NOT_SERVING, %.1f s drain, then up to %.1f s for RPCs in flight",
+            signal.Signals(signum).name, args.drain_seconds, args.grace,
+        )
+        service.shutdown(server, args.grace, drain=args.drain_seconds, wait=signals.wait_for_stop)
     if metrics_server is not None:
         metrics_server.shutdown()
     log.info("stopped")
@@ -305,6 +308,7 @@ def cmd_place(args: argparse.Namespace) -> int:
     topology = resolve_topology(args.topology)
     used_vcpus = _int_list(args.used_vcpus, "--used-vcpus", topology.num_nodes)
     used_mem = _int_list(args.used_mem_mib, "--used-mem-mib", topology.num_nodes)
+    residents = _int_list(args.residents, "--residents", topology.num_nodes) if args.residents else None
     request = VMRequest(
         args.vcpus,
         args.mem_mib,
@@ -316,7 +320,7 @@ def cmd_place(args: argparse.Namespace) -> int:
         try:
             decision = client.place(
                 topology, used_vcpus, used_mem, request, host_id=args.host_id, request_id=args.request_id,
-                vm_id=args.vm_id, cluster=args.cluster, time_s=args.time,
+                vm_id=args.vm_id, cluster=args.cluster, time_s=args.time, residents=residents,
             )
         except grpc.RpcError as exc:
             raise _rpc_error(exc, args.target) from None

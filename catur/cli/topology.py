@@ -61,20 +61,15 @@ def cmd_topology_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-# The policies that are not rankings: by name in --policies, or added by evaluate's options.
-SEARCH_POLICIES = (
-    ("greedy", "tries the four primitives, keeps the lowest immediate defect (deployable)"),
-    ("oracle", "best primitive given the host's next k arrivals (--oracle-k, default 5); an upper bound, not deployable"),
-)
+# The entries a model adds to a comparison (evaluate's options, not --policies names).
 MODEL_POLICIES = (
     ("catur", "a trained model: catur evaluate --model DIR ('default' = the shipped model)"),
     ("catur+shield", "the model behind speculative shielding: --model DIR --shield-depth D"),
     ("greedy+shield", "greedy behind the shield: --shield-depth D without --model"),
 )
 
-EPILOG_POLICIES = """Every name under primitives, baselines and search can be given to
-'catur evaluate --policies' (default: all of them but oracle, which is slow; '--oracle-hosts N'
-runs it on a sample of hosts). The model entries are added by evaluate's --model and
+EPILOG_POLICIES = """Every name under primitives, baselines, rules and yardstick can be given to
+'catur evaluate --policies' (oracle is slow; '--oracle-hosts N' runs it on a sample of hosts). The model entries are added by evaluate's --model and
 --shield-depth options, not by name. The service decides with 'catur' when it has a model,
 else with 'greedy'.
 
@@ -85,17 +80,26 @@ examples:
 
 
 def cmd_policies(args: argparse.Namespace) -> int:
+    from catur.placement import GREEDY
     from catur.policies import POLICIES
+    from catur.resident import DEFAULT_WEIGHT, RESIDENT_GREEDY
 
     for kind in ("primitive", "baseline"):
         print(f"{kind}s:")
         for policy in POLICIES.values():
             if policy.kind == kind:
                 print(f"  {policy.name:<15} {policy.summary}")
-    for title, entries in (("search", SEARCH_POLICIES), ("models (catur evaluate --model/--shield-depth)", MODEL_POLICIES)):
-        print(f"{title}:")
-        for name, summary in entries:
-            print(f"  {name:<15} {summary}")
+    print("rules over the four primitives:")
+    print(f"  {GREEDY:<15} the primitive with the lowest defect for the VM in hand")
+    print(
+        f"  {RESIDENT_GREEDY:<15} greedy + {DEFAULT_WEIGHT:g} x sum over nodes of resident VMs x COR rise "
+        "(needs per-node resident counts; greedy without them)"
+    )
+    print("yardstick (evaluation only):")
+    print(f"  {'oracle':<15} k-step look-ahead over the host's next known events (not deployable)")
+    print("models (catur evaluate --model/--shield-depth):")
+    for name, summary in MODEL_POLICIES:
+        print(f"  {name:<15} {summary}")
     return 0
 
 

@@ -193,6 +193,10 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
                    help="after a collapse no candidate fixed, keep the current model (exit 3) instead of promoting "
                    "greedy itself as a rule version")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    g = p.add_argument_group("outcome metrics (for alerts; see 'Retraining' in the README)")
+    g.add_argument("--metrics-textfile", metavar="PATH.prom",
+                   help="write the outcome (catur_retrain_* metrics) to this file for node_exporter's textfile collector, atomically")
+    g.add_argument("--pushgateway", metavar="URL", help="push the outcome to this Prometheus Pushgateway (job catur-retrain, grouped by registry)")
     p.set_defaults(func=cmd_retrain)
 
 
@@ -206,6 +210,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     registry = args.registry or os.environ.get(REGISTRY_ENV)
     if not registry:
         raise CaturError(f"give the model registry with --registry DIR (or set {REGISTRY_ENV})")
+    if args.metrics_textfile:  # checked now, not after an hour of fine-tuning
+        from catur.training.retrain_metrics import check_textfile_path
+
+        check_textfile_path(args.metrics_textfile)
     config = RetrainConfig(
         registry=registry,
         trace=args.trace,
@@ -238,4 +246,15 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         return EXIT_LOCKED
     print(f"{outcome.status}: {outcome.reason}")
     print(f"report: {outcome.report_dir}")
+    if args.metrics_textfile or args.pushgateway:
+        from catur.training.retrain_metrics import outcome_registry, push, write_textfile
+
+        metrics = outcome_registry(outcome)
+        try:  # the run itself is done: a metrics failure is reported, the exit status kept
+            if args.metrics_textfile:
+                write_textfile(metrics, args.metrics_textfile)
+            if args.pushgateway:
+                push(metrics, args.pushgateway, registry)
+        except CaturError as exc:
+            print(f"catur: warning: {exc}", file=sys.stderr)
     return outcome.exit_code

@@ -3,9 +3,11 @@
 * :mod:`catur.service.convert` — proto ↔ Catur types, validation that names the bad field;
 * :mod:`catur.service.servicer` — the thin servicer (deadlines, errors, per-host windows);
 * :mod:`catur.service.models` — the serving model, hot reload, the registry watch;
-* :mod:`catur.service.telemetry` — Prometheus metrics and the timing interceptor;
-* :mod:`catur.service.server` — :func:`~catur.service.server.create_server`, health,
-  reflection, TLS, graceful shutdown;
+* :mod:`catur.service.telemetry` — Prometheus metrics;
+* :mod:`catur.service.interceptor` — every call's admission (concurrency limit, refusal
+  while stopping), malformed bodies (INVALID_ARGUMENT), status codes and time from arrival;
+* :mod:`catur.service.server` — :func:`~catur.service.server.create_server`, health (with
+  ``List``), reflection, TLS, the three-phase graceful stop and the signal pipe;
 * :mod:`catur.service.client` — :class:`~catur.service.client.PlacementClient`;
 * :mod:`catur.service.collector` — optional trace collection: answered placements and
   departure notices written to rotated parquet files, never blocking a placement;

@@ -5,13 +5,23 @@
     service = Service(model="default", shield=ShieldConfig(depth=1))
     server, port = create_server("127.0.0.1:0", service)   # port 0: the OS picks one
     ...
-    service.shutdown(server, grace=5.0)
+    service.shutdown(server, grace=5.0, drain=2.0)
 
 The server carries three services: ``catur.v1.Placement``, the standard health service
-(``grpc.health.v1.Health``; ``""`` and ``catur.v1.Placement`` report SERVING until shutdown
-begins) and server reflection (listing those services, so ``grpcurl``-style tools can
-discover the contract). Every unary RPC goes through
-:class:`~catur.service.telemetry.MetricsInterceptor`.
+(``grpc.health.v1.Health``: ``Check``, ``Watch`` and ``List``; ``""`` and ``catur.v1.Placement``
+report SERVING until shutdown begins) and server reflection (listing those services, so
+``grpcurl``-style tools can discover the contract). Every unary RPC goes through
+:class:`~catur.service.interceptor.CallInterceptor`, which admits, counts and times it.
+
+Stopping (:meth:`Service.shutdown`) has three phases, so that neither a load balancer nor a
+client sees a call cut off:
+
+1. **drain** (``drain`` seconds): health reports NOT_SERVING while every call is still
+   answered, so load balancers and ``grpc`` health-checking clients move traffic away;
+2. **refuse**: new calls are answered UNAVAILABLE (retried by clients on another replica)
+   while the calls admitted so far finish, for up to ``grace`` seconds;
+3. **close**: the port closes; a call still running when the grace ends is cancelled. Then
+   the trace collector writes what it holds.
 
 ``SO_REUSEPORT`` is turned off, so binding a port another process already serves fails
 instead of silently sharing it.
@@ -20,7 +30,12 @@ instead of silently sharing it.
 from __future__ import annotations
 
 import logging
+import select
+import signal
+import socket
 import threading
+import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +51,8 @@ from catur.v1 import placement_pb2_grpc as pb_grpc
 from catur.service.collector import CollectorConfig, TraceCollector
 from catur.service.models import ModelHolder
 from catur.service.servicer import DEFAULT_MAX_BATCH, DEFAULT_MAX_HOSTS, SERVICE_NAME, PlacementServicer
-from catur.service.telemetry import MetricsInterceptor, ServiceMetrics
+from catur.service.interceptor import CallInterceptor
+from catur.service.telemetry import ServiceMetrics
 
 log = logging.getLogger("catur.service")
 
@@ -44,6 +60,38 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_WORKERS = 8
 DEFAULT_MAX_CONCURRENT_RPCS = 512
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+MAX_HEALTH_LIST = 100
+# Before the port closes, the stop waits until no call has arrived for this long (at most half
+# the grace): see CallInterceptor.wait_idle. Half a second covers a client that builds its
+# next request after an answer on a busy machine.
+QUIET_S = 0.5
+
+
+class HealthService(health.HealthServicer):
+    """grpcio-health-checking's servicer (``Check``, ``Watch``) plus ``List``, which the current
+    ``grpc.health.v1`` proto defines and the installed servicer leaves UNIMPLEMENTED.
+
+    ``List`` answers a snapshot of every service whose status was set, as ``Check`` would
+    answer each; past :data:`MAX_HEALTH_LIST` services it answers RESOURCE_EXHAUSTED, as the
+    proto asks.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._names: set[str] = {""}
+
+    def set(self, service: str, status) -> None:
+        with self._lock:  # the parent's lock (an RLock): names and statuses change together
+            self._names.add(service)
+            super().set(service, status)
+
+    def List(self, request, context):
+        with self._lock:
+            names = sorted(self._names)
+            if len(names) > MAX_HEALTH_LIST:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{len(names)} services; at most {MAX_HEALTH_LIST} are listed")
+            statuses = {name: self.Check(health_pb2.HealthCheckRequest(service=name), context) for name in names}
+        return health_pb2.HealthListResponse(statuses=statuses)
 
 
 def _read(path: str | Path, what: str) -> bytes:
@@ -104,7 +152,8 @@ class Service:
         self.servicer = PlacementServicer(
             self.models, self.metrics, max_hosts=max_hosts, max_batch=max_batch, collector=self.collector
         )
-        self.health = health.HealthServicer()
+        self.health = HealthService()
+        self.calls: CallInterceptor | None = None  # set by create_server
         self._stop_watch = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -118,17 +167,109 @@ class Service:
         if self._watcher is None:
             self._watcher = self.models.watch(interval_s, self._stop_watch)
 
-    def shutdown(self, server: grpc.Server, grace: float = 5.0) -> None:
-        """Graceful stop: health NOT_SERVING first (load balancers drain), then let RPCs in
-        flight finish for up to ``grace`` seconds, refusing new ones; then the trace collector
-        writes what it holds and finishes its file."""
+    def shutdown(
+        self,
+        server: grpc.Server,
+        grace: float = 5.0,
+        drain: float = 0.0,
+        wait: Callable[[float], bool] | None = None,
+    ) -> None:
+        """Graceful stop in three phases (see the module docstring): ``drain`` seconds of
+        NOT_SERVING while answering, then up to ``grace`` seconds for the calls admitted to
+        finish while new ones are refused UNAVAILABLE, then the port closes and the trace
+        collector writes what it holds and finishes its file.
+
+        ``wait(seconds)`` sleeps through the drain and returns True if it was cut short (the
+        serve command passes one that returns at a second SIGTERM/SIGINT); default: sleep.
+        """
         self.health.enter_graceful_shutdown()
         self._stop_watch.set()
-        server.stop(grace).wait()
+        if drain > 0:
+            log.info("draining: health NOT_SERVING for %.1f s while still answering", drain)
+            if wait is not None and wait(drain):
+                log.info("second stop signal: drain cut short")
+            elif wait is None:
+                time.sleep(drain)
+        started = time.monotonic()
+        if self.calls is not None:
+            self.calls.close()
+            if not self.calls.wait_idle(grace, quiet=min(QUIET_S, grace / 2)):
+                log.warning("%d RPCs still running after the %.1f s grace are cancelled", self.calls.in_flight, grace)
+        server.stop(max(0.0, grace - (time.monotonic() - started))).wait()
+        if self.calls is not None:
+            self.calls.shutdown()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
         if self.collector is not None:
             self.collector.close()
+
+
+class Signals:
+    """Signals as a stream the main thread reads: the self-pipe, via :func:`signal.set_wakeup_fd`.
+
+    The handlers only append the signal's number to a list (no lock, nothing that can wait);
+    the interpreter's C-level handler also writes a byte into a socket, which wakes
+    :meth:`next` from its ``select``. So nothing inside a handler can wait on a lock the
+    interrupted main thread holds (the hang of a ``threading.Event.set()`` in a handler while
+    the main thread sits in ``Event.wait``), and a full socket buffer loses no signal (the
+    bytes only wake; the list is what counts).
+
+        with Signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            while (signum := signals.next()) == signal.SIGHUP:
+                reload()
+
+    Only the main thread may use it (a rule of :mod:`signal`). On exit the previous handlers
+    and wakeup fd are restored.
+    """
+
+    def __init__(self, *signums: int) -> None:
+        self.signums = signums
+        self._received: list[int] = []
+
+    def __enter__(self) -> Signals:
+        self._reader, self._writer = socket.socketpair()
+        for sock in (self._reader, self._writer):
+            sock.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._previous = {s: signal.signal(s, self._on_signal) for s in self.signums}
+        return self
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self._received.append(signum)  # atomic; runs in the main thread between bytecodes
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._reader.close()
+        self._writer.close()
+
+    def next(self, timeout: float | None = None) -> int | None:
+        """The next signal received (in order), waiting up to ``timeout`` seconds (None =
+        forever); None if none came."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._received:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            # A signal landing between the check above and select() has written its byte:
+            # select returns at once.
+            if select.select([self._reader], [], [], left)[0]:
+                try:
+                    while self._reader.recv(4096):
+                        pass
+                except BlockingIOError:
+                    pass
+        return self._received.pop(0)
+
+    def wait_for_stop(self, seconds: float) -> bool:
+        """Sleep ``seconds``; True if a stop signal (anything but SIGHUP) cut it short."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            signum = self.next(left)
+            if signum is not None and signum != signal.SIGHUP:
+                return True
+        return False
 
 
 def create_server(
@@ -143,7 +284,8 @@ def create_server(
     """Build and start a server on ``address`` (``HOST:PORT``; port 0 = any free port).
 
     ``service`` defaults to ``Service(**service_options)``. Returns the started server and the
-    bound port. Past ``max_concurrent_rpcs`` RPCs in progress, grpc answers RESOURCE_EXHAUSTED.
+    bound port. Past ``max_concurrent_rpcs`` RPCs in progress (health checks not counted), the
+    interceptor answers RESOURCE_EXHAUSTED ("Concurrent RPC limit exceeded!", as grpc would).
     """
     if service is None:
         service = Service(**service_options)
@@ -151,10 +293,14 @@ def create_server(
         raise CaturError(f"give either a service or service options, not both: {sorted(service_options)}")
     if max_workers < 1:
         raise CaturError(f"max_workers must be >= 1, got {max_workers}")
+    if service.calls is not None:
+        raise CaturError("this service already has a server; build a new Service for another one")
+    # grpc's own maximum_concurrent_rpcs refuses before any hook sees the call (uncounted):
+    # the interceptor enforces the limit instead, with grpc's status code and message.
+    service.calls = CallInterceptor(service.metrics, max_concurrent_rpcs, exempt_services=(HEALTH_SERVICE_NAME,))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="catur-rpc"),
-        interceptors=[MetricsInterceptor(service.metrics)],
-        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        interceptors=[service.calls],
         options=[("grpc.so_reuseport", 0)],
     )
     pb_grpc.add_PlacementServicer_to_server(service.servicer, server)

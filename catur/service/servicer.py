@@ -157,12 +157,16 @@ class PlacementServicer(pb_grpc.PlacementServicer):
             lock, stats = self.windows.get((parsed.host_id, parsed.topology.num_nodes))
             with lock:
                 t0 = time.perf_counter()
-                decision = decider.decide(parsed.topology, parsed.used_vcpus, parsed.used_mem_mib, parsed.request, stats)
+                decision = decider.decide(
+                    parsed.topology, parsed.used_vcpus, parsed.used_mem_mib, parsed.request, stats, parsed.residents
+                )
                 stats.observe(parsed.request)
                 seconds = time.perf_counter() - t0
         else:
             t0 = time.perf_counter()
-            decision = decider.decide(parsed.topology, parsed.used_vcpus, parsed.used_mem_mib, parsed.request)
+            decision = decider.decide(
+                parsed.topology, parsed.used_vcpus, parsed.used_mem_mib, parsed.request, residents=parsed.residents
+            )
             seconds = time.perf_counter() - t0
         self.metrics.record_decision(decision, seconds)
         if self.collector is not None:

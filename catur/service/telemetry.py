@@ -1,4 +1,5 @@
-"""Prometheus metrics of the placement service, and the interceptor that times every RPC.
+"""Prometheus metrics of the placement service (the interceptor that fills the ``grpc_server_*``
+ones is :mod:`catur.service.interceptor`).
 
 Each :class:`ServiceMetrics` has its own :class:`prometheus_client.CollectorRegistry` (so
 several servers can live in one process, as in the tests); ``catur serve`` exposes it with
@@ -10,8 +11,12 @@ Metrics (no label takes request-dependent values: no VM, request or host ids):
 name                                       type       labels / meaning
 =========================================  =========  ==============================================
 ``grpc_server_started_total``              counter    grpc_type, grpc_service, grpc_method
-``grpc_server_handled_total``              counter    ... and grpc_code (OK, INVALID_ARGUMENT, ...)
-``grpc_server_handling_seconds``           histogram  RPC time in the handler, buckets from 10 µs
+``grpc_server_handled_total``              counter    ... and grpc_code: every answer, refusals
+                                                      (RESOURCE_EXHAUSTED, UNAVAILABLE while stopping)
+                                                      and malformed bodies (INVALID_ARGUMENT) included
+``grpc_server_handling_seconds``           histogram  RPC time from arrival (queueing included)
+``catur_rpcs_in_flight``                   gauge      calls admitted and not yet answered
+``catur_malformed_requests_total``         counter    request bodies that did not parse
 ``catur_decision_seconds``                 histogram  time of one decision (policy + gate + shield)
 ``catur_decisions_total``                  counter    primitive, policy (catur / greedy / primitive)
 ``catur_shield_interventions_total``       counter    the shield overrode the policy's first choice
@@ -35,9 +40,6 @@ written and dropped, files rotated and deleted, bytes on disk): see
 
 from __future__ import annotations
 
-import time
-
-import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Decision latency is tens of microseconds; prometheus_client's default buckets start at 5 ms.
@@ -59,7 +61,11 @@ class ServiceMetrics:
             "grpc_server_handled", "RPCs completed on the server, by status code.", (*grpc_labels, "grpc_code"), registry=r
         )
         self.handling = Histogram(
-            "grpc_server_handling_seconds", "Time the server spent on an RPC.", grpc_labels, buckets=LATENCY_BUCKETS, registry=r
+            "grpc_server_handling_seconds", "Time from an RPC's arrival to its answer (queueing included).", grpc_labels, buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.in_flight = Gauge("catur_rpcs_in_flight", "Calls admitted and not yet answered (health checks excluded).", registry=r)
+        self.malformed = Counter(
+            "catur_malformed_requests", "Request bodies that did not parse as the method's message (answered INVALID_ARGUMENT).", registry=r
         )
         self.decision_seconds = Histogram(
             "catur_decision_seconds", "Time of one placement decision (policy, gate, shield).", buckets=LATENCY_BUCKETS, registry=r
@@ -116,63 +122,3 @@ class ServiceMetrics:
         self._current_info = (version, policy)
         self.model_loaded.set(loaded_at)
 
-
-class MetricsInterceptor(grpc.ServerInterceptor):
-    """Counts and times unary RPCs by wrapping the handler that grpc resolved.
-
-    A server interceptor returns before the RPC runs, so timing it means wrapping the returned
-    handler's behaviour. The status code is read back from the servicer context (``abort``
-    sets it before raising). Streaming RPCs (health ``Watch``, reflection) pass through.
-    """
-
-    def __init__(self, metrics: ServiceMetrics) -> None:
-        self.metrics = metrics
-        self._children: dict[str, tuple] = {}
-
-    def _children_for(self, full_method: str) -> tuple:
-        children = self._children.get(full_method)
-        if children is None:
-            service, _, method = full_method.lstrip("/").rpartition("/")
-            labels = ("unary", service, method)
-            children = (
-                self.metrics.started.labels(*labels),
-                self.metrics.handling.labels(*labels),
-                labels,
-                {},
-            )
-            self._children[full_method] = children
-        return children
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        started, handling, labels, handled = self._children_for(handler_call_details.method)
-        inner = handler.unary_unary
-        metrics = self.metrics
-
-        def count(code) -> None:
-            name = code.name if code is not None else "OK"
-            child = handled.get(name)
-            if child is None:
-                child = handled[name] = metrics.handled.labels(*labels, name)
-            child.inc()
-
-        def timed(request, context):
-            started.inc()
-            t0 = time.perf_counter()
-            try:
-                response = inner(request, context)
-            except BaseException:
-                code = context.code()
-                count(code if code is not None and code != grpc.StatusCode.OK else grpc.StatusCode.UNKNOWN)
-                raise
-            else:
-                count(context.code())
-                return response
-            finally:
-                handling.observe(time.perf_counter() - t0)
-
-        return grpc.unary_unary_rpc_method_handler(
-            timed, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )

@@ -1,0 +1,319 @@
+"""The server interceptor: every call's arrival, admission, body, status code and duration.
+
+grpcio decides a few outcomes before any application code sees the call, and none of them
+reaches an ordinary timing interceptor:
+
+* past ``maximum_concurrent_rpcs`` it answers ``RESOURCE_EXHAUSTED`` itself;
+* a body its deserializer cannot parse becomes ``INTERNAL: Exception deserializing request!``
+  with an ERROR traceback in the log, one per call, so any client can flood the log;
+* a unary handler whose client went away while the call waited for a worker thread is never
+  called at all.
+
+:class:`CallInterceptor` takes those decisions itself, so each one is answered as a client
+expects and counted in ``grpc_server_handled_total{grpc_code=...}``:
+
+* **admission** — the concurrency limit is enforced here (grpc's own is switched off), with
+  grpc's status code and message (``RESOURCE_EXHAUSTED``, "Concurrent RPC limit exceeded!");
+  while the server stops (:meth:`CallInterceptor.close`), new calls are answered
+  ``UNAVAILABLE``, which clients retry on another replica. Health checks are exempt from both:
+  a probe must hear NOT_SERVING, not a refusal;
+* **malformed bodies** — the request deserializer never raises: bytes that do not parse become
+  a :class:`Malformed` marker, answered ``INVALID_ARGUMENT`` with one rate-limited log line
+  (:class:`RateLimitedLog`), no traceback;
+* **timing from arrival** — ``intercept_service`` runs on grpc's serving thread the moment a
+  call is matched, before it waits for a worker; ``grpc_server_handling_seconds`` runs from
+  there to the answer, so queueing shows in it.
+
+How: grpc calls a *unary-request* handler only once its single message has arrived, and skips
+it when the client left first, so a count of calls in progress kept around it would leak. A
+*stream-request* handler is always called (with an iterator), and the wire format of a unary
+call and of a client stream of one message is the same. So each unary-unary handler is
+re-registered as stream-unary: its behaviour takes the one message from the iterator and calls
+the servicer's method unchanged. Refusals and health checks run on a small separate pool
+(grpc's ``experimental_thread_pool`` attribute, which the health service's ``Watch`` uses
+too), so an overloaded server still refuses at once and answers its probes.
+Streaming RPCs pass through, except that health ``Watch``'s body is guarded the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent import futures
+
+import grpc
+
+from catur.errors import CaturError
+from catur.service.telemetry import ServiceMetrics
+
+log = logging.getLogger("catur.service")
+
+CONCURRENCY_EXCEEDED = "Concurrent RPC limit exceeded!"  # grpcio's own message, kept for clients
+STOPPING = "the server is stopping; retry on another replica"
+UNKNOWN_METHOD = ("unary", "unknown", "unknown")  # labels of calls to methods nobody serves
+
+
+class Malformed:
+    """What the deserializer returns for bytes that do not parse (never ``None``: grpc takes
+    ``None`` for a failure and answers INTERNAL)."""
+
+    __slots__ = ("size", "error")
+
+    def __init__(self, size: int, error: str) -> None:
+        self.size = size
+        self.error = error
+
+
+def safe_deserializer(deserialize):
+    """Wrap a request deserializer so that it returns :class:`Malformed` instead of raising."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception as exc:  # a DecodeError, or anything a broken body provokes
+            return Malformed(len(data), f"{type(exc).__name__}: {exc}"[:200])
+
+    return parse
+
+
+class RateLimitedLog:
+    """Logs at most one WARNING line per ``interval_s``; the next line says how many it skipped.
+
+    Bad input from clients is worth a line (an agent out of step with the contract), but never
+    one per request: the log must not be a channel any client can flood.
+    """
+
+    def __init__(self, interval_s: float = 1.0, logger: logging.Logger = log) -> None:
+        self.interval_s = interval_s
+        self.logger = logger
+        self._lock = threading.Lock()
+        self._last = -float("inf")
+        self._skipped = 0
+
+    def warning(self, message: str, *args) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.interval_s:
+                self._skipped += 1
+                return False
+            skipped, self._skipped, self._last = self._skipped, 0, now
+        if skipped:
+            message += " (%d more like it not logged)"
+            args = (*args, skipped)
+        self.logger.warning(message, *args)
+        return True
+
+
+class CallInterceptor(grpc.ServerInterceptor):
+    """Admits, counts and times every unary call (see the module docstring).
+
+    Args:
+        metrics: Where ``grpc_server_*`` and ``catur_rpcs_in_flight`` are recorded.
+        max_concurrent_rpcs: Most non-health calls in progress (arrived, not yet answered);
+            beyond, RESOURCE_EXHAUSTED. ``None`` = no limit.
+        exempt_services: Services answered even past the limit or while stopping.
+        control_workers: Threads of the pool that answers refusals and exempt calls.
+    """
+
+    def __init__(
+        self,
+        metrics: ServiceMetrics,
+        max_concurrent_rpcs: int | None = None,
+        exempt_services: tuple[str, ...] = ("grpc.health.v1.Health",),
+        control_workers: int = 2,
+    ) -> None:
+        if max_concurrent_rpcs is not None and max_concurrent_rpcs < 1:
+            raise CaturError(f"max_concurrent_rpcs must be >= 1 or None, got {max_concurrent_rpcs}")
+        self.metrics = metrics
+        self.max_concurrent_rpcs = max_concurrent_rpcs
+        self.exempt_services = frozenset(exempt_services)
+        self.malformed_log = RateLimitedLog()
+        self._control_pool = futures.ThreadPoolExecutor(control_workers, thread_name_prefix="catur-control")
+        self._lock = threading.Condition()
+        self._in_flight = 0
+        self._closing = False
+        self._last_activity = -float("inf")
+        self._labels: dict[str, tuple] = {}
+        self._started: dict[tuple, object] = {}
+        self._children: dict[tuple, tuple] = {}
+        metrics.in_flight.set_function(lambda: self._in_flight)
+
+    # --- stopping ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Refuse new non-exempt calls with UNAVAILABLE from now on; calls admitted go on."""
+        with self._lock:
+            self._closing = True
+
+    def wait_idle(self, timeout: float, quiet: float = 0.1) -> bool:
+        """Wait up to ``timeout`` seconds until no admitted call is running and no call has
+        arrived or finished for ``quiet`` seconds; True if that happened in time.
+
+        Why the quiet spell: when the port closes, grpc's core cancels (CANCELLED, which
+        clients do not retry) any call it has received but not yet handed to the application.
+        A client whose call was just answered often sends its next one at once; waiting until
+        the calls stop coming lets each such call be refused UNAVAILABLE (retried elsewhere)
+        instead. Health checks do not count (probes never stop coming).
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    return not self._in_flight
+                if self._in_flight:
+                    self._lock.wait(deadline - now)
+                elif now - self._last_activity < quiet:
+                    self._lock.wait(min(deadline, self._last_activity + quiet) - now)
+                else:
+                    return True
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def shutdown(self) -> None:
+        """Release the control pool (after the server has stopped)."""
+        self._control_pool.shutdown(wait=False)
+
+    # --- grpc hook --------------------------------------------------------------------------
+
+    def _method_labels(self, full_method: str) -> tuple:
+        labels = self._labels.get(full_method)
+        if labels is None:
+            service, _, method = full_method.lstrip("/").rpartition("/")
+            labels = self._labels[full_method] = ("unary", service, method)
+        return labels
+
+    def _start(self, labels: tuple) -> None:
+        child = self._started.get(labels)
+        if child is None:
+            child = self._started[labels] = self.metrics.started.labels(*labels)
+        child.inc()
+
+    def _count(self, labels: tuple, code: grpc.StatusCode | None, seconds: float | None = None) -> None:
+        """Count one answer (and observe its time from arrival). The metric children are
+        cached: ``labels()`` takes a lock and builds a key on every call."""
+        key = (labels, code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.metrics.handled.labels(*labels, code.name if code is not None else "OK"),
+                self.metrics.handling.labels(*labels),
+            )
+        children[0].inc()
+        if seconds is not None:
+            children[1].observe(seconds)
+
+    def intercept_service(self, continuation, handler_call_details):
+        arrived = time.perf_counter()  # on grpc's serving thread, before any queueing
+        handler = continuation(handler_call_details)
+        if handler is None:
+            # grpc answers UNIMPLEMENTED; the method name is the client's choice, so it is not
+            # used as a label (a client could mint any number of series).
+            self._start(UNKNOWN_METHOD)
+            self._count(UNKNOWN_METHOD, grpc.StatusCode.UNIMPLEMENTED)
+            return None
+        if handler.unary_stream is not None:
+            return self._guard_stream(handler, self._method_labels(handler_call_details.method))
+        if handler.unary_unary is None:
+            return handler
+        labels = self._method_labels(handler_call_details.method)
+        self._start(labels)
+        exempt = labels[1] in self.exempt_services
+        refusal = None
+        if not exempt:
+            with self._lock:
+                self._last_activity = time.monotonic()
+                if self._closing:
+                    refusal = (grpc.StatusCode.UNAVAILABLE, STOPPING)
+                elif self.max_concurrent_rpcs is not None and self._in_flight >= self.max_concurrent_rpcs:
+                    refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED, CONCURRENCY_EXCEEDED)
+                else:
+                    self._in_flight += 1
+        if refusal is not None:
+            behavior = self._refuse(labels, arrived, *refusal)
+        else:
+            behavior = self._serve(handler.unary_unary, labels, arrived, counted=not exempt)
+        if exempt or refusal is not None:
+            behavior.experimental_thread_pool = self._control_pool
+        return grpc.stream_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=safe_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+    def _reject_malformed(self, labels: tuple, request: Malformed, context) -> None:
+        """Count, log (rate-limited) and answer INVALID_ARGUMENT (``abort`` raises)."""
+        self.metrics.malformed.inc()
+        self.malformed_log.warning(
+            "malformed request body for %s from %s (%d bytes, %s); answered INVALID_ARGUMENT",
+            "/".join(labels[1:]), context.peer(), request.size, request.error,
+        )
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"malformed request body: cannot parse {request.size} bytes as the request message ({request.error})",
+        )
+
+    def _guard_stream(self, handler, labels: tuple):
+        """A unary-request, streaming-response handler (health ``Watch``): only its body is
+        guarded, so a malformed one is INVALID_ARGUMENT, not INTERNAL with a traceback. (Such
+        streams live as long as their client; they are not counted or timed.)"""
+        inner = handler.unary_stream
+
+        def watch(request, context, *args, **kwargs):
+            if isinstance(request, Malformed):
+                self._reject_malformed(labels, request, context)
+            return inner(request, context, *args, **kwargs)
+
+        for attribute in ("experimental_non_blocking", "experimental_thread_pool"):  # grpc reads them off the behaviour
+            if hasattr(inner, attribute):
+                setattr(watch, attribute, getattr(inner, attribute))
+        return grpc.unary_stream_rpc_method_handler(
+            watch, request_deserializer=safe_deserializer(handler.request_deserializer), response_serializer=handler.response_serializer
+        )
+
+    def _refuse(self, labels: tuple, arrived: float, code: grpc.StatusCode, details: str):
+        def refuse(request_iterator, context):
+            self._count(labels, code, time.perf_counter() - arrived)
+            context.abort(code, details)
+
+        return refuse
+
+    def _serve(self, inner, labels: tuple, arrived: float, counted: bool):
+        def serve(request_iterator, context):
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                try:
+                    request = next(request_iterator)
+                except StopIteration:
+                    code = grpc.StatusCode.INVALID_ARGUMENT
+                    context.abort(code, "the call carried no request message")
+                except grpc.RpcError:  # the client went away before its message arrived
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                if isinstance(request, Malformed):
+                    code = grpc.StatusCode.INVALID_ARGUMENT
+                    self._reject_malformed(labels, request, context)
+                try:
+                    response = inner(request, context)
+                except BaseException:
+                    code = context.code()
+                    if code is None or code == grpc.StatusCode.OK:
+                        code = grpc.StatusCode.UNKNOWN
+                    raise
+                code = context.code() or grpc.StatusCode.OK
+                return response
+            finally:
+                self._count(labels, code, time.perf_counter() - arrived)
+                if counted:
+                    with self._lock:
+                        self._last_activity = time.monotonic()  # its client may send another
+                        self._in_flight -= 1
+                        if not self._in_flight:
+                            self._lock.notify_all()
+
+        return serve
