@@ -43,6 +43,7 @@ from catur.decision import Decider  # noqa: E402
 from catur.policy_model import PolicyModel, default_model_dir  # noqa: E402
 from catur.observation import OBS_DIM, OBS_VERSION  # noqa: E402
 from catur.policies import PRIMITIVES  # noqa: E402
+from catur.resident import DEFAULT_WEIGHT as RESIDENT_WEIGHT  # noqa: E402
 from catur.service.client import PlacementClient  # noqa: E402
 from catur.shield import ShieldConfig, TypeStats  # noqa: E402
 from catur.v1 import placement_pb2 as pb  # noqa: E402
@@ -75,12 +76,12 @@ def percentiles(seconds: list[float] | np.ndarray) -> tuple[float, float, float]
 # --- 1. in process ---------------------------------------------------------------------------------
 
 
-def in_process(decider: Decider, topology, used_vcpus, used_mem, requests, with_stats: bool) -> list[float]:
+def in_process(decider: Decider, topology, used_vcpus, used_mem, requests, with_stats: bool, residents=None) -> list[float]:
     stats = TypeStats(1000) if with_stats else None
     times = []
     for i, request in enumerate(requests):
         t0 = time.perf_counter()
-        decider.decide(topology, used_vcpus[i], used_mem[i], request, stats)
+        decider.decide(topology, used_vcpus[i], used_mem[i], request, stats, None if residents is None else residents[i])
         times.append(time.perf_counter() - t0)
         if stats is not None:
             stats.observe(request)
@@ -195,6 +196,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,4,16", help="closed-loop client threads to try (default 1,4,16)")
     parser.add_argument("--closed-duration", type=float, default=5.0, help="seconds per closed-loop run (default 5)")
     parser.add_argument("--policies", default="greedy,model", help="service policies to measure (default greedy,model)")
+    parser.add_argument("--in-process-only", action="store_true", help="only the in-process table (no server)")
     args = parser.parse_args()
     if args.rate <= 0 or args.duration <= 0 or args.duration > 120 or args.closed_duration > 120:
         raise SystemExit("--rate must be > 0 and durations in (0, 120] seconds")
@@ -209,12 +211,24 @@ def main() -> None:
 
         print(f"## In-process decision time ({args.decisions} decisions each)\n")
         print("| decider | p50 µs | p99 µs | max µs | decisions/s (1 thread) |\n|---|---:|---:|---:|---:|")
-        for label, m, depth in (("greedy + shield d=1", None, 1), ("model + shield d=1", model, 1), ("greedy + shield d=2", None, 2)):
-            decider = Decider(PolicyModel.load(m) if m else None, ShieldConfig(depth=depth))
-            in_process(decider, topology, used_vcpus, used_mem, requests[:200], depth > 1)  # warm up
-            times = in_process(decider, topology, used_vcpus, used_mem, requests, depth > 1)
+        # Resident counts for the resident-greedy row: a plausible count per node (about one VM
+        # per 2 vCPUs in use), so the rule does its whole work.
+        residents = np.maximum(np.asarray(used_vcpus) // 2, 0)
+        rows = (
+            ("greedy + shield d=1", None, 1, 0.0),
+            ("model + shield d=1", model, 1, 0.0),
+            ("resident-greedy + shield d=1 (counts sent)", None, 1, RESIDENT_WEIGHT),
+            ("greedy + shield d=2", None, 2, 0.0),
+        )
+        for label, m, depth, weight in rows:
+            decider = Decider(PolicyModel.load(m) if m else None, ShieldConfig(depth=depth), resident_weight=weight)
+            counts = residents if weight else None
+            in_process(decider, topology, used_vcpus, used_mem, requests[:200], depth > 1, counts)  # warm up
+            times = in_process(decider, topology, used_vcpus, used_mem, requests, depth > 1, counts)
             p50, p99, worst = percentiles(times)
             print(f"| {label} | {p50:.0f} | {p99:.0f} | {worst:.0f} | {len(times) / sum(times):,.0f} |")
+        if args.in_process_only:
+            return
 
         rows_open, rows_closed = [], []
         for policy in [p.strip() for p in args.policies.split(",")]:

@@ -1,8 +1,21 @@
-"""Reading the small YAML/TOML files users write (topologies, clusters)."""
+"""Reading the small files users write (topologies, clusters) and checking their keys.
+
+Two helpers, used by every reader of a user-written file:
+
+* :func:`read_config_file` parses YAML or TOML and names the file in any error;
+* :func:`check_keys` refuses a key the reader does not know, naming the file, where the key
+  sits and the closest valid key, e.g.
+  ``my-cluster.yaml: unknown key 'cnt' in hosts[0] (did you mean 'count'?)``.
+
+Strict keys matter because a typo is otherwise silent: a cluster file with ``cnt:`` instead of
+``count:`` used to give one host per group and reject almost every VM, with exit status 0.
+"""
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from catur.errors import CaturError
@@ -29,3 +42,25 @@ def read_config_file(path: str | Path, what: str) -> object:
     except Exception as exc:  # the parse errors of either format
         kind = "TOML" if path.suffix == ".toml" else "YAML"
         raise CaturError(f"{path}: not a valid {kind} {what} file: {exc}") from exc
+
+
+def closest(name: object, valid: Iterable[str]) -> str | None:
+    """The valid name most like ``name`` (difflib's ratio >= 0.6), or None."""
+    matches = difflib.get_close_matches(str(name), sorted(valid), n=1)
+    return matches[0] if matches else None
+
+
+def check_keys(mapping: Mapping, allowed: Iterable[str], source: str, where: str = "") -> None:
+    """Refuse the first key of ``mapping`` (in file order) that is not in ``allowed``.
+
+    ``source`` names the file, ``where`` the place in it (``"hosts[0]"``; empty for the top
+    level). The message suggests the closest allowed key when one is near enough.
+    """
+    allowed = set(allowed)
+    for key in mapping:
+        if key in allowed:
+            continue
+        place = f" in {where}" if where else ""
+        hint = closest(key, allowed)
+        suggestion = f" (did you mean {hint!r}?)" if hint else f" (valid keys: {', '.join(sorted(allowed))})"
+        raise CaturError(f"{source}: unknown key {key!r}{place}{suggestion}")

@@ -5,7 +5,9 @@
 1. every primitive's placement and immediate cost are computed with the placement core
    (:func:`catur.observation.candidates`);
 2. the **policy** scores the four primitives: the trained model's scores when a model is
-   loaded, otherwise ``greedy``'s (minus each primitive's defect at placement);
+   loaded, otherwise ``greedy``'s (minus each primitive's defect at placement), or, with a
+   ``resident_weight`` and the host's per-node resident counts given, ``resident-greedy``'s
+   (:mod:`catur.resident`: minus the defect and the COR rise felt by the VMs already there);
 3. the **uncertainty gate** (when the model carries gate statistics) checks whether the
    observation looks like the training data; if not, the model's scores are replaced by the
    fallback primitive's preference (the manifest's ``fallback_primitive``, else greedy);
@@ -32,6 +34,7 @@ from catur.policy_model import PolicyModel, RulePolicy, load_policy
 from catur.observation import CandidateTable, candidate_table, encode_batch
 from catur.policies import PRIMITIVES
 from catur.request import RequestBatch, VMRequest
+from catur.resident import RESIDENT_GREEDY, check_weight, resident_scores
 from catur.shield import ShieldConfig, TypeStats, shield, shield_depth1, shield_reason
 from catur.state import Placement, PlacementBatch
 from catur.topology import Topology
@@ -54,6 +57,9 @@ class Decision:
     rmr: float
     defect: float
     model_version: str
+    # Whether the host's per-node resident counts were given and used for this decision
+    # (a request without them is decided from the usage totals alone).
+    residents_used: bool = False
 
 
 class Decider:
@@ -65,6 +71,9 @@ class Decider:
             (greedy) and reports the version's name as its model version.
         shield_config: Shield parameters; ``None`` or depth 0 disables the shield.
         use_gate: Use the model's uncertainty gate when its manifest has one.
+        resident_weight: Without a model, λ of ``resident-greedy`` (:mod:`catur.resident`);
+            0 (the default) is plain ``greedy``. Used only for requests that carry resident
+            counts; the others are decided by ``greedy``.
     """
 
     def __init__(
@@ -72,11 +81,15 @@ class Decider:
         model: PolicyModel | RulePolicy | None = None,
         shield_config: ShieldConfig | None = None,
         use_gate: bool = True,
+        resident_weight: float = 0.0,
     ) -> None:
         # A rule version is greedy with a name: no network, and the version for reports.
         self.rule = model if isinstance(model, RulePolicy) else None
         model = None if self.rule is not None else model
         self.model = model
+        self.resident_weight = check_weight(resident_weight)
+        if model is not None and self.resident_weight:
+            raise CaturError("resident_weight applies to the rule without a model; a model brings its own scores")
         self.shield_config = shield_config if shield_config and shield_config.enabled else None
         self.gate = None
         self.fallback = None
@@ -95,8 +108,15 @@ class Decider:
         return self.model.version if self.model is not None else ""
 
     @property
+    def uses_residents(self) -> bool:
+        """Whether per-node resident counts change this decider's answers."""
+        return self.model is None and self.resident_weight > 0
+
+    @property
     def policy_name(self) -> str:
-        return "catur" if self.model is not None else "greedy"
+        if self.model is not None:
+            return "catur"
+        return RESIDENT_GREEDY if self.uses_residents else "greedy"
 
     def decide(
         self,
@@ -105,16 +125,19 @@ class Decider:
         used_mem_mib: np.ndarray,
         request: VMRequest,
         stats: TypeStats | None = None,
+        residents: np.ndarray | None = None,
     ) -> Decision:
         """Decide for ``request`` on a host with these ``[N]`` usage arrays.
 
         ``stats`` holds the recent requests of this host (or cluster) for the shield's
-        popular types; the caller observes requests into it after deciding. This is
-        :meth:`decide_batch` for a batch of one.
+        popular types; the caller observes requests into it after deciding. ``residents``
+        (``[N]``, optional) counts the VMs bound to each node. This is :meth:`decide_batch`
+        for a batch of one.
         """
         batch = RequestBatch.of(topology, request)
         used_vcpus, used_mem_mib = np.asarray(used_vcpus)[None], np.asarray(used_mem_mib)[None]
-        return self.decide_batch(topology, used_vcpus, used_mem_mib, batch, [stats]).decision(0)
+        counts = None if residents is None else np.asarray(residents)[None]
+        return self.decide_batch(topology, used_vcpus, used_mem_mib, batch, [stats], counts).decision(0)
 
     def decide_batch(
         self,
@@ -123,6 +146,7 @@ class Decider:
         used_mem_mib: np.ndarray,
         requests: RequestBatch,
         stats: list[TypeStats | None] | None = None,
+        residents: np.ndarray | None = None,
     ) -> "DecisionBatch":
         """Decide for ``B`` requests, one on each of ``B`` hosts (``used_*[B, N]``) at once.
 
@@ -130,14 +154,21 @@ class Decider:
         of the model per layer over all observations, the gate's distances, and the depth-1
         shield. A deeper
         shield looks ahead per host (``stats[b]`` is host ``b``'s recent requests). Row ``b``
-        is exactly the decision :meth:`decide` makes for host ``b`` alone.
+        is exactly the decision :meth:`decide` makes for host ``b`` alone. ``residents``
+        (``[B, N]``, optional) are the hosts' per-node resident counts.
         """
         table = candidate_table(topology, used_vcpus, used_mem_mib, requests)
         b = used_vcpus.shape[0]
         greedy_scores = -table.defect
         gated, distance = np.zeros(b, dtype=bool), np.zeros(b)
+        residents_used = residents is not None and self.uses_residents
         policy = np.full(b, "greedy" if self.model is None else "catur", dtype=object)
-        if self.model is None:
+        if residents_used:
+            policy[:] = RESIDENT_GREEDY
+            scores = resident_scores(
+                topology.node_cores, used_vcpus, residents, table.placements, table.defect, self.resident_weight
+            )
+        elif self.model is None:
             scores = greedy_scores
         else:
             obs = encode_batch(topology, used_vcpus, used_mem_mib, requests, table)
@@ -166,7 +197,7 @@ class Decider:
             choice = np.array([v.choice for v in verdicts], dtype=np.int64)
             intervened = np.array([v.intervened for v in verdicts], dtype=bool)
             fallback[:] = [v.fallback for v in verdicts]
-        return DecisionBatch(self, table, scores, choice, policy, intervened, fallback, gated, distance)
+        return DecisionBatch(self, table, scores, choice, policy, intervened, fallback, gated, distance, residents_used)
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,6 +217,7 @@ class DecisionBatch:
     fallback: np.ndarray  # object[B]
     gated: np.ndarray  # bool[B]
     gate_distance: np.ndarray  # float64[B]
+    residents_used: bool = False
 
     @property
     def placements(self) -> PlacementBatch:
@@ -217,6 +249,7 @@ class DecisionBatch:
             rmr=float(self.table.rmr[i, choice]),
             defect=float(self.table.defect[i, choice]),
             model_version=self.decider.model_version,
+            residents_used=self.residents_used,
         )
 
 
@@ -224,21 +257,23 @@ class DecisionBatch:
 class DeciderSpec:
     """A picklable recipe for a :class:`Decider` (worker processes build their own).
 
-    ``model`` is a model directory, ``"default"`` for the shipped model, or ``None`` for greedy.
-    The name in reports is ``catur`` (a model) or ``greedy``, with ``+shield`` when shielded
-    and ``-nogate`` when the gate is off.
+    ``model`` is a model directory, ``"default"`` for the shipped model, or ``None`` for greedy
+    (``resident-greedy`` with a ``resident_weight``). The name in reports is ``catur`` (a
+    model), ``greedy`` or ``resident-greedy``, with ``+shield`` when shielded and ``-nogate``
+    when the gate is off.
     """
 
     model: str | None = None
     shield: ShieldConfig | None = None
     use_gate: bool = True
     label: str | None = None
+    resident_weight: float = 0.0
 
     @property
     def name(self) -> str:
         if self.label:
             return self.label
-        name = "catur" if self.model is not None else "greedy"
+        name = "catur" if self.model is not None else (RESIDENT_GREEDY if self.resident_weight else "greedy")
         if self.shield is not None and self.shield.enabled:
             name += "+shield"
         if self.model is not None and not self.use_gate:
@@ -246,7 +281,8 @@ class DeciderSpec:
         return name
 
     def build(self) -> Decider:
-        return Decider(_load_model(self.model) if self.model is not None else None, self.shield, self.use_gate)
+        model = _load_model(self.model) if self.model is not None else None
+        return Decider(model, self.shield, self.use_gate, self.resident_weight)
 
 
 _MODEL_CACHE: dict[str, PolicyModel | RulePolicy] = {}

@@ -9,15 +9,18 @@ from catur.policy_model import (
     RULE_FORMAT,
     RULE_KIND,
     RULE_POLICIES,
+    MANIFEST_KEYS,
     PolicyModel,
     RulePolicy,
     check_manifest,
     default_model_dir,
+    file_sha256,
     is_rule,
     load_policy,
     read_manifest,
     rule_manifest,
+    weights_sha256,
 )
 
-__all__ = ["ACTIVATIONS", "DEFAULT_MODEL", "MODEL_FORMAT", "RULE_FORMAT", "RULE_KIND", "RULE_POLICIES", "PolicyModel",
-           "RulePolicy", "check_manifest", "default_model_dir", "is_rule", "load_policy", "read_manifest", "rule_manifest"]
+__all__ = ["ACTIVATIONS", "DEFAULT_MODEL", "MANIFEST_KEYS", "MODEL_FORMAT", "RULE_FORMAT", "RULE_KIND", "RULE_POLICIES", "PolicyModel",
+           "RulePolicy", "check_manifest", "default_model_dir", "file_sha256", "is_rule", "load_policy", "read_manifest", "rule_manifest", "weights_sha256"]

@@ -38,6 +38,7 @@ from catur.metrics import node_cor, placement_costs
 from catur.placement import primitive_batches
 from catur.policies import PRIMITIVES
 from catur.request import RequestBatch, VMRequest
+from catur.resident import resident_penalty
 from catur.state import Placement, PlacementBatch
 from catur.topology import Topology
 
@@ -48,6 +49,10 @@ REQUEST_FEATURES = 6
 HOST_FEATURES = 2
 CANDIDATE_FEATURES = 5
 OBS_DIM = MAX_NODES * NODE_FEATURES + REQUEST_FEATURES + HOST_FEATURES + len(PRIMITIVES) * CANDIDATE_FEATURES
+# The optional resident part (:func:`resident_features`), appended after the OBS_DIM values:
+# per node slot the resident VM count / RESIDENT_SCALE, per primitive the resident penalty.
+RESIDENT_SCALE = 32.0
+RESIDENT_DIM = MAX_NODES + len(PRIMITIVES)
 
 
 class Candidate(NamedTuple):
@@ -194,3 +199,22 @@ def encode_batch(
     candidate_part[:, :, 3] = table.defect - table.defect.min(axis=1, keepdims=True)
     candidate_part[:, :, 4] = neighbours
     return obs
+
+
+def resident_features(
+    topology: Topology, used_vcpus: np.ndarray, residents: np.ndarray, table: CandidateTable
+) -> np.ndarray:
+    """``float32[B, RESIDENT_DIM]``: the optional resident part of an observation.
+
+    Per node slot, how many VMs are bound there (/ :data:`RESIDENT_SCALE`, clipped to [0, 8];
+    absent nodes 0); per primitive, Σ residents · ΔCOR over the nodes (:mod:`catur.resident`,
+    clipped to [0, 8]): how much that candidate hurts the VMs already on the host, counted by
+    VM rather than by vCPU. An observation with this part is ``OBS_DIM + RESIDENT_DIM`` long;
+    models trained without it keep the plain ``OBS_DIM`` layout.
+    """
+    b, n = used_vcpus.shape[0], topology.num_nodes
+    out = np.zeros((b, RESIDENT_DIM), dtype=np.float32)
+    out[:, :n] = np.minimum(residents / RESIDENT_SCALE, 8.0)
+    penalty = resident_penalty(topology.node_cores, used_vcpus, residents, table.placements)
+    out[:, MAX_NODES:] = np.minimum(penalty, 8.0)
+    return out

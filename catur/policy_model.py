@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catur.configfile import check_keys
 from catur.errors import CaturError
 from catur.observation import OBS_DIM, OBS_VERSION
 from catur.policies import PRIMITIVES
@@ -38,6 +39,15 @@ ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0.0),
 }
 DEFAULT_MODEL = "default"
+
+# Every top-level key a manifest may hold: written by training (format ... versions), the
+# retrain job (retrain), the registry (trained_version, version), or by hand
+# (fallback_primitive). A misspelt key is refused with the closest one rather than ignored.
+MANIFEST_KEYS = (
+    "format", "obs_version", "obs_dim", "actions", "activation", "algorithm", "action_space",
+    "observation_space", "version", "trained_version", "gate", "fallback_primitive",
+    "best_primitive", "training", "evaluation", "export_check", "versions", "retrain",
+)
 
 
 def default_model_dir() -> Path:
@@ -144,6 +154,26 @@ class PolicyModel:
         return cls(manifest, layers, directory)
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(directory: str | Path) -> str:
+    """The identity of a model: the SHA-256 of its ``weights.npz`` (``"default"`` = the shipped
+    model). It survives ``catur models add`` (which copies the file byte for byte and rewrites
+    only the manifest), so an evaluation can say which model it measured."""
+    directory = default_model_dir() if str(directory) == DEFAULT_MODEL else Path(directory)
+    try:
+        return file_sha256(directory / "weights.npz")
+    except OSError as exc:
+        raise CaturError(f"cannot read {directory / 'weights.npz'}: {exc.strerror}") from exc
+
+
 def read_manifest(directory: Path) -> object:
     """The parsed ``manifest.json`` of a model directory; errors name the file."""
     manifest_path = Path(directory) / "manifest.json"
@@ -226,6 +256,7 @@ def check_manifest(manifest: object, source: str) -> None:
     """Refuse a manifest this version of Catur cannot use, naming the mismatch."""
     if not isinstance(manifest, dict):
         raise CaturError(f"{source}: the manifest must be a JSON object")
+    check_keys(manifest, MANIFEST_KEYS, source)
     expected = {
         "format": MODEL_FORMAT,
         "obs_version": OBS_VERSION,

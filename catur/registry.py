@@ -66,7 +66,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -80,7 +79,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from catur.errors import CaturError, LosesToGreedy
-from catur.policy_model import DEFAULT_MODEL, RulePolicy, default_model_dir, is_rule, load_policy, rule_manifest
+from catur.policy_model import (
+    DEFAULT_MODEL, RulePolicy, default_model_dir, file_sha256, is_rule, load_policy, rule_manifest, weights_sha256,
+)
 
 log = logging.getLogger("catur.registry")
 
@@ -158,12 +159,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_sha256 = file_sha256
 
 
 def _fsync_dir(path: Path) -> None:
@@ -197,11 +193,55 @@ def normalise_version(version: str) -> str:
     return f"v{int(match.group(1)):04d}" if match else str(version)
 
 
+# The names a model's results carry in ``catur evaluate`` output (catur.decision.DeciderSpec).
+MODEL_POLICY_NAMES = ("catur", "catur+shield")
+
+
+def check_evaluation_of(evaluation: dict, model_dir: str | Path, source: str) -> str | None:
+    """Refuse an evaluation that is not of the model in ``model_dir``; the reason as a
+    :class:`CaturError` naming ``source`` (the JSON file), or a warning string when it cannot
+    tell, or None when it matches.
+
+    Only ``catur evaluate --json`` output (``scenario`` + ``policies``) is checked: its
+    ``scenario.model_sha256`` is the evaluated model's :func:`~catur.model.weights_sha256`.
+    Other JSON (a retrain report, hand-written results) is kept as given.
+    """
+    scenario = evaluation.get("scenario")
+    if not isinstance(scenario, dict) or not isinstance(evaluation.get("policies"), dict):
+        return None
+    service = scenario.get("service")
+    if isinstance(service, dict):  # catur replay: the service's model, known only by its version
+        return (
+            f"{source}: cannot check that it evaluated {model_dir}: it measured the service at "
+            f"{service.get('target')!r} (model version {service.get('model_version')!r})"
+        )
+    if not scenario.get("model"):
+        raise CaturError(
+            f"{source}: this evaluation ran no model (catur evaluate without --model), so it says "
+            f"nothing about {model_dir}; use --force to keep it anyway"
+        )
+    evaluated = scenario.get("model_sha256")
+    if not evaluated:
+        return (
+            f"{source}: cannot check that it evaluated {model_dir} (it names model "
+            f"{scenario['model']!r} but carries no model_sha256; rerun catur evaluate to record it)"
+        )
+    actual = weights_sha256(model_dir)
+    if evaluated != actual:
+        raise CaturError(
+            f"{source}: evaluates a different model ({scenario['model']!r}, weights sha256 "
+            f"{str(evaluated)[:12]}), not {model_dir} (weights sha256 {actual[:12]}); use --force to keep it anyway"
+        )
+    return None
+
+
 def headline_metric(evaluation: dict | None) -> tuple[str, float] | None:
     """The one number ``catur models list`` shows for an evaluation, if it has one.
 
     In order: an explicit ``{"headline": {"metric": NAME, "value": X}}``; a top-level
-    ``avg_defect``; else the worst (largest) ``avg_defect`` over ``{"clusters": {NAME: {...}}}``.
+    ``avg_defect``; the model's ``avg_defect`` in ``catur evaluate --json`` output
+    (``{"scenario": ..., "policies": {"catur": {...}}}``; ``catur+shield`` when only that ran);
+    else the worst (largest) ``avg_defect`` over ``{"clusters": {NAME: {...}}}``.
     """
     if not isinstance(evaluation, dict):
         return None
@@ -210,6 +250,12 @@ def headline_metric(evaluation: dict | None) -> tuple[str, float] | None:
         return str(head.get("metric", "headline")), float(head["value"])
     if isinstance(evaluation.get("avg_defect"), (int, float)):
         return "avg_defect", float(evaluation["avg_defect"])
+    policies = evaluation.get("policies")
+    if isinstance(policies, dict):
+        for name in MODEL_POLICY_NAMES:
+            entry = policies.get(name)
+            if isinstance(entry, dict) and isinstance(entry.get("avg_defect"), (int, float)):
+                return ("avg_defect" if name == "catur" else f"{name} avg_defect"), float(entry["avg_defect"])
     clusters = evaluation.get("clusters")
     if isinstance(clusters, dict):
         values = [c["avg_defect"] for c in clusters.values() if isinstance(c, dict) and isinstance(c.get("avg_defect"), (int, float))]

@@ -1,8 +1,12 @@
 """Placement state of many hosts, and the placements that change it.
 
 :class:`HostsState` holds the usage of ``H`` hosts that share one :class:`~catur.topology.Topology`
-as two integer arrays, ``used_vcpus[host, node]`` and ``used_mem_mib[host, node]``: one array
-per field, never an object per node, so that array code can work across hosts.
+as integer arrays, ``used_vcpus[host, node]`` and ``used_mem_mib[host, node]``, plus
+``residents[host, node]``, how many VMs have a vNUMA instance bound to each node: one array
+per field, never an object per node, so that array code can work across hosts. The resident
+counts matter because the headline metric averages every VM's defect over its life: a VM
+placed on a node raises the COR of every VM already there, and the totals alone cannot say how
+many VMs that is (:mod:`catur.resident`).
 
 A :class:`Placement` is the answer for one VM: for each vNUMA instance, the node its vCPUs
 are bound to and how its memory is spread over all nodes. :func:`apply` adds it to a host and
@@ -152,14 +156,17 @@ class HostsState:
         self.topology = topology
         self.used_vcpus = np.zeros((num_hosts, topology.num_nodes), dtype=np.int64)
         self.used_mem_mib = np.zeros((num_hosts, topology.num_nodes), dtype=np.int64)
+        self.residents = np.zeros((num_hosts, topology.num_nodes), dtype=np.int64)
 
     @classmethod
-    def from_usage(cls, topology: Topology, used_vcpus, used_mem_mib) -> "HostsState":
-        """A state from given usage arrays (``[N]`` for one host or ``[H, N]``), validated."""
+    def from_usage(cls, topology: Topology, used_vcpus, used_mem_mib, residents=None) -> "HostsState":
+        """A state from given usage arrays (``[N]`` for one host or ``[H, N]``), validated.
+        ``residents`` (same shape) defaults to zeros: unknown."""
         vcpus = np.atleast_2d(np.asarray(used_vcpus))
         mem = np.atleast_2d(np.asarray(used_mem_mib))
+        counts = np.zeros_like(vcpus) if residents is None else np.atleast_2d(np.asarray(residents))
         n = topology.num_nodes
-        for label, arr in (("used_vcpus", vcpus), ("used_mem_mib", mem)):
+        for label, arr in (("used_vcpus", vcpus), ("used_mem_mib", mem), ("residents", counts)):
             if arr.ndim != 2 or arr.shape[1] != n:
                 raise CaturError(
                     f"{label} has shape {np.asarray(arr).shape}; topology {topology.name!r} "
@@ -169,11 +176,12 @@ class HostsState:
                 raise CaturError(f"{label} must be finite and >= 0, got {arr.tolist()}")
             if (arr != np.round(arr)).any():  # would be truncated silently by the int64 copy
                 raise CaturError(f"{label} must be whole numbers, got {arr.tolist()}")
-        if vcpus.shape != mem.shape:
-            raise CaturError(f"used_vcpus {vcpus.shape} and used_mem_mib {mem.shape} differ")
+        if vcpus.shape != mem.shape or vcpus.shape != counts.shape:
+            raise CaturError(f"used_vcpus {vcpus.shape}, used_mem_mib {mem.shape} and residents {counts.shape} differ")
         state = cls(topology, vcpus.shape[0])
         state.used_vcpus[:] = vcpus
         state.used_mem_mib[:] = mem
+        state.residents[:] = counts
         return state
 
     @property
@@ -190,6 +198,7 @@ class HostsState:
         twin = HostsState(self.topology, self.num_hosts)
         twin.used_vcpus[:] = self.used_vcpus
         twin.used_mem_mib[:] = self.used_mem_mib
+        twin.residents[:] = self.residents
         return twin
 
     def __eq__(self, other: object) -> bool:
@@ -199,21 +208,26 @@ class HostsState:
             self.topology == other.topology
             and np.array_equal(self.used_vcpus, other.used_vcpus)
             and np.array_equal(self.used_mem_mib, other.used_mem_mib)
+            and np.array_equal(self.residents, other.residents)
         )
 
 
 def apply(state: HostsState, host: int, placement: Placement) -> None:
-    """Add a placed VM to ``host`` (in place)."""
+    """Add a placed VM to ``host`` (in place): its vCPUs, its memory, and one resident on
+    each node an instance of it is bound to."""
     state.used_vcpus[host, placement.cpu_nodes] += placement.vcpus
     state.used_mem_mib[host] += placement.node_mem_mib()
+    state.residents[host, placement.cpu_nodes] += 1
 
 
 def add_usage(state: HostsState, hosts: np.ndarray, node_vcpus: np.ndarray, node_mem_mib: np.ndarray) -> None:
     """:func:`apply` for one VM on each of several distinct ``hosts`` at once, given as the
     per-node usage it adds (``[len(hosts), N]``; :meth:`PlacementBatch.node_vcpus` and
-    :meth:`~PlacementBatch.node_mem_mib`): the batched replay engine's bookkeeping."""
+    :meth:`~PlacementBatch.node_mem_mib`): the batched replay engine's bookkeeping. A node
+    that gets vCPUs gets a resident (a VM's instances sit on distinct nodes)."""
     state.used_vcpus[hosts] += node_vcpus
     state.used_mem_mib[hosts] += node_mem_mib
+    state.residents[hosts] += node_vcpus > 0
 
 
 def remove_usage(state: HostsState, hosts: np.ndarray, node_vcpus: np.ndarray, node_mem_mib: np.ndarray) -> None:
@@ -221,6 +235,7 @@ def remove_usage(state: HostsState, hosts: np.ndarray, node_vcpus: np.ndarray, n
     :func:`add_usage` added for them; not re-checked, as the engine only removes what it added)."""
     state.used_vcpus[hosts] -= node_vcpus
     state.used_mem_mib[hosts] -= node_mem_mib
+    state.residents[hosts] -= node_vcpus > 0
 
 
 def release(state: HostsState, host: int, placement: Placement) -> None:
@@ -232,10 +247,13 @@ def release(state: HostsState, host: int, placement: Placement) -> None:
     vcpus = state.used_vcpus[host].copy()
     vcpus[placement.cpu_nodes] -= placement.vcpus
     mem = state.used_mem_mib[host] - placement.node_mem_mib()
-    if (vcpus < 0).any() or (mem < 0).any():
+    residents = state.residents[host].copy()
+    residents[placement.cpu_nodes] -= 1
+    if (vcpus < 0).any() or (mem < 0).any() or (residents < 0).any():
         raise CaturError(
             f"release on host {host} would make usage negative: the VM was not placed there "
             f"or was already released"
         )
     state.used_vcpus[host] = vcpus
     state.used_mem_mib[host] = mem
+    state.residents[host] = residents

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catur.configfile import CONFIG_SUFFIXES, read_config_file
+from catur.configfile import CONFIG_SUFFIXES, check_keys, read_config_file
 from catur.errors import CaturError, unknown_name
 
 MIB_PER_GIB = 1024
@@ -246,6 +246,13 @@ def get_preset(name: str) -> Topology:
         raise unknown_name("topology preset", name, list(PRESETS)) from None
 
 
+# The keys a topology file may hold, at the top and in each node (see topology_from_dict).
+# ``libvirt`` is the section ``catur libvirt topology --json`` adds (each node's cell id and
+# CPUs): accepted so that output stays a topology file, and not read.
+TOPOLOGY_KEYS = ("name", "nodes", "distances", "libvirt")
+NODE_KEYS = ("cores", "mem_gib", "mem_mib", "socket")
+
+
 def topology_from_dict(spec: dict, *, source: str = "topology") -> Topology:
     """Build a topology from a mapping, as found in a user's YAML/TOML file.
 
@@ -257,10 +264,12 @@ def topology_from_dict(spec: dict, *, source: str = "topology") -> Topology:
           - {cores: 32, mem_gib: 128, socket: 1}
         distances: [[10, 21], [21, 10]]   # optional; default 10 / 12 / 21 by socket
 
-    ``mem_mib`` may be given instead of ``mem_gib``. ``source`` names the file in errors.
+    ``mem_mib`` may be given instead of ``mem_gib``. ``source`` names the file in errors; an
+    unknown key (``distance:`` for ``distances:``) is one, with the closest valid key.
     """
     if not isinstance(spec, dict):
         raise CaturError(f"{source}: a topology must be a mapping, got {type(spec).__name__}")
+    check_keys(spec, TOPOLOGY_KEYS, source)
     name = str(spec.get("name", Path(source).stem))
     nodes = spec.get("nodes")
     if not isinstance(nodes, list) or not nodes:
@@ -270,9 +279,7 @@ def topology_from_dict(spec: dict, *, source: str = "topology") -> Topology:
         where = f"{source}: nodes[{i}]"
         if not isinstance(node, dict):
             raise CaturError(f"{where} must be a mapping with cores and mem_gib")
-        unknown = set(node) - {"cores", "mem_gib", "mem_mib", "socket"}
-        if unknown:
-            raise CaturError(f"{where}: unknown field(s) {sorted(unknown)}")
+        check_keys(node, NODE_KEYS, source, f"nodes[{i}]")
         if "cores" not in node:
             raise CaturError(f"{where}: missing 'cores'")
         cores.append(_number(node["cores"], f"{where}.cores"))

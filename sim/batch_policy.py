@@ -35,12 +35,18 @@ from catur.errors import CaturError, unknown_name
 from catur.placement import GREEDY, greedy_batch, place_batch, place_instances
 from catur.policies import POLICIES, Policy
 from catur.request import RequestBatch
+from catur.resident import RESIDENT_GREEDY, resident_greedy_batch
 from catur.shield import TypeStats
 from catur.state import Placement, PlacementBatch
 from catur.topology import Topology
 
 
 ORACLE = "oracle"
+# The oracle that knows the next k arrivals but not the departures between them (it plans as
+# if nobody left): how much of the oracle's gain comes from knowing who leaves.
+ORACLE_ARRIVALS = "oracle-arrivals-only"
+# Names that stay names (not ranking policies): the rules and the oracles.
+NAMED_RULES = (GREEDY, RESIDENT_GREEDY, ORACLE, ORACLE_ARRIVALS)
 
 
 # How often a Decider's shield and gate stepped in, counted per host by every replay (the
@@ -64,22 +70,22 @@ def count_interventions(counters: Counter, decision) -> None:
 
 def check_policy_name(name: str) -> None:
     """Raise a :class:`CaturError` listing every valid name if ``name`` is not a policy that
-    replay knows: the ranking policies, ``greedy`` and ``oracle``."""
-    if name not in (GREEDY, ORACLE) and name not in POLICIES:
-        raise unknown_name("policy", name, [*POLICIES, GREEDY, ORACLE])
+    replay knows: the ranking policies, ``greedy``, ``resident-greedy`` and the oracles."""
+    if name not in NAMED_RULES and name not in POLICIES:
+        raise unknown_name("policy", name, [*POLICIES, *NAMED_RULES])
 
 
 def resolve_policy(policy: Policy | str | Decider | DeciderSpec | Callable):
     """The one reading of a policy argument, for every replay engine: a
     :class:`~catur.decision.DeciderSpec` becomes its :class:`~catur.decision.Decider`, a ranking
-    policy's name its :class:`~catur.policies.Policy`; ``"greedy"`` and ``"oracle"`` stay
-    names; a Policy, a Decider or any callable ``(topology, used_vcpus, used_mem_mib, request,
+    policy's name its :class:`~catur.policies.Policy`; ``"greedy"``, ``"resident-greedy"`` and
+    the oracles stay names; a Policy, a Decider or any callable ``(topology, used_vcpus, used_mem_mib, request,
     rng=None) -> Placement`` is returned as it is. An unknown name fails, listing the known."""
     if isinstance(policy, DeciderSpec):
         return policy.build()
     if isinstance(policy, str):
         check_policy_name(policy)
-        return policy if policy in (GREEDY, ORACLE) else POLICIES[policy]
+        return policy if policy in NAMED_RULES else POLICIES[policy]
     if isinstance(policy, (Policy, Decider)) or callable(policy):
         return policy
     raise CaturError(f"not a policy: {policy!r}")
@@ -115,7 +121,7 @@ class BatchPolicy:
 
     def __init__(self, topology: Topology, policy, num_hosts: int, seeds: Sequence[int] | None = None) -> None:
         policy = resolve_policy(policy)
-        if isinstance(policy, str) and policy == ORACLE:
+        if isinstance(policy, str) and policy in (ORACLE, ORACLE_ARRIVALS):
             raise CaturError("the oracle looks ahead at each host's events; replay it with catur.sim.replay.replay_host")
         self.topology = topology
         self.policy = policy
@@ -131,19 +137,29 @@ class BatchPolicy:
         self.rngs = [np.random.default_rng(s) for s in seeds] if self.row_by_row else None
 
     def __call__(
-        self, used_vcpus: np.ndarray, used_mem: np.ndarray, requests: RequestBatch, rows: np.ndarray
+        self, used_vcpus: np.ndarray, used_mem: np.ndarray, requests: RequestBatch, rows: np.ndarray,
+        residents: np.ndarray | None = None,
     ) -> BatchDecision:
+        """Decide for each row; ``residents[B, N]`` (VMs bound to each node, ``None`` = unknown:
+        zeros) reach the policies that weigh them (``resident-greedy``, a Decider with a resident
+        weight, a callable with a true ``uses_residents`` attribute)."""
         topology, policy = self.topology, self.policy
+        if residents is None:
+            residents = np.zeros_like(used_vcpus)
         if self.row_by_row:
-            return self._row_by_row(used_vcpus, used_mem, requests, rows)
+            return self._row_by_row(used_vcpus, used_mem, requests, rows, residents)
         if isinstance(policy, Policy):
             batch = place_batch(topology, used_vcpus, used_mem, requests.inst_vcpus, requests.inst_mem, policy)
             return BatchDecision(batch, policy.name, None)
         if policy == GREEDY:
             args = (requests.inst_vcpus, requests.inst_mem, requests.alpha, requests.beta)
             return BatchDecision(greedy_batch(topology, used_vcpus, used_mem, *args), GREEDY, None)
+        if policy == RESIDENT_GREEDY:
+            args = (requests.inst_vcpus, requests.inst_mem, requests.alpha, requests.beta)
+            placements = resident_greedy_batch(topology, used_vcpus, used_mem, residents, *args)
+            return BatchDecision(placements, RESIDENT_GREEDY, None)
         stats = [self.stats[r] for r in rows] if self.deep else None
-        batch = policy.decide_batch(topology, used_vcpus, used_mem, requests, stats)
+        batch = policy.decide_batch(topology, used_vcpus, used_mem, requests, stats, residents)
         if self.deep:
             for window, request in zip(stats, requests.requests):
                 window.observe(request)
@@ -151,7 +167,7 @@ class BatchPolicy:
         counts = np.stack([batch.intervened, fallback == "depth-1", fallback == "unshielded", batch.gated], axis=1)
         return BatchDecision(batch.placements, batch.policy, counts.astype(np.int64))
 
-    def _row_by_row(self, used_vcpus, used_mem, requests: RequestBatch, rows: np.ndarray) -> BatchDecision:
+    def _row_by_row(self, used_vcpus, used_mem, requests: RequestBatch, rows: np.ndarray, residents) -> BatchDecision:
         """A random policy or a callable: each row on its own, with its host's generator."""
         if isinstance(self.policy, Policy):  # the requests are split already: place their instances
             chosen = [
@@ -159,9 +175,10 @@ class BatchPolicy:
                                 self.policy, self.rngs[int(r)])
                 for i, r in enumerate(rows)
             ]
-        else:
+        else:  # a callable that weighs residents (a client sending them, as a hypervisor would) gets them
+            extra = (lambda i: {"residents": residents[i]}) if getattr(self.policy, "uses_residents", False) else (lambda i: {})
             chosen = [
-                self.policy(self.topology, used_vcpus[i], used_mem[i], request, rng=self.rngs[int(r)])
+                self.policy(self.topology, used_vcpus[i], used_mem[i], request, rng=self.rngs[int(r)], **extra(i))
                 for i, (request, r) in enumerate(zip(requests.requests, rows))
             ]
         batch = PlacementBatch(
@@ -171,4 +188,4 @@ class BatchPolicy:
         return BatchDecision(batch, [p.policy for p in chosen], None)
 
 
-__all__ = ["BatchDecision", "BatchPolicy"]
+__all__ = ["BatchDecision", "BatchPolicy", "NAMED_RULES", "ORACLE", "ORACLE_ARRIVALS"]

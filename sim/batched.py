@@ -56,6 +56,7 @@ from catur.metrics import CorClock, defect, lifetime_mean_cor, placement_costs
 from catur.placement import GREEDY
 from catur.policies import POLICIES, Policy
 from catur.request import RequestBatch, VMRequest, split_requests
+from catur.resident import RESIDENT_GREEDY
 from catur.sim.batch_policy import INTERVENTIONS, BatchPolicy, resolve_policy
 from catur.sim.replay import HostReplay, HostTrace, replay_host
 from catur.state import HostsState, Placement, add_usage, remove_usage
@@ -91,7 +92,7 @@ def batchable(policy: object, correctable_above: float | None = None) -> bool:
     if isinstance(policy, Policy):
         return not policy.needs_rng
     if isinstance(policy, str):
-        return policy == GREEDY or (policy in POLICIES and not POLICIES[policy].needs_rng)
+        return policy in (GREEDY, RESIDENT_GREEDY) or (policy in POLICIES and not POLICIES[policy].needs_rng)
     return False
 
 
@@ -191,6 +192,7 @@ def _replay_group(
     state = HostsState(topology, h)
     state.used_vcpus[:] = np.concatenate([start.used_vcpus for start in starts])
     state.used_mem_mib[:] = np.concatenate([start.used_mem_mib for start in starts])
+    state.residents[:] = np.concatenate([start.residents for start in starts])  # VMs bound to each node
     used_vcpus, used_mem = state.used_vcpus, state.used_mem_mib
     clock = CorClock(topology.node_cores, np.array([t.arrival_s.min() if t.num_vms else 0.0 for t in traces]))
     clock.set_usage(used_vcpus, slice(0, h))
@@ -219,7 +221,7 @@ def _replay_group(
             _request_objects(vms, vcpus, mem_mib, alpha, beta, vnuma) if decide.needs_requests else None,
         )
         before = used_vcpus[rows]
-        decision = decide(before, used_mem[rows], requests, rows)
+        decision = decide(before, used_mem[rows], requests, rows, state.residents[rows])
         placements, counts_now = decision.placements, decision.counts
         cor_at_placement[vms], rmr[vms], _ = placement_costs(
             topology.node_cores, before, placements, alpha[vms], beta[vms]

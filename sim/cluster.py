@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catur.configfile import read_config_file
+from catur.configfile import check_keys, read_config_file
 from catur.errors import CaturError
 from catur.topology import Topology, resolve_topology
 
@@ -86,17 +86,27 @@ class ClusterSpec:
         }
 
 
+# The keys a cluster file may hold, at the top and in each host group; anything else is
+# refused with the closest valid key (a typo such as ``cnt:`` is otherwise silent).
+CLUSTER_KEYS = ("name", "cpu_overcommit", "hosts")
+GROUP_KEYS = ("topology", "count")
+
+
 def cluster_from_dict(spec: dict, *, source: str = "cluster") -> ClusterSpec:
     """Build a :class:`ClusterSpec` from the mapping a cluster file holds."""
     if not isinstance(spec, dict):
         raise CaturError(f"{source}: a cluster must be a mapping with a 'hosts' list")
+    check_keys(spec, CLUSTER_KEYS, source)
     hosts = spec.get("hosts")
     if not isinstance(hosts, list) or not hosts:
         raise CaturError(f"{source}: 'hosts' must be a non-empty list of {{topology, count}}")
     groups = []
     for i, group in enumerate(hosts):
-        if not isinstance(group, dict) or "topology" not in group:
+        if not isinstance(group, dict):
             raise CaturError(f"{source}: hosts[{i}] must be a mapping with 'topology' and 'count'")
+        check_keys(group, GROUP_KEYS, source, f"hosts[{i}]")
+        if "topology" not in group:
+            raise CaturError(f"{source}: hosts[{i}] needs a 'topology' (a preset name or a topology file)")
         count = group.get("count", 1)
         if isinstance(count, bool) or not isinstance(count, int):
             raise CaturError(f"{source}: hosts[{i}].count must be a whole number, got {count!r}")

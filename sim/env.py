@@ -1,5 +1,9 @@
 """The gymnasium environment: one episode is one host's VM arrivals, one step one placement.
 
+Both ids are registered by ``import catur`` (see ``catur/__init__.py``), so
+``gymnasium.make("catur/NumaPlacement-v0", workload="default")`` works without importing this
+module first; ``make`` wraps the env in :class:`ActionMasks` so ``action_masks()`` is reachable.
+
 ``catur/NumaPlacement-v0`` (:class:`NumaPlacementEnv`)
     Action ``Discrete(4)``: which primitive places the arriving VM (Catur's robust action
     space, in :data:`~catur.policies.PRIMITIVES` order). Every action is always valid, so
@@ -34,7 +38,16 @@ import numpy as np
 
 from catur.errors import CaturError
 from catur.metrics import ANOMALY_THRESHOLD, cor_after, node_cor
-from catur.observation import MAX_NODES, OBS_DIM, Candidate, candidates, encode
+from catur.observation import (
+    MAX_NODES,
+    OBS_DIM,
+    RESIDENT_DIM,
+    Candidate,
+    CandidateTable,
+    candidates,
+    encode,
+    resident_features,
+)
 from catur.placement import place
 from catur.policies import PRIMITIVES, NodeContext, Policy, Ranking, get_policy
 from catur.request import RequestBatch, VMRequest
@@ -54,6 +67,10 @@ class NumaPlacementEnv(gym.Env):
         workload: A :class:`Workload`, or its ``source`` (scenario name / path / DataFrame).
         episode_arrivals: Steps before truncation.
         streams: Pre-built host streams (skips loading; shared by vector envs in one process).
+        resident_features: Append the per-node resident counts and each primitive's
+            resident penalty (:func:`catur.observation.resident_features`) to the
+            observation, which then has ``OBS_DIM + RESIDENT_DIM`` values. Off by default, so
+            models trained on the plain layout keep it.
     """
 
     metadata = {"render_modes": []}
@@ -64,6 +81,7 @@ class NumaPlacementEnv(gym.Env):
         workload: Workload | object = "default",
         episode_arrivals: int = 512,
         streams: list[HostStream] | None = None,
+        resident_features: bool = False,
         **workload_options,
     ) -> None:
         super().__init__()
@@ -75,7 +93,9 @@ class NumaPlacementEnv(gym.Env):
         self.episode_arrivals = episode_arrivals
         self.streams = streams if streams is not None else workload.streams()
         self.topologies = sorted({s.topology.name for s in self.streams})
-        self.observation_space = gym.spaces.Box(OBS_LOW, OBS_HIGH, shape=(OBS_DIM,), dtype=np.float32)
+        self.resident_features = bool(resident_features)
+        self.obs_dim = OBS_DIM + (RESIDENT_DIM if self.resident_features else 0)
+        self.observation_space = gym.spaces.Box(OBS_LOW, OBS_HIGH, shape=(self.obs_dim,), dtype=np.float32)
         self.action_space = self._make_action_space()
         self._warmup = get_policy(self.warmup_policy)  # checked now; decides through BatchPolicy
         self._stream: HostStream | None = None
@@ -160,6 +180,10 @@ class NumaPlacementEnv(gym.Env):
             self._stream.topology, self._used_vcpus, self._used_mem, self._request
         )
         obs = encode(self._stream.topology, self._used_vcpus, self._used_mem, self._request, self._cands)
+        if self.resident_features:
+            table = CandidateTable.from_candidates(self._cands)
+            extra = resident_features(self._stream.topology, self._used_vcpus[None], self._state.residents, table)[0]
+            obs = np.concatenate([obs, extra])
         return np.clip(obs, OBS_LOW, OBS_HIGH)
 
     # --- rewards ---------------------------------------------------------------------------------
@@ -237,7 +261,7 @@ class NumaPlacementEnv(gym.Env):
         terminated = following is None
         if terminated:
             self._replay_until(len(self._events), warmup=False)
-            obs = np.zeros(OBS_DIM, dtype=np.float32)
+            obs = np.zeros(self.obs_dim, dtype=np.float32)
         else:
             self._replay_until(following, warmup=False)
             obs = self._observe()
@@ -281,5 +305,19 @@ def node_first_policy(node: int) -> Policy:
     return Policy(f"node-{node}", "action", rank, f"node {node} first")
 
 
-gym.register(id="catur/NumaPlacement-v0", entry_point="catur.sim.env:NumaPlacementEnv")
-gym.register(id="catur/NumaPlacementNodes-v0", entry_point="catur.sim.env:NodeActionEnv")
+class ActionMasks(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Puts ``action_masks()`` on the outermost env that ``gymnasium.make`` returns.
+
+    gymnasium 1.x wrappers no longer forward attributes, so without this ``gym.make(id)
+    .action_masks()`` fails behind the env checker and order-enforcing wrappers. The ids are
+    registered (in ``catur/__init__.py``) with this wrapper as their last one. Under wrappers
+    of your own, use ``env.get_wrapper_attr("action_masks")()`` or sb3-contrib's
+    ``get_action_masks(env)``, which reach it anywhere in the stack.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+
+    def action_masks(self) -> np.ndarray:
+        return self.env.get_wrapper_attr("action_masks")()

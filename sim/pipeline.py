@@ -43,6 +43,7 @@ import pandas as pd
 from catur.decision import DeciderSpec
 from catur.errors import CaturError
 from catur.metrics import MetricsConfig
+from catur.policy_model import weights_sha256
 from catur.sim.admission import HostStream, Scenario, parse_days
 from catur.sim.distributed import check_engine
 from catur.sim.evaluate import Evaluation, PolicyResult, admission_summary, evaluate_policies, policy_label
@@ -314,7 +315,10 @@ def _policy_facts(policies: list, options: EvaluateOptions, oracle_sample: dict 
     specs = [p for p in policies if isinstance(p, DeciderSpec)]
     model = next((s.model for s in specs if s.model is not None), None)
     shield = next(({"depth": s.shield.depth, "width": s.shield.width} for s in specs if s.shield is not None), None)
-    return {"model": model, "shield": shield, "oracle_sample": oracle_sample, "engine": options.engine}
+    facts = {"model": model}
+    if model is not None:  # which model was measured: checked by catur models add --evaluation
+        facts["model_sha256"] = weights_sha256(model)
+    return {**facts, "shield": shield, "oracle_sample": oracle_sample, "engine": options.engine}
 
 
 def _vms(streams) -> int:

@@ -93,14 +93,16 @@ def replay_remote(
             elif departures:
                 client.depart(vm_id(vm), host_id, t)
 
-        def decide(topology, used_vcpus, used_mem_mib, request, rng=None):
+        def decide(topology, used_vcpus, used_mem_mib, request, rng=None, residents=None):
             t, vm = arrival
             decision = client.place(
-                topology, used_vcpus, used_mem_mib, request, host_id=host_id, vm_id=vm_id(vm), cluster=cluster, time_s=t
+                topology, used_vcpus, used_mem_mib, request, host_id=host_id, vm_id=vm_id(vm), cluster=cluster, time_s=t,
+                residents=residents,
             )
             count_interventions(counters, decision)
             return decision.placement
 
+        decide.uses_residents = True  # like a hypervisor, send how many VMs each node holds
         replay = replay_host(stream.topology, stream.trace, decide, seed=seed + stream.host, on_event=on_event)
         replay.counters = counters
         if progress:

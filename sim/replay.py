@@ -32,7 +32,7 @@ from catur.metrics import (
 from catur.policies import Policy
 from catur.request import RequestBatch, VMRequest
 # ORACLE and check_policy_name are also imported from here (their home before the adapter).
-from catur.sim.batch_policy import INTERVENTIONS, ORACLE, BatchPolicy, check_policy_name, resolve_policy  # noqa: F401
+from catur.sim.batch_policy import INTERVENTIONS, ORACLE, ORACLE_ARRIVALS, BatchPolicy, check_policy_name, resolve_policy  # noqa: F401
 from catur.state import HostsState, Placement, apply, release
 from catur.traces.events import event_order
 from catur.topology import Topology
@@ -178,6 +178,9 @@ def replay_host(
     a :class:`~catur.decision.Decider` (model, shield, gate; one recent-request window per
     host, like the service keeps per host id), whose interventions land in ``counters``, or
     any callable ``(topology, used_vcpus, used_mem_mib, request, rng=None) -> Placement``.
+    A callable with a true ``uses_residents`` attribute (``resident-greedy``) also gets the
+    host's per-node resident counts (``residents=``); one with ``uses_ages`` gets, instead,
+    each live VM's instance nodes and age in seconds (``resident_ages=(nodes, ages)``).
     With ``correctable_above`` set (an anomaly threshold), every VM placed with a defect above
     it is checked against the oracle, and :attr:`HostReplay.correctable` marks those the
     oracle would have placed at or below it. ``on_event(time, arriving, vm)`` is called before
@@ -185,15 +188,19 @@ def replay_host(
     replay through a service sends the VM's id and time, and the departures, from it).
     """
     policy = resolve_policy(policy)
-    use_oracle = isinstance(policy, str) and policy == ORACLE
+    use_oracle = isinstance(policy, str) and policy in (ORACLE, ORACLE_ARRIVALS)
+    sees_departures = policy != ORACLE_ARRIVALS
     if use_oracle or correctable_above is not None:
         from catur.sim.oracle import Lookahead, lookahead_events, oracle_place
 
         if oracle_k < 1:
             raise CaturError(f"oracle look-ahead k must be >= 1, got {oracle_k}")
     counters: Counter = Counter()
-    # Every other form decides through the one adapter, as a batch of one host.
-    decide = None if use_oracle else BatchPolicy(topology, policy, 1, seeds=[seed])
+    # Every other form decides through the one adapter, as a batch of one host; a rule that
+    # weighs residents by their age (``uses_ages``) needs the live VMs, which only this loop has.
+    aged = not use_oracle and getattr(policy, "uses_ages", False)
+    decide = None if use_oracle or aged else BatchPolicy(topology, policy, 1, seeds=[seed])
+    rng = np.random.default_rng(seed) if aged else None
     host_row = np.zeros(1, dtype=np.int64)
     n = trace.num_vms
     state = trace.start_state(topology)
@@ -215,7 +222,10 @@ def replay_host(
     live: dict[int, Placement] = {}
 
     def oracle_choice(pos: int) -> Placement:
-        look = Lookahead(lookahead_events(events, pos, oracle_k), requests, live)
+        ahead = lookahead_events(events, pos, oracle_k)
+        if not sees_departures:
+            ahead = [event for event in ahead if event[0]]
+        look = Lookahead(ahead, requests, live)
         return oracle_place(topology, state.used_vcpus[0], state.used_mem_mib[0], look)
 
     def close(vm: int, t: float) -> None:
@@ -232,8 +242,16 @@ def replay_host(
             request = requests[vm]
             if use_oracle:
                 placement = oracle_choice(pos)
+            elif aged:
+                ages = (
+                    [live[v].cpu_nodes for v in live],
+                    np.array([t - trace.arrival_s[v] for v in live], dtype=float),
+                )
+                placement = policy(topology, state.used_vcpus[0], state.used_mem_mib[0], request, rng=rng, resident_ages=ages)
             else:
-                decision = decide(state.used_vcpus, state.used_mem_mib, RequestBatch.of(topology, request), host_row)
+                decision = decide(
+                    state.used_vcpus, state.used_mem_mib, RequestBatch.of(topology, request), host_row, state.residents
+                )
                 placement = decision.placement(0)
                 if decision.counts is not None:
                     for name, count in zip(INTERVENTIONS, decision.counts[0].tolist()):

@@ -7,12 +7,35 @@ non-interactive backend, so they work on servers without a display.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from catur.sim.evaluate import Evaluation
+
+# A fixed colour per policy name, so a policy looks the same in every plot of every run (a
+# colour given by position would change whenever the set of policies does). Related
+# policies share a hue: a light shade is the shielded or variant form. Other names (none
+# today) get a colour from a hash of the name, stable too.
+POLICY_COLORS = {
+    "catur": "#1f77b4", "catur+shield": "#aec7e8",
+    "greedy": "#ff7f0e", "greedy+shield": "#ffbb78",
+    "oracle": "#000000", "oracle-arrivals-only": "#7b4173",
+    "resident-greedy": "#e6550d",
+    "core-best-fit": "#2ca02c", "core-most-idle": "#98df8a",
+    "mem-best-fit": "#bcbd22", "mem-most-idle": "#17becf",
+    "xen": "#d62728", "nova-pack": "#9467bd", "nova-spread": "#c5b0d5",
+    "e-pvm": "#8c564b", "tetris": "#e377c2", "random": "#7f7f7f",
+}
+_OTHER_COLORS = ("#ff9896", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
+
+
+def policy_style(name: str) -> tuple[str, str]:
+    """``(colour, line style)`` of a policy in the plots: fixed by name; the oracle dashed."""
+    color = POLICY_COLORS.get(name) or _OTHER_COLORS[zlib.crc32(name.encode()) % len(_OTHER_COLORS)]
+    return color, "--" if name.startswith("oracle") else "-"
 
 
 def format_table(evaluation: Evaluation) -> str:
@@ -86,10 +109,9 @@ def write_plots(evaluation: Evaluation, df: pd.DataFrame, origin_s: float, out_d
     out.mkdir(parents=True, exist_ok=True)
     order = sorted(evaluation.results.values(), key=lambda r: r.summary.avg_defect)
     title = evaluation.scenario.get("trace", "")
-    # One distinct colour per policy (stable across the three plots), dashes for the oracle.
-    palette = plt.get_cmap("tab20")
-    color = {r.name: palette(i % 20) for i, r in enumerate(sorted(order, key=lambda r: r.name))}
-    style = {r.name: "--" if r.name == "oracle" else "-" for r in order}
+    threshold = float(evaluation.scenario.get("anomaly_threshold", 0.40))
+    color = {r.name: policy_style(r.name)[0] for r in order}
+    style = {r.name: policy_style(r.name)[1] for r in order}
     paths = []
 
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -99,6 +121,10 @@ def write_plots(evaluation: Evaluation, df: pd.DataFrame, origin_s: float, out_d
             continue
         cdf = np.arange(1, values.size + 1) / values.size
         ax.plot(100 * values, cdf, label=r.name, linewidth=1.4, color=color[r.name], linestyle=style[r.name])
+    # Anomalies are judged on the defect at placement, not on the lifetime average plotted
+    # here; the line shows where the threshold lies on this scale.
+    ax.axvline(100 * threshold, color="#555555", linestyle=":", linewidth=1.2,
+               label=f"anomaly threshold ({100 * threshold:g}%, at placement)")
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlabel("lifetime-averaged resource defect per VM (%)")
     ax.set_ylabel("fraction of VMs")
@@ -112,9 +138,10 @@ def write_plots(evaluation: Evaluation, df: pd.DataFrame, origin_s: float, out_d
     plt.close(fig)
 
     daily = evaluation.per_day(df, origin_s)
-    for column, label, name in (
-        ("avg_defect", "average resource defect (%)", "daily_defect.png"),
-        ("anomalies", "performance anomalies (defect at placement > threshold)", "daily_anomalies.png"),
+    for column, label, heading, name in (
+        ("avg_defect", "average resource defect (%)", "Average resource defect per day", "daily_defect.png"),
+        ("anomalies", f"performance anomalies (defect at placement > {100 * threshold:g}%)",
+         f"Performance anomalies per day (defect at placement > {100 * threshold:g}%)", "daily_anomalies.png"),
     ):
         fig, ax = plt.subplots(figsize=(8, 5))
         for r in order:
@@ -125,7 +152,7 @@ def write_plots(evaluation: Evaluation, df: pd.DataFrame, origin_s: float, out_d
         ax.set_xlabel("day of trace (by VM arrival)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
-        ax.set_title(f"Per day — {title}")
+        ax.set_title(f"{heading} — {title}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         paths.append(out / name)

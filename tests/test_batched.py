@@ -29,6 +29,7 @@ from catur.gate import UncertaintyGate
 from catur.model import PolicyModel
 from catur.observation import OBS_DIM, candidates
 from catur.placement import GREEDY
+from catur.resident import RESIDENT_GREEDY
 from catur.policies import POLICIES, PRIMITIVES
 from catur.request import VMRequest
 from catur.shield import ShieldConfig, shield, shield_depth1
@@ -146,7 +147,7 @@ def deciders(tmp_path_factory) -> dict[str, Decider]:
 
 
 @settings(max_examples=250, **SETTINGS)
-@given(host_sets(), st.sampled_from([*RANKING, GREEDY]))
+@given(host_sets(), st.sampled_from([*RANKING, GREEDY, RESIDENT_GREEDY]))
 def test_heuristics_identical_to_reference(hosts, name):
     """Every deterministic ranking policy and greedy: same placements, same defects, bit for bit."""
     assert_identical(hosts, name)
@@ -212,7 +213,7 @@ def test_evaluate_gives_the_same_report_with_either_engine(monkeypatch):
 def test_what_goes_through_the_batch():
     """Deterministic policies, greedy and deciders are batched; random, the oracle, callables
     and correctable-anomaly counting take the reference loop."""
-    assert all(batchable(name) for name in [*RANKING, GREEDY])
+    assert all(batchable(name) for name in [*RANKING, GREEDY, RESIDENT_GREEDY])
     assert batchable(DeciderSpec("default", ShieldConfig(depth=2)))
     assert not batchable("random") and not batchable("oracle") and not batchable(lambda *a, **k: None)
     assert not batchable("xen", correctable_above=0.4)

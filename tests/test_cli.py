@@ -117,6 +117,7 @@ def test_policies():
     for name in ("core-best-fit", "core-most-idle", "mem-best-fit", "mem-most-idle", "xen", "nova-pack", "e-pvm", "tetris", "random"):
         assert f"  {name} " in out
     assert out.index("mem-most-idle") < out.index("baselines:") < out.index("xen")
+    assert "  greedy " in out and "  resident-greedy " in out and "  oracle " in out
 
 
 # --- topology -----------------------------------------------------------------------------------

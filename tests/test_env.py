@@ -175,6 +175,24 @@ def test_different_seeds_differ(cls, small_streams):
     assert a[2][0] != b[2][0] or not np.array_equal(a[0], b[0])
 
 
+def test_check_env_with_resident_features(small_streams):
+    """Both checkers pass with the resident part in the observation, which keeps the old layout first."""
+    from catur.observation import OBS_DIM, RESIDENT_DIM
+
+    env = NumaPlacementEnv(streams=small_streams, resident_features=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*render modes.*")
+        gym_check_env(env)
+    sb3_check_env(NumaPlacementEnv(streams=small_streams, resident_features=True), warn=True)
+    plain = NumaPlacementEnv(streams=small_streams)
+    with_residents, _, _, _ = rollout(env, seed=3, steps=60)
+    without, _, _, _ = rollout(plain, seed=3, steps=60)
+    assert with_residents.shape[1] == OBS_DIM + RESIDENT_DIM and without.shape[1] == OBS_DIM
+    assert np.array_equal(with_residents[:, :OBS_DIM], without)  # same rollout, same old part
+    assert (with_residents[:, OBS_DIM:OBS_DIM + 2] > 0).any()  # some node holds residents
+    assert all(env.observation_space.contains(o) for o in with_residents)
+
+
 def test_observations_stay_in_the_box(small_streams):
     """Every observation met in a rollout lies in the observation space."""
     env = NumaPlacementEnv(streams=small_streams, episode_arrivals=40)

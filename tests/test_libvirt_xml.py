@@ -441,7 +441,8 @@ def test_run_script_installs_the_libvirt_extra_when_it_can_and_skips_it_otherwis
         target.chmod(0o755)
 
     def setup(uid: int) -> subprocess.CompletedProcess:
-        program = f'set -euo pipefail\nVENV={venv}\nid() {{ echo {uid}; }}\n{function}\nsetup_libvirt\necho done'
+        repo = Path(__file__).parent.parent  # ./run's REPO: where pyproject.toml is
+        program = f'set -euo pipefail\nREPO={repo}\nVENV={venv}\nid() {{ echo {uid}; }}\n{function}\nsetup_libvirt\necho done'
         return subprocess.run(["bash", "-c", program], cwd=Path(__file__).parent.parent, capture_output=True, text=True,
                               env={**os.environ, "PATH": f"{fakes}:{os.environ['PATH']}"}, timeout=60)
 

@@ -172,3 +172,53 @@ def test_explicit_topologies_are_cached_by_content():
     other.topology.explicit.nodes[0].cores = 9
     b = cache.get(other.topology.explicit)
     assert b is not a and int(b.node_cores[0]) == 9
+
+
+# --- resident counts (optional, added in 0.2) ------------------------------------------------------
+
+
+def _servicer(model: str):
+    from catur.service.models import ModelHolder
+    from catur.service.servicer import PlacementServicer
+
+    return PlacementServicer(ModelHolder(model, ShieldConfig(depth=1)))
+
+
+def test_an_old_style_request_is_still_answered_and_says_what_it_used():
+    """A request without usage.residents gets an answer from the totals; one with them says it used them."""
+    servicer = _servicer("resident-greedy")
+    old = servicer.place_one(valid_request())
+    assert list(old.inputs_used) == ["usage"] and old.policy == "greedy" and old.instances
+    msg = valid_request()
+    msg.usage.residents.extend([min(v, 3) for v in msg.usage.used_vcpus])
+    new = servicer.place_one(msg)
+    assert list(new.inputs_used) == ["usage", "residents"] and new.policy == "resident-greedy"
+    assert convert.decision_from_proto(new).residents_used
+    # A model-less greedy server reads the counts but does not use them.
+    assert list(_servicer("none").place_one(msg).inputs_used) == ["usage"]
+
+
+@given(valid_cases(), st.data())
+@settings(max_examples=60, **SETTINGS)
+def test_resident_counts_round_trip(case, data):
+    topology, used_vcpus, used_mem, request = case
+    counts = np.array([data.draw(st.integers(0, int(v))) for v in used_vcpus], dtype=np.int64)
+    msg = convert.place_request(topology, used_vcpus, used_mem, request, residents=counts)
+    parsed = parse_place_request(pb.PlaceRequest.FromString(msg.SerializeToString()))
+    assert np.array_equal(parsed.residents, counts)
+    assert parse_place_request(convert.place_request(topology, used_vcpus, used_mem, request)).residents is None
+
+
+@pytest.mark.parametrize(
+    "counts, message",
+    [
+        ([1, 0], "usage.residents has 2 values; the topology has 4 nodes"),
+        ([-1, 0, 0, 0], "usage.residents[0] must be >= 0, got -1"),
+        ([0, 0, 0, 10**6], "usage.residents[3] is 1000000 VMs but usage.used_vcpus[3] is"),
+    ],
+)
+def test_bad_resident_counts_are_refused_naming_the_field(counts, message):
+    msg = valid_request()
+    msg.usage.residents.extend(counts)
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
+        parse_place_request(msg)

@@ -46,9 +46,10 @@ with placement-group labels (VM_data: anti-affinity, affinity, fault_domain) are
 honouring them; the table then adds 'clean' (VMs placed with no overcommit and no remote
 memory) and the header counts the VMs no host could take, by reason.
 
-Metrics (DESIGN.md §2): avg defect = mean over VMs of alpha*COR + beta*RMR averaged over the
-VM's lifetime; at placement = the same right after placing; p99 of the lifetime defect; ticket
-ratio = mean sigmoid(100 * (defect - 0.10)); anomalies = VMs placed with defect > 0.40.
+Metrics (README, "Concepts in one page"; catur/metrics.py): avg defect = mean over VMs of
+alpha*COR + beta*RMR averaged over the VM's lifetime; at placement = the same right after
+placing; p99 of the lifetime defect; ticket ratio = mean sigmoid(100 * (defect - 0.10));
+anomalies = VMs placed with defect > 0.40.
 """
 
 

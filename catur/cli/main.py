@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import catur
 from catur.cli.evaluate import add_evaluate_commands
 from catur.cli.libvirt import add_libvirt_commands
 from catur.cli.models import add_models_commands
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'catur COMMAND --help' for the options and examples of each command.",
     )
+    parser.add_argument("--version", action="version", version=f"catur {catur.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     for add_commands in (

@@ -150,7 +150,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
 
 def cmd_models_add(args: argparse.Namespace) -> int:
-    from catur.registry import read_json
+    from catur.registry import check_evaluation_of, read_json
 
     registry = _registry(args)
     evaluation = None
@@ -158,6 +158,10 @@ def cmd_models_add(args: argparse.Namespace) -> int:
         evaluation = read_json(Path(args.evaluation))
         if not isinstance(evaluation, dict):
             raise CaturError(f"{args.evaluation}: the evaluation must be a JSON object")
+        if args.model_dir is not None and not args.force:
+            warning = check_evaluation_of(evaluation, args.model_dir, args.evaluation)
+            if warning:
+                print(f"catur: warning: {warning}", file=sys.stderr)
     if (args.model_dir is None) == (args.rule is None):
         raise CaturError("give either a MODEL_DIR or --rule greedy, not both" if args.rule else "give a MODEL_DIR to add (or --rule greedy)")
     if args.rule:
@@ -279,11 +283,15 @@ def add_models_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--rule", choices=("greedy",), help="add a rule version instead of a model: serve greedy itself "
                    "(for when no trained candidate beats it); its manifest says kind: rule, policy: greedy")
     q.add_argument("--note", default="", help="free text kept with the version")
-    q.add_argument("--evaluation", metavar="JSON", help="a JSON file of evaluation results to keep with it")
+    q.add_argument("--evaluation", metavar="JSON",
+                   help="a JSON file of evaluation results to keep with it, e.g. what 'catur evaluate --model MODEL_DIR "
+                   "--json FILE' wrote (its 'catur' avg_defect becomes the headline; an evaluation of another model "
+                   "or of no model is refused)")
     q.add_argument("--parent", metavar="VERSION", help="the version it was fine-tuned from")
     q.add_argument("--promote", action="store_true", help="also make it current")
     q.add_argument("--reason", default="", help="reason recorded in the history with --promote")
-    q.add_argument("--force", action="store_true", help="with --promote: promote even if its recorded evaluation loses to greedy")
+    q.add_argument("--force", action="store_true", help="keep an --evaluation that is not of this model, and with --promote "
+                   "promote even if its recorded evaluation loses to greedy")
     q = action("promote", cmd_models_promote, "make a version current",
                "Check a version's files and make it current in one atomic rename of the 'current' "
                "link. A running 'catur serve --model DIR' picks it up at its next watch poll. A version "

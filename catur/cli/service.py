@@ -30,14 +30,18 @@ Signals: SIGTERM/SIGINT = graceful stop in three phases:
   A second SIGTERM/SIGINT during the drain cuts it short (Ctrl-C twice stops at once).
 SIGHUP = reload the model (a corrupt or mismatched model is refused, the previous one keeps
 serving, catur_model_reload_failures_total counts it).
---model: none (greedy), auto (default: the shipped model if the package has one, else greedy),
-default (the shipped model), a model directory (manifest.json + weights.npz), or a registry
+--model: none (greedy), resident-greedy (greedy that also weighs the VMs already on each node,
+for requests that send usage.residents), auto (default: the shipped model if the package has one,
+else greedy), default (the shipped model), a model directory (manifest.json + weights.npz), or a registry
 directory whose 'current' symlink or text file names the model directory to serve.
 """
 
 EPILOG_PLACE = """examples:
   catur place --topology amd-2s-nps2 --vcpus 8 --mem-mib 16384
   catur place --topology intel-2s --vcpus 4 --mem-mib 8192 --used-vcpus 30,12 --used-mem-mib 61440,20480 --host-id h7
+  catur place --topology intel-2s --vcpus 4 --mem-mib 8192 --used-vcpus 30,12 --used-mem-mib 61440,20480 --residents 11,3
+      (a service run with --model resident-greedy then also weighs how many VMs each node holds;
+       the answer's inputs_used says whether the counts were used)
 """
 
 EPILOG_REPLAY = """examples:
@@ -82,7 +86,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG_SERVE,
     )
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"address to serve on (default {DEFAULT_LISTEN}; port 0 = any free port)")
-    p.add_argument("--model", default="auto", metavar="DIR|default|none|auto", help="model to serve (default: auto)")
+    p.add_argument("--model", default="auto", metavar="DIR|default|none|resident-greedy|auto", help="model to serve (default: auto)")
     p.add_argument("--no-gate", action="store_true", help="ignore the model's uncertainty gate")
     p.add_argument("--shield-depth", type=int, default=1, metavar="D", help="shield look-ahead depth; 0 = off (default 1)")
     p.add_argument("--shield-width", type=float, default=5.0, metavar="N", help="a VM type is popular when at least N%% of a host's recent requests have it (default 5, as in 'catur evaluate')")
@@ -123,6 +127,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vnuma", type=int, help="vNUMA instances (default: the fewest that fit)")
     p.add_argument("--used-vcpus", metavar="A,B,..", help="vCPUs in use per node (default: all 0)")
     p.add_argument("--used-mem-mib", metavar="A,B,..", help="MiB in use per node (default: all 0)")
+    p.add_argument("--residents", metavar="A,B,..", help="VMs bound to each node (optional; default: not sent)")
     p.add_argument("--host-id", default="", help="host id (the service keeps a request window per host)")
     p.add_argument("--request-id", default="", help="request id, echoed back")
     p.add_argument("--vm-id", default="", help="the VM's id: a collecting service joins it with 'catur depart --vm-id'")
@@ -297,6 +302,7 @@ def cmd_place(args: argparse.Namespace) -> int:
     topology = resolve_topology(args.topology)
     used_vcpus = _int_list(args.used_vcpus, "--used-vcpus", topology.num_nodes)
     used_mem = _int_list(args.used_mem_mib, "--used-mem-mib", topology.num_nodes)
+    residents = _int_list(args.residents, "--residents", topology.num_nodes) if args.residents else None
     request = VMRequest(
         args.vcpus,
         args.mem_mib,
@@ -308,7 +314,7 @@ def cmd_place(args: argparse.Namespace) -> int:
         try:
             decision = client.place(
                 topology, used_vcpus, used_mem, request, host_id=args.host_id, request_id=args.request_id,
-                vm_id=args.vm_id, cluster=args.cluster, time_s=args.time,
+                vm_id=args.vm_id, cluster=args.cluster, time_s=args.time, residents=residents,
             )
         except grpc.RpcError as exc:
             raise _rpc_error(exc, args.target) from None

@@ -63,16 +63,46 @@ def cmd_topology_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+# The entries a model adds to a comparison (evaluate's options, not --policies names).
+MODEL_POLICIES = (
+    ("catur", "a trained model: catur evaluate --model DIR ('default' = the shipped model)"),
+    ("catur+shield", "the model behind speculative shielding: --model DIR --shield-depth D"),
+    ("greedy+shield", "greedy behind the shield: --shield-depth D without --model"),
+)
+
+EPILOG_POLICIES = """Every name under primitives, baselines, rules and yardstick can be given to
+'catur evaluate --policies' (oracle is slow; '--oracle-hosts N' runs it on a sample of hosts). The model entries are added by evaluate's --model and
+--shield-depth options, not by name. The service decides with 'catur' when it has a model,
+else with 'greedy'.
+
+examples:
+  catur policies
+  catur evaluate --synthetic default --policies xen,greedy,oracle --days 1:2
+"""
+
+
 def cmd_policies(args: argparse.Namespace) -> int:
+    from catur.placement import GREEDY
     from catur.policies import POLICIES
+    from catur.resident import DEFAULT_WEIGHT, RESIDENT_GREEDY
 
     for kind in ("primitive", "baseline"):
         print(f"{kind}s:")
         for policy in POLICIES.values():
             if policy.kind == kind:
                 print(f"  {policy.name:<15} {policy.summary}")
+    print("rules over the four primitives:")
+    print(f"  {GREEDY:<15} the primitive with the lowest defect for the VM in hand")
+    print(
+        f"  {RESIDENT_GREEDY:<15} greedy + {DEFAULT_WEIGHT:g} x sum over nodes of resident VMs x COR rise "
+        "(needs per-node resident counts; greedy without them)"
+    )
+    print("yardstick (evaluation only):")
+    print(f"  {'oracle':<15} k-step look-ahead over the host's next known events (not deployable)")
+    print("models (catur evaluate --model/--shield-depth):")
+    for name, summary in MODEL_POLICIES:
+        print(f"  {name:<15} {summary}")
     return 0
-
 
 
 def add_topology_commands(sub: argparse._SubParsersAction) -> None:
@@ -106,5 +136,13 @@ def add_topology_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_topology_detect)
 
-    p = sub.add_parser("policies", help="list the placement policies")
+    p = sub.add_parser(
+        "policies",
+        help="list the placement policies",
+        description="List the NUMA placement policies Catur can replay and compare, with what "
+        "each one does: the four primitives (a learned policy's actions), the hypervisor "
+        "baselines, the search policies greedy and oracle, and the model-based entries.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_POLICIES,
+    )
     p.set_defaults(func=cmd_policies)

@@ -56,11 +56,14 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     option("eval_days", metavar="FIRST:LAST", help="validation window that picks the checkpoint (default %(default)s); keep the test window apart")
     add_cluster_arguments(p, TrainConfig)
     option("timesteps", type=int, help="environment steps (default %(default)s)")
-    option("seed", type=int)
+    option("seed", type=int, help="seed of everything random: the synthetic workload, the network's initial weights, "
+           "episode sampling, imitation and the evaluation hosts (default %(default)s); compare runs over several seeds")
     option("n_envs", "--envs", type=int, metavar="N", help="parallel environments (processes; default %(default)s)")
     option("shaping", "--no-shaping", action="store_false", help="train on the raw reward (ablation)")
     option("gamma", type=float, help="discount (default 0.9 PPO, 0.1 DQN)")
-    option("learning_rate", type=float)
+    option("learning_rate", type=float, metavar="LR",
+           help="step size of the RL optimiser (Adam, PPO and DQN; default %(default)s): larger moves faster but less "
+           "stably; the warm-start imitation uses its own 1e-3")
     option("warm_start", type=int, metavar="N", help="imitate the teacher on N observations first (0 = off; default %(default)s)")
     option("teacher", choices=TEACHERS,
            help="whom the warm start imitates: greedy (default) or the k-step oracle, which knows the "
@@ -164,7 +167,7 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
     option("gate_samples", type=int, metavar="N", help="observations per window for the gate rate (default %(default)s; 0 = skip); a candidate's gate is fitted on twice as many (at least 500)")
     option("envs", type=int, help="training environments (processes; default %(default)s)")
     option("jobs", type=int, help="replay worker processes (default: all CPUs)")
-    option("seed", type=int)
+    option("seed", type=int, help="seed of the fine-tuning (iteration i uses seed + i) and of the replays (default %(default)s)")
     option("report", metavar="DIR", help="write report.json, report.md and plots here")
     option("dry_run", action="store_true", help="do everything but add or promote a model")
     option("fallback_greedy", "--no-fallback-greedy", action="store_false",

@@ -123,13 +123,17 @@ class PlacementClient:
         vm_id: str | None = None,
         cluster: str | None = None,
         time_s: float | None = None,
+        residents=None,
     ) -> RemoteDecision:
         """Place ``request`` on a host of ``topology`` with this per-node usage (vCPUs, MiB).
 
+        ``residents`` (optional): how many VMs are bound to each node; a policy that weighs
+        them (``resident-greedy``) uses them, and the answer's ``residents_used`` says so.
         ``vm_id`` (joins this arrival with its :meth:`depart`), ``cluster`` and ``time_s``
         (default: the server's clock) are recorded by a service that collects traces."""
         msg = self.request(
-            topology, used_vcpus, used_mem_mib, request, host_id, request_id, vm_id=vm_id, cluster=cluster, time_s=time_s
+            topology, used_vcpus, used_mem_mib, request, host_id, request_id, vm_id=vm_id, cluster=cluster, time_s=time_s,
+            residents=residents,
         )
         return decision_from_proto(self.stub.Place(msg, timeout=timeout or self.timeout))
 
@@ -161,9 +165,10 @@ class PlacementClient:
 
     def decider(self, host_id: str | None = None):
         """A replay decider ``(topology, used_vcpus, used_mem_mib, request, rng=None) -> Placement``
-        that asks the service, under ``host_id``."""
+        that asks the service, under ``host_id``, sending the host's resident counts too."""
 
-        def decide(topology, used_vcpus, used_mem_mib, request, rng=None) -> Placement:
-            return self.place(topology, used_vcpus, used_mem_mib, request, host_id=host_id).placement
+        def decide(topology, used_vcpus, used_mem_mib, request, rng=None, residents=None) -> Placement:
+            return self.place(topology, used_vcpus, used_mem_mib, request, host_id=host_id, residents=residents).placement
 
+        decide.uses_residents = True  # type: ignore[attr-defined]
         return decide

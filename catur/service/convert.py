@@ -75,6 +75,7 @@ class ParsedRequest:
     vm_id: str = ""
     cluster: str = ""
     time_s: float | None = None  # None: the request carried no time
+    residents: np.ndarray | None = None  # per-node resident VM counts; None: not sent
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,25 @@ def parse_usage(msg: pb.PlaceRequest, topology: Topology) -> tuple[np.ndarray, n
     return out[0], out[1]
 
 
+def parse_residents(msg: pb.PlaceRequest, topology: Topology) -> np.ndarray | None:
+    """``usage.residents`` as ``int64[N]``, or ``None`` when the request has none (an older
+    client): then the decision is made from the totals alone."""
+    values = list(msg.usage.residents)
+    if not values:
+        return None
+    n = topology.num_nodes
+    if len(values) != n:
+        raise InvalidRequest(f"usage.residents has {len(values)} values; the topology has {n} nodes (or send none)")
+    for i, (count, vcpus) in enumerate(zip(values, msg.usage.used_vcpus)):
+        if count < 0:
+            raise InvalidRequest(f"usage.residents[{i}] must be >= 0, got {count}")
+        if count > vcpus:
+            raise InvalidRequest(
+                f"usage.residents[{i}] is {count} VMs but usage.used_vcpus[{i}] is {vcpus}: every resident binds >= 1 vCPU"
+            )
+    return np.array(values, dtype=np.int64)
+
+
 def parse_vm(msg: pb.PlaceRequest, topology: Topology) -> VMRequest:
     if not msg.HasField("vm"):
         raise InvalidRequest("vm is required (vcpus, mem_mib)")
@@ -250,8 +270,9 @@ def parse_place_request(msg: pb.PlaceRequest, cache: TopologyCache | None = None
     time_s = _check_time(msg)
     topology = parse_topology(msg, cache)
     used_vcpus, used_mem = parse_usage(msg, topology)
+    residents = parse_residents(msg, topology)
     request = parse_vm(msg, topology)
-    return ParsedRequest(topology, used_vcpus, used_mem, request, request_id, host_id, vm_id, cluster, time_s)
+    return ParsedRequest(topology, used_vcpus, used_mem, request, request_id, host_id, vm_id, cluster, time_s, residents)
 
 
 def parse_depart_request(msg: pb.DepartRequest) -> ParsedDepart:
@@ -274,6 +295,7 @@ def decision_to_proto(decision: Decision, request_id: str = "") -> pb.PlaceRespo
         model_version=decision.model_version,
         request_id=request_id,
         scores=list(decision.scores),
+        inputs_used=["usage", "residents"] if decision.residents_used else ["usage"],
     )
     for node, vcpus, row in zip(p.cpu_nodes.tolist(), p.vcpus.tolist(), p.mem_mib.tolist()):
         resp.instances.add(cpu_node=node, vcpus=vcpus, mem_mib=row)
@@ -317,10 +339,12 @@ def place_request(
     vm_id: str | None = None,
     cluster: str | None = None,
     time_s: float | None = None,
+    residents=None,
 ) -> pb.PlaceRequest:
     """The :class:`PlaceRequest` for placing ``request`` on a host with this usage.
 
-    ``vm_id``, ``cluster`` and ``time_s`` matter only to a service that collects traces."""
+    ``residents`` (per-node resident VM counts) is optional; ``vm_id``, ``cluster`` and
+    ``time_s`` matter only to a service that collects traces."""
     host = topology if isinstance(topology, pb.HostTopology) else topology_to_proto(topology)
     vm = pb.VM(vcpus=int(request.vcpus), mem_mib=int(request.mem_mib))
     if request.alpha != 1.0:
@@ -334,6 +358,7 @@ def place_request(
         usage=pb.NodeUsage(
             used_vcpus=np.asarray(used_vcpus, dtype=np.int64).tolist(),
             used_mem_mib=np.asarray(used_mem_mib, dtype=np.int64).tolist(),
+            residents=[] if residents is None else np.asarray(residents, dtype=np.int64).tolist(),
         ),
         vm=vm,
         request_id=request_id or "",
@@ -375,6 +400,7 @@ class RemoteDecision(Decision):
             "gate": {"fired": self.gated, "distance": self.gate_distance},
             "predicted": {"cor": self.cor, "rmr": self.rmr, "defect": self.defect},
             "scores": dict(zip(PRIMITIVES, self.scores)),
+            "inputs_used": ["usage", "residents"] if self.residents_used else ["usage"],
         }
 
 
@@ -402,5 +428,6 @@ def decision_from_proto(resp: pb.PlaceResponse) -> RemoteDecision:
         rmr=resp.predicted.rmr,
         defect=resp.predicted.defect,
         model_version=resp.model_version,
+        residents_used="residents" in resp.inputs_used,
         request_id=resp.request_id,
     )

@@ -26,10 +26,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from importlib import metadata
 
 import grpc
 
+import catur
 from catur.errors import CaturError
 from catur.policies import PRIMITIVES
 from catur.shield import TypeStats
@@ -55,10 +55,7 @@ DEFAULT_MAX_HOSTS = 4096  # ~90 KiB per full 1000-request window: ~360 MiB at mo
 DEFAULT_MAX_BATCH = 1024
 MAX_DETAILS = 1000
 
-try:
-    CATUR_VERSION = metadata.version("catur")
-except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-    CATUR_VERSION = "unknown"
+CATUR_VERSION = catur.__version__
 
 
 class _Abort(Exception):
@@ -160,12 +157,16 @@ class PlacementServicer(pb_grpc.PlacementServicer):
             lock, stats = self.windows.get((parsed.host_id, parsed.topology.num_nodes))
             with lock:
                 t0 = time.perf_counter()
-                decision = decider.decide(parsed.topology, parsed.used_vcpus, parsed.used_mem_mib, parsed.request, stats)
+                decision = decider.decide(
+                    parsed.topology, parsed.used_vcpus, parsed.used_mem_mib, parsed.request, stats, parsed.residents
+                )
                 stats.observe(parsed.request)
                 seconds = time.perf_counter() - t0
         else:
             t0 = time.perf_counter()
-            decision = decider.decide(parsed.topology, parsed.used_vcpus, parsed.used_mem_mib, parsed.request)
+            decision = decider.decide(
+                parsed.topology, parsed.used_vcpus, parsed.used_mem_mib, parsed.request, residents=parsed.residents
+            )
             seconds = time.perf_counter() - t0
         self.metrics.record_decision(decision, seconds)
         if self.collector is not None:

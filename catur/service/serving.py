@@ -8,6 +8,8 @@ disturbs a request in flight: it finishes with the model it started with.
 What ``--model`` may name (:func:`resolve_model_dir`):
 
 * ``none`` (or ``None``): no model, the ``greedy`` policy;
+* ``resident-greedy``: no model, the ``resident-greedy`` rule (:mod:`catur.resident`) for
+  requests that carry per-node resident counts, ``greedy`` for those that do not;
 * ``default``: the model shipped inside the package (``catur/models/default``);
 * a **model directory** (``manifest.json`` + ``weights.npz``, see :mod:`catur.policy_model`), or a
   rule version's directory (a manifest saying ``kind: rule, policy: greedy``: served as greedy,
@@ -41,6 +43,7 @@ from catur.errors import CaturError
 from catur.policy_model import DEFAULT_MODEL, default_model_dir, load_policy
 from catur.registry import CURRENT as REGISTRY_POINTER, read_pointer
 from catur.request import VMRequest
+from catur.resident import DEFAULT_WEIGHT, RESIDENT_GREEDY
 from catur.shield import ShieldConfig
 from catur.topology import PRESETS
 
@@ -103,10 +106,13 @@ class ServingModel:
         return self.decider.policy_name
 
 
-def build_decider(directory: Path | None, shield: ShieldConfig | None, use_gate: bool) -> Decider:
-    """Load ``directory`` (``None`` = greedy) and check that the decider works on a sample."""
+def build_decider(
+    directory: Path | None, shield: ShieldConfig | None, use_gate: bool, resident_weight: float = 0.0
+) -> Decider:
+    """Load ``directory`` (``None`` = greedy, or resident-greedy with a ``resident_weight``)
+    and check that the decider works on a sample."""
     model = load_policy(directory) if directory is not None else None  # a trained model or a rule version
-    decider = Decider(model, shield, use_gate)
+    decider = Decider(model, shield, use_gate, resident_weight)
     probe = PRESETS["intel-2s"]
     zeros = np.zeros(probe.num_nodes, dtype=np.int64)
     decision = decider.decide(probe, zeros, zeros, VMRequest(2, 4096))
@@ -133,7 +139,8 @@ class ModelHolder:
         if model == AUTO_MODEL:
             model = DEFAULT_MODEL if (default_model_dir() / "manifest.json").exists() else None
             log.info("--model auto: %s", "the shipped model" if model else "no shipped model, serving greedy")
-        self.spec = None if model is None or model in NO_MODEL else str(model)
+        self.resident_weight = DEFAULT_WEIGHT if model == RESIDENT_GREEDY else 0.0
+        self.spec = None if model is None or model in (*NO_MODEL, RESIDENT_GREEDY) else str(model)
         self.shield = shield if shield is not None and shield.enabled else None
         self.use_gate = use_gate
         self.metrics = metrics
@@ -150,7 +157,7 @@ class ModelHolder:
 
     def _load(self) -> ServingModel:
         directory = resolve_model_dir(self.spec) if self.spec else None
-        decider = build_decider(directory, self.shield, self.use_gate)
+        decider = build_decider(directory, self.shield, self.use_gate, self.resident_weight)
         return ServingModel(decider, str(directory) if directory is not None else "", time.time())
 
     def _report(self) -> None:

@@ -35,12 +35,14 @@ class HostTopology(_message.Message):
     def __init__(self, preset: _Optional[str] = ..., explicit: _Optional[_Union[ExplicitTopology, _Mapping]] = ...) -> None: ...
 
 class NodeUsage(_message.Message):
-    __slots__ = ("used_vcpus", "used_mem_mib")
+    __slots__ = ("used_vcpus", "used_mem_mib", "residents")
     USED_VCPUS_FIELD_NUMBER: _ClassVar[int]
     USED_MEM_MIB_FIELD_NUMBER: _ClassVar[int]
+    RESIDENTS_FIELD_NUMBER: _ClassVar[int]
     used_vcpus: _containers.RepeatedScalarFieldContainer[int]
     used_mem_mib: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, used_vcpus: _Optional[_Iterable[int]] = ..., used_mem_mib: _Optional[_Iterable[int]] = ...) -> None: ...
+    residents: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, used_vcpus: _Optional[_Iterable[int]] = ..., used_mem_mib: _Optional[_Iterable[int]] = ..., residents: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class VM(_message.Message):
     __slots__ = ("vcpus", "mem_mib", "alpha", "beta", "vnuma")
@@ -115,7 +117,7 @@ class Prediction(_message.Message):
     def __init__(self, cor: _Optional[float] = ..., rmr: _Optional[float] = ..., defect: _Optional[float] = ...) -> None: ...
 
 class PlaceResponse(_message.Message):
-    __slots__ = ("instances", "primitive", "policy", "shield", "gate", "predicted", "model_version", "request_id", "scores")
+    __slots__ = ("instances", "primitive", "policy", "shield", "gate", "predicted", "model_version", "request_id", "scores", "inputs_used")
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     PRIMITIVE_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +127,7 @@ class PlaceResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_USED_FIELD_NUMBER: _ClassVar[int]
     instances: _containers.RepeatedCompositeFieldContainer[Instance]
     primitive: str
     policy: str
@@ -134,7 +137,8 @@ class PlaceResponse(_message.Message):
     model_version: str
     request_id: str
     scores: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., primitive: _Optional[str] = ..., policy: _Optional[str] = ..., shield: _Optional[_Union[ShieldOutcome, _Mapping]] = ..., gate: _Optional[_Union[GateOutcome, _Mapping]] = ..., predicted: _Optional[_Union[Prediction, _Mapping]] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
+    inputs_used: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., primitive: _Optional[str] = ..., policy: _Optional[str] = ..., shield: _Optional[_Union[ShieldOutcome, _Mapping]] = ..., gate: _Optional[_Union[GateOutcome, _Mapping]] = ..., predicted: _Optional[_Union[Prediction, _Mapping]] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., inputs_used: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlaceBatchRequest(_message.Message):
     __slots__ = ("items",)
