@@ -1,8 +1,9 @@
 """Reading the small files users write (topologies, clusters) and checking their keys.
 
-Two helpers, used by every reader of a user-written file:
+Three helpers, used by every reader of a user-written file:
 
 * :func:`read_config_file` parses YAML or TOML and names the file in any error;
+* :func:`read_json` parses JSON (manifests, registry records, evaluations) the same way;
 * :func:`check_keys` refuses a key the reader does not know, naming the file, where the key
   sits and the closest valid key, e.g.
   ``my-cluster.yaml: unknown key 'cnt' in hosts[0] (did you mean 'count'?)``.
@@ -14,6 +15,7 @@ Strict keys matter because a typo is otherwise silent: a cluster file with ``cnt
 from __future__ import annotations
 
 import difflib
+import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,6 +23,18 @@ from pathlib import Path
 from catur.errors import CaturError
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
+
+
+def read_json(path: str | Path) -> object:
+    """Parse the JSON file ``path``; an unreadable or invalid file is a :class:`CaturError`
+    naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise CaturError(f"cannot read {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise CaturError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def read_config_file(path: str | Path, what: str) -> object:

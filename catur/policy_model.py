@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catur.configfile import check_keys
+from catur.configfile import check_keys, read_json
 from catur.errors import CaturError
 from catur.observation import OBS_DIM, OBS_VERSION
 from catur.policies import PRIMITIVES
@@ -176,15 +176,9 @@ def weights_sha256(directory: str | Path) -> str:
 
 def read_manifest(directory: Path) -> object:
     """The parsed ``manifest.json`` of a model directory; errors name the file."""
-    manifest_path = Path(directory) / "manifest.json"
     if not Path(directory).is_dir():
         raise CaturError(f"model directory {str(directory)!r} does not exist")
-    try:
-        return json.loads(manifest_path.read_text())
-    except OSError as exc:
-        raise CaturError(f"cannot read {manifest_path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise CaturError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    return read_json(Path(directory) / "manifest.json")
 
 
 # --- rule versions ------------------------------------------------------------------------------

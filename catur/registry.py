@@ -78,7 +78,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from catur.configfile import read_json
 from catur.errors import CaturError, LosesToGreedy
+from catur.verdict import Comparison, recorded_comparison
 from catur.policy_model import (
     DEFAULT_MODEL, RulePolicy, default_model_dir, file_sha256, is_rule, load_policy, rule_manifest, weights_sha256,
 )
@@ -178,13 +180,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def read_json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise CaturError(f"cannot read {path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise CaturError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def normalise_version(version: str) -> str:
@@ -458,11 +453,9 @@ class Registry:
         load_policy(v.path)
         return v
 
-    def gate(self, version: str | ModelVersion) -> "Comparison | None":
+    def gate(self, version: str | ModelVersion) -> Comparison | None:
         """The version's recorded comparison with greedy (:func:`catur.verdict.recorded_comparison`),
         or ``None`` when nothing is recorded. A rule version serving greedy is greedy: ``None``."""
-        from catur.verdict import recorded_comparison
-
         v = version if isinstance(version, ModelVersion) else self.get(version)
         manifest = v.manifest
         if is_rule(manifest):

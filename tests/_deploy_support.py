@@ -338,11 +338,16 @@ def retrain_metrics() -> tuple[set[str], list]:
     (:mod:`catur.training.retrain_metrics`), from a kept outcome with one collapsed cluster."""
     from types import SimpleNamespace
 
+    import numpy as np
+
     from catur.training.collapse import GroupVerdict
     from catur.training.retrain_metrics import outcome_registry
+    from catur.verdict import compare
 
-    verdict = GroupVerdict("general", 100, 0.05, 0, {"core-best-fit": 0.03}, None, True)
-    outcome = SimpleNamespace(status="kept", exit_code=3, before={"general": verdict}, after=None, wall_s=1.0)
+    vms = np.full(4, 25)
+    versus = {"core-best-fit": compare(vms, vms * 0.05, vms * 0.03, "core-best-fit")}
+    verdict = GroupVerdict("general", 100, 0.05, 0, {"core-best-fit": 0.03}, None, versus)
+    outcome = SimpleNamespace(status="kept", exit_code=3, before=SimpleNamespace(clusters={"general": verdict}), after=None, wall_s=1.0)
     registry = outcome_registry(outcome)
     names, samples = set(), []
     for family in registry.collect():

@@ -372,11 +372,16 @@ def test_a_job_killed_while_writing_leaves_current_intact(tmp_path, registry, tr
 # --- the outcome as metrics (textfile, Pushgateway) -------------------------------------------------
 
 
-def _verdict(group: str, model: float, best: float, vms: int = 100):
+def _verdict(group: str, model: float, best: float, hosts: int = 4):
+    """A cluster whose hosts (25 VMs each) all show the same defects: any difference is
+    clear when there are two hosts or more, none with one (no interval)."""
     from catur.training.collapse import GroupVerdict
+    from catur.verdict import compare
 
     primitives = {p: best + 0.01 * i for i, p in enumerate(PRIMITIVES)}
-    return GroupVerdict(group, vms, model, 0, primitives, None, judged=vms >= 50)
+    vms = np.full(hosts, 25)
+    versus = {p: compare(vms, vms * model, vms * d, p) for p, d in primitives.items()}
+    return GroupVerdict(group, int(vms.sum()), model, 0, primitives, None, versus)
 
 
 def _samples(text: str) -> dict[tuple, float]:
@@ -391,23 +396,27 @@ def _samples(text: str) -> dict[tuple, float]:
 @pytest.mark.parametrize("status, code", [("promoted", EXIT_OK), ("kept", EXIT_COLLAPSED), ("healthy", EXIT_OK)])
 def test_outcome_metrics_by_hand(status, code):
     """Collapse per cluster is the checked model's; after a promotion, the serving count is
-    the new model's verdicts; unjudged clusters are left out."""
+    the new model's verdicts; a cluster without a clear difference is not collapsed."""
     from types import SimpleNamespace
 
     from prometheus_client import generate_latest
 
     from catur.training.retrain_metrics import STATUSES, outcome_registry
 
-    before = {"a": _verdict("a", 0.05, 0.03), "b": _verdict("b", 0.01, 0.02), "tiny": _verdict("tiny", 0.9, 0.1, vms=3)}
-    after = {"a": _verdict("a", 0.02, 0.03), "b": _verdict("b", 0.01, 0.02), "tiny": _verdict("tiny", 0.9, 0.1, vms=3)}
-    outcome = SimpleNamespace(status=status, exit_code=code, before=before, after=after if status == "promoted" else None, wall_s=12.5)
+    before = {"a": _verdict("a", 0.05, 0.03), "b": _verdict("b", 0.01, 0.02), "tiny": _verdict("tiny", 0.9, 0.1, hosts=1)}
+    after = {"a": _verdict("a", 0.02, 0.03), "b": _verdict("b", 0.01, 0.02), "tiny": _verdict("tiny", 0.9, 0.1, hosts=1)}
+    outcome = SimpleNamespace(
+        status=status, exit_code=code, before=SimpleNamespace(clusters=before),
+        after=SimpleNamespace(clusters=after) if status == "promoted" else None, wall_s=12.5,
+    )
     got = _samples(generate_latest(outcome_registry(outcome, finished_at=1.7e9)).decode())
     for name in STATUSES:
         assert got[("catur_retrain_outcome", (("status", name),))] == (name == status)
     assert got[("catur_retrain_exit_code", ())] == code
     assert got[("catur_retrain_cluster_collapsed", (("cluster", "a"),))] == 1
     assert got[("catur_retrain_cluster_collapsed", (("cluster", "b"),))] == 0
-    assert ("catur_retrain_cluster_collapsed", (("cluster", "tiny"),)) not in got
+    # One host: no interval, so no clear difference, so not collapsed however bad it looks.
+    assert got[("catur_retrain_cluster_collapsed", (("cluster", "tiny"),))] == 0
     assert got[("catur_retrain_cluster_gap_ratio", (("cluster", "a"),))] == pytest.approx(0.05 / 0.03 - 1)
     assert got[("catur_retrain_serving_collapsed_clusters", ())] == (0 if status == "promoted" else 1)
     assert got[("catur_retrain_last_run_timestamp_seconds", ())] == 1.7e9
@@ -462,4 +471,4 @@ def test_a_retrain_run_writes_its_outcome_to_a_textfile_and_a_pushgateway(tmp_pa
     from catur.training.retrain_metrics import outcome_registry, push
 
     with pytest.raises(CaturError, match="--pushgateway http://127.0.0.1:9: push failed"):  # (a second run would be slow)
-        push(outcome_registry(type("O", (), dict(status="kept", exit_code=3, before={}, after=None, wall_s=1.0))()), "http://127.0.0.1:9", registry.root)
+        push(outcome_registry(type("O", (), dict(status="kept", exit_code=3, before=type("J", (), dict(clusters={}))(), after=None, wall_s=1.0))()), "http://127.0.0.1:9", registry.root)
