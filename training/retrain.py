@@ -579,10 +579,7 @@ def _improve(config, window, current, before, outcome: RetrainOutcome, judged, r
         outcome.reason = f"collapse on {before.failures()}; a candidate passes the gate on every cluster; not promoted (--dry-run)"
         log(outcome.reason)
         return
-    now = registry.current()
-    if now is None or now.version != current.version:
-        outcome.reason = f"the registry's current model changed during the run ({current.version} -> {now.version if now else 'none'}); not promoting over it"
-        log(outcome.reason)
+    if _current_moved(registry, current, outcome, log):
         return
     added = registry.add(
         best_dir, evaluation=_evaluation_for_registry(best, window, config), parent=current.version,
@@ -593,11 +590,7 @@ def _improve(config, window, current, before, outcome: RetrainOutcome, judged, r
         f"retrain: {current.version} collapsed on {where}; {added.version} is not clearly worse than any primitive or "
         f"greedy on any cluster of days {window.days}, nor worse than greedy on the whole window"
     )
-    registry.promote(added.version, reason=reason)
-    outcome.exit_code, outcome.status = EXIT_OK, "promoted"
-    outcome.promoted = outcome.current_after = added.version
-    outcome.reason = reason
-    log(f"promoted {added.version}: {reason}")
+    _promote(registry, added.version, reason, "promoted", outcome, log)
 
 
 def _fall_back_to_greedy(config, window, current, before: Judgement, outcome: RetrainOutcome, greedy: Judgement, registry, log) -> None:
@@ -620,10 +613,7 @@ def _fall_back_to_greedy(config, window, current, before: Judgement, outcome: Re
         )
         log(outcome.reason)
         return
-    now = registry.current()
-    if now is None or now.version != current.version:
-        outcome.reason = f"the registry's current model changed during the run ({current.version} -> {now.version if now else 'none'}); not promoting over it"
-        log(outcome.reason)
+    if _current_moved(registry, current, outcome, log):
         return
     added = registry.add_rule(
         "greedy", evaluation=_evaluation_for_registry(greedy, window, config), parent=current.version,
@@ -634,11 +624,27 @@ def _fall_back_to_greedy(config, window, current, before: Judgement, outcome: Re
         f"retrain: {current.version} collapsed on {where} and no fine-tuned candidate passed the gate; "
         f"{added.version} serves greedy (a rule version), clearly worse than no primitive on any cluster of days {window.days}"
     )
-    registry.promote(added.version, reason=reason)
-    outcome.exit_code, outcome.status = EXIT_OK, "promoted-greedy"
-    outcome.promoted = outcome.current_after = added.version
+    _promote(registry, added.version, reason, "promoted-greedy", outcome, log)
+
+
+def _current_moved(registry, current, outcome: RetrainOutcome, log) -> bool:
+    """Whether another writer changed the registry's current model during the run (then this
+    run does not promote over it, and says so)."""
+    now = registry.current()
+    if now is None or now.version != current.version:
+        outcome.reason = f"the registry's current model changed during the run ({current.version} -> {now.version if now else 'none'}); not promoting over it"
+        log(outcome.reason)
+        return True
+    return False
+
+
+def _promote(registry, version: str, reason: str, status: str, outcome: RetrainOutcome, log) -> None:
+    """Make ``version`` current and record it in the outcome (exit 0, ``status``)."""
+    registry.promote(version, reason=reason)
+    outcome.exit_code, outcome.status = EXIT_OK, status
+    outcome.promoted = outcome.current_after = version
     outcome.reason = reason
-    log(f"promoted {added.version}: {reason}")
+    log(f"promoted {version}: {reason}")
 
 
 def _report_dir(config: RetrainConfig, root: Path) -> Path:
