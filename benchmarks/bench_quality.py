@@ -16,7 +16,11 @@ overcommit (target utilisation 0.95). Per cell it reports:
 Workloads (test windows only; earlier days are replayed first as warm-up): Huawei-East-1
 days 16–31, Azure 2017 dev days 3–4 (its last two), and the synthetic drift workloads
 ``temporal-shift`` and ``adversarial`` days 16–31 (drift from day 15). Scenarios: overcommit
-1.0 and 1.02, on the ``mixed`` cluster and on ``amd-2s-nps4`` hosts. Everything goes through
+1.0 and 1.02, on the ``mixed`` cluster and on ``amd-2s-nps4`` hosts. Plus one cell of real
+fragmentation (``numa-c1``): Huawei Cloud's ``VM_data_C1.csv`` packed onto the 1,710
+fragmented servers of ``PM_res.csv`` (:mod:`catur.sim.start_state`; the servers set the
+cluster and there is no window, so it is one cell, not four). ``--model`` names the model in
+the ``catur`` rows (default: the shipped default). Everything goes through
 the one evaluation pipeline (:func:`catur.sim.admission.prepare_scenario`,
 :func:`catur.sim.evaluate.evaluate_policies`).
 
@@ -40,9 +44,9 @@ from catur.placement import GREEDY
 from catur.resident import RESIDENT_GREEDY
 from catur.shield import ShieldConfig
 from catur.sim.admission import prepare_scenario
-from catur.sim.env import load_workload
 from catur.sim.evaluate import evaluate_policies
 from catur.sim.replay import ORACLE
+from catur.sim.workload import Workload
 
 PAPER_BASELINES = ("xen", "nova-pack", "tetris", "e-pvm")
 WORKLOADS = {  # name: (source, test days); a source ending in .gz is a file under --traces
@@ -50,9 +54,10 @@ WORKLOADS = {  # name: (source, test days); a source ending in .gz is a file und
     "temporal-shift": ("temporal-shift", "16:31"),
     "adversarial": ("adversarial", "16:31"),
     "azure": ("azure2017-dev-events.csv.gz", "3:4"),
+    "numa-c1": ("numa-topology-c0/VM_data_C1.csv", None),
 }
-CATUR = DeciderSpec("default", label="catur")
-CATUR_SHIELD = DeciderSpec("default", ShieldConfig(depth=1), label="catur+shield")
+# Real fragmentation: the trace goes onto these servers as they are (no cluster, no window).
+START_STATES = {"numa-c1": "numa-topology-c0/PM_res.csv"}
 COMPARED = (RESIDENT_GREEDY, "catur", "catur+shield")
 
 
@@ -72,11 +77,16 @@ def bootstrap_ratio(sums_p, sums_g, counts, draws: int, rng) -> tuple[float, flo
     return float(point), float(low), float(high)
 
 
-def run_cell(df, workload: str, days: str, cluster: str, overcommit: float, args, rng) -> dict:
+def run_cell(df, workload: str, days: str, cluster: str, overcommit: float, args, rng, start_state=None) -> dict:
     started = time.perf_counter()
-    scenario = prepare_scenario(df, cluster, days, 0.95, overcommit)
+    if start_state is None:
+        scenario = prepare_scenario(df, cluster, days, 0.95, overcommit)
+    else:
+        scenario = prepare_scenario(df, None, None, None, None, start_state)
     streams = [s for s in scenario.streams if s.counted.any()]
-    policies = [*PAPER_BASELINES, GREEDY, RESIDENT_GREEDY, CATUR, CATUR_SHIELD]
+    catur = DeciderSpec(args.model, label="catur")
+    catur_shield = DeciderSpec(args.model, ShieldConfig(depth=1), label="catur+shield")
+    policies = [*PAPER_BASELINES, GREEDY, RESIDENT_GREEDY, catur, catur_shield]
     results = evaluate_policies(streams, policies, jobs=args.jobs)
     host_of_row = {r: s.host for s in streams for r in s.rows[s.counted].tolist()}
     hosts = np.array(sorted({s.host for s in streams}))
@@ -131,7 +141,7 @@ def markdown(cells: list[dict]) -> str:
         if o and o["gap_closed"][RESIDENT_GREEDY] is not None:
             gap = f"{100 * o['gap_closed'][RESIDENT_GREEDY]:.0f}%, {100 * o['gap_closed']['catur+shield']:.0f}%"
         lines.append(
-            f"| {c['workload']} {c['days']} | {c['cluster']} | {c['overcommit']:g} | {pct(a['xen'])} "
+            f"| {c['workload']} {c['days'] or ''} | {c['cluster']} | {c['overcommit'] if c['overcommit'] is None else format(c['overcommit'], 'g')} | {pct(a['xen'])} "
             f"| {c['best_baseline']} {pct(a[c['best_baseline']])} | {pct(a[GREEDY])} | {pct(a[RESIDENT_GREEDY])} "
             f"| {pct(a['catur'])} | {pct(a['catur+shield'])} | {ci(c['vs_greedy'][RESIDENT_GREEDY])} "
             f"| {ci(c['vs_greedy']['catur+shield'])} | {sample} | {gap} |"
@@ -165,6 +175,7 @@ def main() -> None:
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap draws for the CI over hosts")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="default", help="the model of the catur rows (default: the shipped default)")
     parser.add_argument("--json", help="also write every cell here")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -173,27 +184,28 @@ def main() -> None:
     cells = []
     for name in names:
         source, days = WORKLOADS[name]
-        if source.endswith(".gz"):
+        if source.endswith((".gz", ".csv")):
             path = Path(args.traces) / source
             if not path.exists():
                 print(f"skipping {name}: {path} not found")
                 continue
             source = str(path)
-        df = load_workload(source)
-        for cluster in args.clusters.split(","):
-            for oc in (float(x) for x in args.overcommits.split(",")):
-                cell = run_cell(df, name, days, cluster, oc, args, rng)
-                cells.append(cell)
-                a = cell["avg_defect"]
-                print(
-                    f"{name} {cluster} oc={oc:g}: greedy {pct(a[GREEDY])} resident {pct(a[RESIDENT_GREEDY])} "
-                    f"catur+shield {pct(a['catur+shield'])} xen {pct(a['xen'])} oracle-sample "
-                    f"{pct(cell['oracle']['oracle']) if cell['oracle'] else '-'} ({cell['seconds']:.0f} s, "
-                    f"{time.perf_counter() - started:.0f} s total)",
-                    flush=True,
-                )
-                if args.json:
-                    Path(args.json).write_text(json.dumps(cells, indent=1))
+        df = Workload(source).read()[0]
+        start = str(Path(args.traces) / START_STATES[name]) if name in START_STATES else None
+        scenarios = [("PM_res", None)] if start else [(c, float(x)) for c in args.clusters.split(",") for x in args.overcommits.split(",")]
+        for cluster, oc in scenarios:
+            cell = run_cell(df, name, days, cluster, oc, args, rng, start)
+            cells.append(cell)
+            a = cell["avg_defect"]
+            print(
+                f"{name} {cluster} oc={oc}: greedy {pct(a[GREEDY])} resident {pct(a[RESIDENT_GREEDY])} "
+                f"catur+shield {pct(a['catur+shield'])} xen {pct(a['xen'])} oracle-sample "
+                f"{pct(cell['oracle']['oracle']) if cell['oracle'] else '-'} ({cell['seconds']:.0f} s, "
+                f"{time.perf_counter() - started:.0f} s total)",
+                flush=True,
+            )
+            if args.json:
+                Path(args.json).write_text(json.dumps(cells, indent=1))
     print()
     print(markdown(cells))
     print()

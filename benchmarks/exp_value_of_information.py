@@ -26,7 +26,7 @@ import numpy as np
 from catur.placement import GREEDY
 from catur.resident import DEFAULT_WEIGHT, RESIDENT_GREEDY, AgedResidentGreedy, fit_age_weights
 from catur.sim.admission import parse_days
-from catur.sim.env import Workload, load_workload
+from catur.sim.workload import Workload
 from catur.sim.evaluate import evaluate_policies
 from catur.sim.replay import ORACLE, ORACLE_ARRIVALS
 
@@ -66,7 +66,7 @@ def main() -> None:
         value = evaluate_policies(sample, [ORACLE_ARRIVALS], jobs=args.jobs, oracle_k=5)[ORACLE_ARRIVALS].summary.avg_defect
         row("departures", "oracle k=5, arrivals only", value, g, label)
     if "ages" not in skip:
-        df = load_workload(args.trace)
+        df = Workload(args.trace).read()[0]
         _, train_end = parse_days("1:12", df)
         train = df[df["arrival_s"] < train_end]
         departure = train["departure_s"].to_numpy(float).copy()

@@ -42,6 +42,7 @@ def __getattr__(name: str) -> str:
 ENV_IDS = {
     "catur/NumaPlacement-v0": "catur.sim.env:NumaPlacementEnv",
     "catur/NumaPlacementNodes-v0": "catur.sim.env:NodeActionEnv",
+    "catur/NumaPlacementCandidates-v0": "catur.sim.env:CandidateEnv",
 }
 ACTION_MASKS_WRAPPER = "catur.sim.env:ActionMasks"
 

@@ -5,7 +5,8 @@
 1. every primitive's placement and immediate cost are computed with the placement core
    (:func:`catur.observation.candidates`);
 2. the **policy** scores the four primitives: the trained model's scores when a model is
-   loaded, otherwise ``greedy``'s (minus each primitive's defect at placement), or, with a
+   loaded (an after-state scorer, :mod:`catur.afterstate`, scores a wider candidate set:
+   the primitives, every single node, a node set per socket), otherwise ``greedy``'s (minus each primitive's defect at placement), or, with a
    ``resident_weight`` and the host's per-node resident counts given, ``resident-greedy``'s
    (:mod:`catur.resident`: minus the defect and the COR rise felt by the VMs already there);
 3. the **uncertainty gate** (when the model carries gate statistics) checks whether the
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from catur.afterstate import AfterStateModel, afterstate_candidates, score_candidates
 from catur.errors import CaturError
 from catur.gate import UncertaintyGate
 from catur.policy_model import PolicyModel, RulePolicy, load_policy
@@ -68,7 +70,10 @@ class Decider:
     Args:
         model: A trained :class:`~catur.policy_model.PolicyModel`, or ``None`` for ``greedy``; a
             :class:`~catur.policy_model.RulePolicy` (a registry's rule version) decides as its rule
-            (greedy) and reports the version's name as its model version.
+            (greedy) and reports the version's name as its model version; an
+            :class:`~catur.afterstate.AfterStateModel` scores its wider candidate set (the
+            primitives, every single node, a node set per socket) from their after-states,
+            with the host's resident counts when the request carries them.
         shield_config: Shield parameters; ``None`` or depth 0 disables the shield.
         use_gate: Use the model's uncertainty gate when its manifest has one.
         resident_weight: Without a model, λ of ``resident-greedy`` (:mod:`catur.resident`);
@@ -85,10 +90,12 @@ class Decider:
     ) -> None:
         # A rule version is greedy with a name: no network, and the version for reports.
         self.rule = model if isinstance(model, RulePolicy) else None
-        model = None if self.rule is not None else model
+        # An after-state scorer chooses among its own, wider candidate set (catur.afterstate).
+        self.scorer = model if isinstance(model, AfterStateModel) else None
+        model = None if self.rule is not None or self.scorer is not None else model
         self.model = model
         self.resident_weight = check_weight(resident_weight)
-        if model is not None and self.resident_weight:
+        if (model is not None or self.scorer is not None) and self.resident_weight:
             raise CaturError("resident_weight applies to the rule without a model; a model brings its own scores")
         self.shield_config = shield_config if shield_config and shield_config.enabled else None
         self.gate = None
@@ -105,16 +112,18 @@ class Decider:
     def model_version(self) -> str:
         if self.rule is not None:
             return self.rule.version
+        if self.scorer is not None:
+            return self.scorer.version
         return self.model.version if self.model is not None else ""
 
     @property
     def uses_residents(self) -> bool:
         """Whether per-node resident counts change this decider's answers."""
-        return self.model is None and self.resident_weight > 0
+        return self.scorer is not None or (self.model is None and self.resident_weight > 0)
 
     @property
     def policy_name(self) -> str:
-        if self.model is not None:
+        if self.model is not None or self.scorer is not None:
             return "catur"
         return RESIDENT_GREEDY if self.uses_residents else "greedy"
 
@@ -157,11 +166,21 @@ class Decider:
         is exactly the decision :meth:`decide` makes for host ``b`` alone. ``residents``
         (``[B, N]``, optional) are the hosts' per-node resident counts.
         """
-        table = candidate_table(topology, used_vcpus, used_mem_mib, requests)
         b = used_vcpus.shape[0]
-        greedy_scores = -table.defect
         gated, distance = np.zeros(b, dtype=bool), np.zeros(b)
         residents_used = residents is not None and self.uses_residents
+        if self.scorer is not None:
+            counts = residents if residents is not None else np.zeros(used_vcpus.shape)
+            wide = afterstate_candidates(
+                topology, used_vcpus, used_mem_mib, counts, requests.vcpus, requests.alpha, requests.beta,
+                requests.inst_vcpus, requests.inst_mem,
+            )
+            table = CandidateTable(wide.placements, wide.cor, wide.rmr, wide.defect, wide.names)
+            scores = score_candidates(self.scorer, wide)
+            return self._shielded(topology, used_vcpus, used_mem_mib, table, scores, np.full(b, "catur", dtype=object),
+                                  stats, gated, distance, residents_used)
+        table = candidate_table(topology, used_vcpus, used_mem_mib, requests)
+        greedy_scores = -table.defect
         policy = np.full(b, "greedy" if self.model is None else "catur", dtype=object)
         if residents_used:
             policy[:] = RESIDENT_GREEDY
@@ -182,6 +201,13 @@ class Decider:
                     else:
                         fixed, policy[gated] = np.where(np.array(PRIMITIVES) == self.fallback, 1.0, 0.0), self.fallback
                     scores = np.where(gated[:, None], fixed, scores)
+        return self._shielded(topology, used_vcpus, used_mem_mib, table, scores, policy, stats, gated, distance, residents_used)
+
+    def _shielded(
+        self, topology, used_vcpus, used_mem_mib, table: CandidateTable, scores, policy, stats, gated, distance, residents_used
+    ) -> "DecisionBatch":
+        """The shield over the policy's ``scores`` (``[B, C]``), and the batch's answer."""
+        b = used_vcpus.shape[0]
         config = self.shield_config
         fallback = np.full(b, "", dtype=object)
         if config is None:
@@ -210,8 +236,8 @@ class DecisionBatch:
 
     decider: Decider
     table: CandidateTable
-    scores: np.ndarray  # float64[B, 4]
-    choice: np.ndarray  # int64[B], index into PRIMITIVES
+    scores: np.ndarray  # float64[B, C]: C = 4 primitives, or an after-state scorer's candidates
+    choice: np.ndarray  # int64[B], index into table.names
     policy: np.ndarray  # object[B]: "catur", "greedy" or the gate's fallback primitive
     intervened: np.ndarray  # bool[B]
     fallback: np.ndarray  # object[B]
@@ -237,8 +263,9 @@ class DecisionBatch:
             )
         return Decision(
             placement=chosen,
-            primitive=PRIMITIVES[choice],
-            scores=tuple(float(s) for s in self.scores[i]),
+            primitive=self.table.names[choice],
+            # The contract's scores are the primitives' (an after-state scorer's first columns).
+            scores=tuple(float(s) for s in self.scores[i][: len(PRIMITIVES)]),
             policy=str(self.policy[i]),
             shield_intervened=bool(self.intervened[i]),
             shield_fallback=str(self.fallback[i]),

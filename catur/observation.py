@@ -76,6 +76,9 @@ class CandidateTable(NamedTuple):
     cor: np.ndarray
     rmr: np.ndarray
     defect: np.ndarray
+    # Column names: the primitives, or an after-state scorer's wider candidate set
+    # (catur.afterstate.candidate_names).
+    names: tuple[str, ...] = PRIMITIVES
 
     def row(self, b: int) -> list[Candidate]:
         return [
@@ -85,7 +88,7 @@ class CandidateTable(NamedTuple):
                 float(self.rmr[b, i]),
                 float(self.defect[b, i]),
             )
-            for i, name in enumerate(PRIMITIVES)
+            for i, name in enumerate(self.names)
         ]
 
     @classmethod

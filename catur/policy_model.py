@@ -14,30 +14,32 @@ The training code exports SB3 policies into this format and checks that decision
 (:mod:`catur.training.export`).
 
 A directory may instead hold a *rule version* (:class:`RulePolicy`: only a manifest saying
-``kind: rule, policy: greedy``), greedy itself kept in a registry like a model;
-:func:`load_policy` loads either kind.
+``kind: rule, policy: greedy``), greedy itself kept in a registry like a model, or an
+*after-state scorer* (``kind: afterstate``, :class:`catur.afterstate.AfterStateModel`), which
+scores candidate placements instead of the four primitives. :func:`load_policy` loads any
+kind; the manifest says which (a manifest without ``kind`` is a primitive-action model, as
+every model before the after-state scorer was).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from catur import mlp
+from catur.afterstate import AFTERSTATE_KIND, AfterStateModel
 from catur.configfile import check_keys, read_json
 from catur.errors import CaturError
 from catur.observation import OBS_DIM, OBS_VERSION
 from catur.policies import PRIMITIVES
 
 MODEL_FORMAT = "catur-policy/1"
-ACTIVATIONS = {
-    "tanh": np.tanh,
-    "relu": lambda x: np.maximum(x, 0.0),
-}
+ACTIVATIONS = mlp.ACTIVATIONS
 DEFAULT_MODEL = "default"
 
 # Every top-level key a manifest may hold: written by training (format ... versions), the
@@ -50,9 +52,25 @@ MANIFEST_KEYS = (
 )
 
 
+# The models shipped inside the package, by the name that loads them anywhere a model
+# directory is accepted: ``default`` (the after-state scorer, catur.afterstate) and
+# ``ppo-synthetic`` (the earlier primitive-action PPO model, trained on synthetic data only,
+# kept for comparison and for fine-tuning a primitive-action model).
+SHIPPED_MODELS = (DEFAULT_MODEL, "ppo-synthetic")
+
+
 def default_model_dir() -> Path:
-    """The small model shipped inside the package (trained by the project on synthetic data)."""
-    return Path(str(resources.files("catur") / "models" / DEFAULT_MODEL))
+    """The shipped default model's directory."""
+    return shipped_model_dir(DEFAULT_MODEL)
+
+
+def shipped_model_dir(name: str) -> Path:
+    return Path(str(resources.files("catur") / "models" / name))
+
+
+def model_path(directory: str | Path) -> Path:
+    """Where a model argument points: a shipped model's name (:data:`SHIPPED_MODELS`) or a path."""
+    return shipped_model_dir(str(directory)) if str(directory) in SHIPPED_MODELS else Path(directory)
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,35 +83,18 @@ class PolicyModel:
     manifest: dict
     layers: tuple[tuple[np.ndarray, np.ndarray], ...]
     path: Path | None = None
-    _activation: object = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_manifest(self.manifest, str(self.path or "model"))
-        object.__setattr__(self, "_activation", ACTIVATIONS[self.manifest["activation"]])
-        width = OBS_DIM
-        for i, (w, b) in enumerate(self.layers):
-            if not (np.isfinite(w).all() and np.isfinite(b).all()):
-                where = Path(self.path) / "weights.npz" if self.path else "model"
-                raise CaturError(f"{where}: layer {i} has NaN or infinite weights")
-            if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
-                raise CaturError(
-                    f"{self.path or 'model'}: layer {i} has shape {w.shape}/{b.shape}, expected "
-                    f"({width}, n)/(n,)"
-                )
-            width = w.shape[1]
-        if width != len(PRIMITIVES):
-            raise CaturError(f"{self.path or 'model'}: last layer has {width} outputs, expected {len(PRIMITIVES)}")
+        source = str(Path(self.path) / "weights.npz") if self.path else "model"
+        mlp.check_layers(self.layers, OBS_DIM, len(PRIMITIVES), source)
 
     @property
     def version(self) -> str:
         """The manifest's version, else a short hash of the weights."""
         if self.manifest.get("version"):
             return str(self.manifest["version"])
-        digest = hashlib.sha256()
-        for w, b in self.layers:
-            digest.update(w.tobytes())
-            digest.update(b.tobytes())
-        return digest.hexdigest()[:12]
+        return mlp.digest(self.layers)
 
     def scores(self, obs: np.ndarray) -> np.ndarray:
         """``float[B, 4]`` scores for ``float[B, OBS_DIM]`` observations (or one ``[OBS_DIM]``)."""
@@ -102,17 +103,7 @@ class PolicyModel:
         x = np.atleast_2d(x)
         if x.shape[1] != OBS_DIM:
             raise CaturError(f"observation has {x.shape[1]} values, the model expects {OBS_DIM}")
-        last = len(self.layers) - 1
-        for i, (w, b) in enumerate(self.layers):
-            # Row by row ([B, 1, in] @ [in, out]: one vector-matrix product per row), not
-            # one [B, in] @ [in, out] product: BLAS picks its kernel (and its rounding) by
-            # the batch size, so a row's scores would depend on how many rows come with it.
-            # This way a row gets the same bits alone or among thousands — the batched
-            # replay engine scores all hosts at once and still decides exactly as the
-            # service does for one request — and it is no slower at these sizes.
-            x = (x[:, None, :] @ w)[:, 0, :] + b
-            if i < last:
-                x = self._activation(x)
+        x = mlp.forward(self.layers, x, self.manifest["activation"])
         return x[0] if single else x
 
     def choose(self, obs: np.ndarray) -> np.ndarray:
@@ -121,36 +112,20 @@ class PolicyModel:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``weights.npz`` and ``manifest.json`` into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        arrays = {}
-        for i, (w, b) in enumerate(self.layers):
-            arrays[f"w{i}"] = w
-            arrays[f"b{i}"] = b
-        np.savez(directory / "weights.npz", **arrays)
-        (directory / "manifest.json").write_text(json.dumps(self.manifest, indent=2, sort_keys=True))
-        return directory
+        return mlp.save(directory, self.layers, self.manifest)
 
     @classmethod
     def load(cls, directory: str | Path) -> "PolicyModel":
         """Load a model directory (``"default"`` = the shipped model); errors name the file."""
-        directory = default_model_dir() if str(directory) == DEFAULT_MODEL else Path(directory)
+        directory = model_path(directory)
         manifest_path, weights_path = directory / "manifest.json", directory / "weights.npz"
         manifest = read_manifest(directory)
         if is_rule(manifest):
             raise CaturError(f"{manifest_path}: a rule version ({manifest.get('policy')}), not a trained model; load it with catur.policy_model.load_policy")
+        if is_afterstate(manifest):
+            raise CaturError(f"{manifest_path}: an after-state scorer, not a primitive-action model; load it with catur.policy_model.load_policy")
         check_manifest(manifest, str(manifest_path))
-        try:
-            with np.load(weights_path, allow_pickle=False) as data:
-                count = len(data.files) // 2
-                layers = tuple(
-                    (data[f"w{i}"].astype(np.float32), data[f"b{i}"].astype(np.float32))
-                    for i in range(count)
-                )
-        except Exception as exc:  # truncated zip, not an npz, missing arrays, ...: all one answer
-            raise CaturError(f"{weights_path}: not a readable weights file ({type(exc).__name__}: {exc})") from exc
-        if not layers:
-            raise CaturError(f"{weights_path}: has no layers")
+        layers = mlp.load(weights_path)
         return cls(manifest, layers, directory)
 
 
@@ -167,7 +142,7 @@ def weights_sha256(directory: str | Path) -> str:
     """The identity of a model: the SHA-256 of its ``weights.npz`` (``"default"`` = the shipped
     model). It survives ``catur models add`` (which copies the file byte for byte and rewrites
     only the manifest), so an evaluation can say which model it measured."""
-    directory = default_model_dir() if str(directory) == DEFAULT_MODEL else Path(directory)
+    directory = model_path(directory)
     try:
         return file_sha256(directory / "weights.npz")
     except OSError as exc:
@@ -237,12 +212,26 @@ class RulePolicy:
         return directory
 
 
-def load_policy(directory: str | Path) -> "PolicyModel | RulePolicy":
-    """Load what a model directory or registry version holds: a trained model or a rule."""
-    path = default_model_dir() if str(directory) == DEFAULT_MODEL else Path(directory)
+def is_afterstate(manifest: object) -> bool:
+    return isinstance(manifest, dict) and manifest.get("kind") == AFTERSTATE_KIND
+
+
+def model_kind(manifest: object) -> str:
+    """What a manifest describes: ``"rule"``, ``"afterstate"`` or ``"primitive"`` (no ``kind``)."""
+    if is_rule(manifest):
+        return RULE_KIND
+    return AFTERSTATE_KIND if is_afterstate(manifest) else "primitive"
+
+
+def load_policy(directory: str | Path) -> "PolicyModel | RulePolicy | AfterStateModel":
+    """Load what a model directory or registry version holds: a primitive-action model, an
+    after-state scorer or a rule (the manifest's ``kind`` says which)."""
+    path = model_path(directory)
     manifest = read_manifest(path)
     if is_rule(manifest):
         return RulePolicy(manifest, path)
+    if is_afterstate(manifest):
+        return AfterStateModel.load(path, manifest)
     return PolicyModel.load(path)
 
 

@@ -82,7 +82,7 @@ from catur.configfile import read_json
 from catur.errors import CaturError, LosesToGreedy
 from catur.verdict import Comparison, recorded_comparison
 from catur.policy_model import (
-    DEFAULT_MODEL, RulePolicy, default_model_dir, file_sha256, is_rule, load_policy, rule_manifest, weights_sha256,
+    RulePolicy, file_sha256, model_path, is_rule, load_policy, rule_manifest, weights_sha256,
 )
 
 log = logging.getLogger("catur.registry")
@@ -561,7 +561,7 @@ class Registry:
         ``parent`` must be a version of this registry. ``model_dir`` may be ``"default"``, the
         model shipped with Catur.
         """
-        source = default_model_dir() if str(model_dir) == DEFAULT_MODEL else Path(model_dir)
+        source = model_path(model_dir)
         try:
             model = load_policy(source)
         except CaturError as exc:

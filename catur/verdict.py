@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from catur.errors import LosesToGreedy
+
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 SEED = 0
@@ -226,6 +228,21 @@ def gate_record(hosts: list[int], vms: np.ndarray, sums: dict[str, np.ndarray], 
             "greedy": [float(x) for x in sums["greedy"]],
         },
     }
+
+
+def gate_or_refuse(
+    hosts: list[int], vms: np.ndarray, sums: dict[str, np.ndarray], *, allowed_worse: bool, log, losing: str, out
+) -> dict:
+    """What training does at its end: :func:`gate_record` of ``sums["catur"]``, both comparisons
+    logged, and a :class:`~catur.errors.LosesToGreedy` (``"{losing} (...); not written to
+    OUT"``) when it loses and ``allowed_worse`` is off."""
+    verdict = gate_record(hosts, vms, sums, "catur", allowed_worse=allowed_worse)
+    for key in ("greedy", "best_primitive"):
+        log(f"validation: {Comparison.from_dict(verdict['versus'][key]).describe('catur')}")
+    if verdict["loses_to_greedy"] and not allowed_worse:
+        versus = Comparison.from_dict(verdict["versus"]["greedy"])
+        raise LosesToGreedy(f"{losing} ({versus.describe('model')}); not written to {out} (--allow-worse writes it anyway)")
+    return verdict
 
 
 def _from_gate(gate: object) -> Comparison | None:

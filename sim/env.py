@@ -16,6 +16,14 @@ module first; ``make`` wraps the env in :class:`ActionMasks` so ``action_masks()
     which gymnasium's and SB3's checkers send since they ignore masks) is treated as the
     node ``core-most-idle`` would pick, deterministically, and flagged in ``info``.
 
+``catur/NumaPlacementCandidates-v0`` (:class:`CandidateEnv`)
+    The after-state scorer's view (:mod:`catur.afterstate`): action ``Discrete(4 + 8)``, one
+    of the request's candidates (the primitives, then every single node or a node set per
+    socket); the observation is each candidate's after-state features, slot by slot
+    (``(4 + 8) × F`` values, padded slots zero). :meth:`action_masks` allows the valid
+    candidates; an invalid action (checkers ignore masks) takes the first primitive's
+    placement and is flagged in ``info``.
+
 How an episode runs. The constructor loads a workload (a synthetic scenario name, a trace
 file, or a canonical DataFrame), admits it onto a cluster and cuts per-host event streams for
 a day window, exactly as ``catur evaluate`` does. :meth:`reset` picks a host and a start
@@ -36,6 +44,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from catur.afterstate import FEATURES, afterstate_candidates
 from catur.errors import CaturError
 from catur.metrics import ANOMALY_THRESHOLD, cor_after, node_cor
 from catur.observation import (
@@ -292,6 +301,53 @@ class NodeActionEnv(NumaPlacementEnv):
         rmr = placement.rmr()
         d = self._request.alpha * cor + self._request.beta * rmr
         return Candidate(placement, cor, rmr, d), {"invalid_action": invalid}
+
+
+CANDIDATE_SLOTS = len(PRIMITIVES) + MAX_NODES
+
+
+class CandidateEnv(NumaPlacementEnv):
+    """The after-state candidate variant: the action is one of the request's candidates, the
+    observation their after-state features (:mod:`catur.afterstate`, resident counts included)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.obs_dim = CANDIDATE_SLOTS * len(FEATURES)
+        self.observation_space = gym.spaces.Box(OBS_LOW, OBS_HIGH, shape=(self.obs_dim,), dtype=np.float32)
+
+    def _make_action_space(self) -> gym.spaces.Discrete:
+        return gym.spaces.Discrete(CANDIDATE_SLOTS)
+
+    def _observe(self) -> np.ndarray:
+        super()._observe()  # the request and the primitives' candidates (for the reward helpers)
+        topology, state = self._stream.topology, self._state
+        batch = RequestBatch.of(topology, self._request)
+        self._wide = afterstate_candidates(
+            topology, state.used_vcpus, state.used_mem_mib, state.residents.astype(float), batch.vcpus, batch.alpha,
+            batch.beta, batch.inst_vcpus, batch.inst_mem,
+        )
+        obs = np.zeros((CANDIDATE_SLOTS, len(FEATURES)), dtype=np.float32)
+        count = self._wide.valid.shape[1]
+        obs[:count] = np.where(self._wide.valid[0, :, None], self._wide.features[0], 0.0)
+        return np.clip(obs.ravel(), OBS_LOW, OBS_HIGH)
+
+    def action_masks(self) -> np.ndarray:
+        mask = np.zeros(CANDIDATE_SLOTS, dtype=bool)
+        if self._stream is None:
+            mask[: len(PRIMITIVES)] = True
+        else:
+            mask[: self._wide.valid.shape[1]] = self._wide.valid[0]
+        return mask
+
+    def _candidate_for(self, action) -> tuple[Candidate, dict]:
+        index = int(action)
+        invalid = not self.action_masks()[index] if 0 <= index < CANDIDATE_SLOTS else True
+        if invalid:
+            index = 0
+        wide = self._wide
+        placement = wide.placements.placement((0, index), policy=wide.names[index])
+        cand = Candidate(placement, float(wide.cor[0, index]), float(wide.rmr[0, index]), float(wide.defect[0, index]))
+        return cand, {"invalid_action": invalid}
 
 
 def node_first_policy(node: int) -> Policy:

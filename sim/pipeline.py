@@ -140,13 +140,13 @@ def prepare(workload: Workload, options: EvaluateOptions = EvaluateOptions()) ->
 def check_policies(policies: Sequence[str | DeciderSpec]) -> list[str | DeciderSpec]:
     """Known names and loadable models only (fails here, with the reason, before any work and
     not in a worker), each policy once, in the order given."""
-    from catur.policy_model import PolicyModel
+    from catur.policy_model import load_policy
 
     for policy in policies:
         if isinstance(policy, str):
             check_policy_name(policy)
         elif isinstance(policy, DeciderSpec) and policy.model is not None:
-            PolicyModel.load(policy.model)
+            load_policy(policy.model)
     return list({policy_label(p): p for p in policies}.values())
 
 

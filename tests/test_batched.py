@@ -23,6 +23,7 @@ from _service_support import make_model, small_streams
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from catur.afterstate import AfterStateModel
 from catur.decision import Decider, DeciderSpec
 from catur.errors import CaturError
 from catur.gate import UncertaintyGate
@@ -130,7 +131,7 @@ def assert_identical(hosts, policy) -> None:
 def deciders(tmp_path_factory) -> dict[str, Decider]:
     """The shipped model with and without its gate and shields, greedy with a shield, and a
     small model whose gate fires often and falls back to a fixed primitive."""
-    shipped = PolicyModel.load("default")
+    shipped = PolicyModel.load("ppo-synthetic")
     small = PolicyModel.load(make_model(tmp_path_factory.mktemp("m") / "model", seed=3, fallback="mem-most-idle"))
     return {
         "catur+shield": Decider(shipped, ShieldConfig(depth=1)),
@@ -138,6 +139,10 @@ def deciders(tmp_path_factory) -> dict[str, Decider]:
         "catur-nogate+shield": Decider(shipped, ShieldConfig(depth=1), use_gate=False),
         "catur+shield(d2)": Decider(shipped, ShieldConfig(depth=2, width=0.2)),
         "greedy+shield": Decider(None, ShieldConfig(depth=1, threshold=0.2)),
+        # An after-state scorer: its wider candidate set, batched exactly as alone.
+        "scorer+shield": Decider(
+            AfterStateModel.linear({"defect": -1.0, "resident_rise": -0.05, "chosen_mem_after": 0.3}), ShieldConfig(depth=1)
+        ),
         "small+fallback+shield": Decider(small, ShieldConfig(depth=1)),
         "small+greedy-gate": Decider(PolicyModel.load(make_model(tmp_path_factory.mktemp("g") / "m", seed=4)), None),
     }
@@ -245,7 +250,7 @@ def test_bad_vnuma_is_refused_like_the_reference():
 def test_model_and_gate_give_a_row_the_same_bits_alone_or_in_a_batch(seed, rows):
     """A batch's row-wise products: scores and gate distances do not depend on the batch size."""
     rng = np.random.default_rng(seed)
-    model = PolicyModel.load("default")
+    model = PolicyModel.load("ppo-synthetic")
     obs = rng.normal(0, 1, (rows, OBS_DIM)).astype(np.float32)
     scores = model.scores(obs)
     gate = UncertaintyGate.from_dict(model.manifest["gate"])

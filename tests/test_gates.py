@@ -124,7 +124,7 @@ def test_gate_record_is_read_back_with_the_same_rule():
 
 
 def test_the_shipped_model_still_loads_and_passes_its_recorded_gate():
-    manifest = PolicyModel.load("default").manifest
+    manifest = PolicyModel.load("ppo-synthetic").manifest
     comparison = recorded_comparison(manifest)
     assert comparison is not None and not comparison.loses  # 0.327% against greedy's 0.482% (days 13-15)
 

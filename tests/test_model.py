@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from catur.errors import CaturError
 from catur.decision import Decider
-from catur.model import MODEL_FORMAT, PolicyModel, default_model_dir
+from catur.model import MODEL_FORMAT, PolicyModel
 from catur.observation import OBS_DIM, OBS_VERSION, candidates, encode
 from catur.placement import greedy_place, primitive_placements
 from catur.policies import PRIMITIVES
@@ -347,13 +347,12 @@ def test_weights_with_missing_or_misshaped_layers(saved):
         PolicyModel.load(directory)
 
 
-def test_shipped_default_model():
-    """The shipped default model loads, has a full manifest and decides (skipped if not shipped)."""
+def test_shipped_primitive_model():
+    """The shipped primitive-action model (the default before the after-state scorer) still
+    loads, has a full manifest and decides."""
     from catur.decision import DeciderSpec
 
-    if not (default_model_dir() / "manifest.json").exists():
-        pytest.skip(f"no shipped model at {default_model_dir()}")
-    model = PolicyModel.load("default")
+    model = PolicyModel.load("ppo-synthetic")
     assert model.manifest["obs_dim"] == OBS_DIM
     documented = {
         "format", "obs_version", "obs_dim", "actions", "activation", "algorithm", "gate",
@@ -361,7 +360,7 @@ def test_shipped_default_model():
     }
     assert documented <= set(model.manifest)
     assert model.scores(random_observations(3)).shape == (3, len(PRIMITIVES))
-    decider = DeciderSpec(model="default").build()
+    decider = DeciderSpec(model="ppo-synthetic").build()
     assert decider.gate is not None
     decision = decider.decide(PRESETS["intel-2s"], np.array([10, 30]), np.array([20_000, 60_000]), VMRequest(4, 8192))
     assert decision.primitive in PRIMITIVES and decision.model_version == model.version

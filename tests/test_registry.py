@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from _service_support import corrupt_model, make_model
 from catur.cli import main
 from catur.errors import CaturError
-from catur.model import PolicyModel, default_model_dir
+from catur.model import PolicyModel
+from catur.policy_model import shipped_model_dir
 from catur.registry import PAUSE_ENV, Registry, headline_metric, normalise_version
 from catur.service.models import ModelHolder, resolve_model_dir
 from catur.shield import ShieldConfig
@@ -39,8 +40,9 @@ EVALUATION = {"clusters": {"east": {"avg_defect": 0.012}, "west": {"avg_defect":
 
 @pytest.fixture
 def shipped(tmp_path) -> Path:
-    """A copy of the shipped model (the registry must never need the package's own files)."""
-    return Path(shutil.copytree(default_model_dir(), tmp_path / "shipped"))
+    """A copy of the shipped primitive-action model (the registry must never need the package's
+    own files; the corruption cases edit its primitive-model manifest fields)."""
+    return Path(shutil.copytree(shipped_model_dir("ppo-synthetic"), tmp_path / "shipped"))
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Callable
 
 from catur.errors import CaturError
+from catur.afterstate import AfterStateModel
 from catur.policy_model import PolicyModel, RulePolicy, load_policy
 from catur.policies import PRIMITIVES
 from catur.sim.admission import TARGET_UTILIZATION
@@ -221,7 +222,9 @@ def fine_tune(
     start = load_policy(parent)
     algo = start.manifest.get("algorithm") if start.manifest.get("algorithm") in ALGORITHMS else "ppo"
     gamma = start.manifest.get("training", {}).get("gamma")
-    rule = isinstance(start, RulePolicy)  # a rule version has no weights: train a fresh network
+    # A rule version has no weights, and an after-state scorer no primitive-action weights to
+    # fine-tune: for either, train a fresh primitive-action network (retrain's gate judges it).
+    rule = isinstance(start, (RulePolicy, AfterStateModel))
     tc = _window_train_config(
         window, config,
         algo=algo,

@@ -46,13 +46,13 @@ from pathlib import Path
 
 import numpy as np
 
-from catur.errors import CaturError, LosesToGreedy
+from catur.errors import CaturError
 from catur.gate import fit_gate
 from catur.policy_model import MODEL_FORMAT, PolicyModel
 from catur.observation import CANDIDATE_FEATURES, OBS_DIM, OBS_VERSION
 from catur.policies import PRIMITIVES
 from catur.sim.admission import TARGET_UTILIZATION
-from catur.verdict import Comparison, gate_record, host_sums
+from catur.verdict import gate_or_refuse, host_sums
 
 ALGORITHMS = ("ppo", "dqn")
 TEACHERS = ("greedy", "oracle")
@@ -365,15 +365,10 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True, log=print
             evaluate_now(model.num_timesteps)
         train_seconds = time.perf_counter() - started
         final = PolicyModel.load(best["dir"])
-        verdict = gate_record(eval_hosts, eval_vms, {"catur": sums_at[best["step"]], **baseline_sums}, "catur", allowed_worse=config.allow_worse)
-        for key in ("greedy", "best_primitive"):
-            log(f"validation: {Comparison.from_dict(verdict['versus'][key]).describe('catur')}")
-        if verdict["loses_to_greedy"] and not config.allow_worse:
-            versus = Comparison.from_dict(verdict["versus"]["greedy"])
-            raise LosesToGreedy(
-                f"the model loses to greedy on validation days {config.eval_days or 'all'} "
-                f"({versus.describe('model')}); not written to {out} (--allow-worse writes it anyway)"
-            )
+        verdict = gate_or_refuse(
+            eval_hosts, eval_vms, {"catur": sums_at[best["step"]], **baseline_sums}, allowed_worse=config.allow_worse,
+            log=log, losing=f"the model loses to greedy on validation days {config.eval_days or 'all'}", out=out,
+        )
 
         # Gate statistics on observations the chosen policy meets in the training window: on
         # every host of it, also when episodes came from some hosts only (fine-tuning on the

@@ -134,6 +134,10 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     print(f"  trained version: {manifest.get('trained_version', '-')}")
     if manifest.get("kind") == "rule":
         print(f"  kind:            rule: serves {manifest.get('policy')} itself (no trained network)")
+    elif manifest.get("kind") == "afterstate":
+        print(f"  kind:            after-state scorer: scores every candidate placement from {len(manifest.get('features', []))} "
+              f"after-state features, activation {manifest.get('activation')}")
+        print(f"  vs greedy:       {comparison.describe('model') + (' -> LOSES' if comparison.loses else '') if comparison else 'not recorded'}")
     else:
         print(f"  algorithm:       {manifest.get('algorithm', '-')}, activation {manifest.get('activation')}, "
               f"observation v{manifest.get('obs_version')} ({manifest.get('obs_dim')} values)")

@@ -65,7 +65,8 @@ def cmd_topology_detect(args: argparse.Namespace) -> int:
 
 # The entries a model adds to a comparison (evaluate's options, not --policies names).
 MODEL_POLICIES = (
-    ("catur", "a trained model: catur evaluate --model DIR ('default' = the shipped model)"),
+    ("catur", "a trained model: catur evaluate --model DIR ('default' = the shipped after-state scorer, "
+              "'ppo-synthetic' = the earlier primitive-action model)"),
     ("catur+shield", "the model behind speculative shielding: --model DIR --shield-depth D"),
     ("greedy+shield", "greedy behind the shield: --shield-depth D without --model"),
 )

@@ -77,7 +77,95 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
            help="write the model even if it loses to greedy on the validation window (exit 0; its manifest "
            "records that it lost, and 'catur models promote' refuses it without --force)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_scorer_command(sub)
     add_retrain_command(sub)
+
+
+EPILOG_SCORER = """examples:
+  catur train-scorer --traces ../shared/traces --out models/scorer      # the shipped default's recipe
+  catur train-scorer --out models/scorer-synthetic                       # synthetic drift workloads only
+  catur train-scorer --traces ../shared/traces --generations 10 --out /tmp/quick
+  catur evaluate trace.csv.gz --days 16:31 --model models/scorer --policies greedy
+
+What it trains: an after-state scorer (catur.afterstate). For each VM it builds the
+candidates -- the four primitives, every single node, one node set per socket -- and scores
+each by what the host would look like after it (the VM's own defect, the COR rise felt by
+the VMs already on those nodes, the overload and imbalance left behind, how full the chosen
+nodes are), with one set of weights for all candidates and host sizes.
+
+How: evolution strategies on the exact objective (the replay's average lifetime defect),
+starting from resident-greedy, on randomised scenarios of every source: vCPU overcommit
+--overcommit, target utilisation --target-range, clusters --clusters. Sources: Huawei-East-1
+days 4-12 and Azure 2017 dev day 1 when --traces has them, and the synthetic temporal-shift
+and adversarial workloads (seed 1). Selection: only on validation windows (Huawei 13-15,
+Azure day 2, synthetic seed 2), never on a test window.
+
+Never worse than greedy: the kept weights are compared with greedy on every validation host
+(95% paired bootstrap). If they lose, nothing is written and the exit status is 3
+(--allow-worse writes anyway; 'catur models promote' then refuses it without --force).
+"""
+
+
+def add_scorer_command(sub: argparse._SubParsersAction) -> None:
+    from catur.training.afterstate import ScorerTrainConfig
+
+    p = add_command(
+        sub, "train-scorer", cmd_train_scorer,
+        help="train an after-state scorer (every candidate placement scored by what it leaves behind)",
+        description="Train the after-state candidate scorer on the exact objective over randomised "
+        "scenarios, select it on validation windows, and write a model directory that "
+        "'catur evaluate --model' and 'catur serve --model' load.",
+        epilog=EPILOG_SCORER,
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="model directory to write (replaced if it exists)")
+    p.add_argument("--traces", metavar="DIR", help="folder holding huawei-east-1-lt.csv.gz and/or azure2017-dev-events.csv.gz "
+                   "(default: none, synthetic workloads only)")
+    option = functools.partial(config_option, p, ScorerTrainConfig)
+    option("generations", type=int, help="evolution-strategy generations (default %(default)s)")
+    option("pairs", type=int, help="antithetic pairs per generation: 2 x PAIRS replays each (default %(default)s)")
+    option("hosts_per_replay", type=int, metavar="N", help="hosts sampled for each generation's replays (default %(default)s)")
+    option("scenarios_per_source", type=int, metavar="N", help="random scenario draws per source (default %(default)s)")
+    option("noise", type=float, help="perturbation size, in units of each weight's scale (default %(default)s)")
+    option("learning_rate", type=float, metavar="LR", help="step size (default %(default)s)")
+    option("eval_every", type=int, metavar="G", help="validate every G generations (default %(default)s)")
+    option("resident_weight", type=float, metavar="LAMBDA", help="the warm start's resident weight (default %(default)s)")
+    p.add_argument("--overcommit", type=_float_range, default=ScorerTrainConfig.overcommit, metavar="LOW:HIGH",
+                   help="vCPU overcommit drawn per scenario (default 1.0:1.05)")
+    p.add_argument("--target-range", dest="target_utilization", type=_float_range, default=ScorerTrainConfig.target_utilization,
+                   metavar="LOW:HIGH", help="target utilisation drawn per scenario (default 0.85:0.97)")
+    p.add_argument("--clusters", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
+                   default=ScorerTrainConfig.clusters, help="cluster mixes drawn per scenario (default mixed,amd-2s-nps4)")
+    option("seed", type=int, help="seed of the scenario draws, host samples and perturbations (default %(default)s)")
+    option("jobs", type=int, help="worker processes (default %(default)s)")
+    option("allow_worse", action="store_true", help="write the scorer even if it loses to greedy on validation (exit 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log")
+
+
+def _float_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH (two numbers), got {text!r}") from None
+    if not low <= high:
+        raise argparse.ArgumentTypeError(f"LOW must be <= HIGH, got {text!r}")
+    return low, high
+
+
+def cmd_train_scorer(args: argparse.Namespace) -> int:
+    from catur.training.afterstate import ScorerTrainConfig, default_sources, train_scorer
+
+    config = config_from_args(ScorerTrainConfig, args)
+    log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    if args.traces is not None and not any(s.name in ("huawei", "azure") for s in default_sources(args.traces)):
+        raise CaturError(f"--traces {args.traces}: holds neither huawei-east-1-lt.csv.gz nor azure2017-dev-events.csv.gz")
+    result = train_scorer(default_sources(args.traces), config, args.out, progress=not args.quiet, log=log)  # LosesToGreedy: exit 3
+    from catur.verdict import Comparison
+
+    print(f"scorer {result.out}: trained in {result.train_seconds:.0f} s; weights "
+          + ", ".join(f"{k} {v:+.4g}" for k, v in result.weights.items() if v))
+    for key in ("greedy", "best_primitive"):
+        print(f"validation: {Comparison.from_dict(result.gate['versus'][key]).describe('scorer')}")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

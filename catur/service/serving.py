@@ -40,7 +40,7 @@ import numpy as np
 
 from catur.decision import Decider
 from catur.errors import CaturError
-from catur.policy_model import DEFAULT_MODEL, default_model_dir, load_policy
+from catur.policy_model import DEFAULT_MODEL, SHIPPED_MODELS, default_model_dir, load_policy, model_path
 from catur.registry import CURRENT as REGISTRY_POINTER, read_pointer
 from catur.request import VMRequest
 from catur.resident import DEFAULT_WEIGHT, RESIDENT_GREEDY
@@ -54,9 +54,9 @@ AUTO_MODEL = "auto"
 
 
 def resolve_model_dir(spec: str) -> Path:
-    """The model directory that ``spec`` (``default``, a model dir or a registry dir) names now."""
-    if spec == DEFAULT_MODEL:
-        return default_model_dir()
+    """The model directory that ``spec`` (a shipped model's name, a model dir or a registry dir) names now."""
+    if spec in SHIPPED_MODELS:
+        return model_path(spec)
     path = Path(spec)
     if (path / "manifest.json").exists():
         return path
@@ -80,7 +80,7 @@ def fingerprint(spec: str) -> tuple:
         directory = resolve_model_dir(spec)
     except CaturError as exc:
         return ("unresolvable", str(exc))
-    pointer = Path(spec) / REGISTRY_POINTER if spec != DEFAULT_MODEL else None
+    pointer = Path(spec) / REGISTRY_POINTER if spec not in SHIPPED_MODELS else None
     return (
         str(directory),
         _stat(directory / "manifest.json"),

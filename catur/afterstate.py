@@ -1,0 +1,292 @@
+"""After-state candidate scoring: a network that scores where a VM would go by what it leaves behind.
+
+The first learned policies saw one observation and gave four logits, one per primitive. That
+design has two limits: it can only choose among four placements, and it must learn from the
+observation what each placement *does*. An after-state scorer turns this around:
+
+1. **Candidates** (:func:`candidate_batch`): the four primitives' placements, plus every
+   distinct single-node placement (a one-instance VM on node ``j``, for every ``j``), plus,
+   for a VM with ``k`` vNUMA instances, one node set per socket (the ``k`` nodes of that
+   socket with the most free cores). Columns that do not exist for a request (a socket with
+   fewer than ``k`` nodes) are marked invalid and never chosen.
+2. **After-state features** (:func:`candidate_features`, :data:`FEATURES`): for each
+   candidate, what the host would look like after it — the VM's own defect, how much the
+   COR of the VMs already on its nodes rises (``resident_rise``: Σ residents · ΔCOR, the
+   quantity ``resident-greedy`` weighs), how much any later arrival on those nodes would
+   suffer (``cor_rise``), the host's overload and imbalance after, how full the chosen nodes'
+   memory is — and a little context (host load, VM size).
+3. **One shared-weight network** (:class:`AfterStateModel`) maps each candidate's feature
+   vector to a score, the same weights for every candidate; the highest valid score wins
+   (ties: the first column, so primitives before single nodes). The network never sees the
+   number of nodes, so one model serves 2-, 4- and 8-node hosts.
+
+With only the first layer's ``defect`` weight at −1 and ``resident_rise`` at −λ, the network
+*is* ``resident-greedy`` over this wider candidate set: that is the warm start of training
+(:mod:`catur.training.afterstate`), which then optimises the exact objective — the replay's
+average lifetime defect — on randomised scenarios.
+
+A model directory of this kind holds ``weights.npz`` (``w0, b0, ...``, loaded without pickle)
+and a ``manifest.json`` with ``"kind": "afterstate"``, the format, the feature names in order,
+the activation, and training and evaluation records. :func:`catur.policy_model.load_policy`
+loads any kind; older primitive-action models load as before.
+
+Everything here is array code over a leading host axis, like the rest of the core: one
+request on one host is a batch of one, and the network multiplies row by row, so a row's
+score has the same bits alone or in a batch of thousands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from catur import mlp
+from catur.configfile import check_keys
+from catur.errors import CaturError
+from catur.metrics import node_cor, placement_costs
+from catur.placement import primitive_batches, spread_memory
+from catur.policies import PRIMITIVES
+from catur.state import PlacementBatch
+from catur.topology import Topology
+
+AFTERSTATE_FORMAT = "catur-afterstate/1"
+AFTERSTATE_KIND = "afterstate"
+RESIDENT_SCALE = 32.0
+
+#: The after-state features of a candidate, in the order the network reads them.
+FEATURES = (
+    "defect",  # the VM's own defect at placement: alpha·COR + beta·RMR
+    "rmr",  # its remote memory ratio (so COR and remote memory can weigh differently)
+    "resident_rise",  # Σ_nodes residents · ΔCOR: the COR rise felt by the VMs already there
+    "cor_rise",  # Σ_nodes ΔCOR: what a later arrival on those nodes would feel
+    "overload_after",  # Σ_nodes max(vCPUs − cores, 0) / host cores, after
+    "imbalance_after",  # standard deviation over nodes of vCPUs / cores, after
+    "chosen_cpu_after",  # vCPU-weighted mean of vCPUs / cores on the chosen nodes, after
+    "chosen_mem_after",  # mean memory used / memory on the chosen nodes, after
+    "chosen_residents",  # mean resident count on the chosen nodes / 32
+    "spans_nodes",  # instances − 1 over the node count: a spread VM
+    "host_cpu_load",  # context: host vCPUs / cores before (the same for every candidate)
+    "vm_size",  # context: VM vCPUs / mean node cores
+)
+# Written by training (format ... export_check), by the registry (version, trained_version) and
+# by hand (a note).
+MANIFEST_KEYS = (
+    "format", "kind", "features", "activation", "version", "trained_version", "training", "evaluation", "export_check",
+    "versions", "note",
+)
+ACTIVATIONS = mlp.ACTIVATIONS
+
+
+# --- candidates -----------------------------------------------------------------------------------
+
+
+def candidate_names(topology: Topology, instances: int) -> tuple[str, ...]:
+    """Column names of :func:`candidate_batch`: the primitives, then ``node-j`` (one instance)
+    or ``socket-j`` (several: the ``j``-th socket in id order) for each of the ``N`` extra columns."""
+    extra = "node" if instances == 1 else "socket"
+    return (*PRIMITIVES, *(f"{extra}-{j}" for j in range(topology.num_nodes)))
+
+
+def candidate_batch(
+    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, inst_vcpus: np.ndarray, inst_mem: np.ndarray
+) -> tuple[PlacementBatch, np.ndarray]:
+    """``(placements [B, 4 + N], valid bool[B, 4 + N])`` for ``B`` hosts (``used_*[B, N]``,
+    instances ``[B, k]``); see the module doc. Invalid columns hold a copy of the first
+    primitive's placement, so every column is a well-formed placement."""
+    b, n = used_vcpus.shape
+    k = inst_vcpus.shape[1]
+    prims = primitive_batches(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)
+    valid = np.ones((b, len(PRIMITIVES) + n), dtype=bool)
+    if k == 1:
+        cpu_nodes = np.broadcast_to(np.arange(n)[None, :, None], (b, n, 1))
+    else:
+        # Per socket: its k nodes with the most free cores (ties: lowest index), if it has k.
+        free = topology.node_cores - used_vcpus
+        cpu_nodes = np.repeat(prims.cpu_nodes[:, :1], n, axis=1).copy()
+        sockets = np.unique(topology.node_socket)
+        valid[:, len(PRIMITIVES) + len(sockets):] = False
+        for column, socket in enumerate(sockets):
+            members = np.flatnonzero(topology.node_socket == socket)
+            if members.shape[0] < k:
+                valid[:, len(PRIMITIVES) + column] = False
+                continue
+            order = np.argsort(-free[:, members], axis=1, kind="stable")[:, :k]
+            cpu_nodes[:, column] = members[order]
+    flat_nodes = cpu_nodes.reshape(b * n, k)
+    mem = spread_memory(topology, np.repeat(used_mem_mib, n, axis=0), flat_nodes, np.repeat(inst_mem, n, axis=0))
+    vcpus = np.repeat(inst_vcpus[:, None, :], n, axis=1)
+    extra = PlacementBatch(np.ascontiguousarray(cpu_nodes), vcpus, mem.reshape(b, n, k, n))
+    placements = PlacementBatch(
+        np.concatenate([prims.cpu_nodes, extra.cpu_nodes], axis=1),
+        np.concatenate([prims.vcpus, extra.vcpus], axis=1),
+        np.concatenate([prims.mem_mib, extra.mem_mib], axis=1),
+    )
+    return placements, valid
+
+
+# --- features -------------------------------------------------------------------------------------
+
+
+def candidate_features(
+    topology: Topology,
+    used_vcpus: np.ndarray,
+    used_mem_mib: np.ndarray,
+    residents: np.ndarray,
+    placements: PlacementBatch,
+    cor: np.ndarray,
+    rmr: np.ndarray,
+    defect: np.ndarray,
+    vcpus: np.ndarray,
+) -> np.ndarray:
+    """``float64[B, C, F]``: :data:`FEATURES` of each of ``C`` candidates on ``B`` hosts.
+
+    ``cor``/``rmr``/``defect`` are the candidates' costs at placement (``[B, C]``,
+    :func:`catur.metrics.placement_costs`), ``residents[B, N]`` the per-node resident counts
+    (zeros when unknown), ``vcpus[B]`` the requests' vCPUs.
+    """
+    cores = topology.node_cores.astype(float)
+    n = topology.num_nodes
+    node_vcpus = placements.node_vcpus(n)  # [B, C, N]
+    after = used_vcpus[:, None, :] + node_vcpus
+    rise = node_cor(cores, after) - node_cor(cores, used_vcpus)[:, None, :]
+    share = after / cores
+    on_node = node_vcpus > 0
+    chosen = np.maximum(on_node.sum(axis=-1), 1)
+    mem_after = (used_mem_mib[:, None, :] + placements.node_mem_mib()) / topology.node_mem_mib
+    # One array, filled column by column in FEATURES order (the decision hot path: no stacking).
+    out = np.empty(defect.shape + (len(FEATURES),))
+    out[..., 0] = defect
+    out[..., 1] = rmr
+    out[..., 2] = (rise * residents[:, None, :]).sum(axis=-1)
+    out[..., 3] = rise.sum(axis=-1)
+    out[..., 4] = np.maximum(after - cores, 0).sum(axis=-1) / cores.sum()
+    centred = share - share.mean(axis=-1, keepdims=True)
+    out[..., 5] = np.sqrt((centred * centred).mean(axis=-1))
+    out[..., 6] = (share * node_vcpus).sum(axis=-1) / np.maximum(node_vcpus.sum(axis=-1), 1)
+    out[..., 7] = (mem_after * on_node).sum(axis=-1) / chosen
+    out[..., 8] = (residents[:, None, :] * on_node).sum(axis=-1) / chosen / RESIDENT_SCALE
+    out[..., 9] = (placements.cpu_nodes.shape[-1] - 1) / n
+    out[..., 10] = (used_vcpus.sum(axis=1) / cores.sum())[:, None]
+    out[..., 11] = (vcpus / cores.mean())[:, None]
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """Every candidate for ``B`` requests on ``B`` hosts, costed and featurised (all ``[B, C]``
+    but ``features``, ``[B, C, F]``): what :func:`afterstate_candidates` builds, and what a
+    scorer, the shield and the training env read."""
+
+    placements: PlacementBatch
+    names: tuple[str, ...]
+    valid: np.ndarray
+    cor: np.ndarray
+    rmr: np.ndarray
+    defect: np.ndarray  # invalid columns: +inf, so no shield allows them
+    features: np.ndarray
+
+
+def afterstate_candidates(
+    topology: Topology,
+    used_vcpus: np.ndarray,
+    used_mem_mib: np.ndarray,
+    residents: np.ndarray,
+    vcpus: np.ndarray,
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    inst_vcpus: np.ndarray,
+    inst_mem: np.ndarray,
+) -> Candidates:
+    """Build, cost and featurise every candidate for ``B`` requests (``vcpus``, ``alpha``,
+    ``beta`` ``[B]``, instances ``[B, k]``) on ``B`` hosts (``used_*``, ``residents`` ``[B, N]``)."""
+    placements, valid = candidate_batch(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)
+    cor, rmr, defect = placement_costs(topology.node_cores, used_vcpus, placements, alpha[:, None], beta[:, None])
+    features = candidate_features(topology, used_vcpus, used_mem_mib, residents, placements, cor, rmr, defect, vcpus)
+    names = candidate_names(topology, inst_vcpus.shape[1])
+    return Candidates(placements, names, valid, cor, rmr, np.where(valid, defect, np.inf), features)
+
+
+# --- the model ------------------------------------------------------------------------------------
+
+
+def _check_manifest(manifest: object, source: str) -> dict:
+    if not isinstance(manifest, dict):
+        raise CaturError(f"{source}: the manifest must be a JSON object")
+    check_keys(manifest, MANIFEST_KEYS, source)
+    if manifest.get("format") != AFTERSTATE_FORMAT:
+        raise CaturError(f"{source}: format={manifest.get('format')!r}, this Catur reads {AFTERSTATE_FORMAT!r}")
+    if list(manifest.get("features", [])) != list(FEATURES):
+        raise CaturError(
+            f"{source}: the model reads features {manifest.get('features')!r}, this Catur computes {list(FEATURES)!r}"
+        )
+    if manifest.get("activation") not in ACTIVATIONS:
+        raise CaturError(f"{source}: unknown activation {manifest.get('activation')!r}; known: {', '.join(ACTIVATIONS)}")
+    return manifest
+
+
+def afterstate_manifest(activation: str = "tanh", **extra) -> dict:
+    """A fresh manifest of this kind (training adds its records)."""
+    return {"format": AFTERSTATE_FORMAT, "kind": AFTERSTATE_KIND, "features": list(FEATURES), "activation": activation, **extra}
+
+
+@dataclass(frozen=True, eq=False)
+class AfterStateModel:
+    """The shared-weight scorer: ``layers`` map ``F`` features to one score per candidate.
+
+    ``layers[i] = (w float32[in, out], b float32[out])``; hidden layers use the manifest's
+    activation, the last layer has one output and none.
+    """
+
+    manifest: dict
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        source = str(Path(self.path) / "manifest.json") if self.path else "after-state model"
+        _check_manifest(self.manifest, source)
+        mlp.check_layers(self.layers, len(FEATURES), 1, str(Path(self.path) / "weights.npz") if self.path else source)
+
+    @classmethod
+    def linear(cls, weights: dict[str, float], **manifest) -> "AfterStateModel":
+        """A one-layer scorer with the named feature weights (the rest 0): e.g.
+        ``{"defect": -1, "resident_rise": -0.05}`` is ``resident-greedy`` over the candidates."""
+        unknown = set(weights) - set(FEATURES)
+        if unknown:
+            raise CaturError(f"unknown after-state features {sorted(unknown)}; known: {', '.join(FEATURES)}")
+        w = np.array([[weights.get(f, 0.0)] for f in FEATURES], dtype=np.float32)
+        return cls(afterstate_manifest(**manifest), ((w, np.zeros(1, np.float32)),))
+
+    @property
+    def version(self) -> str:
+        if self.manifest.get("version"):
+            return str(self.manifest["version"])
+        return mlp.digest(self.layers)
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """``float64[...]`` scores of ``float[..., F]`` candidate features (higher is better)."""
+        x = np.asarray(features, dtype=np.float32)
+        flat = mlp.forward(self.layers, x.reshape(-1, x.shape[-1]), self.manifest["activation"])
+        return flat[:, 0].astype(float).reshape(x.shape[:-1])
+
+    def save(self, directory: str | Path) -> Path:
+        return mlp.save(directory, self.layers, self.manifest)
+
+    @classmethod
+    def load(cls, directory: str | Path, manifest: dict) -> "AfterStateModel":
+        """The model in ``directory`` whose parsed manifest is ``manifest`` (see
+        :func:`catur.policy_model.load_policy`)."""
+        layers = mlp.load(Path(directory) / "weights.npz")
+        return cls(manifest, layers, Path(directory))
+
+
+def score_candidates(model: AfterStateModel, candidates: Candidates) -> np.ndarray:
+    """``float64[B, C]``: the model's score of every candidate (invalid ones: ``-inf``)."""
+    return np.where(candidates.valid, model.scores(candidates.features), -np.inf)
+
+
+__all__ = [
+    "AFTERSTATE_FORMAT", "AFTERSTATE_KIND", "AfterStateModel", "Candidates", "FEATURES", "afterstate_candidates", "afterstate_manifest",
+    "candidate_batch", "candidate_features", "candidate_names", "score_candidates",
+]

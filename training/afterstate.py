@@ -1,0 +1,404 @@
+"""Training the after-state scorer (:mod:`catur.afterstate`) on the exact objective.
+
+What is optimised. The headline metric is the average over VMs of each VM's defect averaged
+over its life. Per event it changes by how much the live VMs' lifetime-normalised defects
+change, and the sum of those changes over a replay *is* the metric: so the exact objective of
+a policy is the replay's average lifetime defect, which the simulator computes knowing every
+lifetime (the policy never sees them). The scorer's weights are trained on that number
+directly, with **evolution strategies** (antithetic Gaussian perturbations, centred-rank
+fitness shaping; Salimans et al., 2017): each generation replays the same randomly drawn
+hosts of a randomly drawn scenario under ``2 · pairs`` perturbed weight vectors, and moves the
+weights towards the better half. A replay is deterministic, so pairs differ only by their
+weights. This needs no differentiable model of the simulator and no reward shaping, and
+with few weights it converges in tens of generations.
+
+**Warm start**: ``resident-greedy`` (the ``defect`` weight at −1, ``resident_rise`` at −λ,
+every other weight 0). For a one-layer scorer the ``defect`` weight stays at −1 (an argmax
+does not change when all scores are scaled, so one weight fixes the scale); perturbations are
+scaled per feature by its spread, so each weight moves scores by comparable amounts.
+
+**Randomised scenarios**: every source (Huawei-East-1 days 1–12, Azure 2017 dev day 1, the
+synthetic drift workloads at other seeds) is admitted under several draws of vCPU overcommit
+(1.0–1.05), target utilisation (0.85–0.97) and cluster mix (``mixed``, ``amd-2s-nps4``).
+
+**Selection** uses only validation windows (Huawei days 13–15, Azure day 2, the synthetic
+workloads at another seed): every ``eval_every`` generations the current weights are
+replayed on every validation set, and the weights with the lowest mean ratio to greedy are
+kept. The kept weights must not lose to greedy (:mod:`catur.verdict`, a paired bootstrap over
+the validation hosts of all sets together), or nothing is written (``allow_worse`` writes
+anyway). Test windows (Huawei 16–31, Azure 3–4, synthetic seed 0) are never read.
+
+A torch network with the same layers (:func:`torch_network`) is what a gradient-based
+trainer would use; :func:`export_check` replays candidate sets through both and records that
+the numpy scorer decides exactly as the torch network does.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from catur.afterstate import FEATURES, AfterStateModel, Candidates, afterstate_candidates, afterstate_manifest
+from catur.decision import Decider
+from catur.errors import CaturError
+from catur.placement import GREEDY
+from catur.policies import PRIMITIVES
+from catur.request import split_requests
+from catur.resident import DEFAULT_WEIGHT
+from catur.sim.admission import prepare_scenario
+from catur.sim.batched import replay_batched
+from catur.sim.workload import Workload
+from catur.verdict import gate_or_refuse
+
+
+@dataclass(frozen=True)
+class Source:
+    """One workload to learn from: where it comes from, its training and validation windows."""
+
+    name: str
+    workload: str  # a trace path or a synthetic scenario name
+    train_days: str
+    val_days: str
+    train_seed: int = 0  # synthetic workloads: a different seed for training and validation
+    val_seed: int = 0
+
+
+def default_sources(traces: str | Path | None) -> list[Source]:
+    """The shipped default's sources: the real traces under ``traces`` that exist, and the
+    synthetic drift workloads (at seeds 1 and 2; the quality grid tests seed 0)."""
+    sources = []
+    if traces is not None:
+        huawei, azure = Path(traces) / "huawei-east-1-lt.csv.gz", Path(traces) / "azure2017-dev-events.csv.gz"
+        if huawei.exists():
+            sources.append(Source("huawei", str(huawei), "4:12", "13:15"))
+        if azure.exists():
+            sources.append(Source("azure", str(azure), "1:1", "2:2"))
+    for name in ("temporal-shift", "adversarial"):
+        sources.append(Source(name, name, "10:25", "13:22", train_seed=1, val_seed=2))
+    return sources
+
+
+@dataclass(frozen=True)
+class ScorerTrainConfig:
+    """How the after-state scorer is trained (see the module doc)."""
+
+    generations: int = 40
+    pairs: int = 6  # antithetic pairs per generation: 2 · pairs replays
+    noise: float = 0.3  # perturbation size, in units of each weight's scale
+    learning_rate: float = 0.5
+    hosts_per_replay: int = 10
+    scenarios_per_source: int = 3
+    overcommit: tuple[float, float] = (1.0, 1.05)
+    target_utilization: tuple[float, float] = (0.85, 0.97)
+    clusters: tuple[str, ...] = ("mixed", "amd-2s-nps4")
+    # The validation scenarios of every source: (cluster, overcommit), target 0.95.
+    validation: tuple[tuple[str, float], ...] = (("mixed", 1.02), ("amd-2s-nps4", 1.0))
+    eval_every: int = 10
+    resident_weight: float = DEFAULT_WEIGHT  # the warm start's λ
+    seed: int = 0
+    jobs: int = 2
+    allow_worse: bool = False
+
+    def __post_init__(self) -> None:
+        if self.generations < 0 or self.pairs < 1 or self.hosts_per_replay < 1 or self.scenarios_per_source < 1:
+            raise CaturError("generations >= 0, pairs >= 1, hosts per replay >= 1 and scenarios per source >= 1 are required")
+        if self.eval_every < 1 or self.jobs < 1:
+            raise CaturError(f"eval_every and jobs must be >= 1, got {self.eval_every} and {self.jobs}")
+        if not (self.noise > 0 and self.learning_rate > 0):
+            raise CaturError(f"noise and learning rate must be > 0, got {self.noise} and {self.learning_rate}")
+
+
+# --- the weights ----------------------------------------------------------------------------------
+
+DEFECT = FEATURES.index("defect")
+
+
+def warm_start(resident_weight: float) -> np.ndarray:
+    """``resident-greedy``'s weights over :data:`FEATURES`."""
+    w = np.zeros(len(FEATURES))
+    w[DEFECT], w[FEATURES.index("resident_rise")] = -1.0, -resident_weight
+    return w
+
+
+def model_of(weights: np.ndarray, **manifest) -> AfterStateModel:
+    return AfterStateModel(afterstate_manifest(**manifest), ((np.asarray(weights, np.float32)[:, None], np.zeros(1, np.float32)),))
+
+
+# --- scenarios ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Hosts:
+    """One admitted window: its host streams, and which source and draw it is."""
+
+    label: str
+    streams: list
+
+    def replay(self, weights: np.ndarray | str, picked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per host (of ``picked``, default all): the sum of counted VMs' lifetime defects and their count."""
+        streams = self.streams if picked is None else [self.streams[i] for i in picked]
+        policy = weights if isinstance(weights, str) else Decider(model_of(weights))
+        results = replay_batched([(s.topology, s.trace) for s in streams], policy)
+        sums = np.array([r.lifetime_defect[s.counted].sum() for r, s in zip(results, streams)])
+        counts = np.array([s.counted.sum() for s in streams], dtype=float)
+        return sums, counts
+
+
+def _read(source: Source, seed: int):
+    return Workload(source.workload, seed=seed).read()[0]
+
+
+def build_scenarios(sources: list[Source], config: ScorerTrainConfig, log: Callable[[str], None]) -> tuple[list[Hosts], list[Hosts]]:
+    """The randomised training windows and the fixed validation windows of every source."""
+    rng = np.random.default_rng(config.seed)
+    train, val = [], []
+    for source in sources:
+        started = time.perf_counter()
+        df = _read(source, source.train_seed)
+        for _ in range(config.scenarios_per_source):
+            overcommit = float(rng.uniform(*config.overcommit))
+            target = float(rng.uniform(*config.target_utilization))
+            cluster = str(rng.choice(config.clusters))
+            scenario = prepare_scenario(df, cluster, source.train_days, target, overcommit)
+            streams = [s for s in scenario.streams if s.counted.any()]
+            train.append(Hosts(f"{source.name} {source.train_days} {cluster} oc {overcommit:.3f} target {target:.2f}", streams))
+        if source.val_seed != source.train_seed:
+            df = _read(source, source.val_seed)
+        for cluster, overcommit in config.validation:
+            scenario = prepare_scenario(df, cluster, source.val_days, 0.95, overcommit)
+            streams = [s for s in scenario.streams if s.counted.any()]
+            val.append(Hosts(f"{source.name} {source.val_days} {cluster} oc {overcommit}", streams))
+        log(f"  {source.name}: {config.scenarios_per_source} training draws, {len(config.validation)} validation sets "
+            f"({time.perf_counter() - started:.0f} s)")
+    return train, val
+
+
+# Worker processes inherit the scenarios by fork (no pickling of host streams per task).
+_POOL_SETS: list[Hosts] = []
+
+
+def _replay_task(task: tuple) -> tuple[np.ndarray, np.ndarray]:
+    which, index, weights, picked = task
+    sets = _POOL_SETS
+    return sets[index].replay(weights, picked)
+
+
+def _map(pool, tasks: list[tuple]) -> list:
+    return pool.map(_replay_task, tasks) if pool is not None else [_replay_task(t) for t in tasks]
+
+
+# --- the scales -----------------------------------------------------------------------------------
+
+
+def random_candidate_sets(sets: list[Hosts], rng: np.random.Generator, samples: int = 2000) -> list[Candidates]:
+    """Candidate sets of one-instance VMs drawn from the windows' traces, each on a host of
+    random usage (0–110% of each node's cores, 0–95% of its memory, 0–29 residents): the
+    states a host passes through, without replaying anything."""
+    out = []
+    per_set = max(samples // max(len(sets), 1), 1)
+    for hosts in sets:
+        stream = hosts.streams[0]
+        trace, topology = stream.trace, stream.topology
+        pick = rng.choice(trace.num_vms, size=min(per_set, trace.num_vms), replace=False)
+        k, inst_vcpus, inst_mem = split_requests(topology, trace.vcpus[pick], trace.mem_mib[pick], trace.vnuma[pick])
+        one = pick[k == 1]
+        b, n = len(one), topology.num_nodes
+        if b == 0:
+            continue
+        used = (rng.uniform(0, 1.1, size=(b, n)) * topology.node_cores).astype(np.int64)
+        mem = (rng.uniform(0, 0.95, size=(b, n)) * topology.node_mem_mib).astype(np.int64)
+        residents = rng.integers(0, 30, size=(b, n)).astype(float)
+        out.append(afterstate_candidates(
+            topology, used, mem, residents, trace.vcpus[one], trace.alpha[one], trace.beta[one],
+            inst_vcpus[k == 1, :1], inst_mem[k == 1, :1],
+        ))
+    return out
+
+
+def feature_scales(sets: list[Hosts], rng: np.random.Generator) -> np.ndarray:
+    """How far to perturb each weight: the ``defect`` feature's spread within a candidate set
+    divided by this feature's (spreads averaged over sampled candidate sets), so one unit of
+    any weight moves the ranking about as much as one unit of the ``defect`` weight. Features
+    that never differ between candidates (the context) get 0: a one-layer scorer cannot use them."""
+    spreads = [c.features.std(axis=1).mean(axis=0) for c in random_candidate_sets(sets, rng)]
+    scale = np.mean(spreads, axis=0) if spreads else np.ones(len(FEATURES))
+    return np.where(scale > 1e-9, scale[DEFECT] / np.maximum(scale, 1e-9), 0.0)
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScorerResult:
+    out: Path
+    weights: dict[str, float]
+    validation: dict
+    history: list[dict] = field(default_factory=list)
+    gate: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+def centred_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks scaled to [-0.5, 0.5] (lowest value: -0.5): fitness shaping that ignores scale."""
+    ranks = np.empty(len(values))
+    ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
+    return ranks / max(len(values) - 1, 1) - 0.5
+
+
+def train_scorer(
+    sources: list[Source], config: ScorerTrainConfig, out: str | Path, *, progress: bool = True, log: Callable[[str], None] = print
+) -> ScorerResult:
+    """Train, select on validation, gate against greedy and write the model directory ``out``."""
+    from tqdm import tqdm
+
+    global _POOL_SETS
+    if not sources:
+        raise CaturError("no training source")
+    out = Path(out)
+    started = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    log(f"building scenarios for {', '.join(s.name for s in sources)}")
+    train, val = build_scenarios(sources, config, log)
+    _POOL_SETS = train + val
+    val_offset = len(train)
+    scales = feature_scales(train, rng)
+    free = np.array([i != DEFECT and scales[i] > 0 for i in range(len(FEATURES))])
+    weights = warm_start(config.resident_weight)
+    context = multiprocessing.get_context("fork")
+    pool = context.Pool(config.jobs) if config.jobs > 1 else None
+    try:
+        # Greedy and the primitives on every validation set, once: the yardsticks.
+        log(f"baselines on {len(val)} validation sets")
+        baseline_names = [GREEDY, *PRIMITIVES]
+        baseline = {
+            name: _map(pool, [("val", val_offset + i, name, None) for i in range(len(val))]) for name in baseline_names
+        }
+
+        def validate(w: np.ndarray) -> tuple[float, list]:
+            parts = _map(pool, [("val", val_offset + i, w, None) for i in range(len(val))])
+            ratios = [p[0].sum() / g[0].sum() for p, g in zip(parts, baseline[GREEDY])]
+            return float(np.mean(ratios)), parts
+
+        history: list[dict] = []
+        best_ratio, best_parts = validate(weights)
+        best_weights, best_generation = weights.copy(), 0
+        history.append({"generation": 0, "val_ratio_to_greedy": best_ratio, "weights": weights.tolist()})
+        log(f"warm start (resident-greedy, λ = {config.resident_weight}): {100 * (best_ratio - 1):+.2f}% vs greedy on validation")
+        bar = tqdm(range(1, config.generations + 1), desc="generations", disable=not progress or None, leave=False)
+        for generation in bar:
+            index = int(rng.integers(len(train)))
+            hosts = train[index]
+            picked = np.sort(rng.choice(len(hosts.streams), size=min(config.hosts_per_replay, len(hosts.streams)), replace=False))
+            eps = rng.standard_normal((config.pairs, len(FEATURES))) * free
+            steps = eps * config.noise * scales
+            tasks = [("train", index, weights + sign * s, picked) for s in steps for sign in (1.0, -1.0)]
+            results = _map(pool, tasks)
+            fitness = np.array([r[0].sum() / r[1].sum() for r in results])
+            shaped = centred_ranks(fitness).reshape(config.pairs, 2)
+            gradient = ((shaped[:, 0] - shaped[:, 1])[:, None] * eps).mean(axis=0)
+            weights = weights - config.learning_rate * gradient * config.noise * scales
+            bar.set_postfix_str(f"{hosts.label[:30]} {100 * fitness.mean():.3f}%")
+            if generation % config.eval_every == 0 or generation == config.generations:
+                ratio, parts = validate(weights)
+                history.append({"generation": generation, "val_ratio_to_greedy": ratio, "weights": weights.tolist()})
+                log(f"generation {generation}: {100 * (ratio - 1):+.2f}% vs greedy on validation")
+                if ratio < best_ratio:
+                    best_ratio, best_parts, best_weights, best_generation = ratio, parts, weights.copy(), generation
+        bar.close()
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    train_seconds = time.perf_counter() - started
+
+    # The gate: every validation host of every set, paired with greedy (and the best primitive).
+    vms = np.concatenate([p[1] for p in best_parts])
+    sums = {"catur": np.concatenate([p[0] for p in best_parts])}
+    for name in baseline_names:
+        sums[name] = np.concatenate([p[0] for p in baseline[name]])
+    hosts = list(range(len(vms)))
+    verdict = gate_or_refuse(hosts, vms, sums, allowed_worse=config.allow_worse, log=log,
+                             losing="the scorer loses to greedy on the validation windows", out=out)
+    per_set = {
+        h.label: {"catur": float(p[0].sum() / p[1].sum()), **{n: float(baseline[n][i][0].sum() / p[1].sum()) for n in baseline_names}}
+        for i, (h, p) in enumerate(zip(val, best_parts))
+    }
+    model = model_of(
+        best_weights,
+        version=f"afterstate-s{config.seed}-{int(time.time())}",
+        training={
+            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+            "sources": [asdict(s) for s in sources],
+            "train_sets": [h.label for h in train],
+            "best_generation": best_generation,
+            "feature_scales": scales.tolist(),
+            "train_seconds": round(train_seconds, 1),
+            "history": history,
+        },
+        evaluation={
+            "windows": [h.label for h in val],
+            "val_ratio_to_greedy": best_ratio,
+            "per_set": per_set,
+            "gate": verdict,
+        },
+        export_check=export_check(best_weights, train, np.random.default_rng(config.seed + 1)),
+    )
+    model.save(out)
+    named = {f: float(w) for f, w in zip(FEATURES, best_weights)}
+    log(f"wrote {out} (generation {best_generation}: {100 * (best_ratio - 1):+.2f}% vs greedy on validation, {train_seconds:.0f} s)")
+    return ScorerResult(out, named, per_set, history, verdict, train_seconds)
+
+
+# --- torch ----------------------------------------------------------------------------------------
+
+
+def torch_network(model: AfterStateModel):
+    """The scorer as a ``torch.nn.Sequential`` with the same weights (float32)."""
+    import torch
+
+    modules = []
+    last = len(model.layers) - 1
+    for i, (w, b) in enumerate(model.layers):
+        linear = torch.nn.Linear(w.shape[0], w.shape[1])
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)))
+            linear.bias.copy_(torch.from_numpy(b))
+        modules.append(linear)
+        if i < last:
+            modules.append(torch.nn.Tanh() if model.manifest["activation"] == "tanh" else torch.nn.ReLU())
+    return torch.nn.Sequential(*modules)
+
+
+def decisions_agree(model: AfterStateModel, features: np.ndarray, valid: np.ndarray) -> float:
+    """Share of candidate sets (``features[B, C, F]``) where the numpy scorer and its torch
+    network choose the same column."""
+    import torch
+
+    net = torch_network(model)
+    with torch.no_grad():
+        torch_scores = net(torch.from_numpy(np.asarray(features, np.float32))).numpy()[..., 0]
+    ours = np.argmax(np.where(valid, model.scores(features), -np.inf), axis=1)
+    theirs = np.argmax(np.where(valid, torch_scores, -np.inf), axis=1)
+    return float(np.mean(ours == theirs))
+
+
+def export_check(weights: np.ndarray, sets: list[Hosts], rng: np.random.Generator, samples: int = 2000) -> dict:
+    """Candidate sets from the training windows at random usage, decided by numpy and torch."""
+    model = model_of(weights)
+    drawn = random_candidate_sets(sets, rng, samples)
+    if not drawn:
+        return {"samples": 0, "agreement": None}
+    sizes = [len(c.valid) for c in drawn]
+    agreement = [decisions_agree(model, c.features, c.valid) for c in drawn]
+    return {"samples": int(sum(sizes)), "agreement": float(np.average(agreement, weights=sizes))}
+
+
+__all__ = [
+    "ScorerResult", "ScorerTrainConfig", "Source", "default_sources", "decisions_agree", "export_check",
+    "torch_network", "train_scorer", "warm_start",
+]
