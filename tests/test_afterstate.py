@@ -325,3 +325,13 @@ def test_the_shipped_default_is_a_scorer_that_did_not_lose_to_greedy():
     # Selected on validation windows only: no test window (Huawei 16-31, Azure 3-4) was read.
     windows = model.manifest["evaluation"]["windows"] + model.manifest["training"]["train_sets"]
     assert not any(" 16:31 " in w or " 3:4 " in w for w in windows)
+
+
+def test_continuing_from_a_scorer_starts_from_its_weights(tmp_path):
+    from catur.training.afterstate import ScorerTrainConfig, start_weights
+
+    AfterStateModel.linear({"defect": -2.0, "resident_rise": -0.3, "cor_rise": -1.0}).save(tmp_path / "m")
+    weights = start_weights(ScorerTrainConfig(init_from=str(tmp_path / "m")))
+    assert weights[FEATURES.index("defect")] == -1.0 and weights[FEATURES.index("cor_rise")] == pytest.approx(-0.5)
+    with pytest.raises(CaturError, match="not a one-layer after-state scorer"):
+        start_weights(ScorerTrainConfig(init_from="ppo-synthetic"))

@@ -19,12 +19,17 @@ scaled per feature by its spread, so each weight moves scores by comparable amou
 
 **Randomised scenarios**: every source (Huawei-East-1 days 1–12, Azure 2017 dev day 1, the
 synthetic drift workloads at other seeds) is admitted under several draws of vCPU overcommit
-(1.0–1.05), target utilisation (0.85–0.97) and cluster mix (``mixed``, ``amd-2s-nps4``).
+(1.0–1.05, half of the draws exactly 1.0), target utilisation (0.85–0.97) and cluster mix
+(``mixed``, ``amd-2s-nps4``).
 
 **Selection** uses only validation windows (Huawei days 13–15, Azure day 2, the synthetic
-workloads at another seed): every ``eval_every`` generations the current weights are
-replayed on every validation set, and the weights with the lowest mean ratio to greedy are
-kept. The kept weights must not lose to greedy (:mod:`catur.verdict`, a paired bootstrap over
+workloads at another seed), each on both clusters at overcommit 1.0 and 1.02: every
+``eval_every`` generations the current weights are replayed on every validation set, and the
+weights with the lowest *selection score* are kept — the mean ratio to greedy over the sets,
+plus how far the worst set is above greedy (so weights that win on average but lose on some
+set pay for it; a first run selected on the mean alone, and on two validation scenarios, won
+12% on validation and lost on the test cells it had no validation set for, BENCHMARKS.md).
+The kept weights must not lose to greedy (:mod:`catur.verdict`, a paired bootstrap over
 the validation hosts of all sets together), or nothing is written (``allow_worse`` writes
 anyway). Test windows (Huawei 16–31, Azure 3–4, synthetic seed 0) are never read.
 
@@ -94,12 +99,19 @@ class ScorerTrainConfig:
     hosts_per_replay: int = 10
     scenarios_per_source: int = 3
     overcommit: tuple[float, float] = (1.0, 1.05)
+    # Share of draws at exactly the range's low end (1.0: no overcommit, the common production
+    # setting, where a rule tuned for overloaded nodes does harm); the rest are uniform.
+    overcommit_low_share: float = 0.5
     target_utilization: tuple[float, float] = (0.85, 0.97)
     clusters: tuple[str, ...] = ("mixed", "amd-2s-nps4")
-    # The validation scenarios of every source: (cluster, overcommit), target 0.95.
-    validation: tuple[tuple[str, float], ...] = (("mixed", 1.02), ("amd-2s-nps4", 1.0))
-    eval_every: int = 10
+    # The validation scenarios of every source: (cluster, overcommit), target 0.95: each
+    # cluster of the draws at both ends of a typical overcommit range.
+    validation: tuple[tuple[str, float], ...] = (("mixed", 1.0), ("mixed", 1.02), ("amd-2s-nps4", 1.0), ("amd-2s-nps4", 1.02))
+    eval_every: int = 8
     resident_weight: float = DEFAULT_WEIGHT  # the warm start's λ
+    # Continue from a one-layer scorer's weights (a model directory or "default") instead of
+    # the resident-greedy warm start: more generations, other scenario draws, or new data.
+    init_from: str | None = None
     seed: int = 0
     jobs: int = 2
     allow_worse: bool = False
@@ -123,6 +135,21 @@ def warm_start(resident_weight: float) -> np.ndarray:
     w = np.zeros(len(FEATURES))
     w[DEFECT], w[FEATURES.index("resident_rise")] = -1.0, -resident_weight
     return w
+
+
+def start_weights(config: "ScorerTrainConfig") -> np.ndarray:
+    """The first generation's weights: :func:`warm_start`, or ``config.init_from``'s."""
+    if config.init_from is None:
+        return warm_start(config.resident_weight)
+    from catur.policy_model import load_policy
+
+    model = load_policy(config.init_from)
+    if not isinstance(model, AfterStateModel) or len(model.layers) != 1:
+        raise CaturError(f"--init-from {config.init_from}: not a one-layer after-state scorer")
+    weights = model.layers[0][0][:, 0].astype(float)
+    if weights[DEFECT] >= 0:
+        raise CaturError(f"--init-from {config.init_from}: its defect weight must be negative, got {weights[DEFECT]}")
+    return weights / -weights[DEFECT]  # the scale the trainer keeps: defect weight -1
 
 
 def model_of(weights: np.ndarray, **manifest) -> AfterStateModel:
@@ -161,7 +188,8 @@ def build_scenarios(sources: list[Source], config: ScorerTrainConfig, log: Calla
         started = time.perf_counter()
         df = _read(source, source.train_seed)
         for _ in range(config.scenarios_per_source):
-            overcommit = float(rng.uniform(*config.overcommit))
+            low = rng.random() < config.overcommit_low_share
+            overcommit = float(config.overcommit[0] if low else rng.uniform(*config.overcommit))
             target = float(rng.uniform(*config.target_utilization))
             cluster = str(rng.choice(config.clusters))
             scenario = prepare_scenario(df, cluster, source.train_days, target, overcommit)
@@ -268,7 +296,7 @@ def train_scorer(
     val_offset = len(train)
     scales = feature_scales(train, rng)
     free = np.array([i != DEFECT and scales[i] > 0 for i in range(len(FEATURES))])
-    weights = warm_start(config.resident_weight)
+    weights = start_weights(config)
     context = multiprocessing.get_context("fork")
     pool = context.Pool(config.jobs) if config.jobs > 1 else None
     try:
@@ -279,16 +307,22 @@ def train_scorer(
             name: _map(pool, [("val", val_offset + i, name, None) for i in range(len(val))]) for name in baseline_names
         }
 
-        def validate(w: np.ndarray) -> tuple[float, list]:
+        def validate(generation: int, w: np.ndarray) -> tuple[float, list]:
+            """Replay every validation set; log and record the mean and worst ratio to greedy.
+            The selection score is the mean ratio plus how far the worst set is above greedy:
+            weights that win on average but lose somewhere pay for it."""
             parts = _map(pool, [("val", val_offset + i, w, None) for i in range(len(val))])
-            ratios = [p[0].sum() / g[0].sum() for p, g in zip(parts, baseline[GREEDY])]
-            return float(np.mean(ratios)), parts
+            ratios = np.array([p[0].sum() / g[0].sum() for p, g in zip(parts, baseline[GREEDY])])
+            score = float(ratios.mean() + max(0.0, ratios.max() - 1.0))
+            history.append({"generation": generation, "val_ratio_to_greedy": float(ratios.mean()),
+                            "val_worst_ratio": float(ratios.max()), "selection_score": score, "weights": w.tolist()})
+            log(f"generation {generation}: {100 * (ratios.mean() - 1):+.2f}% vs greedy on validation on average, "
+                f"worst set {100 * (ratios.max() - 1):+.2f}%")
+            return score, parts
 
         history: list[dict] = []
-        best_ratio, best_parts = validate(weights)
+        best_score, best_parts = validate(0, weights)
         best_weights, best_generation = weights.copy(), 0
-        history.append({"generation": 0, "val_ratio_to_greedy": best_ratio, "weights": weights.tolist()})
-        log(f"warm start (resident-greedy, λ = {config.resident_weight}): {100 * (best_ratio - 1):+.2f}% vs greedy on validation")
         bar = tqdm(range(1, config.generations + 1), desc="generations", disable=not progress or None, leave=False)
         for generation in bar:
             index = int(rng.integers(len(train)))
@@ -304,11 +338,9 @@ def train_scorer(
             weights = weights - config.learning_rate * gradient * config.noise * scales
             bar.set_postfix_str(f"{hosts.label[:30]} {100 * fitness.mean():.3f}%")
             if generation % config.eval_every == 0 or generation == config.generations:
-                ratio, parts = validate(weights)
-                history.append({"generation": generation, "val_ratio_to_greedy": ratio, "weights": weights.tolist()})
-                log(f"generation {generation}: {100 * (ratio - 1):+.2f}% vs greedy on validation")
-                if ratio < best_ratio:
-                    best_ratio, best_parts, best_weights, best_generation = ratio, parts, weights.copy(), generation
+                score, parts = validate(generation, weights)
+                if score < best_score:
+                    best_score, best_parts, best_weights, best_generation = score, parts, weights.copy(), generation
         bar.close()
     finally:
         if pool is not None:
@@ -342,7 +374,8 @@ def train_scorer(
         },
         evaluation={
             "windows": [h.label for h in val],
-            "val_ratio_to_greedy": best_ratio,
+            "val_ratio_to_greedy": next(h["val_ratio_to_greedy"] for h in history if h["generation"] == best_generation),
+            "selection_score": best_score,
             "per_set": per_set,
             "gate": verdict,
         },
@@ -350,7 +383,7 @@ def train_scorer(
     )
     model.save(out)
     named = {f: float(w) for f, w in zip(FEATURES, best_weights)}
-    log(f"wrote {out} (generation {best_generation}: {100 * (best_ratio - 1):+.2f}% vs greedy on validation, {train_seconds:.0f} s)")
+    log(f"wrote {out} (generation {best_generation}, selection score {best_score:.4f}, {train_seconds:.0f} s)")
     return ScorerResult(out, named, per_set, history, verdict, train_seconds)
 
 

@@ -85,6 +85,7 @@ EPILOG_SCORER = """examples:
   catur train-scorer --traces ../shared/traces --out models/scorer      # the shipped default's recipe
   catur train-scorer --out models/scorer-synthetic                       # synthetic drift workloads only
   catur train-scorer --traces ../shared/traces --generations 10 --out /tmp/quick
+  catur train-scorer --traces ../shared/traces --init-from default --seed 1 --out models/more   # 40 more generations
   catur evaluate trace.csv.gz --days 16:31 --model models/scorer --policies greedy
 
 What it trains: an after-state scorer (catur.afterstate). For each VM it builds the
@@ -95,10 +96,12 @@ nodes are), with one set of weights for all candidates and host sizes.
 
 How: evolution strategies on the exact objective (the replay's average lifetime defect),
 starting from resident-greedy, on randomised scenarios of every source: vCPU overcommit
---overcommit, target utilisation --target-range, clusters --clusters. Sources: Huawei-East-1
-days 4-12 and Azure 2017 dev day 1 when --traces has them, and the synthetic temporal-shift
-and adversarial workloads (seed 1). Selection: only on validation windows (Huawei 13-15,
-Azure day 2, synthetic seed 2), never on a test window.
+--overcommit (half the draws at its low end), target utilisation --target-range, clusters
+--clusters. Sources: Huawei-East-1 days 4-12 and Azure 2017 dev day 1 when --traces has them,
+and the synthetic temporal-shift and adversarial workloads (seed 1). Selection: only on
+validation windows (Huawei 13-15, Azure day 2, synthetic seed 2; each on both clusters at
+overcommit 1.0 and 1.02), by the mean ratio to greedy plus how far the worst set is above
+greedy; never on a test window.
 
 Never worse than greedy: the kept weights are compared with greedy on every validation host
 (95% paired bootstrap). If they lose, nothing is written and the exit status is 3
@@ -129,6 +132,8 @@ def add_scorer_command(sub: argparse._SubParsersAction) -> None:
     option("learning_rate", type=float, metavar="LR", help="step size (default %(default)s)")
     option("eval_every", type=int, metavar="G", help="validate every G generations (default %(default)s)")
     option("resident_weight", type=float, metavar="LAMBDA", help="the warm start's resident weight (default %(default)s)")
+    option("init_from", metavar="DIR", help="continue from this one-layer scorer's weights ('default' = the shipped one) "
+           "instead of the resident-greedy warm start")
     p.add_argument("--overcommit", type=_float_range, default=ScorerTrainConfig.overcommit, metavar="LOW:HIGH",
                    help="vCPU overcommit drawn per scenario (default 1.0:1.05)")
     p.add_argument("--target-range", dest="target_utilization", type=_float_range, default=ScorerTrainConfig.target_utilization,
