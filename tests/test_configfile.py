@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from catur.configfile import check_keys, closest
 from catur.errors import CaturError
 from catur.model import MANIFEST_KEYS, PolicyModel, default_model_dir
+from catur.policy_model import shipped_model_dir
 from catur.sim.cluster import CLUSTER_KEYS, GROUP_KEYS, load_cluster
 from catur.topology import NODE_KEYS, TOPOLOGY_KEYS, load_topology_file
 
@@ -117,7 +118,7 @@ def test_a_topology_file_named_by_a_cluster_is_checked_too(tmp_path: Path):
 def test_a_typo_in_a_model_manifest_is_an_error(tmp_path: Path):
     """manifest.json is edited by hand for fallback_primitive: a misspelling must not be ignored."""
     model = tmp_path / "model"
-    shutil.copytree(default_model_dir(), model)
+    shutil.copytree(shipped_model_dir("ppo-synthetic"), model)  # a primitive-action model: it has fallback_primitive
     manifest = json.loads((model / "manifest.json").read_text())
     manifest["fallback_primitve"] = "mem-best-fit"
     (model / "manifest.json").write_text(json.dumps(manifest))
@@ -125,8 +126,11 @@ def test_a_typo_in_a_model_manifest_is_an_error(tmp_path: Path):
         PolicyModel.load(model)
 
 
-def test_the_shipped_model_uses_only_known_manifest_keys():
-    assert set(json.loads((default_model_dir() / "manifest.json").read_text())) <= set(MANIFEST_KEYS)
+def test_the_shipped_models_use_only_known_manifest_keys():
+    from catur.afterstate import MANIFEST_KEYS as SCORER_KEYS
+
+    assert set(json.loads((default_model_dir() / "manifest.json").read_text())) <= set(SCORER_KEYS)
+    assert set(json.loads((shipped_model_dir("ppo-synthetic") / "manifest.json").read_text())) <= set(MANIFEST_KEYS)
 
 
 def test_a_key_far_from_every_valid_one_lists_them():
