@@ -141,7 +141,7 @@ def markdown(cells: list[dict]) -> str:
         if o and o["gap_closed"][RESIDENT_GREEDY] is not None:
             gap = f"{100 * o['gap_closed'][RESIDENT_GREEDY]:.0f}%, {100 * o['gap_closed']['catur+shield']:.0f}%"
         lines.append(
-            f"| {c['workload']} {c['days'] or ''} | {c['cluster']} | {c['overcommit'] if c['overcommit'] is None else format(c['overcommit'], 'g')} | {pct(a['xen'])} "
+            f"| {c['workload']}{' ' + c['days'] if c['days'] else ''} | {c['cluster']} | {'—' if c['overcommit'] is None else format(c['overcommit'], 'g')} | {pct(a['xen'])} "
             f"| {c['best_baseline']} {pct(a[c['best_baseline']])} | {pct(a[GREEDY])} | {pct(a[RESIDENT_GREEDY])} "
             f"| {pct(a['catur'])} | {pct(a['catur+shield'])} | {ci(c['vs_greedy'][RESIDENT_GREEDY])} "
             f"| {ci(c['vs_greedy']['catur+shield'])} | {sample} | {gap} |"

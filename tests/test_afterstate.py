@@ -256,7 +256,7 @@ def test_training_writes_a_scorer_that_beats_greedy_on_validation(tmp_path):
     model = load_policy(tmp_path / "s")
     assert isinstance(model, AfterStateModel)
     gate = model.manifest["evaluation"]["gate"]
-    assert not gate["loses_to_greedy"] and gate is not None and result.gate == gate
+    assert not gate["loses_to_greedy"] and result.gate == gate
     assert model.manifest["export_check"]["agreement"] == 1.0
     assert [h["generation"] for h in model.manifest["training"]["history"]] == [0, 1, 2]
     assert model.manifest["training"]["train_sets"][0].startswith("adversarial 16:17")

@@ -211,9 +211,9 @@ _POOL_SETS: list[Hosts] = []
 
 
 def _replay_task(task: tuple) -> tuple[np.ndarray, np.ndarray]:
-    which, index, weights, picked = task
-    sets = _POOL_SETS
-    return sets[index].replay(weights, picked)
+    """``(index into the sets, weights or a policy name, picked hosts or None)`` → per-host sums."""
+    index, weights, picked = task
+    return _POOL_SETS[index].replay(weights, picked)
 
 
 def _map(pool, tasks: list[tuple]) -> list:
@@ -304,14 +304,14 @@ def train_scorer(
         log(f"baselines on {len(val)} validation sets")
         baseline_names = [GREEDY, *PRIMITIVES]
         baseline = {
-            name: _map(pool, [("val", val_offset + i, name, None) for i in range(len(val))]) for name in baseline_names
+            name: _map(pool, [(val_offset + i, name, None) for i in range(len(val))]) for name in baseline_names
         }
 
         def validate(generation: int, w: np.ndarray) -> tuple[float, list]:
             """Replay every validation set; log and record the mean and worst ratio to greedy.
             The selection score is the mean ratio plus how far the worst set is above greedy:
             weights that win on average but lose somewhere pay for it."""
-            parts = _map(pool, [("val", val_offset + i, w, None) for i in range(len(val))])
+            parts = _map(pool, [(val_offset + i, w, None) for i in range(len(val))])
             ratios = np.array([p[0].sum() / g[0].sum() for p, g in zip(parts, baseline[GREEDY])])
             score = float(ratios.mean() + max(0.0, ratios.max() - 1.0))
             history.append({"generation": generation, "val_ratio_to_greedy": float(ratios.mean()),
@@ -330,7 +330,7 @@ def train_scorer(
             picked = np.sort(rng.choice(len(hosts.streams), size=min(config.hosts_per_replay, len(hosts.streams)), replace=False))
             eps = rng.standard_normal((config.pairs, len(FEATURES))) * free
             steps = eps * config.noise * scales
-            tasks = [("train", index, weights + sign * s, picked) for s in steps for sign in (1.0, -1.0)]
+            tasks = [(index, weights + sign * s, picked) for s in steps for sign in (1.0, -1.0)]
             results = _map(pool, tasks)
             fitness = np.array([r[0].sum() / r[1].sum() for r in results])
             shaped = centred_ranks(fitness).reshape(config.pairs, 2)
