@@ -69,6 +69,11 @@ FEATURES = (
     "spans_nodes",  # instances − 1 over the node count: a spread VM
     "host_cpu_load",  # context: host vCPUs / cores before (the same for every candidate)
     "vm_size",  # context: VM vCPUs / mean node cores
+    # Fragmentation: what the host can still take locally. Without overcommit most defect is
+    # remote memory, which comes from a VM that finds no node with room for it.
+    "largest_free_cores_after",  # max over nodes of free cores / cores, after
+    "largest_free_mem_after",  # max over nodes of free memory / memory, after
+    "mem_imbalance_after",  # standard deviation over nodes of memory used / memory, after
 )
 # Written by training (format ... export_check), by the registry (version, trained_version) and
 # by hand (a note).
@@ -154,7 +159,7 @@ def candidate_features(
     share = after / cores
     on_node = node_vcpus > 0
     chosen = np.maximum(on_node.sum(axis=-1), 1)
-    mem_after = (used_mem_mib[:, None, :] + placements.node_mem_mib()) / topology.node_mem_mib
+    mem_after_all = (used_mem_mib[:, None, :] + placements.node_mem_mib()) / topology.node_mem_mib
     # One array, filled column by column in FEATURES order (the decision hot path: no stacking).
     out = np.empty(defect.shape + (len(FEATURES),))
     out[..., 0] = defect
@@ -165,11 +170,15 @@ def candidate_features(
     centred = share - share.mean(axis=-1, keepdims=True)
     out[..., 5] = np.sqrt((centred * centred).mean(axis=-1))
     out[..., 6] = (share * node_vcpus).sum(axis=-1) / np.maximum(node_vcpus.sum(axis=-1), 1)
-    out[..., 7] = (mem_after * on_node).sum(axis=-1) / chosen
+    out[..., 7] = (mem_after_all * on_node).sum(axis=-1) / chosen
     out[..., 8] = (residents[:, None, :] * on_node).sum(axis=-1) / chosen / RESIDENT_SCALE
     out[..., 9] = (placements.cpu_nodes.shape[-1] - 1) / n
     out[..., 10] = (used_vcpus.sum(axis=1) / cores.sum())[:, None]
     out[..., 11] = (vcpus / cores.mean())[:, None]
+    out[..., 12] = np.maximum(1.0 - share, 0.0).max(axis=-1)
+    out[..., 13] = np.maximum(1.0 - mem_after_all, 0.0).max(axis=-1)
+    centred = mem_after_all - mem_after_all.mean(axis=-1, keepdims=True)
+    out[..., 14] = np.sqrt((centred * centred).mean(axis=-1))
     return out
 
 
@@ -217,9 +226,15 @@ def _check_manifest(manifest: object, source: str) -> dict:
     check_keys(manifest, MANIFEST_KEYS, source)
     if manifest.get("format") != AFTERSTATE_FORMAT:
         raise CaturError(f"{source}: format={manifest.get('format')!r}, this Catur reads {AFTERSTATE_FORMAT!r}")
-    if list(manifest.get("features", [])) != list(FEATURES):
+    features = manifest.get("features")
+    if (
+        not isinstance(features, list) or not features or len(set(map(str, features))) != len(features)
+        or not set(features) <= set(FEATURES)
+    ):
+        unknown = sorted(set(map(str, features)) - set(FEATURES)) if isinstance(features, list) else features
         raise CaturError(
-            f"{source}: the model reads features {manifest.get('features')!r}, this Catur computes {list(FEATURES)!r}"
+            f"{source}: the model reads features {features!r} (unknown or repeated: {unknown!r}); "
+            f"this Catur computes {list(FEATURES)!r}"
         )
     if manifest.get("activation") not in ACTIVATIONS:
         raise CaturError(f"{source}: unknown activation {manifest.get('activation')!r}; known: {', '.join(ACTIVATIONS)}")
@@ -246,7 +261,12 @@ class AfterStateModel:
     def __post_init__(self) -> None:
         source = str(Path(self.path) / "manifest.json") if self.path else "after-state model"
         _check_manifest(self.manifest, source)
-        mlp.check_layers(self.layers, len(FEATURES), 1, str(Path(self.path) / "weights.npz") if self.path else source)
+        mlp.check_layers(self.layers, len(self.manifest["features"]), 1, str(Path(self.path) / "weights.npz") if self.path else source)
+        # A model reads the features its manifest names (older models know fewer): usually a
+        # prefix of FEATURES, taken as a view; otherwise a column selection.
+        columns = [FEATURES.index(f) for f in self.manifest["features"]]
+        prefix = columns == list(range(len(columns)))
+        object.__setattr__(self, "_columns", slice(0, len(columns)) if prefix else np.array(columns))
 
     @classmethod
     def linear(cls, weights: dict[str, float], **manifest) -> "AfterStateModel":
@@ -264,9 +284,14 @@ class AfterStateModel:
             return str(self.manifest["version"])
         return mlp.digest(self.layers)
 
+    def inputs(self, features: np.ndarray) -> np.ndarray:
+        """The columns of ``float[..., F]`` (all of :data:`FEATURES`) this model reads, as float32."""
+        return np.asarray(np.asarray(features)[..., self._columns], dtype=np.float32)
+
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """``float64[...]`` scores of ``float[..., F]`` candidate features (higher is better)."""
-        x = np.asarray(features, dtype=np.float32)
+        """``float64[...]`` scores of ``float[..., F]`` candidate features (all of
+        :data:`FEATURES`; higher is better)."""
+        x = self.inputs(features)
         flat = mlp.forward(self.layers, x.reshape(-1, x.shape[-1]), self.manifest["activation"])
         return flat[:, 0].astype(float).reshape(x.shape[:-1])
 

@@ -71,6 +71,26 @@ def test_single_node_candidates_cover_every_node():
     assert wide.valid.all()
 
 
+def test_fragmentation_features_say_what_the_host_can_still_take():
+    topo = get_preset("intel-2s")  # 2 nodes
+    cores, mem = topo.node_cores, topo.node_mem_mib
+    used_v = np.array([cores[0] // 2, 0], dtype=np.int64)
+    used_m = np.array([mem[0] // 2, 0], dtype=np.int64)
+    request = VMRequest(4, 4096)
+    wide = _wide(topo, used_v, used_m, request)
+    column = {name: i for i, name in enumerate(wide.names)}
+    f = {name: wide.features[0, :, FEATURES.index(name)] for name in
+         ("largest_free_cores_after", "largest_free_mem_after", "mem_imbalance_after")}
+    # On node 0 the empty node 1 stays whole; on node 1 the largest free share is node 0's half.
+    assert f["largest_free_cores_after"][column["node-0"]] == pytest.approx(1.0)
+    assert f["largest_free_cores_after"][column["node-1"]] == pytest.approx(max(0.5, 1 - 4 / cores[1]))
+    assert f["largest_free_mem_after"][column["node-0"]] == pytest.approx(1.0)
+    share0, share1 = (mem[0] // 2 + 4096) / mem[0], 0.0
+    assert f["mem_imbalance_after"][column["node-0"]] == pytest.approx(abs(share0 - share1) / 2)
+    # Evening memory out lowers the imbalance: node 1 (the empty one) is the more even choice.
+    assert f["mem_imbalance_after"][column["node-1"]] < f["mem_imbalance_after"][column["node-0"]]
+
+
 def test_multi_instance_candidates_are_one_node_set_per_socket():
     topo = get_preset("amd-2s-nps4")  # 2 sockets of 4 nodes
     used_v = np.array([0, 30, 0, 30, 5, 5, 40, 0], dtype=np.int64)
@@ -150,14 +170,37 @@ def test_model_files_round_trip_and_say_their_kind(tmp_path):
     assert decision.model_version == "test-1" and decision.policy == "catur"
 
 
+def test_a_model_reads_the_features_its_manifest_names(tmp_path):
+    """An older scorer (fewer features, e.g. the 12 of catur-afterstate/1's first release) still
+    loads and decides as a full-width scorer with zero weights on the features it lacks."""
+    rng = np.random.default_rng(3)
+    full = rng.normal(size=len(FEATURES))
+    older = [f for f in FEATURES if not f.startswith(("largest_free", "mem_imbalance"))]
+    shuffled = list(rng.permutation(older))
+    wide = AfterStateModel.linear({f: (w if f in older else 0.0) for f, w in zip(FEATURES, full)})
+    w = np.array([[full[FEATURES.index(f)]] for f in shuffled], np.float32)
+    narrow = AfterStateModel({**wide.manifest, "features": shuffled}, ((w, np.zeros(1, np.float32)),))
+    narrow.save(tmp_path / "old")
+    loaded = load_policy(tmp_path / "old")
+    features = rng.normal(size=(50, 9, len(FEATURES)))
+    assert np.allclose(loaded.scores(features), wide.scores(features), atol=1e-5)
+    assert np.array_equal(loaded.scores(features).argmax(axis=1), wide.scores(features).argmax(axis=1))
+    assert loaded.inputs(features).shape == (50, 9, len(older))
+
+
 def test_bad_scorer_files_name_the_problem(tmp_path):
     AfterStateModel.linear(RESIDENT_RULE).save(tmp_path / "m")
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     (tmp_path / "m" / "manifest.json").write_text(json.dumps({**manifest, "featurs": []}))
     with pytest.raises(CaturError, match="did you mean 'features'"):
         load_policy(tmp_path / "m")
+    for bad in (["defect", "defekt"], ["defect", "defect"], []):
+        (tmp_path / "m" / "manifest.json").write_text(json.dumps({**manifest, "features": bad}))
+        with pytest.raises(CaturError, match="reads features"):
+            load_policy(tmp_path / "m")
+    # Known features, but the weights have a row per feature of the full list.
     (tmp_path / "m" / "manifest.json").write_text(json.dumps({**manifest, "features": ["defect"]}))
-    with pytest.raises(CaturError, match="reads features"):
+    with pytest.raises(CaturError, match=r"layer 0 has shape \(15, 1\)"):
         load_policy(tmp_path / "m")
     (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "m" / "weights.npz").write_bytes(b"not a zip")

@@ -146,7 +146,9 @@ def start_weights(config: "ScorerTrainConfig") -> np.ndarray:
     model = load_policy(config.init_from)
     if not isinstance(model, AfterStateModel) or len(model.layers) != 1:
         raise CaturError(f"--init-from {config.init_from}: not a one-layer after-state scorer")
-    weights = model.layers[0][0][:, 0].astype(float)
+    # Over all of FEATURES: the ones an older model does not read start at 0.
+    weights = np.zeros(len(FEATURES))
+    weights[[FEATURES.index(f) for f in model.manifest["features"]]] = model.layers[0][0][:, 0]
     if weights[DEFECT] >= 0:
         raise CaturError(f"--init-from {config.init_from}: its defect weight must be negative, got {weights[DEFECT]}")
     return weights / -weights[DEFECT]  # the scale the trainer keeps: defect weight -1
@@ -409,15 +411,20 @@ def torch_network(model: AfterStateModel):
 
 def decisions_agree(model: AfterStateModel, features: np.ndarray, valid: np.ndarray) -> float:
     """Share of candidate sets (``features[B, C, F]``) where the numpy scorer and its torch
-    network choose the same column."""
+    network choose the same column (or two columns with identical features)."""
     import torch
 
     net = torch_network(model)
     with torch.no_grad():
-        torch_scores = net(torch.from_numpy(np.asarray(features, np.float32))).numpy()[..., 0]
+        torch_scores = net(torch.from_numpy(model.inputs(features))).numpy()[..., 0]
     ours = np.argmax(np.where(valid, model.scores(features), -np.inf), axis=1)
     theirs = np.argmax(np.where(valid, torch_scores, -np.inf), axis=1)
-    return float(np.mean(ours == theirs))
+    # Two candidates with the very same features have the same score by definition; torch's
+    # blocked matmul may still round them one ulp apart, and then picks the other twin. That
+    # is the same decision of the network, so it counts as agreement.
+    rows = np.arange(len(ours))
+    twins = (model.inputs(features[rows, ours]) == model.inputs(features[rows, theirs])).all(axis=-1)
+    return float(np.mean((ours == theirs) | twins))
 
 
 def export_check(weights: np.ndarray, sets: list[Hosts], rng: np.random.Generator, samples: int = 2000) -> dict:
