@@ -12,8 +12,15 @@ Three questions, on the default scenario (mixed cluster, target 0.95, overcommit
    (:func:`catur.resident.fit_age_weights`, fitted on days 1–12 lifetimes). λ of the aged
    rule is chosen on the validation days 13–15 among ``--aged-weights``; both rules are then
    reported on every host of the test days 16–31.
+4. **Lifetimes.** The lifetime oracle (``oracle-lifetime``, :mod:`catur.sim.oracle`): it
+   knows when every VM will leave, but not who arrives next, and places each VM where the
+   exact lifetime objective is least if nothing else arrived. Beside it, on the same
+   ``--lifetime-hosts`` sampled hosts: greedy, resident-greedy and the shipped model with the
+   depth-1 shield.
 
     .venv/bin/python benchmarks/exp_value_of_information.py --trace ../shared/traces/huawei-east-1-lt.csv.gz
+    .venv/bin/python benchmarks/exp_value_of_information.py --trace ../shared/traces/huawei-east-1-lt.csv.gz \
+        --skip oracle,ages --cluster amd-2s-nps4 --lifetime-hosts 10
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ import time
 
 import numpy as np
 
+from catur.decision import DeciderSpec
 from catur.placement import GREEDY
 from catur.resident import DEFAULT_WEIGHT, RESIDENT_GREEDY, AgedResidentGreedy, fit_age_weights
 from catur.sim.admission import parse_days
 from catur.sim.workload import Workload
 from catur.sim.evaluate import evaluate_policies
-from catur.sim.replay import ORACLE, ORACLE_ARRIVALS
+from catur.shield import ShieldConfig
+from catur.sim.replay import ORACLE, ORACLE_ARRIVALS, ORACLE_LIFETIME
 
 
 def main() -> None:
@@ -38,13 +47,15 @@ def main() -> None:
     parser.add_argument("--ks", default="1,2,3,5,8", help="look-aheads of the oracle ('' for none)")
     parser.add_argument("--oracle-hosts", type=int, default=2)
     parser.add_argument("--aged-weights", default="0.05,0.1", help="λ tried for the aged rule on validation")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: oracle,ages")
+    parser.add_argument("--cluster", default="mixed")
+    parser.add_argument("--lifetime-hosts", type=int, default=10, help="hosts sampled for the lifetime oracle")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: oracle,ages,lifetimes")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     started = time.perf_counter()
     skip = set(filter(None, args.skip.split(",")))
-    scenario = dict(cluster="mixed", target_utilization=0.95, cpu_overcommit=args.overcommit)
+    scenario = dict(cluster=args.cluster, target_utilization=0.95, cpu_overcommit=args.overcommit)
     test = Workload(args.trace, days="16:31", **scenario).streams()
     rows = []
 
@@ -86,6 +97,15 @@ def main() -> None:
         g = final[GREEDY].summary.avg_defect
         row("ages/test", f"counts only, λ={DEFAULT_WEIGHT:g}", final[RESIDENT_GREEDY].summary.avg_defect, g, "all hosts")
         row("ages/test", f"aged, λ={chosen.weight:g} (chosen on val)", final[chosen].summary.avg_defect, g, "all hosts")
+    if "lifetimes" not in skip:
+        rng = np.random.default_rng(args.seed)
+        sample = [test[i] for i in np.sort(rng.choice(len(test), size=min(args.lifetime_hosts, len(test)), replace=False))]
+        label = f"{len(sample)} hosts"
+        catur = DeciderSpec("default", ShieldConfig(depth=1), label="catur+shield")
+        got = evaluate_policies(sample, [GREEDY, RESIDENT_GREEDY, catur, ORACLE_LIFETIME], jobs=args.jobs)
+        g = got[GREEDY].summary.avg_defect
+        for name in (RESIDENT_GREEDY, "catur+shield", ORACLE_LIFETIME):
+            row("lifetimes", name, got[name].summary.avg_defect, g, label)
     print("\n| part | policy | avg defect | greedy (same hosts) | vs greedy | hosts |\n|---|---|---:|---:|---:|---|")
     for part, name, value, greedy, hosts in rows:
         print(f"| {part} | {name} | {100 * value:.3f}% | {100 * greedy:.3f}% | {100 * (value / greedy - 1):+.1f}% | {hosts} |")

@@ -45,8 +45,12 @@ ORACLE = "oracle"
 # The oracle that knows the next k arrivals but not the departures between them (it plans as
 # if nobody left): how much of the oracle's gain comes from knowing who leaves.
 ORACLE_ARRIVALS = "oracle-arrivals-only"
+# The oracle that knows every VM's lifetime (not the future arrivals) and places each VM where
+# the exact lifetime objective is least if nothing else arrived (catur.sim.oracle).
+ORACLE_LIFETIME = "oracle-lifetime"
+ORACLES = (ORACLE, ORACLE_ARRIVALS, ORACLE_LIFETIME)
 # Names that stay names (not ranking policies): the rules and the oracles.
-NAMED_RULES = (GREEDY, RESIDENT_GREEDY, ORACLE, ORACLE_ARRIVALS)
+NAMED_RULES = (GREEDY, RESIDENT_GREEDY, *ORACLES)
 
 
 # How often a Decider's shield and gate stepped in, counted per host by every replay (the
@@ -121,7 +125,7 @@ class BatchPolicy:
 
     def __init__(self, topology: Topology, policy, num_hosts: int, seeds: Sequence[int] | None = None) -> None:
         policy = resolve_policy(policy)
-        if isinstance(policy, str) and policy in (ORACLE, ORACLE_ARRIVALS):
+        if isinstance(policy, str) and policy in ORACLES:
             raise CaturError("the oracle looks ahead at each host's events; replay it with catur.sim.replay.replay_host")
         self.topology = topology
         self.policy = policy
@@ -188,4 +192,4 @@ class BatchPolicy:
         return BatchDecision(batch, [p.policy for p in chosen], None)
 
 
-__all__ = ["BatchDecision", "BatchPolicy", "NAMED_RULES", "ORACLE", "ORACLE_ARRIVALS"]
+__all__ = ["BatchDecision", "BatchPolicy", "NAMED_RULES", "ORACLE", "ORACLES", "ORACLE_ARRIVALS", "ORACLE_LIFETIME"]

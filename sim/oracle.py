@@ -13,6 +13,16 @@ keeps the exhaustive ``4^k`` search affordable in practice.
 The oracle also defines **correctable anomalies**: an anomaly (a VM placed with defect above
 the threshold) that the oracle, from the same state with the same knowledge of the next ``k``
 arrivals, would have placed at or below the threshold.
+
+**The lifetime oracle** (:func:`lifetime_oracle_place`) answers another question: what would
+knowing every *lifetime* buy? The k-step oracle minimises defect *at placement*, while the
+headline metric averages each VM's defect over its life, so a longer horizon of the wrong
+objective can lose to greedy (BENCHMARKS.md). The lifetime oracle knows when every VM on the
+host will leave (and when the VM in hand will), and for each candidate of the after-state
+scorer's own set (the four primitives, every single node, one node set per socket) it computes
+exactly how much the lifetime-averaged defects of the VM in hand and of every VM already there
+would add up to from now on, *if no other VM arrived*; it takes the least. It does not know
+future arrivals, so it is a yardstick of the value of lifetimes, not a bound on the metric.
 """
 
 from __future__ import annotations
@@ -21,10 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from catur.afterstate import afterstate_candidates
 from catur.errors import CaturError
-from catur.metrics import defect_at_placement
+from catur.metrics import defect_at_placement, node_cor
 from catur.placement import primitive_placements
 from catur.policies import PRIMITIVES
+from catur.request import RequestBatch, VMRequest
 from catur.state import Placement
 from catur.topology import Topology
 
@@ -140,3 +152,79 @@ def lookahead_events(events: list[tuple[float, int, int]], pos: int, k: int) -> 
         if arrivals == k:
             break
     return out
+
+
+@dataclass(frozen=True)
+class LiveVMs:
+    """What the lifetime oracle knows of the VMs on the host: ``node_vcpus[U, N]``, when each
+    leaves (``departure_s[U]``, the window's end for those that stay) and the weight of its
+    COR in its lifetime defect, ``alpha / (vCPUs · lifetime)`` (``weight[U]``)."""
+
+    node_vcpus: np.ndarray
+    departure_s: np.ndarray
+    weight: np.ndarray
+
+
+def lifetime_costs(
+    topology: Topology,
+    used_vcpus: np.ndarray,
+    used_mem_mib: np.ndarray,
+    request: VMRequest,
+    now: float,
+    leaves_s: float,
+    lifetime_s: float,
+    live: LiveVMs,
+):
+    """``(candidates, cost float[C])``: per candidate of the after-state set, the sum of the
+    lifetime defects still to accrue from ``now`` — the VM in hand's (it leaves at ``leaves_s``
+    after ``lifetime_s`` in all) and every live VM's — if nothing else arrives. Invalid
+    candidates cost ``inf``.
+
+    The host's usage is piecewise constant between departures: segment ``j`` runs from
+    boundary ``b[j]`` to ``b[j + 1]`` (``b[0] = now``, then every departure time), with the
+    live VMs that have not left yet, plus the candidate while the VM in hand stays. A VM's
+    COR integral up to its departure is the cumulative sum of ``Δt · COR`` over the segments
+    before it.
+    """
+    batch = RequestBatch.of(topology, request)
+    zeros = np.zeros((1, topology.num_nodes))
+    wide = afterstate_candidates(
+        topology, used_vcpus[None], used_mem_mib[None], zeros, batch.vcpus, batch.alpha, batch.beta,
+        batch.inst_vcpus, batch.inst_mem,
+    )
+    x = wide.placements.node_vcpus(topology.num_nodes)[0]  # [C, N]
+    bounds = np.unique(np.concatenate([[now, max(leaves_s, now)], np.maximum(live.departure_s, now)]))
+    ends = np.searchsorted(bounds, np.maximum(live.departure_s, now))  # segments each live VM lives
+    own_end = int(np.searchsorted(bounds, max(leaves_s, now)))
+    # Usage before the candidate in each segment: minus the VMs gone by its start.
+    gone = np.zeros((len(bounds), topology.num_nodes))
+    np.add.at(gone, ends, live.node_vcpus)
+    base = used_vcpus[None, :] - np.cumsum(gone, axis=0)[:-1]  # [m, N]
+    present = (np.arange(len(bounds) - 1) < own_end)[None, :, None]  # the VM in hand stays
+    cor = node_cor(topology.node_cores, base[None] + x[:, None, :] * present)  # [C, m, N]
+    dt = np.diff(bounds)
+    integral = np.concatenate([np.zeros((x.shape[0], 1, x.shape[1])), np.cumsum(dt[None, :, None] * cor, axis=1)], axis=1)
+    residents = (integral[:, ends, :] * live.node_vcpus[None]).sum(axis=-1) @ live.weight  # [C]
+    if lifetime_s > 0:
+        own = request.alpha / request.vcpus / lifetime_s * (integral[:, own_end, :] * x).sum(axis=-1)
+        own = own + request.beta * wide.rmr[0]
+    else:  # a VM that leaves as it arrives keeps its defect at placement
+        own = wide.defect[0]
+    return wide, np.where(wide.valid[0], residents + own, np.inf)
+
+
+def lifetime_oracle_place(
+    topology: Topology,
+    used_vcpus: np.ndarray,
+    used_mem_mib: np.ndarray,
+    request: VMRequest,
+    now: float,
+    leaves_s: float,
+    lifetime_s: float,
+    live: LiveVMs,
+) -> Placement:
+    """The lifetime oracle's placement (see the module doc): the candidate of least
+    :func:`lifetime_costs` (ties: the first column, so primitives first)."""
+    wide, cost = lifetime_costs(topology, used_vcpus, used_mem_mib, request, now, leaves_s, lifetime_s, live)
+    best = wide.placements.placement((0, int(np.argmin(cost))))
+    return Placement(best.cpu_nodes, best.vcpus, best.mem_mib, "oracle-lifetime")

@@ -32,7 +32,9 @@ from catur.metrics import (
 from catur.policies import Policy
 from catur.request import RequestBatch, VMRequest
 # ORACLE and check_policy_name are also imported from here (their home before the adapter).
-from catur.sim.batch_policy import INTERVENTIONS, ORACLE, ORACLE_ARRIVALS, BatchPolicy, check_policy_name, resolve_policy  # noqa: F401
+from catur.sim.batch_policy import (  # noqa: F401
+    INTERVENTIONS, ORACLE, ORACLE_ARRIVALS, ORACLE_LIFETIME, BatchPolicy, check_policy_name, resolve_policy,
+)
 from catur.state import HostsState, Placement, apply, release
 from catur.traces.events import event_order
 from catur.topology import Topology
@@ -190,6 +192,9 @@ def replay_host(
     policy = resolve_policy(policy)
     use_oracle = isinstance(policy, str) and policy in (ORACLE, ORACLE_ARRIVALS)
     sees_departures = policy != ORACLE_ARRIVALS
+    knows_lifetimes = isinstance(policy, str) and policy == ORACLE_LIFETIME
+    if knows_lifetimes:
+        from catur.sim.oracle import LiveVMs, lifetime_oracle_place
     if use_oracle or correctable_above is not None:
         from catur.sim.oracle import Lookahead, lookahead_events, oracle_place
 
@@ -199,7 +204,7 @@ def replay_host(
     # Every other form decides through the one adapter, as a batch of one host; a rule that
     # weighs residents by their age (``uses_ages``) needs the live VMs, which only this loop has.
     aged = not use_oracle and getattr(policy, "uses_ages", False)
-    decide = None if use_oracle or aged else BatchPolicy(topology, policy, 1, seeds=[seed])
+    decide = None if use_oracle or aged or knows_lifetimes else BatchPolicy(topology, policy, 1, seeds=[seed])
     rng = np.random.default_rng(seed) if aged else None
     host_row = np.zeros(1, dtype=np.int64)
     n = trace.num_vms
@@ -228,6 +233,22 @@ def replay_host(
         look = Lookahead(ahead, requests, live)
         return oracle_place(topology, state.used_vcpus[0], state.used_mem_mib[0], look)
 
+    end_s = trace.end_s
+    leaves = np.where(np.isnan(trace.departure_s), end_s, trace.departure_s)
+    # alpha / (vCPUs · lifetime): how a second of COR weighs in a VM's lifetime defect.
+    lifetimes = leaves - trace.arrival_s
+    cor_weight = np.divide(trace.alpha, trace.vcpus * lifetimes, out=np.zeros(n), where=lifetimes > 0)
+
+    def lifetime_choice(vm: int, t: float) -> Placement:
+        vms = list(live)
+        known = LiveVMs(
+            np.array([live[v].node_vcpus(topology.num_nodes) for v in vms], dtype=float).reshape(len(vms), topology.num_nodes),
+            leaves[vms], cor_weight[vms],
+        )
+        return lifetime_oracle_place(
+            topology, state.used_vcpus[0], state.used_mem_mib[0], requests[vm], t, float(leaves[vm]), float(lifetimes[vm]), known
+        )
+
     def close(vm: int, t: float) -> None:
         placement = out.placements[vm]
         grown = clock.weighted_integral(placement) - cor_integral_at_arrival[vm]
@@ -242,6 +263,8 @@ def replay_host(
             request = requests[vm]
             if use_oracle:
                 placement = oracle_choice(pos)
+            elif knows_lifetimes:
+                placement = lifetime_choice(vm, float(t))
             elif aged:
                 ages = (
                     [live[v].cpu_nodes for v in live],
