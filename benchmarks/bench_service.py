@@ -76,15 +76,19 @@ def percentiles(seconds: list[float] | np.ndarray) -> tuple[float, float, float]
 # --- 1. in process ---------------------------------------------------------------------------------
 
 
-def in_process(decider: Decider, topology, used_vcpus, used_mem, requests, with_stats: bool, residents=None) -> list[float]:
-    stats = TypeStats(1000) if with_stats else None
-    times = []
+def in_process(deciders: list[tuple[Decider, bool, np.ndarray | None]], topology, used_vcpus, used_mem, requests) -> list[list[float]]:
+    """Per decider ``(decider, keeps type statistics, resident counts or None)``: the time of
+    each decision. The deciders take turns request by request (interleaved), so a slow spell
+    of this shared machine slows them all alike and their ratios stay fair."""
+    stats = [TypeStats(1000) if with_stats else None for _, with_stats, _ in deciders]
+    times: list[list[float]] = [[] for _ in deciders]
     for i, request in enumerate(requests):
-        t0 = time.perf_counter()
-        decider.decide(topology, used_vcpus[i], used_mem[i], request, stats, None if residents is None else residents[i])
-        times.append(time.perf_counter() - t0)
-        if stats is not None:
-            stats.observe(request)
+        for j, (decider, _, residents) in enumerate(deciders):
+            t0 = time.perf_counter()
+            decider.decide(topology, used_vcpus[i], used_mem[i], request, stats[j], None if residents is None else residents[i])
+            times[j].append(time.perf_counter() - t0)
+            if stats[j] is not None:
+                stats[j].observe(request)
     return times
 
 
@@ -224,11 +228,13 @@ def main() -> None:
             ("greedy + shield d=2", None, 2, 0.0, False),
         )
         p50s = {}
-        for label, m, depth, weight, send_counts in rows:
-            decider = Decider(load_policy(m) if m else None, ShieldConfig(depth=depth), resident_weight=weight)
-            counts = residents if send_counts else None
-            in_process(decider, topology, used_vcpus, used_mem, requests[:200], depth > 1, counts)  # warm up
-            times = in_process(decider, topology, used_vcpus, used_mem, requests, depth > 1, counts)
+        deciders = [
+            (Decider(load_policy(m) if m else None, ShieldConfig(depth=depth), resident_weight=weight), depth > 1,
+             residents if send_counts else None)
+            for _, m, depth, weight, send_counts in rows
+        ]
+        in_process(deciders, topology, used_vcpus, used_mem, requests[:200])  # warm up
+        for (label, *_), times in zip(rows, in_process(deciders, topology, used_vcpus, used_mem, requests)):
             p50, p99, worst = percentiles(times)
             p50s[label] = p50
             print(f"| {label} | {p50:.0f} | {p99:.0f} | {worst:.0f} | {len(times) / sum(times):,.0f} |")

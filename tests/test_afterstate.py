@@ -292,17 +292,31 @@ def _tiny_sources():
 
 
 def test_training_writes_a_scorer_that_beats_greedy_on_validation(tmp_path):
+    """A short continuation run (from resident-greedy's weights, the warm start's own) writes a
+    model that beats greedy, records each generation per source, and keeps no generation that
+    is worse than its start on a source."""
     from catur.training.afterstate import ScorerTrainConfig, train_scorer
 
-    config = ScorerTrainConfig(generations=2, pairs=1, eval_every=1, scenarios_per_source=1, hosts_per_replay=3, jobs=1)
-    result = train_scorer(_tiny_sources(), config, tmp_path / "s", progress=False, log=lambda m: None)
+    AfterStateModel.linear(RESIDENT_RULE).save(tmp_path / "start")
+    config = ScorerTrainConfig(generations=2, pairs=1, eval_every=1, scenarios_per_source=1, hosts_per_replay=3, jobs=1,
+                               init_from=str(tmp_path / "start"))
+    logged: list[str] = []
+    result = train_scorer(_tiny_sources(), config, tmp_path / "s", progress=False, log=logged.append)
     model = load_policy(tmp_path / "s")
     assert isinstance(model, AfterStateModel)
     gate = model.manifest["evaluation"]["gate"]
     assert not gate["loses_to_greedy"] and result.gate == gate
     assert model.manifest["export_check"]["agreement"] == 1.0
-    assert [h["generation"] for h in model.manifest["training"]["history"]] == [0, 1, 2]
+    history = model.manifest["training"]["history"]
+    assert [h["generation"] for h in history] == [0, 1, 2]
     assert model.manifest["training"]["train_sets"][0].startswith("adversarial 16:17")
+    start = history[0]["val_ratio_by_source"]["adversarial"]
+    kept = history[model.manifest["training"]["best_generation"]]
+    assert kept["val_ratio_by_source"]["adversarial"] <= start
+    for h in history[1:]:
+        assert h["regressed_sources"] == (["adversarial"] if h["val_ratio_by_source"]["adversarial"] > start else [])
+        if h["regressed_sources"] and h["selection_score"] < history[0]["selection_score"]:
+            assert any("not kept: worse than the starting model on adversarial" in line for line in logged)
 
 
 def test_training_refuses_a_scorer_that_loses_to_greedy(tmp_path, monkeypatch):
@@ -368,6 +382,18 @@ def test_the_shipped_default_is_a_scorer_that_did_not_lose_to_greedy():
     # Selected on validation windows only: no test window (Huawei 16-31, Azure 3-4) was read.
     windows = model.manifest["evaluation"]["windows"] + model.manifest["training"]["train_sets"]
     assert not any(" 16:31 " in w or " 3:4 " in w for w in windows)
+
+
+def test_a_continuation_keeps_no_weights_that_lose_a_source():
+    from catur.training.afterstate import regressed_sources, source_means
+
+    labels = ["huawei 13:15 mixed oc 1.0", "huawei 13:15 mixed oc 1.02", "azure 2:2 mixed oc 1.0", "azure 2:2 mixed oc 1.02"]
+    start = source_means(labels, np.array([0.80, 0.80, 0.95, 0.95]))
+    assert start == pytest.approx({"huawei": 0.80, "azure": 0.95})
+    # Better on average (0.83 < 0.875), worse on Huawei: refused, and Huawei is named.
+    better_on_average = source_means(labels, np.array([0.85, 0.83, 0.82, 0.82]))
+    assert regressed_sources(better_on_average, start) == ["huawei"]
+    assert regressed_sources(source_means(labels, np.array([0.79, 0.80, 0.90, 0.96])), start) == []
 
 
 def test_continuing_from_a_scorer_starts_from_its_weights(tmp_path):
