@@ -159,7 +159,7 @@ def candidate_features(
     share = after / cores
     on_node = node_vcpus > 0
     chosen = np.maximum(on_node.sum(axis=-1), 1)
-    mem_after_all = (used_mem_mib[:, None, :] + placements.node_mem_mib()) / topology.node_mem_mib
+    mem_after = (used_mem_mib[:, None, :] + placements.node_mem_mib()) / topology.node_mem_mib
     # One array, filled column by column in FEATURES order (the decision hot path: no stacking).
     out = np.empty(defect.shape + (len(FEATURES),))
     out[..., 0] = defect
@@ -170,14 +170,14 @@ def candidate_features(
     centred = share - share.mean(axis=-1, keepdims=True)
     out[..., 5] = np.sqrt((centred * centred).mean(axis=-1))
     out[..., 6] = (share * node_vcpus).sum(axis=-1) / np.maximum(node_vcpus.sum(axis=-1), 1)
-    out[..., 7] = (mem_after_all * on_node).sum(axis=-1) / chosen
+    out[..., 7] = (mem_after * on_node).sum(axis=-1) / chosen
     out[..., 8] = (residents[:, None, :] * on_node).sum(axis=-1) / chosen / RESIDENT_SCALE
     out[..., 9] = (placements.cpu_nodes.shape[-1] - 1) / n
     out[..., 10] = (used_vcpus.sum(axis=1) / cores.sum())[:, None]
     out[..., 11] = (vcpus / cores.mean())[:, None]
     out[..., 12] = np.maximum(1.0 - share, 0.0).max(axis=-1)
-    out[..., 13] = np.maximum(1.0 - mem_after_all, 0.0).max(axis=-1)
-    centred = mem_after_all - mem_after_all.mean(axis=-1, keepdims=True)
+    out[..., 13] = np.maximum(1.0 - mem_after, 0.0).max(axis=-1)
+    centred = mem_after - mem_after.mean(axis=-1, keepdims=True)
     out[..., 14] = np.sqrt((centred * centred).mean(axis=-1))
     return out
 

@@ -233,11 +233,11 @@ def replay_host(
         look = Lookahead(ahead, requests, live)
         return oracle_place(topology, state.used_vcpus[0], state.used_mem_mib[0], look)
 
-    end_s = trace.end_s
-    leaves = np.where(np.isnan(trace.departure_s), end_s, trace.departure_s)
-    # alpha / (vCPUs · lifetime): how a second of COR weighs in a VM's lifetime defect.
-    lifetimes = leaves - trace.arrival_s
-    cor_weight = np.divide(trace.alpha, trace.vcpus * lifetimes, out=np.zeros(n), where=lifetimes > 0)
+    if knows_lifetimes:  # what only the lifetime oracle reads: when each VM leaves, and its COR weight
+        leaves = np.where(np.isnan(trace.departure_s), trace.end_s, trace.departure_s)
+        # alpha / (vCPUs · lifetime): how a second of COR weighs in a VM's lifetime defect.
+        lifetimes = leaves - trace.arrival_s
+        cor_weight = np.divide(trace.alpha, trace.vcpus * lifetimes, out=np.zeros(n), where=lifetimes > 0)
 
     def lifetime_choice(vm: int, t: float) -> Placement:
         vms = list(live)

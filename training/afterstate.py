@@ -284,9 +284,9 @@ def source_means(labels: list[str], ratios: np.ndarray) -> dict[str, float]:
     return {source: float(np.mean(values)) for source, values in by_source.items()}
 
 
-def regressed_sources(candidate: dict[str, float], start: dict[str, float], tolerance: float = 0.0) -> list[str]:
+def regressed_sources(candidate: dict[str, float], start: dict[str, float]) -> list[str]:
     """The sources on which ``candidate``'s mean ratio to greedy is worse than ``start``'s."""
-    return sorted(s for s, ratio in candidate.items() if ratio > start.get(s, np.inf) + tolerance)
+    return sorted(s for s, ratio in candidate.items() if ratio > start.get(s, np.inf))
 
 
 # --- training -------------------------------------------------------------------------------------
