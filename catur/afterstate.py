@@ -17,8 +17,10 @@ observation what each placement *does*. An after-state scorer turns this around:
    memory is — and a little context (host load, VM size).
 3. **One shared-weight network** (:class:`AfterStateModel`) maps each candidate's feature
    vector to a score, the same weights for every candidate; the highest valid score wins
-   (ties: the first column, so primitives before single nodes). The network never sees the
-   number of nodes, so one model serves 2-, 4- and 8-node hosts.
+   (ties: the first column, so primitives before single nodes). The network sees the number
+   of nodes only through the few-node copies of the ranking features (``*_on_few_nodes``:
+   the feature on a host of at most :data:`FEW_NODES` nodes, 0 elsewhere), so one model
+   serves 2-, 4- and 8-node hosts, with a correction for the smaller ones where trained.
 
 With only the first layer's ``defect`` weight at −1 and ``resident_rise`` at −λ, the network
 *is* ``resident-greedy`` over this wider candidate set: that is the warm start of training
@@ -55,8 +57,8 @@ AFTERSTATE_FORMAT = "catur-afterstate/1"
 AFTERSTATE_KIND = "afterstate"
 RESIDENT_SCALE = 32.0
 
-#: The after-state features of a candidate, in the order the network reads them.
-FEATURES = (
+#: The after-state features of a candidate that :func:`candidate_features` computes directly.
+BASE_FEATURES = (
     "defect",  # the VM's own defect at placement: alpha·COR + beta·RMR
     "rmr",  # its remote memory ratio (so COR and remote memory can weigh differently)
     "resident_rise",  # Σ_nodes residents · ΔCOR: the COR rise felt by the VMs already there
@@ -75,6 +77,24 @@ FEATURES = (
     "largest_free_mem_after",  # max over nodes of free memory / memory, after
     "mem_imbalance_after",  # standard deviation over nodes of memory used / memory, after
 )
+#: Hosts of at most this many NUMA nodes are "few-node" hosts (a 2-socket host with one or
+#: two nodes per socket): there a spread VM crosses a socket and a single node is a large
+#: share of the host, so the same after-state is worth something else than on an 8-node host.
+FEW_NODES = 4
+#: The features that rank candidates (the context ones do not), repeated under the name
+#: ``<feature>_on_few_nodes``: equal to the feature on a few-node host and 0 elsewhere. A
+#: one-layer scorer's weight on such a copy is a *correction* that applies to few-node hosts
+#: only, so a model keeps one set of weights for 8-node hosts and another for 2- and 4-node
+#: hosts, while the network still reads one feature vector per candidate.
+FEW_NODE_CORRECTED = (
+    "defect", "rmr", "resident_rise", "cor_rise", "overload_after", "imbalance_after", "chosen_cpu_after",
+    "chosen_mem_after", "chosen_residents", "largest_free_cores_after", "largest_free_mem_after", "mem_imbalance_after",
+)
+FEW_NODE_SUFFIX = "_on_few_nodes"
+#: Every feature of a candidate, in the order of the feature axis; a model reads those its
+#: manifest names.
+FEATURES = BASE_FEATURES + tuple(name + FEW_NODE_SUFFIX for name in FEW_NODE_CORRECTED)
+_CORRECTED_COLUMNS = np.array([BASE_FEATURES.index(name) for name in FEW_NODE_CORRECTED])
 # Written by training (format ... export_check), by the registry (version, trained_version) and
 # by hand (a note).
 MANIFEST_KEYS = (
@@ -179,6 +199,8 @@ def candidate_features(
     out[..., 13] = np.maximum(1.0 - mem_after, 0.0).max(axis=-1)
     centred = mem_after - mem_after.mean(axis=-1, keepdims=True)
     out[..., 14] = np.sqrt((centred * centred).mean(axis=-1))
+    # The few-node copies: the host's node count is the same for every row of a batch.
+    out[..., len(BASE_FEATURES):] = out[..., _CORRECTED_COLUMNS] if n <= FEW_NODES else 0.0
     return out
 
 
@@ -312,6 +334,7 @@ def score_candidates(model: AfterStateModel, candidates: Candidates) -> np.ndarr
 
 
 __all__ = [
-    "AFTERSTATE_FORMAT", "AFTERSTATE_KIND", "AfterStateModel", "Candidates", "FEATURES", "afterstate_candidates", "afterstate_manifest",
+    "AFTERSTATE_FORMAT", "AFTERSTATE_KIND", "AfterStateModel", "Candidates", "FEATURES", "FEW_NODES", "FEW_NODE_CORRECTED",
+    "FEW_NODE_SUFFIX", "afterstate_candidates", "afterstate_manifest",
     "candidate_batch", "candidate_features", "candidate_names", "score_candidates",
 ]

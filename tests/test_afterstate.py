@@ -10,7 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from catur.afterstate import (
+    BASE_FEATURES,
     FEATURES,
+    FEW_NODE_CORRECTED,
+    FEW_NODE_SUFFIX,
     AfterStateModel,
     afterstate_candidates,
     candidate_batch,
@@ -89,6 +92,19 @@ def test_fragmentation_features_say_what_the_host_can_still_take():
     assert f["mem_imbalance_after"][column["node-0"]] == pytest.approx(abs(share0 - share1) / 2)
     # Evening memory out lowers the imbalance: node 1 (the empty one) is the more even choice.
     assert f["mem_imbalance_after"][column["node-1"]] < f["mem_imbalance_after"][column["node-0"]]
+
+
+@pytest.mark.parametrize("preset", ["intel-2s", "amd-2s-nps2", "amd-2s-nps4"])
+def test_few_node_copies_are_the_features_on_small_hosts_and_zero_on_large_ones(preset):
+    topo = get_preset(preset)
+    rng = np.random.default_rng(3)
+    used_v = (rng.uniform(0, 0.9, topo.num_nodes) * topo.node_cores).astype(np.int64)
+    used_m = (rng.uniform(0, 0.8, topo.num_nodes) * topo.node_mem_mib).astype(np.int64)
+    wide = _wide(topo, used_v, used_m, VMRequest(8, 16384), residents=rng.integers(0, 9, topo.num_nodes))
+    base = wide.features[..., [BASE_FEATURES.index(f) for f in FEW_NODE_CORRECTED]]
+    copies = wide.features[..., [FEATURES.index(f + FEW_NODE_SUFFIX) for f in FEW_NODE_CORRECTED]]
+    assert np.abs(base).sum() > 0
+    np.testing.assert_array_equal(copies, base if topo.num_nodes <= 4 else np.zeros_like(base))
 
 
 def test_multi_instance_candidates_are_one_node_set_per_socket():
@@ -200,7 +216,7 @@ def test_bad_scorer_files_name_the_problem(tmp_path):
             load_policy(tmp_path / "m")
     # Known features, but the weights have a row per feature of the full list.
     (tmp_path / "m" / "manifest.json").write_text(json.dumps({**manifest, "features": ["defect"]}))
-    with pytest.raises(CaturError, match=r"layer 0 has shape \(15, 1\)"):
+    with pytest.raises(CaturError, match=rf"layer 0 has shape \({len(FEATURES)}, 1\)"):
         load_policy(tmp_path / "m")
     (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "m" / "weights.npz").write_bytes(b"not a zip")
@@ -322,6 +338,39 @@ def test_training_writes_a_scorer_that_beats_greedy_on_validation(tmp_path):
         assert h["regressed_sources"] == (["adversarial"] if h["val_ratio_by_source"]["adversarial"] > start else [])
         if h["regressed_sources"] and h["selection_score"] < history[0]["selection_score"]:
             assert any("not kept: worse than the starting model on adversarial" in line for line in logged)
+
+
+def test_a_few_node_correction_moves_only_its_own_weights(tmp_path):
+    """``train_features=few-nodes`` from a model: every generation keeps the starting weights of
+    the base features (so 8-node decisions are unchanged) and moves the few-node copies."""
+    from catur.training.afterstate import ScorerTrainConfig, expand_feature_names, train_scorer
+
+    AfterStateModel.linear(RESIDENT_RULE).save(tmp_path / "start")
+    config = ScorerTrainConfig(generations=1, pairs=1, eval_every=1, scenarios_per_source=1, hosts_per_replay=3, jobs=1,
+                               init_from=str(tmp_path / "start"), clusters=("mixed",), validation=(("mixed", 1.02),),
+                               train_features=expand_feature_names(["few-nodes"]), allow_worse=True)
+    train_scorer(_tiny_sources(), config, tmp_path / "s", progress=False, log=lambda _: None)
+    model = load_policy(tmp_path / "s")
+    start = np.array([RESIDENT_RULE.get(f, 0.0) for f in FEATURES])
+    corrections = np.array([f.endswith(FEW_NODE_SUFFIX) for f in FEATURES])
+    history = model.manifest["training"]["history"]
+    for h in history:
+        np.testing.assert_allclose(np.array(h["weights"])[~corrections], start[~corrections])
+    moved = np.array(history[-1]["weights"])[corrections]
+    assert np.abs(moved).sum() > 0 and moved[FEW_NODE_CORRECTED.index("defect")] == 0.0  # the scale stays fixed
+    assert model.manifest["training"]["train_features"] == [f + FEW_NODE_SUFFIX for f in FEW_NODE_CORRECTED]
+    with pytest.raises(CaturError, match="unknown features \\['defekt'\\]"):
+        ScorerTrainConfig(train_features=("defekt",))
+
+
+def test_train_scorer_names_an_unknown_feature(tmp_path, capsys):
+    from catur.cli.main import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["train-scorer", "--out", str(tmp_path / "s"), "--train-features", "few-nodes,defekt"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert "unknown features ['defekt']" in error and "few-nodes" in error
 
 
 def test_training_refuses_a_scorer_that_loses_to_greedy(tmp_path, monkeypatch):

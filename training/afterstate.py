@@ -14,8 +14,15 @@ with few weights it converges in tens of generations.
 
 **Warm start**: ``resident-greedy`` (the ``defect`` weight at −1, ``resident_rise`` at −λ,
 every other weight 0). For a one-layer scorer the ``defect`` weight stays at −1 (an argmax
-does not change when all scores are scaled, so one weight fixes the scale); perturbations are
-scaled per feature by its spread, so each weight moves scores by comparable amounts.
+does not change when all scores are scaled, so one weight fixes the scale; the same holds for
+``defect_on_few_nodes``); perturbations are scaled per feature by its spread, so each weight
+moves scores by comparable amounts.
+
+**A few-node correction** (``train_features=("few-nodes",)``, from ``init_from``): only the
+weights of the ``*_on_few_nodes`` copies move, trained on 2- and 4-node hosts only. A linear
+scorer has one weight vector for every host, and the 8-node hosts, where the shipped default
+gains most, dominate what evolution strategies find; the correction gives the smaller hosts
+weights of their own while every decision on an 8-node host stays what it was.
 
 **Randomised scenarios**: every source (Huawei-East-1 days 1–12, Azure 2017 dev day 1, the
 synthetic drift workloads at other seeds) is admitted under several draws of vCPU overcommit
@@ -56,7 +63,7 @@ from typing import Callable
 
 import numpy as np
 
-from catur.afterstate import FEATURES, AfterStateModel, Candidates, afterstate_candidates, afterstate_manifest
+from catur.afterstate import FEATURES, FEW_NODE_CORRECTED, FEW_NODE_SUFFIX, AfterStateModel, Candidates, afterstate_candidates, afterstate_manifest
 from catur.decision import Decider
 from catur.errors import CaturError
 from catur.placement import GREEDY
@@ -120,6 +127,10 @@ class ScorerTrainConfig:
     # Continue from a one-layer scorer's weights (a model directory or "default") instead of
     # the resident-greedy warm start: more generations, other scenario draws, or new data.
     init_from: str | None = None
+    # Only these weights move (default: every weight a one-layer scorer can use). With
+    # init_from, ``FEW_NODE_GROUP`` trains a correction for 2- and 4-node hosts and leaves the
+    # starting model's decisions on 8-node hosts exactly as they were.
+    train_features: tuple[str, ...] | None = None
     seed: int = 0
     jobs: int = 2
     allow_worse: bool = False
@@ -131,11 +142,31 @@ class ScorerTrainConfig:
             raise CaturError(f"eval_every and jobs must be >= 1, got {self.eval_every} and {self.jobs}")
         if not (self.noise > 0 and self.learning_rate > 0):
             raise CaturError(f"noise and learning rate must be > 0, got {self.noise} and {self.learning_rate}")
+        if self.train_features is not None:
+            unknown = sorted(set(self.train_features) - set(FEATURES))
+            if unknown or not self.train_features:
+                raise CaturError(f"train_features: unknown features {unknown or '(none given)'}; known: {', '.join(FEATURES)} "
+                                 f"(or {FEW_NODE_GROUP!r} for every *{FEW_NODE_SUFFIX} one)")
+
+
+#: The name that stands for every few-node correction feature in ``--train-features``.
+FEW_NODE_GROUP = "few-nodes"
+
+
+def expand_feature_names(names: list[str]) -> tuple[str, ...]:
+    """Feature names, with :data:`FEW_NODE_GROUP` replaced by every ``*_on_few_nodes`` feature."""
+    out: list[str] = []
+    for name in names:
+        out.extend([f + FEW_NODE_SUFFIX for f in FEW_NODE_CORRECTED] if name == FEW_NODE_GROUP else [name])
+    return tuple(dict.fromkeys(out))
 
 
 # --- the weights ----------------------------------------------------------------------------------
 
 DEFECT = FEATURES.index("defect")
+# The weights that fix the scores' scale, one per host group (an argmax does not change when
+# every score is scaled): never trained.
+SCALE_WEIGHTS = (DEFECT, FEATURES.index("defect" + FEW_NODE_SUFFIX))
 
 
 def warm_start(resident_weight: float) -> np.ndarray:
@@ -326,7 +357,13 @@ def train_scorer(
     _POOL_SETS = train + val
     val_offset = len(train)
     scales = feature_scales(train, rng)
-    free = np.array([i != DEFECT and scales[i] > 0 for i in range(len(FEATURES))])
+    free = np.array([
+        i not in SCALE_WEIGHTS and scales[i] > 0 and (config.train_features is None or name in config.train_features)
+        for i, name in enumerate(FEATURES)
+    ])
+    if not free.any():
+        raise CaturError(f"no trainable weight: the features {list(config.train_features or ())} do not vary between "
+                         "candidates on the training hosts (a few-node correction needs --clusters with 2- or 4-node hosts)")
     weights = start_weights(config)
     context = multiprocessing.get_context("fork")
     pool = context.Pool(config.jobs) if config.jobs > 1 else None
@@ -475,6 +512,7 @@ def export_check(weights: np.ndarray, sets: list[Hosts], rng: np.random.Generato
 
 
 __all__ = [
-    "ScorerResult", "ScorerTrainConfig", "Source", "default_sources", "decisions_agree", "export_check",
+    "FEW_NODE_GROUP", "ScorerResult", "ScorerTrainConfig", "Source", "default_sources", "decisions_agree", "expand_feature_names",
+    "export_check",
     "regressed_sources", "source_means", "torch_network", "train_scorer", "warm_start",
 ]

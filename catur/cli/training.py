@@ -134,6 +134,10 @@ def add_scorer_command(sub: argparse._SubParsersAction) -> None:
     option("resident_weight", type=float, metavar="LAMBDA", help="the warm start's resident weight (default %(default)s)")
     option("init_from", metavar="DIR", help="continue from this one-layer scorer's weights ('default' = the shipped one) "
            "instead of the resident-greedy warm start")
+    p.add_argument("--train-features", type=_feature_list, default=None, metavar="LIST",
+                   help="only these weights move, comma-separated feature names; 'few-nodes' stands for every "
+                   "*_on_few_nodes correction, e.g. --init-from default --train-features few-nodes --clusters mixed "
+                   "(default: every weight)")
     p.add_argument("--overcommit", type=_float_range, default=ScorerTrainConfig.overcommit, metavar="LOW:HIGH",
                    help="vCPU overcommit drawn per scenario (default 1.0:1.05)")
     p.add_argument("--target-range", dest="target_utilization", type=_float_range, default=ScorerTrainConfig.target_utilization,
@@ -144,6 +148,17 @@ def add_scorer_command(sub: argparse._SubParsersAction) -> None:
     option("jobs", type=int, help="worker processes (default %(default)s)")
     option("allow_worse", action="store_true", help="write the scorer even if it loses to greedy on validation (exit 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log")
+
+
+def _feature_list(text: str) -> tuple[str, ...]:
+    from catur.afterstate import FEATURES
+    from catur.training.afterstate import FEW_NODE_GROUP, expand_feature_names
+
+    names = expand_feature_names([name.strip() for name in text.split(",") if name.strip()])
+    unknown = [name for name in names if name not in FEATURES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown features {unknown or text!r}; known: {', '.join(FEATURES)}, or {FEW_NODE_GROUP}")
+    return names
 
 
 def _float_range(text: str) -> tuple[float, float]:
