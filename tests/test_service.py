@@ -604,3 +604,27 @@ def test_tls_and_mutual_tls(certificates):
         ) as client:
             assert client.place(*request).placement.total_vcpus == 2
             assert client.health() == "SERVING"
+
+
+def test_catur_place_sends_a_resident_list(tmp_path, capsys):
+    """`catur place --resident-vms` (inline or @FILE): the scorer uses the derived counts and the
+    answer says so; a malformed list ends with a one-line error naming the entry."""
+    from catur.cli.main import main
+
+    service = Service(model="default", shield=ShieldConfig(depth=1))
+    listed = '[{"vcpus": [8, 0], "mem_mib": [16384, 0], "age_s": 86400}, {"vcpus": [0, 4]}]'
+    (tmp_path / "vms.json").write_text(listed)
+    base = ["place", "--topology", "intel-2s", "--vcpus", "4", "--mem-mib", "8192", "--used-vcpus", "30,12",
+            "--used-mem-mib", "61440,20480"]
+    with serving(service) as port:
+        target = ["--target", f"127.0.0.1:{port}"]
+        for given in (listed, f"@{tmp_path / 'vms.json'}"):
+            assert main([*base, *target, "--resident-vms", given]) == 0
+            assert json.loads(capsys.readouterr().out)["inputs_used"] == ["usage", "residents", "resident_vms"]
+        assert main([*base, *target, "--resident-vms", '[{"vcpu": [1, 0]}]']) == 2
+        assert "entry 0 must be an object with vcpus" in capsys.readouterr().err
+        assert main([*base, *target, "--resident-vms", "[{"]) == 2
+        assert "--resident-vms: not JSON" in capsys.readouterr().err
+        # The service's own check, relayed: more vCPUs listed than the node has in use.
+        assert main([*base, *target, "--resident-vms", '[{"vcpus": [31, 0]}]']) != 0
+        assert "usage.resident_vms put 31 vcpus on node 0" in capsys.readouterr().err

@@ -222,3 +222,82 @@ def test_bad_resident_counts_are_refused_naming_the_field(counts, message):
     msg.usage.residents.extend(counts)
     with pytest.raises(InvalidRequest, match=re.escape(message)):
         parse_place_request(msg)
+
+
+# --- the resident list (optional, added in 0.3) ----------------------------------------------------
+
+
+@given(valid_cases(), st.data())
+@settings(max_examples=60, **SETTINGS)
+def test_resident_counts_are_derived_from_the_resident_list(case, data):
+    """Any list of VMs that fits within the usage totals parses; each node's count is the
+    number of listed VMs with vCPUs on it, the same as sending those counts directly."""
+    topology, used_vcpus, used_mem, request = case
+    n = topology.num_nodes
+    free_v, free_m = np.array(used_vcpus, dtype=np.int64), np.array(used_mem, dtype=np.int64)
+    vms = []
+    for _ in range(data.draw(st.integers(0, 6))):
+        if free_v.sum() == 0:
+            break
+        node = data.draw(st.sampled_from([i for i in range(n) if free_v[i] > 0]))
+        vcpus = np.zeros(n, dtype=np.int64)
+        mem = np.zeros(n, dtype=np.int64)
+        for i in range(n):
+            vcpus[i] = data.draw(st.integers(1 if i == node else 0, int(free_v[i]))) if free_v[i] else 0
+            mem[i] = data.draw(st.integers(0, int(free_m[i])))
+        free_v, free_m = free_v - vcpus, free_m - mem
+        age = data.draw(st.none() | st.floats(0, 1e8))
+        vms.append({"vcpus": vcpus, "mem_mib": mem, "age_s": age})
+    msg = convert.place_request(topology, used_vcpus, used_mem, request, resident_vms=vms)
+    parsed = parse_place_request(pb.PlaceRequest.FromString(msg.SerializeToString()))
+    if not vms:
+        assert parsed.residents is None and not parsed.residents_from_list
+        return
+    expected = sum((vm["vcpus"] > 0).astype(np.int64) for vm in vms)
+    assert parsed.residents_from_list and np.array_equal(parsed.residents, expected)
+    # Both at once, consistent: accepted, the same counts.
+    both = convert.place_request(topology, used_vcpus, used_mem, request, residents=expected, resident_vms=vms)
+    assert np.array_equal(parse_place_request(both).residents, expected)
+
+
+def test_a_resident_list_is_answered_as_its_counts_and_says_so():
+    servicer = _servicer("default")
+    msg = valid_request()  # amd-2s-nps2: 4 nodes, 3 vCPUs used on each
+    listed = valid_request()
+    for vcpus in ([2, 0, 0, 0], [1, 0, 1, 0], [0, 0, 2, 3]):
+        listed.usage.resident_vms.add(vcpus=vcpus, mem_mib=[1024 * bool(v) for v in vcpus], age_s=3600.0)
+    msg.usage.residents.extend([2, 0, 2, 1])
+    by_counts, by_list = servicer.place_one(msg), servicer.place_one(listed)
+    assert list(by_counts.inputs_used) == ["usage", "residents"]
+    assert list(by_list.inputs_used) == ["usage", "residents", "resident_vms"]
+    assert by_list.instances == by_counts.instances and by_list.primitive == by_counts.primitive
+    assert convert.decision_from_proto(by_list).to_dict()["inputs_used"] == ["usage", "residents", "resident_vms"]
+
+
+@pytest.mark.parametrize(
+    "vms, counts, message",
+    [
+        ([{"vcpus": [1, 0]}], None, "usage.resident_vms[0].vcpus has 2 values; the topology has 4 nodes"),
+        ([{"vcpus": [1, 0, 0, 0]}, {"vcpus": [1, 0, 0, 0], "mem_mib": [1]}], None,
+         "usage.resident_vms[1].mem_mib has 1 values; the topology has 4 nodes (or send none)"),
+        ([{"vcpus": [1, -1, 0, 0]}], None, "usage.resident_vms[0].vcpus[1] must be >= 0, got -1"),
+        ([{"vcpus": [1, 0, 0, 0], "mem_mib": [0, 0, -5, 0]}], None, "usage.resident_vms[0].mem_mib[2] must be >= 0, got -5"),
+        ([{"vcpus": [0, 0, 0, 0]}], None, "usage.resident_vms[0].vcpus are all 0"),
+        ([{"vcpus": [1, 0, 0, 0], "age_s": -1.0}], None, "usage.resident_vms[0].age_s must be a finite number of seconds >= 0"),
+        ([{"vcpus": [1, 0, 0, 0], "age_s": float("nan")}], None, "usage.resident_vms[0].age_s must be a finite"),
+        ([{"vcpus": [2, 0, 0, 0]}, {"vcpus": [2, 0, 0, 0]}], None,
+         "usage.resident_vms put 4 vcpus on node 0, more than usage.used_vcpus[0] = 3"),
+        ([{"vcpus": [1, 0, 0, 0], "mem_mib": [5000, 0, 0, 0]}], None,
+         "usage.resident_vms put 5000 mem_mib on node 0, more than usage.used_mem_mib[0] = 4096"),
+        ([{"vcpus": [1, 1, 0, 0]}], [1, 0, 0, 0],
+         "usage.residents [1, 0, 0, 0] disagree with the 1 usage.resident_vms, which put [1, 1, 0, 0] VMs on the nodes"),
+    ],
+)
+def test_bad_resident_lists_are_refused_naming_the_entry(vms, counts, message):
+    msg = valid_request()
+    for vm in vms:
+        msg.usage.resident_vms.append(convert.resident_vm(vm))
+    if counts:
+        msg.usage.residents.extend(counts)
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
+        parse_place_request(msg)

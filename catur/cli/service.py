@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from catur.cli.options import add_command
 from catur.errors import CaturError
@@ -42,6 +43,9 @@ EPILOG_PLACE = """examples:
   catur place --topology intel-2s --vcpus 4 --mem-mib 8192 --used-vcpus 30,12 --used-mem-mib 61440,20480 --residents 11,3
       (a service run with --model resident-greedy then also weighs how many VMs each node holds;
        the answer's inputs_used says whether the counts were used)
+  catur place --topology intel-2s --vcpus 4 --mem-mib 8192 --used-vcpus 30,12 --used-mem-mib 61440,20480 \
+      --resident-vms '[{"vcpus": [8, 0], "mem_mib": [16384, 0], "age_s": 86400}, {"vcpus": [0, 4]}]'
+      (the VMs on the host instead of counts: the counts are derived from the list)
 """
 
 EPILOG_REPLAY = """examples:
@@ -128,6 +132,8 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--used-vcpus", metavar="A,B,..", help="vCPUs in use per node (default: all 0)")
     p.add_argument("--used-mem-mib", metavar="A,B,..", help="MiB in use per node (default: all 0)")
     p.add_argument("--residents", metavar="A,B,..", help="VMs bound to each node (optional; default: not sent)")
+    p.add_argument("--resident-vms", metavar="JSON", help="the VMs on the host, a JSON list of {\"vcpus\": [per node], "
+                   "\"mem_mib\": [per node], \"age_s\": seconds} (mem_mib and age_s optional), or @FILE holding it")
     p.add_argument("--host-id", default="", help="host id (the service keeps a request window per host)")
     p.add_argument("--request-id", default="", help="request id, echoed back")
     p.add_argument("--vm-id", default="", help="the VM's id: a collecting service joins it with 'catur depart --vm-id'")
@@ -303,6 +309,7 @@ def cmd_place(args: argparse.Namespace) -> int:
     used_vcpus = _int_list(args.used_vcpus, "--used-vcpus", topology.num_nodes)
     used_mem = _int_list(args.used_mem_mib, "--used-mem-mib", topology.num_nodes)
     residents = _int_list(args.residents, "--residents", topology.num_nodes) if args.residents else None
+    resident_vms = _resident_vms(args.resident_vms) if args.resident_vms else None
     request = VMRequest(
         args.vcpus,
         args.mem_mib,
@@ -315,11 +322,41 @@ def cmd_place(args: argparse.Namespace) -> int:
             decision = client.place(
                 topology, used_vcpus, used_mem, request, host_id=args.host_id, request_id=args.request_id,
                 vm_id=args.vm_id, cluster=args.cluster, time_s=args.time, residents=residents,
+                resident_vms=resident_vms,
             )
         except grpc.RpcError as exc:
             raise _rpc_error(exc, args.target) from None
     print(json.dumps(decision.to_dict(), indent=2))
     return 0
+
+
+def _resident_vms(text: str) -> list:
+    """``--resident-vms``: a JSON list of objects (or ``@FILE``), checked enough to name the bad
+    entry here; the service checks the values against the host."""
+    from catur.service.convert import resident_vm
+
+    source = "--resident-vms"
+    if text.startswith("@"):
+        source = text[1:]
+        try:
+            text = Path(source).read_text()
+        except OSError as exc:
+            raise CaturError(f"--resident-vms {source}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        vms = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CaturError(f"{source}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(vms, list):
+        raise CaturError(f"{source}: expected a JSON list of VMs, got {type(vms).__name__}")
+    out = []
+    for i, vm in enumerate(vms):
+        if not isinstance(vm, dict) or "vcpus" not in vm or set(vm) - {"vcpus", "mem_mib", "age_s"}:
+            raise CaturError(f"{source}: entry {i} must be an object with vcpus (and optionally mem_mib, age_s), got {vm!r}")
+        try:
+            out.append(resident_vm(vm))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CaturError(f"{source}: entry {i}: {exc}") from None
+    return out
 
 
 # --- depart ----------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ class PlacementClient:
         self, topology, used_vcpus, used_mem_mib, request: VMRequest, host_id=None, request_id=None, **collect
     ) -> pb.PlaceRequest:
         """The :class:`PlaceRequest` message :meth:`place` would send (``collect``: ``vm_id``,
-        ``cluster``, ``time_s``)."""
+        ``cluster``, ``time_s``, ``residents``, ``resident_vms``)."""
         host = topology if isinstance(topology, pb.HostTopology) else self._host_topology(topology)
         return place_request(host, used_vcpus, used_mem_mib, request, host_id, request_id, **collect)
 
@@ -124,16 +124,20 @@ class PlacementClient:
         cluster: str | None = None,
         time_s: float | None = None,
         residents=None,
+        resident_vms=None,
     ) -> RemoteDecision:
         """Place ``request`` on a host of ``topology`` with this per-node usage (vCPUs, MiB).
 
         ``residents`` (optional): how many VMs are bound to each node; a policy that weighs
-        them (``resident-greedy``) uses them, and the answer's ``residents_used`` says so.
+        them (``resident-greedy``, the shipped scorer) uses them, and the answer's
+        ``residents_used`` says so. ``resident_vms`` (optional, instead or as well): the VMs
+        on the host, each ``{"vcpus": [per node], "mem_mib": [per node], "age_s": s}``; the
+        counts are then derived from it (``inputs_used`` lists ``resident_vms``).
         ``vm_id`` (joins this arrival with its :meth:`depart`), ``cluster`` and ``time_s``
         (default: the server's clock) are recorded by a service that collects traces."""
         msg = self.request(
             topology, used_vcpus, used_mem_mib, request, host_id, request_id, vm_id=vm_id, cluster=cluster, time_s=time_s,
-            residents=residents,
+            residents=residents, resident_vms=resident_vms,
         )
         return decision_from_proto(self.stub.Place(msg, timeout=timeout or self.timeout))
 

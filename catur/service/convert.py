@@ -76,6 +76,7 @@ class ParsedRequest:
     cluster: str = ""
     time_s: float | None = None  # None: the request carried no time
     residents: np.ndarray | None = None  # per-node resident VM counts; None: not sent
+    residents_from_list: bool = False  # the counts were derived from usage.resident_vms
 
 
 @dataclass(frozen=True)
@@ -207,14 +208,17 @@ def parse_usage(msg: pb.PlaceRequest, topology: Topology) -> tuple[np.ndarray, n
     return out[0], out[1]
 
 
-def parse_residents(msg: pb.PlaceRequest, topology: Topology) -> np.ndarray | None:
-    """``usage.residents`` as ``int64[N]``, or ``None`` when the request has none (an older
-    client): then the decision is made from the totals alone."""
+def parse_residents(msg: pb.PlaceRequest, topology: Topology) -> tuple[np.ndarray | None, bool]:
+    """``(counts int64[N] or None, derived from the list)``: the per-node resident counts of
+    ``usage.residents`` or, when the request lists ``usage.resident_vms``, derived from that
+    list (a VM counts on every node its vCPUs are bound to). ``None`` when the request has
+    neither (an older client): then the decision is made from the totals alone."""
     values = list(msg.usage.residents)
-    if not values:
-        return None
+    listed = parse_resident_vms(msg, topology)
+    if not values and listed is None:
+        return None, False
     n = topology.num_nodes
-    if len(values) != n:
+    if values and len(values) != n:
         raise InvalidRequest(f"usage.residents has {len(values)} values; the topology has {n} nodes (or send none)")
     for i, (count, vcpus) in enumerate(zip(values, msg.usage.used_vcpus)):
         if count < 0:
@@ -223,7 +227,53 @@ def parse_residents(msg: pb.PlaceRequest, topology: Topology) -> np.ndarray | No
             raise InvalidRequest(
                 f"usage.residents[{i}] is {count} VMs but usage.used_vcpus[{i}] is {vcpus}: every resident binds >= 1 vCPU"
             )
-    return np.array(values, dtype=np.int64)
+    if listed is None:
+        return np.array(values, dtype=np.int64), False
+    derived = (listed > 0).sum(axis=0).astype(np.int64)
+    if values and values != derived.tolist():
+        raise InvalidRequest(
+            f"usage.residents {values} disagree with the {len(listed)} usage.resident_vms, which put {derived.tolist()} "
+            "VMs on the nodes (send one of the two, or both consistent)"
+        )
+    return derived, True
+
+
+def parse_resident_vms(msg: pb.PlaceRequest, topology: Topology) -> np.ndarray | None:
+    """``usage.resident_vms`` checked, as their vCPUs per node ``int64[R, N]`` (``None``: no
+    list). Each entry names its index; the list's vCPUs and memory per node must fit within
+    the usage totals."""
+    vms = msg.usage.resident_vms
+    if not vms:
+        return None
+    n = topology.num_nodes
+    vcpus = np.zeros((len(vms), n), dtype=np.int64)
+    mem = np.zeros((len(vms), n), dtype=np.int64)
+    for r, vm in enumerate(vms):
+        field = f"usage.resident_vms[{r}]"
+        if len(vm.vcpus) != n:
+            raise InvalidRequest(f"{field}.vcpus has {len(vm.vcpus)} values; the topology has {n} nodes")
+        if vm.mem_mib and len(vm.mem_mib) != n:
+            raise InvalidRequest(f"{field}.mem_mib has {len(vm.mem_mib)} values; the topology has {n} nodes (or send none)")
+        for label, values in (("vcpus", vm.vcpus), ("mem_mib", vm.mem_mib)):
+            for i, value in enumerate(values):
+                if value < 0:
+                    raise InvalidRequest(f"{field}.{label}[{i}] must be >= 0, got {value}")
+        if not any(vm.vcpus):
+            raise InvalidRequest(f"{field}.vcpus are all 0: a VM on the host binds at least one vCPU")
+        if vm.HasField("age_s") and not (math.isfinite(vm.age_s) and vm.age_s >= 0):
+            raise InvalidRequest(f"{field}.age_s must be a finite number of seconds >= 0, got {vm.age_s!r}")
+        vcpus[r] = list(vm.vcpus)
+        if vm.mem_mib:
+            mem[r] = list(vm.mem_mib)
+    for label, listed, totals in (("vcpus", vcpus, msg.usage.used_vcpus), ("mem_mib", mem, msg.usage.used_mem_mib)):
+        over = np.flatnonzero(listed.sum(axis=0) > np.asarray(totals, dtype=np.int64))
+        if over.size:
+            i = int(over[0])
+            raise InvalidRequest(
+                f"usage.resident_vms put {int(listed[:, i].sum())} {label} on node {i}, more than "
+                f"usage.used_{label}[{i}] = {totals[i]} (the totals include every listed VM)"
+            )
+    return vcpus
 
 
 def parse_vm(msg: pb.PlaceRequest, topology: Topology) -> VMRequest:
@@ -270,9 +320,9 @@ def parse_place_request(msg: pb.PlaceRequest, cache: TopologyCache | None = None
     time_s = _check_time(msg)
     topology = parse_topology(msg, cache)
     used_vcpus, used_mem = parse_usage(msg, topology)
-    residents = parse_residents(msg, topology)
+    residents, from_list = parse_residents(msg, topology)
     request = parse_vm(msg, topology)
-    return ParsedRequest(topology, used_vcpus, used_mem, request, request_id, host_id, vm_id, cluster, time_s, residents)
+    return ParsedRequest(topology, used_vcpus, used_mem, request, request_id, host_id, vm_id, cluster, time_s, residents, from_list)
 
 
 def parse_depart_request(msg: pb.DepartRequest) -> ParsedDepart:
@@ -287,7 +337,14 @@ def parse_depart_request(msg: pb.DepartRequest) -> ParsedDepart:
 # --- Catur -> proto (server side) ----------------------------------------------------------------
 
 
-def decision_to_proto(decision: Decision, request_id: str = "") -> pb.PlaceResponse:
+def inputs_used(residents_used: bool, from_list: bool = False) -> list[str]:
+    """What a decision was made from (``PlaceResponse.inputs_used``)."""
+    if not residents_used:
+        return ["usage"]
+    return ["usage", "residents", "resident_vms"] if from_list else ["usage", "residents"]
+
+
+def decision_to_proto(decision: Decision, request_id: str = "", residents_from_list: bool = False) -> pb.PlaceResponse:
     p = decision.placement
     resp = pb.PlaceResponse(
         primitive=decision.primitive,
@@ -295,7 +352,7 @@ def decision_to_proto(decision: Decision, request_id: str = "") -> pb.PlaceRespo
         model_version=decision.model_version,
         request_id=request_id,
         scores=list(decision.scores),
-        inputs_used=["usage", "residents"] if decision.residents_used else ["usage"],
+        inputs_used=inputs_used(decision.residents_used, residents_from_list),
     )
     for node, vcpus, row in zip(p.cpu_nodes.tolist(), p.vcpus.tolist(), p.mem_mib.tolist()):
         resp.instances.add(cpu_node=node, vcpus=vcpus, mem_mib=row)
@@ -340,11 +397,14 @@ def place_request(
     cluster: str | None = None,
     time_s: float | None = None,
     residents=None,
+    resident_vms=None,
 ) -> pb.PlaceRequest:
     """The :class:`PlaceRequest` for placing ``request`` on a host with this usage.
 
-    ``residents`` (per-node resident VM counts) is optional; ``vm_id``, ``cluster`` and
-    ``time_s`` matter only to a service that collects traces."""
+    ``residents`` (per-node resident VM counts) and ``resident_vms`` (the VMs on the host,
+    each a mapping with ``vcpus`` per node and optionally ``mem_mib`` per node and ``age_s``)
+    are optional; ``vm_id``, ``cluster`` and ``time_s`` matter only to a service that
+    collects traces."""
     host = topology if isinstance(topology, pb.HostTopology) else topology_to_proto(topology)
     vm = pb.VM(vcpus=int(request.vcpus), mem_mib=int(request.mem_mib))
     if request.alpha != 1.0:
@@ -359,6 +419,7 @@ def place_request(
             used_vcpus=np.asarray(used_vcpus, dtype=np.int64).tolist(),
             used_mem_mib=np.asarray(used_mem_mib, dtype=np.int64).tolist(),
             residents=[] if residents is None else np.asarray(residents, dtype=np.int64).tolist(),
+            resident_vms=[resident_vm(vm) for vm in resident_vms or ()],
         ),
         vm=vm,
         request_id=request_id or "",
@@ -368,6 +429,20 @@ def place_request(
     )
     if time_s is not None:
         msg.time_s = float(time_s)
+    return msg
+
+
+def resident_vm(vm) -> pb.ResidentVM:
+    """A :class:`ResidentVM` from a mapping (``vcpus`` per node; ``mem_mib`` per node and
+    ``age_s``, optional), or the message itself."""
+    if isinstance(vm, pb.ResidentVM):
+        return vm
+    msg = pb.ResidentVM(
+        vcpus=np.asarray(vm["vcpus"], dtype=np.int64).tolist(),
+        mem_mib=np.asarray(vm.get("mem_mib", ()), dtype=np.int64).tolist(),
+    )
+    if vm.get("age_s") is not None:
+        msg.age_s = float(vm["age_s"])
     return msg
 
 
@@ -384,6 +459,7 @@ class RemoteDecision(Decision):
     """A :class:`~catur.decision.Decision` as the service answered it, plus the echoed id."""
 
     request_id: str = ""
+    inputs_used: tuple[str, ...] = ("usage",)  # the response's inputs_used
 
     def to_dict(self) -> dict:
         """The answer as plain JSON-able data (what ``catur place`` prints)."""
@@ -400,7 +476,7 @@ class RemoteDecision(Decision):
             "gate": {"fired": self.gated, "distance": self.gate_distance},
             "predicted": {"cor": self.cor, "rmr": self.rmr, "defect": self.defect},
             "scores": dict(zip(PRIMITIVES, self.scores)),
-            "inputs_used": ["usage", "residents"] if self.residents_used else ["usage"],
+            "inputs_used": list(self.inputs_used),
         }
 
 
@@ -430,4 +506,5 @@ def decision_from_proto(resp: pb.PlaceResponse) -> RemoteDecision:
         model_version=resp.model_version,
         residents_used="residents" in resp.inputs_used,
         request_id=resp.request_id,
+        inputs_used=tuple(resp.inputs_used),
     )

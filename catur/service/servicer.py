@@ -171,7 +171,7 @@ class PlacementServicer(pb_grpc.PlacementServicer):
         self.metrics.record_decision(decision, seconds)
         if self.collector is not None:
             self.collector.record_arrival(msg, parsed, decision)
-        return decision_to_proto(decision, parsed.request_id)
+        return decision_to_proto(decision, parsed.request_id, parsed.residents_from_list)
 
     def depart(self, msg: pb.DepartRequest) -> pb.DepartResponse:
         """Record a departure notice; raises :class:`CaturError` on bad input."""

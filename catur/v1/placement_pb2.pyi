@@ -35,14 +35,26 @@ class HostTopology(_message.Message):
     def __init__(self, preset: _Optional[str] = ..., explicit: _Optional[_Union[ExplicitTopology, _Mapping]] = ...) -> None: ...
 
 class NodeUsage(_message.Message):
-    __slots__ = ("used_vcpus", "used_mem_mib", "residents")
+    __slots__ = ("used_vcpus", "used_mem_mib", "residents", "resident_vms")
     USED_VCPUS_FIELD_NUMBER: _ClassVar[int]
     USED_MEM_MIB_FIELD_NUMBER: _ClassVar[int]
     RESIDENTS_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_VMS_FIELD_NUMBER: _ClassVar[int]
     used_vcpus: _containers.RepeatedScalarFieldContainer[int]
     used_mem_mib: _containers.RepeatedScalarFieldContainer[int]
     residents: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, used_vcpus: _Optional[_Iterable[int]] = ..., used_mem_mib: _Optional[_Iterable[int]] = ..., residents: _Optional[_Iterable[int]] = ...) -> None: ...
+    resident_vms: _containers.RepeatedCompositeFieldContainer[ResidentVM]
+    def __init__(self, used_vcpus: _Optional[_Iterable[int]] = ..., used_mem_mib: _Optional[_Iterable[int]] = ..., residents: _Optional[_Iterable[int]] = ..., resident_vms: _Optional[_Iterable[_Union[ResidentVM, _Mapping]]] = ...) -> None: ...
+
+class ResidentVM(_message.Message):
+    __slots__ = ("vcpus", "mem_mib", "age_s")
+    VCPUS_FIELD_NUMBER: _ClassVar[int]
+    MEM_MIB_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    vcpus: _containers.RepeatedScalarFieldContainer[int]
+    mem_mib: _containers.RepeatedScalarFieldContainer[int]
+    age_s: float
+    def __init__(self, vcpus: _Optional[_Iterable[int]] = ..., mem_mib: _Optional[_Iterable[int]] = ..., age_s: _Optional[float] = ...) -> None: ...
 
 class VM(_message.Message):
     __slots__ = ("vcpus", "mem_mib", "alpha", "beta", "vnuma")
