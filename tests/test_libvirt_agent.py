@@ -135,6 +135,17 @@ def test_usage_of_the_pinned_domains(capsys):
     assert [n["used_mem_mib"] for n in with_defined] == [4608, 6656 + 4096, 8704, 6656]
     code, out, _ = run_cli(capsys, "libvirt", "usage", *HOST4)
     assert code == 0 and "unpinned (counted by the rule, not by pinning): scratch1" in out
+    # What the agent sends the service: residents count vCPUs only (scratch1's 2 are on nodes 0
+    # and 1, its memory everywhere), and the list adds up to the totals.
+    conn = open_connection(NODE_URI)
+    try:
+        host_usage = read_usage(conn, read_host(conn, nodes_per_socket=2))
+    finally:
+        conn.close()
+    assert host_usage.residents.tolist() == [2, 2, 1, 1]
+    listed = host_usage.resident_vms()
+    assert len(listed) == 4 and sum(vm["vcpus"] for vm in listed).tolist() == [5, 7, 8, 6]
+    assert sum(vm["mem_mib"] for vm in listed).tolist() == [n["used_mem_mib"] for n in nodes]
 
 
 # --- place -----------------------------------------------------------------------------------------
@@ -191,6 +202,10 @@ def test_place_cli_in_process_define_and_dry_run(capsys, tmp_path):
     with keep_default() as conn:
         code, diff, _ = run_cli(capsys, "libvirt", "place", "-c", "test:///default", "--domain-xml", str(vm), "--in-process", "--dry-run")
         assert code == 0 and diff.startswith("--- ") and "+  <vcpu placement=\"static\" cpuset=" in diff
+        # The shipped scorer weighs the domains already there (the test host runs one).
+        code, _, err = run_cli(capsys, "libvirt", "place", "-c", "test:///default", "--domain-xml", str(vm), "--in-process",
+                               "--model", "default", "--dry-run")
+        assert code == 0 and "weighing the VMs already on its nodes (1)" in err
         assert "cli1" not in [d.name() for d in conn.listAllDomains()], "--dry-run defines nothing"
         code, out, err = run_cli(capsys, "libvirt", "place", "-c", "test:///default", "--domain-xml", str(vm), "--in-process", "--define")
         assert code == 0 and "defined domain cli1" in err

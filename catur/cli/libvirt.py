@@ -247,8 +247,9 @@ def cmd_place(args: argparse.Namespace) -> int:
             + str({host.cell_ids[j]: int(m) for j, m in enumerate(placed.mem_mib[i]) if m})
             for i in range(placed.num_instances)
         )
+        residents = f", weighing the VMs already on its nodes ({len(usage.resident_vms())})" if decision.residents_used else ""
         print(f"catur libvirt: {spec.name}: {where} ({decision.policy}, {decision.primitive}, "
-              f"defect {decision.defect:.3f})", file=sys.stderr)
+              f"defect {decision.defect:.3f}{residents})", file=sys.stderr)
         if args.dry_run:
             sys.stdout.write(unified_diff(root, tuned, source))
             return 0
@@ -267,7 +268,7 @@ def _decide_here(args, host, usage, request):
     from catur.shield import ShieldConfig
 
     spec = DeciderSpec(model=args.model, shield=ShieldConfig(depth=args.shield_depth))
-    return spec.build().decide(host.topology, usage.used_vcpus, usage.used_mem_mib, request)
+    return spec.build().decide(host.topology, usage.used_vcpus, usage.used_mem_mib, request, residents=usage.residents)
 
 
 def _ask_service(args, conn, host, usage, request, vm_id: str, dry_run: bool = False):
@@ -281,7 +282,8 @@ def _ask_service(args, conn, host, usage, request, vm_id: str, dry_run: bool = F
     host_id = args.host_id or conn.getHostname()
     with _client(args) as client:
         try:
-            decision = client.place(host.topology, usage.used_vcpus, usage.used_mem_mib, request, host_id=host_id, vm_id=vm_id)
+            decision = client.place(host.topology, usage.used_vcpus, usage.used_mem_mib, request, host_id=host_id, vm_id=vm_id,
+                                    resident_vms=usage.resident_vms())
             if dry_run and client.depart(vm_id, host_id):
                 _warn(f"the service at {args.target} collects traces: this dry run is recorded as a VM that left at once "
                       "(use --in-process for a dry run that leaves no record)")

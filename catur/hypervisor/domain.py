@@ -371,6 +371,17 @@ class HostUsage:
     def unpinned(self) -> list[str]:
         return [d.name for d in self.domains if not d.pinned]
 
+    @property
+    def residents(self) -> np.ndarray:
+        """Per node, the domains with vCPUs on it: the placement core's resident counts (``vms``
+        also counts a domain that only has memory there)."""
+        return sum(((d.node_vcpus > 0).astype(np.int64) for d in self.domains), np.zeros(self.host.num_nodes, np.int64))
+
+    def resident_vms(self) -> list[dict]:
+        """The domains with vCPUs, as the service contract's ``usage.resident_vms`` entries
+        (vCPUs and MiB per node; no ``age_s``: a domain's XML does not say when it started)."""
+        return [{"vcpus": d.node_vcpus, "mem_mib": d.node_mem_mib} for d in self.domains if d.node_vcpus.any()]
+
     def to_dict(self) -> dict:
         return {
             "nodes": [
