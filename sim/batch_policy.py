@@ -48,7 +48,10 @@ ORACLE_ARRIVALS = "oracle-arrivals-only"
 # The oracle that knows every VM's lifetime (not the future arrivals) and places each VM where
 # the exact lifetime objective is least if nothing else arrived (catur.sim.oracle).
 ORACLE_LIFETIME = "oracle-lifetime"
-ORACLES = (ORACLE, ORACLE_ARRIVALS, ORACLE_LIFETIME)
+# The oracle that knows every lifetime and the next k arrivals, and minimises the exact
+# lifetime objective over them (catur.sim.oracle): what foresight buys on the headline metric.
+ORACLE_FORESIGHT = "oracle-foresight"
+ORACLES = (ORACLE, ORACLE_ARRIVALS, ORACLE_LIFETIME, ORACLE_FORESIGHT)
 # Names that stay names (not ranking policies): the rules and the oracles.
 NAMED_RULES = (GREEDY, RESIDENT_GREEDY, *ORACLES)
 
@@ -192,4 +195,6 @@ class BatchPolicy:
         return BatchDecision(batch, [p.policy for p in chosen], None)
 
 
-__all__ = ["BatchDecision", "BatchPolicy", "NAMED_RULES", "ORACLE", "ORACLES", "ORACLE_ARRIVALS", "ORACLE_LIFETIME"]
+__all__ = [
+    "BatchDecision", "BatchPolicy", "NAMED_RULES", "ORACLE", "ORACLES", "ORACLE_ARRIVALS", "ORACLE_FORESIGHT", "ORACLE_LIFETIME",
+]

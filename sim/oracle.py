@@ -23,6 +23,15 @@ scorer's own set (the four primitives, every single node, one node set per socke
 exactly how much the lifetime-averaged defects of the VM in hand and of every VM already there
 would add up to from now on, *if no other VM arrived*; it takes the least. It does not know
 future arrivals, so it is a yardstick of the value of lifetimes, not a bound on the metric.
+
+**The foresight oracle** (:func:`foresight_oracle_place`) knows both: every lifetime and the
+next ``k`` arrivals (the VM in hand included). For each candidate of the VM in hand it searches
+every sequence of the four primitives for the other ``k − 1`` arrivals and scores each sequence
+by the exact lifetime defect all of them and every VM already there would accrue from now on
+if nothing else arrived (:func:`foresight_cost`); the candidate with the least best sequence
+wins, and it plans again at the next arrival. With ``k = 1`` it is the lifetime oracle. It
+optimises the headline metric itself over a horizon of ``k`` arrivals, so it is the yardstick
+of what foresight buys that the k-step oracle (which minimises defect at placement) is not.
 """
 
 from __future__ import annotations
@@ -228,3 +237,124 @@ def lifetime_oracle_place(
     wide, cost = lifetime_costs(topology, used_vcpus, used_mem_mib, request, now, leaves_s, lifetime_s, live)
     best = wide.placements.placement((0, int(np.argmin(cost))))
     return Placement(best.cpu_nodes, best.vcpus, best.mem_mib, "oracle-lifetime")
+
+
+# --- the foresight oracle: lifetimes and the next arrivals ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A VM the foresight oracle knows will arrive (the first one is the VM in hand): its
+    request, when it arrives and leaves, and the weight of its COR in its lifetime defect
+    (``alpha / (vCPUs · lifetime)``; 0 for a VM that leaves as it arrives)."""
+
+    request: VMRequest
+    arrival_s: float
+    leaves_s: float
+    weight: float
+
+
+@dataclass(frozen=True)
+class KnownHost:
+    """What the foresight oracle knows of the host now: the VMs on it (``live``, with their
+    memory per node ``node_mem_mib[U, N]`` so later arrivals see the memory they free) and
+    the next arrivals."""
+
+    live: LiveVMs
+    node_mem_mib: np.ndarray
+    arrivals: list[Arrival]
+
+
+def foresight_cost(
+    topology: Topology, used_vcpus: np.ndarray, now: float, known: KnownHost, placements: list[Placement]
+) -> float:
+    """The exact lifetime defect still to accrue from ``now`` by every VM on the host and every
+    known arrival placed as ``placements`` (one per arrival, in order), if nothing else arrives.
+
+    Usage is piecewise constant between the boundaries (``now``, every departure, every
+    arrival); in each segment node ``n``'s COR weighs ``Σ weight · vCPUs on n`` over the VMs
+    present, and load ``used_vcpus`` holds that no known VM accounts for (a start state) stays.
+    A VM that leaves as it arrives adds its defect at placement; every arrival adds
+    ``beta · RMR``, fixed by its placement.
+    """
+    n = topology.num_nodes
+    live = known.live
+    new_x = np.array([p.node_vcpus(n) for p in placements], dtype=float).reshape(len(placements), n)
+    starts = np.array([a.arrival_s for a in known.arrivals[: len(placements)]], dtype=float)
+    ends = np.array([max(a.leaves_s, a.arrival_s) for a in known.arrivals[: len(placements)]], dtype=float)
+    weights = np.array([a.weight for a in known.arrivals[: len(placements)]], dtype=float)
+    live_ends = np.maximum(live.departure_s, now)
+    bounds = np.unique(np.concatenate([[now], live_ends, np.maximum(starts, now), np.maximum(ends, now)]))
+    mids = bounds[:-1]
+    # Presence per segment: live VMs until they leave, arrivals from arrival to departure.
+    live_on = mids[:, None] < live_ends[None, :]  # [m, U]
+    new_on = (mids[:, None] >= starts[None, :]) & (mids[:, None] < ends[None, :])  # [m, A]
+    untracked = used_vcpus - live.node_vcpus.sum(axis=0)
+    usage = untracked[None, :] + live_on @ live.node_vcpus + new_on @ new_x  # [m, N]
+    weight = live_on @ (live.weight[:, None] * live.node_vcpus) + new_on @ (weights[:, None] * new_x)  # [m, N]
+    cost = float((np.diff(bounds)[:, None] * node_cor(topology.node_cores, usage) * weight).sum())
+    for a, placement in zip(known.arrivals, placements):
+        cost += a.request.beta * placement.rmr()
+        if a.weight == 0.0:  # leaves as it arrives: the COR part of its defect at placement
+            segment = int(np.searchsorted(bounds, max(a.arrival_s, now), side="right")) - 1
+            present = usage[segment] if segment < len(mids) else untracked
+            cost += defect_at_placement(topology.node_cores, present, placement, a.request.alpha, 0.0)
+    return cost
+
+
+def _usage_at(used_vcpus, used_mem_mib, now: float, known: KnownHost, placed: list[Placement], t: float):
+    """Per-node vCPUs and MiB at time ``t`` (an arrival): minus the live VMs gone by then, plus
+    the arrivals already placed that are still there."""
+    gone = np.maximum(known.live.departure_s, now) <= t
+    vcpus = used_vcpus - known.live.node_vcpus[gone].sum(axis=0)
+    mem = used_mem_mib - known.node_mem_mib[gone].sum(axis=0)
+    for a, p in zip(known.arrivals, placed):
+        if a.arrival_s <= t < max(a.leaves_s, a.arrival_s):
+            vcpus = vcpus + p.node_vcpus(len(vcpus))
+            mem = mem + p.node_mem_mib()
+    return vcpus, mem
+
+
+def foresight_costs(
+    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, now: float, known: KnownHost
+):
+    """``(candidates, cost float[C])``: per candidate of the after-state set for the VM in hand
+    (``known.arrivals[0]``), the least :func:`foresight_cost` over the four primitives'
+    placements of every later known arrival (an exhaustive search; branches whose placements
+    are identical are explored once). Invalid candidates cost ``inf``."""
+    first = known.arrivals[0]
+    batch = RequestBatch.of(topology, first.request)
+    zeros = np.zeros((1, topology.num_nodes))
+    wide = afterstate_candidates(
+        topology, used_vcpus[None], used_mem_mib[None], zeros, batch.vcpus, batch.alpha, batch.beta,
+        batch.inst_vcpus, batch.inst_mem,
+    )
+    used_vcpus = np.asarray(used_vcpus, dtype=float)
+
+    def search(placed: list[Placement]) -> float:
+        if len(placed) == len(known.arrivals):
+            return foresight_cost(topology, used_vcpus, now, known, placed)
+        arrival = known.arrivals[len(placed)]
+        vcpus, mem = _usage_at(used_vcpus, used_mem_mib, now, known, placed, arrival.arrival_s)
+        choices = _distinct_choices(topology, np.rint(vcpus).astype(np.int64), mem, arrival.request)
+        return min(search([*placed, choice]) for choice in choices)
+
+    costs = np.full(wide.valid.shape[1], np.inf)
+    seen: list[tuple[Placement, float]] = []
+    for column in np.flatnonzero(wide.valid[0]):
+        candidate = wide.placements.placement((0, int(column)))
+        same = next((cost for p, cost in seen if _same(p, candidate)), None)
+        costs[column] = same if same is not None else search([candidate])
+        if same is None:
+            seen.append((candidate, costs[column]))
+    return wide, costs
+
+
+def foresight_oracle_place(
+    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, now: float, known: KnownHost
+) -> Placement:
+    """The foresight oracle's placement for the VM in hand: the candidate of least
+    :func:`foresight_costs` (ties: the first column, so primitives first)."""
+    wide, cost = foresight_costs(topology, used_vcpus, used_mem_mib, now, known)
+    best = wide.placements.placement((0, int(np.argmin(cost))))
+    return Placement(best.cpu_nodes, best.vcpus, best.mem_mib, "oracle-foresight")

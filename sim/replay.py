@@ -33,7 +33,7 @@ from catur.policies import Policy
 from catur.request import RequestBatch, VMRequest
 # ORACLE and check_policy_name are also imported from here (their home before the adapter).
 from catur.sim.batch_policy import (  # noqa: F401
-    INTERVENTIONS, ORACLE, ORACLE_ARRIVALS, ORACLE_LIFETIME, BatchPolicy, check_policy_name, resolve_policy,
+    INTERVENTIONS, ORACLE, ORACLE_ARRIVALS, ORACLE_FORESIGHT, ORACLE_LIFETIME, BatchPolicy, check_policy_name, resolve_policy,
 )
 from catur.state import HostsState, Placement, apply, release
 from catur.traces.events import event_order
@@ -177,6 +177,7 @@ def replay_host(
 
     ``policy`` is a :class:`~catur.policies.Policy`, a policy name, ``"greedy"``,
     ``"oracle"`` — the k-step oracle (:mod:`catur.sim.oracle`) with look-ahead ``oracle_k`` —
+    ``"oracle-lifetime"``, ``"oracle-foresight"`` (lifetimes and the next ``oracle_k`` arrivals) —
     a :class:`~catur.decision.Decider` (model, shield, gate; one recent-request window per
     host, like the service keeps per host id), whose interventions land in ``counters``, or
     any callable ``(topology, used_vcpus, used_mem_mib, request, rng=None) -> Placement``.
@@ -192,10 +193,11 @@ def replay_host(
     policy = resolve_policy(policy)
     use_oracle = isinstance(policy, str) and policy in (ORACLE, ORACLE_ARRIVALS)
     sees_departures = policy != ORACLE_ARRIVALS
-    knows_lifetimes = isinstance(policy, str) and policy == ORACLE_LIFETIME
+    foresight = isinstance(policy, str) and policy == ORACLE_FORESIGHT
+    knows_lifetimes = isinstance(policy, str) and policy in (ORACLE_LIFETIME, ORACLE_FORESIGHT)
     if knows_lifetimes:
-        from catur.sim.oracle import LiveVMs, lifetime_oracle_place
-    if use_oracle or correctable_above is not None:
+        from catur.sim.oracle import Arrival, KnownHost, LiveVMs, foresight_oracle_place, lifetime_oracle_place
+    if use_oracle or foresight or correctable_above is not None:
         from catur.sim.oracle import Lookahead, lookahead_events, oracle_place
 
         if oracle_k < 1:
@@ -239,12 +241,19 @@ def replay_host(
         lifetimes = leaves - trace.arrival_s
         cor_weight = np.divide(trace.alpha, trace.vcpus * lifetimes, out=np.zeros(n), where=lifetimes > 0)
 
-    def lifetime_choice(vm: int, t: float) -> Placement:
+    def lifetime_choice(vm: int, t: float, pos: int) -> Placement:
         vms = list(live)
         known = LiveVMs(
             np.array([live[v].node_vcpus(topology.num_nodes) for v in vms], dtype=float).reshape(len(vms), topology.num_nodes),
             leaves[vms], cor_weight[vms],
         )
+        if foresight:  # and the next arrivals, the VM in hand first
+            arriving = [v for is_arrival, v in lookahead_events(events, pos, oracle_k) if is_arrival]
+            node_mem = np.array([live[v].node_mem_mib() for v in vms], dtype=float).reshape(len(vms), topology.num_nodes)
+            host = KnownHost(known, node_mem, [
+                Arrival(requests[v], float(trace.arrival_s[v]), float(leaves[v]), float(cor_weight[v])) for v in arriving
+            ])
+            return foresight_oracle_place(topology, state.used_vcpus[0], state.used_mem_mib[0], t, host)
         return lifetime_oracle_place(
             topology, state.used_vcpus[0], state.used_mem_mib[0], requests[vm], t, float(leaves[vm]), float(lifetimes[vm]), known
         )
@@ -264,7 +273,7 @@ def replay_host(
             if use_oracle:
                 placement = oracle_choice(pos)
             elif knows_lifetimes:
-                placement = lifetime_choice(vm, float(t))
+                placement = lifetime_choice(vm, float(t), pos)
             elif aged:
                 ages = (
                     [live[v].cpu_nodes for v in live],
