@@ -174,6 +174,16 @@ class LiveVMs:
     weight: np.ndarray
 
 
+def _candidates(topology: Topology, used_vcpus, used_mem_mib, request: VMRequest):
+    """The after-state scorer's candidate set for ``request`` on one host (residents unused:
+    the oracles know the VMs themselves)."""
+    batch = RequestBatch.of(topology, request)
+    return afterstate_candidates(
+        topology, used_vcpus[None], used_mem_mib[None], np.zeros((1, topology.num_nodes)), batch.vcpus, batch.alpha,
+        batch.beta, batch.inst_vcpus, batch.inst_mem,
+    )
+
+
 def lifetime_costs(
     topology: Topology,
     used_vcpus: np.ndarray,
@@ -195,12 +205,7 @@ def lifetime_costs(
     COR integral up to its departure is the cumulative sum of ``Δt · COR`` over the segments
     before it.
     """
-    batch = RequestBatch.of(topology, request)
-    zeros = np.zeros((1, topology.num_nodes))
-    wide = afterstate_candidates(
-        topology, used_vcpus[None], used_mem_mib[None], zeros, batch.vcpus, batch.alpha, batch.beta,
-        batch.inst_vcpus, batch.inst_mem,
-    )
+    wide = _candidates(topology, used_vcpus, used_mem_mib, request)
     x = wide.placements.node_vcpus(topology.num_nodes)[0]  # [C, N]
     bounds = np.unique(np.concatenate([[now, max(leaves_s, now)], np.maximum(live.departure_s, now)]))
     ends = np.searchsorted(bounds, np.maximum(live.departure_s, now))  # segments each live VM lives
@@ -323,12 +328,7 @@ def foresight_costs(
     placements of every later known arrival (an exhaustive search; branches whose placements
     are identical are explored once). Invalid candidates cost ``inf``."""
     first = known.arrivals[0]
-    batch = RequestBatch.of(topology, first.request)
-    zeros = np.zeros((1, topology.num_nodes))
-    wide = afterstate_candidates(
-        topology, used_vcpus[None], used_mem_mib[None], zeros, batch.vcpus, batch.alpha, batch.beta,
-        batch.inst_vcpus, batch.inst_mem,
-    )
+    wide = _candidates(topology, used_vcpus, used_mem_mib, first.request)
     used_vcpus = np.asarray(used_vcpus, dtype=float)
 
     def search(placed: list[Placement]) -> float:
