@@ -363,6 +363,32 @@ def test_a_few_node_correction_moves_only_its_own_weights(tmp_path):
         ScorerTrainConfig(train_features=("defekt",))
 
 
+def test_a_balanced_generation_replays_one_draw_of_every_source(tmp_path, monkeypatch):
+    """``balanced``: each generation's perturbed replays cover a training draw of every source
+    (antithetic pairs on each), not one draw of one source."""
+    from catur.training import afterstate
+    from catur.training.afterstate import ScorerTrainConfig, Source, source_of, train_scorer
+
+    generations: list[list[str]] = []
+    real_map = afterstate._map
+
+    def recording_map(pool, tasks):
+        if tasks and not isinstance(tasks[0][1], str) and tasks[0][2] is not None:  # perturbed replays on sampled hosts
+            generations.append([afterstate._POOL_SETS[index].label for index, _, _ in tasks])
+        return real_map(pool, tasks)
+
+    monkeypatch.setattr(afterstate, "_map", recording_map)
+    sources = [*_tiny_sources(), Source("temporal-shift", "temporal-shift", "16:17", "18:19", train_seed=1, val_seed=2)]
+    config = ScorerTrainConfig(generations=2, pairs=1, eval_every=2, scenarios_per_source=2, hosts_per_replay=2, jobs=1,
+                               balanced=True, validation=ONE_VALIDATION_SET, allow_worse=True)
+    train_scorer(sources, config, tmp_path / "s", progress=False, log=lambda _: None)
+    assert len(generations) == 2
+    for labels in generations:
+        assert len(labels) == 2 * 2  # one pair (two replays) on each of two sources
+        assert sorted({source_of(label) for label in labels}) == ["adversarial", "temporal-shift"]
+    assert load_policy(tmp_path / "s").manifest["training"]["balanced"] is True
+
+
 def test_train_scorer_names_an_unknown_feature(tmp_path, capsys):
     from catur.cli.main import main
 

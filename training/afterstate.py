@@ -24,6 +24,11 @@ scorer has one weight vector for every host, and the 8-node hosts, where the shi
 gains most, dominate what evolution strategies find; the correction gives the smaller hosts
 weights of their own while every decision on an 8-node host stays what it was.
 
+**Balanced generations** (``balanced=True``): each generation replays one draw of every
+source and averages the perturbations' ranks over the sources, so a step is one that helps the
+sources on average rather than the one source a generation drew. Continuation runs drawing
+one scenario per generation kept trading Huawei for the synthetic and Azure windows.
+
 **Randomised scenarios**: every source (Huawei-East-1 days 1–12, Azure 2017 dev day 1, the
 synthetic drift workloads at other seeds) is admitted under several draws of vCPU overcommit
 (1.0–1.05, half of the draws exactly 1.0), target utilisation (0.85–0.97) and cluster mix
@@ -131,6 +136,10 @@ class ScorerTrainConfig:
     # init_from, ``FEW_NODE_GROUP`` trains a correction for 2- and 4-node hosts and leaves the
     # starting model's decisions on 8-node hosts exactly as they were.
     train_features: tuple[str, ...] | None = None
+    # Each generation replays one training draw of *every* source (``hosts_per_replay`` hosts
+    # each) and ranks the perturbations per source, so a step is taken only where the sources
+    # agree on average, instead of following whichever source a generation happened to draw.
+    balanced: bool = False
     seed: int = 0
     jobs: int = 2
     allow_worse: bool = False
@@ -395,19 +404,25 @@ def train_scorer(
         best_weights, best_generation = weights.copy(), 0
         start_by_source = history[0]["val_ratio_by_source"]
         bar = tqdm(range(1, config.generations + 1), desc="generations", disable=not progress or None, leave=False)
+        by_source: dict[str, list[int]] = {}
+        for i, hosts in enumerate(train):
+            by_source.setdefault(source_of(hosts.label), []).append(i)
         for generation in bar:
-            index = int(rng.integers(len(train)))
-            hosts = train[index]
-            picked = np.sort(rng.choice(len(hosts.streams), size=min(config.hosts_per_replay, len(hosts.streams)), replace=False))
+            draws = ([int(rng.choice(indices)) for indices in by_source.values()] if config.balanced
+                     else [int(rng.integers(len(train)))])
+            picks = [np.sort(rng.choice(len(train[i].streams), size=min(config.hosts_per_replay, len(train[i].streams)),
+                                        replace=False)) for i in draws]
             eps = rng.standard_normal((config.pairs, len(FEATURES))) * free
             steps = eps * config.noise * scales
-            tasks = [(index, weights + sign * s, picked) for s in steps for sign in (1.0, -1.0)]
+            tasks = [(index, weights + sign * s, picked) for index, picked in zip(draws, picks)
+                     for s in steps for sign in (1.0, -1.0)]
             results = _map(pool, tasks)
-            fitness = np.array([r[0].sum() / r[1].sum() for r in results])
-            shaped = centred_ranks(fitness).reshape(config.pairs, 2)
+            fitness = np.array([r[0].sum() / r[1].sum() for r in results]).reshape(len(draws), 2 * config.pairs)
+            # Ranks within each draw (different hosts have incomparable defect levels), averaged.
+            shaped = np.mean([centred_ranks(f) for f in fitness], axis=0).reshape(config.pairs, 2)
             gradient = ((shaped[:, 0] - shaped[:, 1])[:, None] * eps).mean(axis=0)
             weights = weights - config.learning_rate * gradient * config.noise * scales
-            bar.set_postfix_str(f"{hosts.label[:30]} {100 * fitness.mean():.3f}%")
+            bar.set_postfix_str(f"{train[draws[0]].label[:30]}{' +' if len(draws) > 1 else ''} {100 * fitness.mean():.3f}%")
             if generation % config.eval_every == 0 or generation == config.generations:
                 score, parts = validate(generation, weights)
                 worse_on = regressed_sources(history[-1]["val_ratio_by_source"], start_by_source) if config.init_from else []

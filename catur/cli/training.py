@@ -144,6 +144,8 @@ def add_scorer_command(sub: argparse._SubParsersAction) -> None:
                    metavar="LOW:HIGH", help="target utilisation drawn per scenario (default 0.85:0.97)")
     p.add_argument("--clusters", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
                    default=ScorerTrainConfig.clusters, help="cluster mixes drawn per scenario (default mixed,amd-2s-nps4)")
+    option("balanced", action="store_true", help="each generation replays one draw of every source and averages the "
+           "perturbations' ranks over sources, so no source's gain is bought with another's loss (one draw otherwise)")
     option("seed", type=int, help="seed of the scenario draws, host samples and perturbations (default %(default)s)")
     option("jobs", type=int, help="worker processes (default %(default)s)")
     option("allow_worse", action="store_true", help="write the scorer even if it loses to greedy on validation (exit 0)")
