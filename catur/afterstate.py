@@ -95,11 +95,11 @@ FEW_NODE_SUFFIX = "_on_few_nodes"
 #: manifest names.
 FEATURES = BASE_FEATURES + tuple(name + FEW_NODE_SUFFIX for name in FEW_NODE_CORRECTED)
 _CORRECTED_COLUMNS = np.array([BASE_FEATURES.index(name) for name in FEW_NODE_CORRECTED])
-# Written by training (format ... export_check), by the registry (version, trained_version) and
-# by hand (a note).
+# Written by training (format ... export_check), by the registry (version, trained_version), by
+# ``catur retrain`` (retrain: the parent and window of a fine-tuned scorer) and by hand (a note).
 MANIFEST_KEYS = (
     "format", "kind", "features", "activation", "version", "trained_version", "training", "evaluation", "export_check",
-    "versions", "note",
+    "versions", "note", "retrain",
 )
 ACTIVATIONS = mlp.ACTIVATIONS
 

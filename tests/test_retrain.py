@@ -472,3 +472,47 @@ def test_a_retrain_run_writes_its_outcome_to_a_textfile_and_a_pushgateway(tmp_pa
 
     with pytest.raises(CaturError, match="--pushgateway http://127.0.0.1:9: push failed"):  # (a second run would be slow)
         push(outcome_registry(type("O", (), dict(status="kept", exit_code=3, before=type("J", (), dict(clusters={}))(), after=None, wall_s=1.0))()), "http://127.0.0.1:9", registry.root)
+
+
+# --- a scorer is fine-tuned as a scorer -------------------------------------------------------------
+
+
+def test_a_scorer_is_fine_tuned_by_evolution_strategies_from_its_own_weights(tmp_path, trace, capsys):
+    """With an after-state scorer current (the shipped default's kind), a collapse is answered
+    with evolution strategies from the scorer's own weights on the losing clusters' hosts: the
+    candidate is a scorer again, records its parent and window, decides as its torch network
+    does, and retrain judges it like any candidate."""
+    from catur.afterstate import FEATURES, AfterStateModel
+    from catur.policy_model import load_policy
+    from catur.training.collapse import load_window
+    from catur.training.retrain import RetrainConfig, fine_tune
+
+    # A scorer that seeks imbalanced nodes: clearly worse than greedy on the drifted window.
+    start = AfterStateModel.linear({"defect": -0.05, "imbalance_after": 1.0}, version="imbalanced").save(tmp_path / "start")
+    config = RetrainConfig(registry=str(tmp_path / "unused"), trace=str(trace), days=RECENT_DAYS, generations=1, jobs=1)
+    window = load_window(config, tmp_path, log=lambda m: None)
+    groups = window.groups[:1]
+    logged: list[str] = []
+    out = fine_tune(start, window, groups, config, 1, tmp_path / "tuned", logged.append, progress=False)
+    tuned = load_policy(out)
+    assert isinstance(tuned, AfterStateModel) and len(tuned.layers) == 1
+    manifest = tuned.manifest
+    assert manifest["retrain"]["fine_tuned_on"] == groups and manifest["retrain"]["parent"] == str(start)
+    assert manifest["retrain"]["hosts"] == sorted(set(window.hosts_of(groups)))
+    assert manifest["training"]["fine_tuned_from"] == "imbalanced" and len(manifest["training"]["history"]) == 1
+    assert manifest["export_check"]["agreement"] == 1.0
+    assert any("1 generation of evolution strategies" in line for line in logged)
+    weights = dict(zip(FEATURES, tuned.layers[0][0][:, 0].tolist()))
+    assert weights["defect"] == -1.0  # the scale is kept: the start's weights divided by 0.05
+    assert weights["imbalance_after"] != pytest.approx(20.0)  # and the weights moved from there
+
+    # The whole job: the scorer collapses, one iteration fine-tunes it, and the outcome is decided
+    # by retrain's gate as for any model (a passing candidate, or greedy as the fallback).
+    registry = registry_with(tmp_path / "registry", start)
+    code = run_cli("retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS, "--dry-run",
+                   "--max-iterations", "1", "--generations", "1", "--jobs", "1", "--gate-samples", "0", "--quiet",
+                   "--report", tmp_path / "report")
+    assert code == EXIT_OK and capsys.readouterr().out.startswith("would-promote: ")
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert len(data["iterations"]) == 1 and data["iterations"][0]["fine_tuned_from"] == "v0001"
+    assert any(c["failing"] for c in data["before"].values()) or data["versus_greedy"]["before"]["loses"]

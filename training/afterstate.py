@@ -191,15 +191,20 @@ def start_weights(config: "ScorerTrainConfig") -> np.ndarray:
         return warm_start(config.resident_weight)
     from catur.policy_model import load_policy
 
-    model = load_policy(config.init_from)
+    return scorer_weights(load_policy(config.init_from), f"--init-from {config.init_from}")
+
+
+def scorer_weights(model: object, named: str) -> np.ndarray:
+    """A one-layer scorer's weights over all of :data:`FEATURES` (the ones an older model does
+    not read at 0), scaled so the ``defect`` weight is −1, the scale the trainer keeps.
+    ``named`` says which model in an error."""
     if not isinstance(model, AfterStateModel) or len(model.layers) != 1:
-        raise CaturError(f"--init-from {config.init_from}: not a one-layer after-state scorer")
-    # Over all of FEATURES: the ones an older model does not read start at 0.
+        raise CaturError(f"{named}: not a one-layer after-state scorer")
     weights = np.zeros(len(FEATURES))
     weights[[FEATURES.index(f) for f in model.manifest["features"]]] = model.layers[0][0][:, 0]
     if weights[DEFECT] >= 0:
-        raise CaturError(f"--init-from {config.init_from}: its defect weight must be negative, got {weights[DEFECT]}")
-    return weights / -weights[DEFECT]  # the scale the trainer keeps: defect weight -1
+        raise CaturError(f"{named}: its defect weight must be negative, got {weights[DEFECT]}")
+    return weights / -weights[DEFECT]
 
 
 def model_of(weights: np.ndarray, **manifest) -> AfterStateModel:
@@ -349,6 +354,45 @@ def centred_ranks(values: np.ndarray) -> np.ndarray:
     return ranks / max(len(values) - 1, 1) - 0.5
 
 
+@dataclass(frozen=True)
+class EvolutionStep:
+    """One generation of evolution strategies over the scorer's weights (see the module doc):
+    ``pairs`` antithetic perturbations of size ``noise · scales`` on the weights marked
+    ``free``, each replayed on ``hosts_per_replay`` sampled hosts of every drawn set."""
+
+    pairs: int
+    hosts_per_replay: int
+    noise: float
+    learning_rate: float
+    scales: np.ndarray
+    free: np.ndarray
+
+    def take(self, pool, weights: np.ndarray, draws: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``(new weights, fitness[len(draws), 2 · pairs])``: replays the perturbed weights on
+        sampled hosts of each set in ``draws`` (indices into the pool's sets) and steps towards
+        the better half, by centred ranks within each draw (different hosts have incomparable
+        defect levels), averaged over the draws."""
+        picks = [np.sort(rng.choice(len(_POOL_SETS[i].streams), size=min(self.hosts_per_replay, len(_POOL_SETS[i].streams)),
+                                    replace=False)) for i in draws]
+        eps = rng.standard_normal((self.pairs, len(FEATURES))) * self.free
+        steps = eps * self.noise * self.scales
+        tasks = [(index, weights + sign * s, picked) for index, picked in zip(draws, picks) for s in steps for sign in (1.0, -1.0)]
+        results = _map(pool, tasks)
+        fitness = np.array([r[0].sum() / r[1].sum() for r in results]).reshape(len(draws), 2 * self.pairs)
+        shaped = np.mean([centred_ranks(f) for f in fitness], axis=0).reshape(self.pairs, 2)
+        gradient = ((shaped[:, 0] - shaped[:, 1])[:, None] * eps).mean(axis=0)
+        return weights - self.learning_rate * gradient * self.noise * self.scales, fitness
+
+
+def trainable(scales: np.ndarray, train_features: tuple[str, ...] | None = None) -> np.ndarray:
+    """Which weights evolution strategies move: not the scale-fixing ones, not those whose
+    feature never differs between candidates, and only ``train_features`` when given."""
+    return np.array([
+        i not in SCALE_WEIGHTS and scales[i] > 0 and (train_features is None or name in train_features)
+        for i, name in enumerate(FEATURES)
+    ])
+
+
 def train_scorer(
     sources: list[Source], config: ScorerTrainConfig, out: str | Path, *, progress: bool = True, log: Callable[[str], None] = print
 ) -> ScorerResult:
@@ -366,10 +410,7 @@ def train_scorer(
     _POOL_SETS = train + val
     val_offset = len(train)
     scales = feature_scales(train, rng)
-    free = np.array([
-        i not in SCALE_WEIGHTS and scales[i] > 0 and (config.train_features is None or name in config.train_features)
-        for i, name in enumerate(FEATURES)
-    ])
+    free = trainable(scales, config.train_features)
     if not free.any():
         raise CaturError(f"no trainable weight: the features {list(config.train_features or ())} do not vary between "
                          "candidates on the training hosts (a few-node correction needs --clusters with 2- or 4-node hosts)")
@@ -407,21 +448,11 @@ def train_scorer(
         by_source: dict[str, list[int]] = {}
         for i, hosts in enumerate(train):
             by_source.setdefault(source_of(hosts.label), []).append(i)
+        step = EvolutionStep(config.pairs, config.hosts_per_replay, config.noise, config.learning_rate, scales, free)
         for generation in bar:
             draws = ([int(rng.choice(indices)) for indices in by_source.values()] if config.balanced
                      else [int(rng.integers(len(train)))])
-            picks = [np.sort(rng.choice(len(train[i].streams), size=min(config.hosts_per_replay, len(train[i].streams)),
-                                        replace=False)) for i in draws]
-            eps = rng.standard_normal((config.pairs, len(FEATURES))) * free
-            steps = eps * config.noise * scales
-            tasks = [(index, weights + sign * s, picked) for index, picked in zip(draws, picks)
-                     for s in steps for sign in (1.0, -1.0)]
-            results = _map(pool, tasks)
-            fitness = np.array([r[0].sum() / r[1].sum() for r in results]).reshape(len(draws), 2 * config.pairs)
-            # Ranks within each draw (different hosts have incomparable defect levels), averaged.
-            shaped = np.mean([centred_ranks(f) for f in fitness], axis=0).reshape(config.pairs, 2)
-            gradient = ((shaped[:, 0] - shaped[:, 1])[:, None] * eps).mean(axis=0)
-            weights = weights - config.learning_rate * gradient * config.noise * scales
+            weights, fitness = step.take(pool, weights, draws, rng)
             bar.set_postfix_str(f"{train[draws[0]].label[:30]}{' +' if len(draws) > 1 else ''} {100 * fitness.mean():.3f}%")
             if generation % config.eval_every == 0 or generation == config.generations:
                 score, parts = validate(generation, weights)
@@ -477,6 +508,58 @@ def train_scorer(
     return ScorerResult(out, named, per_set, history, verdict, train_seconds)
 
 
+# --- fine-tuning a served scorer (catur retrain) ---------------------------------------------------
+
+
+def fine_tune_scorer(
+    start: AfterStateModel, streams: list, out: str | Path, *, generations: int, pairs: int = 6, hosts_per_replay: int = 10,
+    noise: float = 0.2, learning_rate: float = 0.3, seed: int = 0, jobs: int = 1, manifest: dict | None = None,
+    progress: bool = True, log: Callable[[str], None] = print,
+) -> AfterStateModel:
+    """Continue a one-layer scorer's training on given host streams (``catur retrain``'s recent
+    window) for ``generations`` and write the last weights to ``out``.
+
+    Nothing is selected here: the caller judges the result on every cluster of its window
+    (retrain's gate) and keeps the best of its iterations. Smaller steps than a fresh run
+    (``noise`` 0.2, ``learning_rate`` 0.3), since the start already serves. ``manifest``
+    entries are added to the written model's manifest.
+    """
+    from tqdm import tqdm
+
+    global _POOL_SETS
+    if generations < 1 or not streams:
+        raise CaturError(f"fine-tuning a scorer needs generations >= 1 and hosts, got {generations} and {len(streams)}")
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    weights = scorer_weights(start, f"model {start.path or start.manifest.get('version', '')}")
+    _POOL_SETS = [Hosts("recent window", streams)]
+    scales = feature_scales(_POOL_SETS, rng)
+    step = EvolutionStep(pairs, hosts_per_replay, noise, learning_rate, scales, trainable(scales))
+    pool = multiprocessing.get_context("fork").Pool(jobs) if jobs > 1 else None
+    history = []
+    try:
+        for generation in tqdm(range(1, generations + 1), desc="generations", disable=not progress or None, leave=False):
+            weights, fitness = step.take(pool, weights, [0], rng)
+            history.append({"generation": generation, "mean_fitness": float(fitness.mean())})
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    seconds = time.perf_counter() - started
+    log(f"fine-tuned the scorer for {generations} generations on {len(streams)} hosts ({seconds:.0f} s)")
+    model = model_of(
+        weights,
+        version=f"afterstate-fine-tuned-s{seed}-{int(time.time())}",
+        training={"fine_tuned_from": start.manifest.get("version"), "generations": generations, "pairs": pairs,
+                  "hosts_per_replay": hosts_per_replay, "noise": noise, "learning_rate": learning_rate, "seed": seed,
+                  "feature_scales": scales.tolist(), "train_seconds": round(seconds, 1), "history": history},
+        export_check=export_check(weights, _POOL_SETS, np.random.default_rng(seed + 1)),
+        **(manifest or {}),
+    )
+    model.save(out)
+    return model
+
+
 # --- torch ----------------------------------------------------------------------------------------
 
 
@@ -528,6 +611,6 @@ def export_check(weights: np.ndarray, sets: list[Hosts], rng: np.random.Generato
 
 __all__ = [
     "FEW_NODE_GROUP", "ScorerResult", "ScorerTrainConfig", "Source", "default_sources", "decisions_agree", "expand_feature_names",
-    "export_check",
+    "export_check", "fine_tune_scorer",
     "regressed_sources", "source_means", "torch_network", "train_scorer", "warm_start",
 ]

@@ -15,7 +15,10 @@ that a scheduler (cron, a Kubernetes CronJob, a systemd timer) runs every day or
 3. **Fine-tune** (only after a collapse): start from the current weights
    (:attr:`TrainConfig.init_from <catur.training.train.TrainConfig>`), imitate greedy on the
    recent window's observations, then continue with RL, using episodes from the hosts of the
-   *worst* clusters only (those where the model loses, by how much it loses).
+   *worst* clusters only (those where the model loses, by how much it loses). A one-layer
+   after-state scorer (the shipped default) is fine-tuned the way it was trained instead:
+   ``generations`` of evolution strategies from its own weights on those hosts
+   (:func:`catur.training.afterstate.fine_tune_scorer`).
 4. **Validate on all** clusters of the recent window; repeat from the best candidate so far
    until one passes, ``max_iterations`` are done or the time budget would be exceeded.
 5. **Promote** only a candidate that passes the gate: clearly worse than no primitive and
@@ -159,6 +162,9 @@ class RetrainConfig:
     max_iterations: int = 3
     timesteps: int = 20_000
     warm_start: int = 5_000
+    # When the current version is a one-layer after-state scorer: evolution-strategy
+    # generations per fine-tuning iteration (instead of RL steps).
+    generations: int = 8
     eval_hosts: int = 8
     worst: int | None = None
     envs: int = 1
@@ -176,7 +182,7 @@ class RetrainConfig:
             raise CaturError(f"--group-by must be one of {', '.join(GROUP_BY)}, got {self.group_by!r}")
         if not (isinstance(self.budget_minutes, (int, float)) and self.budget_minutes > 0):
             raise CaturError(f"--budget-minutes must be > 0, got {self.budget_minutes!r}")
-        for name, low in (("max_iterations", 0), ("timesteps", 1), ("warm_start", 0), ("eval_hosts", 1),
+        for name, low in (("max_iterations", 0), ("timesteps", 1), ("warm_start", 0), ("generations", 1), ("eval_hosts", 1),
                           ("envs", 1), ("gate_samples", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -220,11 +226,32 @@ def fine_tune(
     from catur.training.train import ALGORITHMS, train
 
     start = load_policy(parent)
+    record = {
+        "parent": str(parent),
+        "iteration": iteration,
+        "fine_tuned_on": list(groups),
+        "hosts": sorted(set(window.hosts_of(groups))),
+        "trace": str(config.trace),
+        "recent_days": window.days,
+    }
+    if isinstance(start, AfterStateModel) and len(start.layers) == 1:
+        # A scorer is fine-tuned as it was trained: evolution strategies on the exact
+        # objective, from its own weights, on the losing clusters' hosts.
+        from catur.training.afterstate import fine_tune_scorer
+
+        log(f"  an after-state scorer: {config.generations} generation{'s' * (config.generations != 1)} of evolution strategies "
+            "from its weights")
+        fine_tune_scorer(start, [s for s, g in zip(window.streams, window.labels) if g in groups], out,
+                         generations=config.generations, seed=config.seed + iteration, jobs=config.jobs or 1,
+                         manifest={"retrain": record}, progress=progress, log=log)
+        return out
     algo = start.manifest.get("algorithm") if start.manifest.get("algorithm") in ALGORITHMS else "ppo"
     gamma = start.manifest.get("training", {}).get("gamma")
-    # A rule version has no weights, and an after-state scorer no primitive-action weights to
-    # fine-tune: for either, train a fresh primitive-action network (retrain's gate judges it).
+    # A rule version has no weights, and a scorer with hidden layers no primitive-action weights
+    # to fine-tune: for either, train a fresh primitive-action network (retrain's gate judges it).
     rule = isinstance(start, (RulePolicy, AfterStateModel))
+    log(f"  {'a fresh' if rule else 'from its weights, a'} {algo} network: {config.timesteps} RL steps"
+        f"{f' after imitating greedy on {config.warm_start} observations' if config.warm_start else ''}")
     tc = _window_train_config(
         window, config,
         algo=algo,
@@ -243,14 +270,7 @@ def fine_tune(
     train(tc, out, progress=progress, log=log)
     model = PolicyModel.load(out)
     manifest = dict(model.manifest)
-    manifest["retrain"] = {
-        "parent": str(parent),
-        "iteration": iteration,
-        "fine_tuned_on": list(groups),
-        "hosts": list(tc.hosts or ()),
-        "trace": str(config.trace),
-        "recent_days": window.days,
-    }
+    manifest["retrain"] = record
     PolicyModel(manifest, model.layers, out).save(out)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the registry keeps what matters
     return out
@@ -547,7 +567,7 @@ def _improve(config, window, current, before, outcome: RetrainOutcome, judged, r
             break
         # The clusters it clearly loses on; when it loses only on the whole window, all of them.
         groups = worst_groups(best.clusters, config.worst) or list(window.groups)
-        log(f"iteration {number}: fine-tuning {best_dir.name} on {', '.join(groups)} ({config.timesteps} steps)")
+        log(f"iteration {number}: fine-tuning {best_dir.name} on {', '.join(groups)}")
         t0 = time.perf_counter()
         model_dir = fine_tune(best_dir, window, groups, config, number, work / f"iteration-{number}", log, progress)
         verdicts = judged(model_dir, f"candidate {number}")

@@ -225,7 +225,8 @@ primitive and greedy, per cluster (the trace's 'cluster' column, else per host t
 a primitive or greedy is *clearly* better than the model on some cluster (95% paired
 bootstrap interval over that cluster's hosts wholly above 0), or greedy is clearly better on
 the whole window, the model has collapsed: it fine-tunes the model on the worst clusters
-(greedy imitation from the current weights, then PPO/DQN), validates on all clusters and
+(greedy imitation from the current weights, then PPO/DQN; an after-state scorer by
+--generations of evolution strategies from its weights), validates on all clusters and
 repeats within --budget-minutes / --max-iterations. Only a candidate clearly worse than no
 primitive and not greedy on any cluster, and not worse than greedy on the whole window (the
 rule 'catur train' and 'catur models promote' apply), is added to the registry and promoted;
@@ -272,6 +273,8 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
     option("max_iterations", type=int, help="fine-tune/validate rounds at most (default %(default)s; 0 = check only)")
     option("timesteps", type=int, help="RL steps per iteration (default %(default)s)")
     option("warm_start", type=int, metavar="N", help="greedy observations imitated per iteration, from the current weights (default %(default)s; 0 = RL only)")
+    option("generations", type=int, metavar="G", help="when the current version is an after-state scorer (the shipped default): "
+           "evolution-strategy generations per iteration, from its weights, instead of RL steps (default %(default)s)")
     option("eval_hosts", type=int, metavar="N", help="hosts in the fine-tune's checkpoint evaluation (default %(default)s)")
     option("worst", type=int, metavar="N", help="fine-tune on the N worst losing clusters only (default: all that lose)")
     option("gate_samples", type=int, metavar="N", help="observations per window for the gate rate (default %(default)s; 0 = skip); a candidate's gate is fitted on twice as many (at least 500)")
