@@ -128,14 +128,19 @@ def main() -> None:
               "timings_s": {k: round(v, 1) for k, v in timings.items()}, "recent": recent, "test": test, "args": vars(args)}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     print()
-    print(f"retrain: {outcome.status} (exit {outcome.exit_code}) after {iterations} iteration(s): {outcome.reason}")
+    report("retrain", outcome, timings, recent, test, list(models), args)
+
+
+def report(name: str, outcome, timings: dict, recent: dict, test: dict, models: list[str], args: argparse.Namespace) -> None:
+    """Print a retrain outcome, its iterations, the wall times and both per-topology tables."""
+    print(f"{name}: {outcome.status} (exit {outcome.exit_code}) after {len(outcome.iterations)} iteration(s): {outcome.reason}")
     for it in outcome.iterations:
         print(f"  iteration {it.number}: fine-tuned on {', '.join(it.groups)} ({it.hosts} hosts), {it.wall_s:.0f} s, passes: {it.passes}")
     print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     print()
-    print(table(f"Recent window, days {args.recent} (what retrain validated on)", recent, list(models)))
+    print(table(f"Recent window, days {args.recent} (what retrain validated on)", recent, models))
     print()
-    print(table(f"Held out, days {args.test}", test, list(models)))
+    print(table(f"Held out, days {args.test}", test, models))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
-from exp_retrain_huawei import SCENARIO, per_group, table
+from exp_retrain_huawei import SCENARIO, per_group, report
 
 from catur.afterstate import AfterStateModel
 from catur.registry import Registry
@@ -94,14 +94,7 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(result, indent=2))
     print()
     print(f"shipped default, check only: {check.status} (exit {check.exit_code}): {check.reason}")
-    print(f"collapsed scorer: {outcome.status} (exit {outcome.exit_code}) after {len(outcome.iterations)} iteration(s): {outcome.reason}")
-    for it in outcome.iterations:
-        print(f"  iteration {it.number}: fine-tuned on {', '.join(it.groups)} ({it.hosts} hosts), {it.wall_s:.0f} s, passes: {it.passes}")
-    print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
-    print()
-    print(table(f"Recent window, days {args.recent} (what retrain validated on)", recent, list(models)))
-    print()
-    print(table(f"Held out, days {args.test}", test, list(models)))
+    report("collapsed scorer", outcome, timings, recent, test, list(models), args)
 
 
 if __name__ == "__main__":
