@@ -76,6 +76,10 @@ BASE_FEATURES = (
     "largest_free_cores_after",  # max over nodes of free cores / cores, after
     "largest_free_mem_after",  # max over nodes of free memory / memory, after
     "mem_imbalance_after",  # standard deviation over nodes of memory used / memory, after
+    # "A copy arrives next": VMs of one type often arrive in bursts, so how the after-state
+    # would take one more instance like this one prices the harm to the next arrival directly.
+    "copy_cor_after",  # the least COR a copy of one instance would see on any node, after
+    "copy_remote_after",  # the share of a copy's memory no single node could hold, after
 )
 #: Hosts of at most this many NUMA nodes are "few-node" hosts (a 2-socket host with one or
 #: two nodes per socket): there a spread VM crosses a socket and a single node is a large
@@ -199,6 +203,12 @@ def candidate_features(
     out[..., 13] = np.maximum(1.0 - mem_after, 0.0).max(axis=-1)
     centred = mem_after - mem_after.mean(axis=-1, keepdims=True)
     out[..., 14] = np.sqrt((centred * centred).mean(axis=-1))
+    # One instance of the VM (every column places the same VM: its first instance's size).
+    copy_vcpus = placements.vcpus[..., :1]  # [B, C, 1]
+    copy_mem = placements.mem_mib[..., 0, :].sum(axis=-1)  # [B, C]
+    out[..., 15] = node_cor(cores, after + copy_vcpus).min(axis=-1)
+    free_mem = (topology.node_mem_mib - used_mem_mib[:, None, :] - placements.node_mem_mib()).max(axis=-1)
+    out[..., 16] = np.maximum(copy_mem - np.maximum(free_mem, 0), 0) / np.maximum(copy_mem, 1)
     # The few-node copies: the host's node count is the same for every row of a batch.
     out[..., len(BASE_FEATURES):] = out[..., _CORRECTED_COLUMNS] if n <= FEW_NODES else 0.0
     return out

@@ -94,6 +94,28 @@ def test_fragmentation_features_say_what_the_host_can_still_take():
     assert f["mem_imbalance_after"][column["node-1"]] < f["mem_imbalance_after"][column["node-0"]]
 
 
+def test_copy_features_price_a_second_vm_like_this_one():
+    """``copy_cor_after``/``copy_remote_after``: what one more instance like this one would
+    get on the after-state (the least COR on any node; the memory no node could hold)."""
+    topo = get_preset("intel-2s")  # 2 nodes
+    cores, mem = topo.node_cores, topo.node_mem_mib
+    # Node 0: every core taken, memory nearly full; node 1: cores for exactly one such VM.
+    vcpus, mib = 8, 8192
+    used_v = np.array([cores[0], cores[1] - vcpus], dtype=np.int64)
+    used_m = np.array([mem[0] - mib // 2, mem[1] - mib - 1024], dtype=np.int64)
+    wide = _wide(topo, used_v, used_m, VMRequest(vcpus, mib))
+    column = {name: i for i, name in enumerate(wide.names)}
+    cor = wide.features[0, :, FEATURES.index("copy_cor_after")]
+    remote = wide.features[0, :, FEATURES.index("copy_remote_after")]
+    # On node 1 it fills the last cores: a copy then overloads either node by its own size.
+    assert cor[column["node-1"]] == pytest.approx(min(vcpus / cores[1], vcpus / cores[0]))
+    # On node 0 (overloaded anyway) node 1 keeps room for a copy without overcommit.
+    assert cor[column["node-0"]] == pytest.approx(0.0)
+    # Memory: on node 1 no node keeps a copy's 8 GiB (node 0 has half of it free, node 1 1 GiB).
+    assert remote[column["node-1"]] == pytest.approx((mib - mib // 2) / mib)
+    assert 0.0 <= remote.min() and remote.max() <= 1.0 and 0.0 <= cor.min() and cor.max() <= 1.0
+
+
 @pytest.mark.parametrize("preset", ["intel-2s", "amd-2s-nps2", "amd-2s-nps4"])
 def test_few_node_copies_are_the_features_on_small_hosts_and_zero_on_large_ones(preset):
     topo = get_preset(preset)
