@@ -14,7 +14,8 @@ observation what each placement *does*. An after-state scorer turns this around:
    COR of the VMs already on its nodes rises (``resident_rise``: Σ residents · ΔCOR, the
    quantity ``resident-greedy`` weighs), how much any later arrival on those nodes would
    suffer (``cor_rise``), the host's overload and imbalance after, how full the chosen nodes'
-   memory is — and a little context (host load, VM size).
+   memory is, what one more VM like this one would get next (``copy_*``) — and a little
+   context (host load, VM size).
 3. **One shared-weight network** (:class:`AfterStateModel`) maps each candidate's feature
    vector to a score, the same weights for every candidate; the highest valid score wins
    (ties: the first column, so primitives before single nodes). The network sees the number
