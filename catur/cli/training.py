@@ -133,7 +133,8 @@ def add_scorer_command(sub: argparse._SubParsersAction) -> None:
     option("eval_every", type=int, metavar="G", help="validate every G generations (default %(default)s)")
     option("resident_weight", type=float, metavar="LAMBDA", help="the warm start's resident weight (default %(default)s)")
     option("init_from", metavar="DIR", help="continue from this one-layer scorer's weights ('default' = the shipped one) "
-           "instead of the resident-greedy warm start")
+           "instead of the resident-greedy warm start; later weights are kept only if no source's validation hosts "
+           "are clearly worse than the start's (95%% paired bootstrap)")
     p.add_argument("--train-features", type=_feature_list, default=None, metavar="LIST",
                    help="only these weights move, comma-separated feature names; 'few-nodes' stands for every "
                    "*_on_few_nodes correction, e.g. --init-from default --train-features few-nodes --clusters mixed "
