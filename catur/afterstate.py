@@ -177,6 +177,7 @@ def candidate_features(
     (zeros when unknown), ``vcpus[B]`` the requests' vCPUs.
     """
     cores = topology.node_cores.astype(float)
+    total_cores = cores.sum()
     n = topology.num_nodes
     node_vcpus = placements.node_vcpus(n)  # [B, C, N]
     after = used_vcpus[:, None, :] + node_vcpus
@@ -184,32 +185,36 @@ def candidate_features(
     share = after / cores
     on_node = node_vcpus > 0
     chosen = np.maximum(on_node.sum(axis=-1), 1)
-    mem_after = (used_mem_mib[:, None, :] + placements.node_mem_mib()) / topology.node_mem_mib
+    mem_used_after = used_mem_mib[:, None, :] + placements.node_mem_mib()
+    mem_after = mem_used_after / topology.node_mem_mib
     # One array, filled column by column in FEATURES order (the decision hot path: no stacking).
     out = np.empty(defect.shape + (len(FEATURES),))
     out[..., 0] = defect
     out[..., 1] = rmr
     out[..., 2] = (rise * residents[:, None, :]).sum(axis=-1)
     out[..., 3] = rise.sum(axis=-1)
-    out[..., 4] = np.maximum(after - cores, 0).sum(axis=-1) / cores.sum()
-    centred = share - share.mean(axis=-1, keepdims=True)
-    out[..., 5] = np.sqrt((centred * centred).mean(axis=-1))
+    out[..., 4] = np.maximum(after - cores, 0).sum(axis=-1) / total_cores
+    # sum / n, not .mean(): the same numbers without numpy's mean overhead on tiny arrays.
+    centred = share - share.sum(axis=-1, keepdims=True) / n
+    out[..., 5] = np.sqrt((centred * centred).sum(axis=-1) / n)
     out[..., 6] = (share * node_vcpus).sum(axis=-1) / np.maximum(node_vcpus.sum(axis=-1), 1)
     out[..., 7] = (mem_after * on_node).sum(axis=-1) / chosen
-    out[..., 8] = (residents[:, None, :] * on_node).sum(axis=-1) / chosen / RESIDENT_SCALE
+    out[..., 8] = (residents[:, None, :] * on_node).sum(axis=-1) / (chosen * RESIDENT_SCALE)
     out[..., 9] = (placements.cpu_nodes.shape[-1] - 1) / n
-    out[..., 10] = (used_vcpus.sum(axis=1) / cores.sum())[:, None]
-    out[..., 11] = (vcpus / cores.mean())[:, None]
+    out[..., 10] = used_vcpus.sum(axis=1)[:, None] / total_cores
+    out[..., 11] = vcpus[:, None] / (total_cores / n)
     out[..., 12] = np.maximum(1.0 - share, 0.0).max(axis=-1)
     out[..., 13] = np.maximum(1.0 - mem_after, 0.0).max(axis=-1)
-    centred = mem_after - mem_after.mean(axis=-1, keepdims=True)
-    out[..., 14] = np.sqrt((centred * centred).mean(axis=-1))
+    centred = mem_after - mem_after.sum(axis=-1, keepdims=True) / n
+    out[..., 14] = np.sqrt((centred * centred).sum(axis=-1) / n)
     # One instance of the VM (every column places the same VM: its first instance's size).
-    copy_vcpus = placements.vcpus[..., :1]  # [B, C, 1]
+    # COR rises with a node's load share, so the least COR a copy sees is that of the least
+    # loaded node after it: one clip of one minimum, not a COR per node.
+    least_share = (share + placements.vcpus[..., :1] / cores).min(axis=-1)
+    out[..., 15] = np.minimum(np.maximum(least_share - 1.0, 0.0), 1.0)
     copy_mem = placements.mem_mib[..., 0, :].sum(axis=-1)  # [B, C]
-    out[..., 15] = node_cor(cores, after + copy_vcpus).min(axis=-1)
-    free_mem = (topology.node_mem_mib - used_mem_mib[:, None, :] - placements.node_mem_mib()).max(axis=-1)
-    out[..., 16] = np.maximum(copy_mem - np.maximum(free_mem, 0), 0) / np.maximum(copy_mem, 1)
+    free_mem = np.maximum((topology.node_mem_mib - mem_used_after).max(axis=-1), 0)
+    out[..., 16] = np.maximum(copy_mem - free_mem, 0) / np.maximum(copy_mem, 1)
     # The few-node copies: the host's node count is the same for every row of a batch.
     out[..., len(BASE_FEATURES):] = out[..., _CORRECTED_COLUMNS] if n <= FEW_NODES else 0.0
     return out
