@@ -1,8 +1,9 @@
-"""Scorer 8: does pricing "one more VM like this one" help the shipped default? Validation only.
+"""Scorers 8 and 9: hand-set weights on top of the shipped default, selected on validation only.
 
 Every candidate is the default's weights plus one weight on a copy feature
-(``copy_cor_after``, ``copy_remote_after``), or a generation of an ES continuation run whose
-manifest history you pass with ``--run``. Each is replayed on the 16 validation sets that
+(``copy_cor_after``, ``copy_remote_after``; scorer 8), or the default with the weights you set
+with ``--weight`` (e.g. the few-node corrections of scorer 9), or a generation of an ES
+continuation run whose manifest history you pass with ``--run``. Each is replayed on the 16 validation sets that
 ``catur train-scorer`` selects on (never a test window), compared with greedy (mean and worst
 ratio, per source) and with the default host by host (the continuation rule: a candidate that
 is clearly worse than the default on a source is refused). The selected one is the
@@ -10,6 +11,8 @@ best selection score among the rest — the same score ``train-scorer`` selects 
 
     .venv/bin/python benchmarks/exp_copy_features.py --traces ../shared/traces \
         [--run /tmp/runs/copy2] [--blend 0.5] [--no-hand] [--json select.json]
+    .venv/bin/python benchmarks/exp_copy_features.py --traces ../shared/traces --no-hand \
+        --weight rmr_on_few_nodes=-0.5 --weight rmr_on_few_nodes=-0.5,cor_rise_on_few_nodes=0.3
 """
 from __future__ import annotations
 
@@ -43,13 +46,30 @@ def run_generations(run: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def candidates(runs: list[Path], blends: list[float], no_hand: bool = False) -> dict[str, np.ndarray]:
+def parse_setting(text: str) -> list[tuple[str, float]]:
+    """``"a=1,b=-0.5"`` → ``[("a", 1.0), ("b", -0.5)]``, naming a bad feature or value."""
+    out = []
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or name.strip() not in FEATURES:
+            raise SystemExit(f"--weight {text!r}: {part!r} is not FEATURE=VALUE with FEATURE one of {', '.join(FEATURES)}")
+        try:
+            out.append((name.strip(), float(value)))
+        except ValueError:
+            raise SystemExit(f"--weight {text!r}: {value!r} is not a number") from None
+    return out
+
+
+def candidates(runs: list[Path], blends: list[float], no_hand: bool = False,
+               settings: list[list[tuple[str, float]]] = ()) -> dict[str, np.ndarray]:
     base = ta.scorer_weights(load_policy("default"), "default")
     out = {"default": base}
-    for name, mu in [] if no_hand else HAND_WEIGHTS:
+    hand = [[(name, mu)] for name, mu in ([] if no_hand else HAND_WEIGHTS)] + list(settings)
+    for setting in hand:
         weights = base.copy()
-        weights[FEATURES.index(name)] = mu
-        out[f"{name} {mu}"] = weights
+        for name, mu in setting:
+            weights[FEATURES.index(name)] = mu
+        out[", ".join(f"{name} {mu:g}" for name, mu in setting)] = weights
     for run in runs:
         for name, weights in run_generations(run).items():
             out[name] = weights
@@ -68,6 +88,8 @@ def main() -> None:
     parser.add_argument("--blend", type=float, action="append", default=[],
                         help="also add default + T x (generation - default) for each run generation (repeatable)")
     parser.add_argument("--no-hand", action="store_true", help="leave out the hand-set copy-feature weights")
+    parser.add_argument("--weight", type=parse_setting, action="append", default=[], metavar="FEATURE=VALUE[,...]",
+                        help="a candidate: the default with these weights set (repeatable; one candidate each)")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args()
     _, val = ta.build_scenarios(ta.default_sources(args.traces), ta.ScorerTrainConfig(scenarios_per_source=1), print)
@@ -76,7 +98,7 @@ def main() -> None:
     pool = multiprocessing.get_context("fork").Pool(2)
     greedy = ta._map(pool, [(i, "greedy", None) for i in range(len(val))])
     parts = {}
-    for name, weights in candidates(args.run, args.blend, args.no_hand).items():
+    for name, weights in candidates(args.run, args.blend, args.no_hand, args.weight).items():
         started = time.time()
         parts[name] = ta._map(pool, [(i, weights, None) for i in range(len(val))])
         print(f"{name}: {time.time() - started:.0f} s", flush=True)
