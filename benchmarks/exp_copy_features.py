@@ -52,11 +52,11 @@ def parse_setting(text: str) -> list[tuple[str, float]]:
     for part in text.split(","):
         name, sep, value = part.partition("=")
         if not sep or name.strip() not in FEATURES:
-            raise SystemExit(f"--weight {text!r}: {part!r} is not FEATURE=VALUE with FEATURE one of {', '.join(FEATURES)}")
+            raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not FEATURE=VALUE with FEATURE one of {', '.join(FEATURES)}")
         try:
             out.append((name.strip(), float(value)))
         except ValueError:
-            raise SystemExit(f"--weight {text!r}: {value!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{value!r} in {text!r} is not a number") from None
     return out
 
 
