@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import catur.training.afterstate as ta
+from catur.training.sources import public_sources
 from catur.afterstate import FEATURES
 from catur.policy_model import load_policy
 
@@ -92,7 +93,7 @@ def main() -> None:
                         help="a candidate: the default with these weights set (repeatable; one candidate each)")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args()
-    _, val = ta.build_scenarios(ta.default_sources(args.traces), ta.ScorerTrainConfig(scenarios_per_source=1), print)
+    _, val = ta.build_scenarios(public_sources(args.traces), ta.ScorerTrainConfig(scenarios_per_source=1), print)
     ta._POOL_SETS[:] = val  # the trainer's fork-inherited sets: workers replay them by index
     labels = [h.label for h in val]
     pool = multiprocessing.get_context("fork").Pool(2)

@@ -79,37 +79,9 @@ from catur.placement import GREEDY
 from catur.policies import PRIMITIVES
 from catur.request import split_requests
 from catur.resident import DEFAULT_WEIGHT
-from catur.sim.admission import prepare_scenario
 from catur.sim.batched import replay_batched
-from catur.sim.workload import Workload
+from catur.training.sources import Source, Window, drawn_cluster, read_window_trace, unique_validation
 from catur.verdict import Comparison, compare, gate_or_refuse
-
-
-@dataclass(frozen=True)
-class Source:
-    """One workload to learn from: where it comes from, its training and validation windows."""
-
-    name: str
-    workload: str  # a trace path or a synthetic scenario name
-    train_days: str
-    val_days: str
-    train_seed: int = 0  # synthetic workloads: a different seed for training and validation
-    val_seed: int = 0
-
-
-def default_sources(traces: str | Path | None) -> list[Source]:
-    """The shipped default's sources: the real traces under ``traces`` that exist, and the
-    synthetic drift workloads (at seeds 1 and 2; the quality grid tests seed 0)."""
-    sources = []
-    if traces is not None:
-        huawei, azure = Path(traces) / "huawei-east-1-lt.csv.gz", Path(traces) / "azure2017-dev-events.csv.gz"
-        if huawei.exists():
-            sources.append(Source("huawei", str(huawei), "4:12", "13:15"))
-        if azure.exists():
-            sources.append(Source("azure", str(azure), "1:1", "2:2"))
-    for name in ("temporal-shift", "adversarial"):
-        sources.append(Source(name, name, "10:25", "13:22", train_seed=1, val_seed=2))
-    return sources
 
 
 @dataclass(frozen=True)
@@ -235,33 +207,47 @@ class Hosts:
         return sums, counts
 
 
-def _read(source: Source, seed: int):
-    return Workload(source.workload, seed=seed).read()[0]
+def _streams(source: Source, window: Window, **admission) -> list:
+    """The host streams of ``window`` of ``source`` with VMs arriving in it."""
+    df = read_window_trace(window.workload, window.seed, source.format)
+    scenario = source.workload_of(window, **admission).scenario(df)
+    return [s for s in scenario.streams if s.counted.any()]
 
 
 def build_scenarios(sources: list[Source], config: ScorerTrainConfig, log: Callable[[str], None]) -> tuple[list[Hosts], list[Hosts]]:
-    """The randomised training windows and the fixed validation windows of every source."""
+    """The randomised training windows and the fixed validation windows of every source.
+
+    A source with a fixed cluster or a start state (:mod:`catur.training.sources`) keeps it
+    in every draw and validates on it at each of the recipe's overcommits; a validation set
+    must have VMs on two hosts at least, or the paired comparison has nothing to resample."""
     rng = np.random.default_rng(config.seed)
     train, val = [], []
     for source in sources:
         started = time.perf_counter()
-        df = _read(source, source.train_seed)
-        for _ in range(config.scenarios_per_source):
+        windows = source.train
+        for draw in range(config.scenarios_per_source):
+            window = windows[draw % len(windows)]
             low = rng.random() < config.overcommit_low_share
             overcommit = float(config.overcommit[0] if low else rng.uniform(*config.overcommit))
             target = float(rng.uniform(*config.target_utilization))
-            cluster = str(rng.choice(config.clusters))
-            scenario = prepare_scenario(df, cluster, source.train_days, target, overcommit)
-            streams = [s for s in scenario.streams if s.counted.any()]
-            train.append(Hosts(f"{source.name} {source.train_days} {cluster} oc {overcommit:.3f} target {target:.2f}", streams))
-        if source.val_seed != source.train_seed:
-            df = _read(source, source.val_seed)
-        for cluster, overcommit in config.validation:
-            scenario = prepare_scenario(df, cluster, source.val_days, 0.95, overcommit)
-            streams = [s for s in scenario.streams if s.counted.any()]
-            val.append(Hosts(f"{source.name} {source.val_days} {cluster} oc {overcommit}", streams))
-        log(f"  {source.name}: {config.scenarios_per_source} training draws, {len(config.validation)} validation sets "
-            f"({time.perf_counter() - started:.0f} s)")
+            cluster = drawn_cluster(source, config.clusters, rng)
+            streams = _streams(source, window, cluster=cluster, target_utilization=target, cpu_overcommit=overcommit)
+            if not streams:
+                raise CaturError(f"{source.name}: no VM arrives in the training window {window.label} of {window.workload}")
+            fixed = source.start_state is not None
+            train.append(Hosts(f"{source.name} {window.label} {cluster or 'start-state'} oc {overcommit:.3f}"
+                               + ("" if fixed else f" target {target:.2f}"), streams))
+        window, sets = source.validate, unique_validation(config.validation, source)
+        for cluster, overcommit in sets:
+            streams = _streams(source, window, cluster=cluster, target_utilization=0.95, cpu_overcommit=overcommit)
+            if len(streams) < 2:
+                raise CaturError(
+                    f"{source.name}: the validation window {window.label} of {window.workload} has VMs on "
+                    f"{len(streams)} host{'s' * (len(streams) != 1)} of cluster {cluster or 'start-state'} at overcommit "
+                    f"{overcommit}; too small to validate on (2 hosts at least): give a longer validation window")
+            val.append(Hosts(f"{source.name} {window.label} {cluster or 'start-state'} oc {overcommit}", streams))
+        log(f"  {source.name}: {config.scenarios_per_source} training draws, {len(sets)} validation sets on {window.label}; "
+            f"test part {source.test}, never read ({time.perf_counter() - started:.0f} s)")
     return train, val
 
 
@@ -634,7 +620,7 @@ def export_check(weights: np.ndarray, sets: list[Hosts], rng: np.random.Generato
 
 
 __all__ = [
-    "FEW_NODE_GROUP", "ScorerResult", "ScorerTrainConfig", "Source", "default_sources", "decisions_agree", "expand_feature_names",
+    "FEW_NODE_GROUP", "ScorerResult", "ScorerTrainConfig", "Source", "decisions_agree", "expand_feature_names",
     "export_check", "fine_tune_scorer",
     "regressed_sources", "source_comparisons", "source_means", "torch_network", "train_scorer", "warm_start",
 ]

@@ -82,11 +82,32 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
 
 
 EPILOG_SCORER = """examples:
-  catur train-scorer --traces ../shared/traces --out models/scorer      # the shipped default's recipe
-  catur train-scorer --out models/scorer-synthetic                       # synthetic drift workloads only
-  catur train-scorer --traces ../shared/traces --generations 10 --out /tmp/quick
-  catur train-scorer --traces ../shared/traces --init-from default --seed 1 --out models/more   # 40 more generations
-  catur evaluate trace.csv.gz --days 16:31 --model models/scorer --policies greedy
+  catur train-scorer my-fleet.parquet --out models/mine                 # your traffic, the default split
+  catur train-scorer collected/ --train-days 1:20 --validate-days 21:24 --out models/mine
+  catur train-scorer a.csv.gz b.csv.gz --train-days a.csv.gz=1:12 --validate-days a.csv.gz=13:15 --out m
+  catur train-scorer VM_data_C1.csv VM_data_C2.csv VM_data_C3.csv --start-state PM_res.csv --out m
+      (sequences without time, split by file: C1 trains, C2 validates, C3 is the test)
+  catur train-scorer my-fleet.parquet --init-from default --out models/mine   # start from the shipped scorer
+  catur train-scorer --recipe public --traces ../shared/traces --out models/scorer   # the shipped default's recipe
+  catur train-scorer --out models/scorer-synthetic                      # synthetic drift workloads only
+  catur evaluate my-fleet.parquet --days 25:31 --model models/mine --baseline greedy   # then test it
+
+What it reads: anything 'catur evaluate' reads (any trace format, a collected directory, a
+partitioned directory, a canonical file), on the cluster --cluster names (a shipped mix or a
+cluster file; without it each scenario draws one of --clusters), or on the real fragmented
+servers of --start-state. Each trace is a source, split by days into a training window, a
+later validation window and the test part that is never read:
+
+  --train-days A:B --validate-days C:D     the same windows for every trace
+  --train-days TRACE=A:B ...               windows of one trace (repeat the option)
+  (neither)                                 chronological: the last quarter of the days is the
+                                            test part, the eighth before it validates, the
+                                            rest trains (31 days: 1-20, 21-24, test 25-31)
+
+A trace shorter than 3 days (the CC0 request sequences have no clock at all) is split by
+file: of three or more such files the last is the test and the one before it validates; of
+two, the second validates; --validate-on FILE and --test-on FILE choose. The log names the
+test part of every source: evaluate on it afterwards, never train or select on it.
 
 What it trains: an after-state scorer (catur.afterstate). For each VM it builds the
 candidates -- the four primitives, every single node, one node set per socket -- and scores
@@ -95,34 +116,59 @@ the VMs already on those nodes, the overload and imbalance left behind, how full
 nodes are), with one set of weights for all candidates and host sizes.
 
 How: evolution strategies on the exact objective (the replay's average lifetime defect),
-starting from resident-greedy, on randomised scenarios of every source: vCPU overcommit
---overcommit (half the draws at its low end), target utilisation --target-range, clusters
---clusters. Sources: Huawei-East-1 days 4-12 and Azure 2017 dev day 1 when --traces has them,
-and the synthetic temporal-shift and adversarial workloads (seed 1). Selection: only on
-validation windows (Huawei 13-15, Azure day 2, synthetic seed 2; each on both clusters at
-overcommit 1.0 and 1.02), by the mean ratio to greedy plus how far the worst set is above
-greedy; never on a test window.
+starting from resident-greedy (or --init-from), on randomised scenarios of every source:
+vCPU overcommit --overcommit (half the draws at its low end), target utilisation
+--target-range, clusters --clusters. Selection: only on the validation windows (each on
+both clusters at overcommit 1.0 and 1.02, or on the fixed cluster at both), by the mean
+ratio to greedy plus how far the worst set is above greedy.
 
-Never worse than greedy: the kept weights are compared with greedy on every validation host
-(95% paired bootstrap). If they lose, nothing is written and the exit status is 3
-(--allow-worse writes anyway; 'catur models promote' then refuses it without --force).
+Recipes (--recipe): 'public' is the shipped default's: Huawei-East-1 days 4-12 / 13-15 and
+Azure 2017 dev day 1 / 2 when --traces has them, and the synthetic temporal-shift and
+adversarial workloads (seeds 1 / 2). 'public-fragmented' adds the CC0 sequences on the real
+fragmented servers (numa-topology-c0/: C1 trains, C2 validates, C3 is the test).
+
+Bad windows are refused before any work (exit 2): an empty or overlapping window, one
+outside the trace, validation before training, a validation window with VMs on fewer than
+2 hosts. Never worse than greedy: the kept weights are compared with greedy on every
+validation host (95% paired bootstrap). If they lose, nothing is written, the last line
+says by how much, and the exit status is 3 (--allow-worse writes anyway; 'catur models
+promote' then refuses it without --force).
 """
 
 
 def add_scorer_command(sub: argparse._SubParsersAction) -> None:
     from catur.training.afterstate import ScorerTrainConfig
+    from catur.training.sources import RECIPES
 
     p = add_command(
         sub, "train-scorer", cmd_train_scorer,
-        help="train an after-state scorer (every candidate placement scored by what it leaves behind)",
+        help="train an after-state scorer on your traces (every candidate placement scored by what it leaves behind)",
         description="Train the after-state candidate scorer on the exact objective over randomised "
-        "scenarios, select it on validation windows, and write a model directory that "
-        "'catur evaluate --model' and 'catur serve --model' load.",
+        "scenarios of your traces (or a named recipe), select it on later validation windows, "
+        "and write a model directory that 'catur evaluate --model' and 'catur serve --model' load.",
         epilog=EPILOG_SCORER,
     )
+    p.add_argument("traces_given", nargs="*", metavar="TRACE", help="trace files or directories to learn from (any format "
+                   "'catur evaluate' reads)")
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write (replaced if it exists)")
-    p.add_argument("--traces", metavar="DIR", help="folder holding huawei-east-1-lt.csv.gz and/or azure2017-dev-events.csv.gz "
-                   "(default: none, synthetic workloads only)")
+    data = p.add_argument_group("data and windows")
+    data.add_argument("--train-days", action="append", metavar="[TRACE=]A:B", help="training days of every trace, or of one "
+                      "(repeat); with --validate-days (default: the chronological split above)")
+    data.add_argument("--validate-days", action="append", metavar="[TRACE=]C:D", help="validation days, after the training "
+                      "days (default: the chronological split)")
+    data.add_argument("--validate-on", action="append", metavar="FILE", help="traces without time: the file to validate on")
+    data.add_argument("--test-on", action="append", metavar="FILE", help="traces without time: the file(s) kept for the test "
+                      "(named in the log and the manifest, never read)")
+    data.add_argument("--format", default="auto", help="trace format (default: auto-detect)")
+    data.add_argument("--start-state", metavar="FILE", help="real fragmented hosts: free CPU and RAM per NUMA node of each server "
+                      "(PM_res.csv); its servers are the cluster of every scenario")
+    data.add_argument("--cluster", metavar="SPEC", help="a fixed cluster for every scenario: a shipped mix or a YAML/TOML file "
+                      "(default: each scenario draws one of --clusters)")
+    data.add_argument("--recipe", choices=sorted(RECIPES), help="a named recipe instead of traces (see below); "
+                      "--traces DIR alone means --recipe public")
+    data.add_argument("--traces", metavar="DIR", help="with --recipe: the folder of the public traces "
+                      "(huawei-east-1-lt.csv.gz, azure2017-dev-events.csv.gz, numa-topology-c0/); without it, "
+                      "only the recipe's synthetic workloads")
     option = functools.partial(config_option, p, ScorerTrainConfig)
     option("generations", type=int, help="evolution-strategy generations (default %(default)s)")
     option("pairs", type=int, help="antithetic pairs per generation: 2 x PAIRS replays each (default %(default)s)")
@@ -174,14 +220,37 @@ def _float_range(text: str) -> tuple[float, float]:
     return low, high
 
 
+def scorer_sources(args: argparse.Namespace, log) -> list:
+    """The sources ``catur train-scorer``'s arguments name (traces, windows, or a recipe)."""
+    from catur.training.sources import recipe_sources, sources_from_traces
+
+    traces = list(args.traces_given or [])
+    windows = any((args.train_days, args.validate_days, args.validate_on, args.test_on, args.start_state, args.cluster))
+    if traces and (args.recipe or args.traces):
+        raise CaturError("give trace files or --recipe/--traces, not both")
+    if not traces and not args.validate_on:
+        if windows:
+            raise CaturError("--train-days, --validate-days, --validate-on, --test-on, --start-state and --cluster apply to "
+                             "trace files: name the traces to learn from")
+        sources = recipe_sources(args.recipe or "public", args.traces)
+        if args.traces is not None and not any(s.name in ("huawei", "azure", "cc0") for s in sources):
+            raise CaturError(f"--traces {args.traces}: holds neither huawei-east-1-lt.csv.gz nor azure2017-dev-events.csv.gz")
+        log(f"recipe {args.recipe or 'public'}: " + "; ".join(
+            f"{s.name} train {s.train[0].label}, validate {s.validate.label}, test {s.test}" for s in sources))
+        return sources
+    log("sources (the test parts are never read):")
+    return sources_from_traces(traces, train_days=args.train_days, validate_days=args.validate_days,
+                               validate_on=args.validate_on, test_on=args.test_on, fmt=args.format,
+                               start_state=args.start_state, cluster=args.cluster, log=log)
+
+
 def cmd_train_scorer(args: argparse.Namespace) -> int:
-    from catur.training.afterstate import ScorerTrainConfig, default_sources, train_scorer
+    from catur.training.afterstate import ScorerTrainConfig, train_scorer
 
     config = config_from_args(ScorerTrainConfig, args)
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    if args.traces is not None and not any(s.name in ("huawei", "azure") for s in default_sources(args.traces)):
-        raise CaturError(f"--traces {args.traces}: holds neither huawei-east-1-lt.csv.gz nor azure2017-dev-events.csv.gz")
-    result = train_scorer(default_sources(args.traces), config, args.out, progress=not args.quiet, log=log)  # LosesToGreedy: exit 3
+    sources = scorer_sources(args, log)
+    result = train_scorer(sources, config, args.out, progress=not args.quiet, log=log)  # LosesToGreedy: exit 3
     from catur.verdict import Comparison
 
     print(f"scorer {result.out}: trained in {result.train_seconds:.0f} s; weights "
