@@ -30,6 +30,7 @@ from catur.sim.distributed import check_engine
 from catur.sim.batched import batchable, engine_name, replay_batched
 from catur.sim.batch_policy import check_policy_name
 from catur.sim.replay import replay_host
+from catur.verdict import Comparison, compare, host_sums
 
 
 @dataclass
@@ -212,6 +213,8 @@ class Evaluation:
     results: dict[str, PolicyResult]
     trace: pd.DataFrame | None = field(default=None, repr=False)
     origin_s: float | None = None
+    # With a baseline (``catur evaluate --baseline``): each policy against it, host by host.
+    versus: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """The documented JSON shape: ``{"scenario": {...}, "policies": {NAME: {...}}}``."""
@@ -219,6 +222,8 @@ class Evaluation:
         for name, result in self.results.items():
             entry = result.summary.to_dict()
             entry.update(result.extra)
+            if name in self.versus:
+                entry["versus_baseline"] = self.versus[name].to_dict()
             policies[name] = entry
         return {"scenario": self.scenario, "policies": policies}
 
@@ -240,6 +245,23 @@ class Evaluation:
                 avg_defect=("defect", "mean"), anomalies=("anomaly", "sum"), vms=("defect", "size")
             ))
         return pd.concat(frames, ignore_index=True)
+
+
+def versus_baseline(results: dict[str, PolicyResult], streams: list[HostStream], baseline: str) -> dict[str, Comparison]:
+    """Every policy against ``baseline`` on the same hosts: the paired bootstrap over hosts of
+    :mod:`catur.verdict` (hosts are the unit: VMs on one host share their nodes). A row
+    replayed on a sample of the hosts (the oracle's) is compared on its sample only."""
+    if baseline not in results:
+        raise CaturError(f"--baseline {baseline}: not among the evaluated policies ({', '.join(results)})")
+    _, base_vms, base_sums = host_sums(streams, results[baseline].rows, results[baseline].lifetime_defect)
+    out = {}
+    for name, result in results.items():
+        _, vms, sums = host_sums(streams, result.rows, result.lifetime_defect)
+        on = vms > 0  # the hosts this row replayed
+        if not on.any():
+            continue
+        out[name] = compare(vms[on], sums[on], base_sums[on], baseline)
+    return out
 
 
 def admission_summary(admission: Admission) -> dict:

@@ -46,7 +46,7 @@ from catur.metrics import MetricsConfig
 from catur.policy_model import weights_sha256
 from catur.sim.admission import HostStream, Scenario, parse_days
 from catur.sim.distributed import check_engine
-from catur.sim.evaluate import Evaluation, PolicyResult, admission_summary, evaluate_policies, policy_label
+from catur.sim.evaluate import Evaluation, PolicyResult, admission_summary, evaluate_policies, policy_label, versus_baseline
 from catur.sim.batch_policy import ORACLE, check_policy_name
 from catur.sim.streaming import StreamConfig
 from catur.sim.workload import Workload
@@ -65,6 +65,9 @@ class EvaluateOptions:
         engine: ``"local"`` worker processes or ``"ray"`` (:mod:`catur.sim.distributed`).
         ray_address: The Ray cluster to join (``None``: a private local instance).
         batch_vms: VMs read and replayed at once from a partitioned (streamed) trace.
+        baseline: Compare every policy with this one, host by host (the paired bootstrap of
+            :mod:`catur.verdict`): ``Evaluation.versus``, a column of the table and
+            ``versus_baseline`` in the JSON. It is evaluated too if not among the policies.
         progress: Show progress bars on standard error.
         log: Where notes go (e.g. how many malformed rows were skipped); ``None`` = nowhere.
     """
@@ -76,6 +79,7 @@ class EvaluateOptions:
     engine: str = "local"
     ray_address: str | None = None
     batch_vms: int = StreamConfig.batch_vms
+    baseline: str | None = None
     progress: bool = True
     log: Callable[[str], None] | None = None
 
@@ -168,6 +172,8 @@ def evaluate(
     the start of day 1, for the per-day plots.
     """
     started = time.perf_counter()
+    if options.baseline is not None and options.baseline not in {policy_label(p) for p in policies}:
+        policies = [*policies, options.baseline]  # compared with, so replayed too
     policies = check_policies(policies)
     with contextlib.ExitStack() as held:
         if options.engine == "ray":
@@ -177,6 +183,9 @@ def evaluate(
 
             held.enter_context(RayEngine(options.ray_address, num_cpus=options.jobs))
         if workload.streamed and not external:
+            if options.baseline is not None:
+                raise CaturError("--baseline is not available for a partitioned trace (streamed, so no host is kept whole): "
+                                 "evaluate some of its clusters as a file")
             evaluation = _evaluate_streamed(workload, policies, options)
         else:
             prepared = prepare(workload, options)
@@ -199,6 +208,9 @@ def evaluate(
                 trace=prepared.df,
                 origin_s=prepared.origin_s,
             )
+            if options.baseline is not None:
+                evaluation.versus = versus_baseline(results, prepared.scenario.streams, options.baseline)
+                evaluation.scenario["baseline"] = options.baseline
     if facts:
         evaluation.scenario.update(facts)
     evaluation.scenario["wall_s"] = round(time.perf_counter() - started, 3)

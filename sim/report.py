@@ -49,7 +49,13 @@ def format_table(evaluation: Evaluation) -> str:
     if has_clean:
         header += f"{'clean':>8}"
     header += f"{'VMs':>10}"
+    baseline = evaluation.scenario.get("baseline") if evaluation.versus else None
+    if baseline:
+        header += f"  {'vs ' + baseline + ' [95% CI]':<28}{'verdict':<14}"
     lines = [header, "-" * len(header)]
+    if baseline:
+        lines.insert(0, f"vs {baseline} = change of avg defect relative to {baseline}, with the 95% paired bootstrap interval "
+                        "over hosts; verdict: clearly better/worse when the interval excludes 0")
     if has_clean:
         lines.insert(0, "clean = VMs placed with no vCPU overcommit on their nodes and no remote memory")
     if has_correctable:
@@ -68,8 +74,26 @@ def format_table(evaluation: Evaluation) -> str:
         if has_clean:
             line += f"{r.extra.get('placed_clean', '-'):>8}"
         line += f"{s.vms:>10}"
+        if baseline:
+            line += "  " + versus_cell(evaluation.versus.get(r.name), r.name == baseline)
         lines.append(line)
     return "\n".join(lines)
+
+
+def versus_cell(comparison, is_baseline: bool) -> str:
+    """``-4.21% [-6.02, -2.33]  clearly better``: one policy against the baseline, relative."""
+    if is_baseline:
+        return f"{'(baseline)':<28}{'':<14}"
+    if comparison is None or comparison.baseline_defect <= 0:
+        return f"{'-':<28}{'':<14}"
+    base = comparison.baseline_defect
+    interval = "no interval" if not np.isfinite(comparison.diff_low) else \
+        f"[{100 * comparison.diff_low / base:+.2f}, {100 * comparison.diff_high / base:+.2f}]"
+    verdict = "clearly better" if comparison.clearly_better else "clearly worse" if comparison.clearly_worse else "within noise"
+    text = f"{100 * comparison.diff / base:+.2f}% {interval}"
+    if comparison.hosts and comparison.hosts < 3:
+        verdict = f"{verdict} ({comparison.hosts} host{'s' * (comparison.hosts != 1)})"
+    return f"{text:<28}{verdict:<14}"
 
 
 def start_state_lines(scenario: dict) -> list[str]:

@@ -186,6 +186,10 @@ def add_policy_arguments(p: argparse.ArgumentParser) -> None:
     )
     pol.add_argument("--no-gate", action="store_true", help="do not use the model's uncertainty gate")
     config_option(pol, EvaluateOptions, "oracle_k", type=int, help="oracle look-ahead in arrivals, the VM in hand included (default %(default)s)")
+    config_option(pol, EvaluateOptions, "baseline", metavar="POLICY",
+                  help="compare every policy with POLICY host by host: the change of average defect relative to it with "
+                  "its 95%% paired bootstrap interval over hosts and a verdict, in the table and the JSON "
+                  "(versus_baseline); e.g. --baseline greedy (it is evaluated too if --policies leaves it out)")
     add_output_arguments(pol)
 
 
