@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from pathlib import Path
 
 from catur.cli.options import add_cluster_arguments, add_command, config_from_args, config_option
 from catur.errors import CaturError
@@ -78,6 +79,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
            "records that it lost, and 'catur models promote' refuses it without --force)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_scorer_command(sub)
+    add_walk_forward_command(sub)
     add_retrain_command(sub)
 
 
@@ -169,6 +171,14 @@ def add_scorer_command(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--traces", metavar="DIR", help="with --recipe: the folder of the public traces "
                       "(huawei-east-1-lt.csv.gz, azure2017-dev-events.csv.gz, numa-topology-c0/); without it, "
                       "only the recipe's synthetic workloads")
+    add_scorer_training_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log")
+
+
+def add_scorer_training_options(p: argparse.ArgumentParser) -> None:
+    """The evolution-strategy options of ``train-scorer`` (shared with ``walk-forward``)."""
+    from catur.training.afterstate import ScorerTrainConfig
+
     option = functools.partial(config_option, p, ScorerTrainConfig)
     option("generations", type=int, help="evolution-strategy generations (default %(default)s)")
     option("pairs", type=int, help="antithetic pairs per generation: 2 x PAIRS replays each (default %(default)s)")
@@ -196,7 +206,6 @@ def add_scorer_command(sub: argparse._SubParsersAction) -> None:
     option("seed", type=int, help="seed of the scenario draws, host samples and perturbations (default %(default)s)")
     option("jobs", type=int, help="worker processes (default %(default)s)")
     option("allow_worse", action="store_true", help="write the scorer even if it loses to greedy on validation (exit 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or log")
 
 
 def _feature_list(text: str) -> tuple[str, ...]:
@@ -257,6 +266,77 @@ def cmd_train_scorer(args: argparse.Namespace) -> int:
           + ", ".join(f"{k} {v:+.4g}" for k, v in result.weights.items() if v))
     for key in ("greedy", "best_primitive"):
         print(f"validation: {Comparison.from_dict(result.gate['versus'][key]).describe('scorer')}")
+    return 0
+
+
+EPILOG_WALK = """examples:
+  catur walk-forward my-fleet.parquet --out wf/                       # default split, one fold
+  catur walk-forward huawei-east-1-lt.csv.gz --train-days 1:12 --validate-days 13:15 --out wf/
+      (test = every day after validation: 16-31)
+  catur walk-forward my-fleet.parquet --train-days 1:14 --validate-days 15:16 --test-days 17:20 \\
+      --folds 3 --step 4 --out wf/                                   # 3 folds, 4 days apart
+  catur walk-forward VM_data_C1.csv VM_data_C2.csv VM_data_C3.csv --start-state PM_res.csv --out wf/
+      (no clock: C1 trains, C2 validates, C3 is the test)
+
+Each fold trains an after-state scorer on its train window (exactly as 'catur train-scorer'),
+selects and gates it on its validation window, then replays it with greedy, resident-greedy,
+xen and every other rule on its test window, on each scenario it was validated on (both
+clusters at overcommit 1.0 and 1.02, or --cluster / --start-state at both). Nothing of the
+test window is read before. A scorer that loses to greedy on validation is not kept: the
+fold then reports greedy in its place ('fallback'), which is what would serve.
+
+Output in --out: walk-forward.md (a table per fold: the scorer, greedy and xen, the change
+against greedy with its 95% paired bootstrap interval over hosts, the best rule of the cell
+in hindsight), walk-forward.json (every number), walk-forward.png, fold-N/model/.
+"""
+
+
+def add_walk_forward_command(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub, "walk-forward", cmd_walk_forward,
+        help="train on early days, select on the next, test on the rest, roll forward: the honest test of a model on your traffic",
+        description="Walk-forward evaluation of the after-state scorer on one trace: per fold, train on its "
+        "train window, select on its validation window, and test against greedy, xen and every rule on "
+        "its test window.",
+        epilog=EPILOG_WALK,
+    )
+    p.add_argument("traces_given", nargs="+", metavar="TRACE", help="one trace with time, or the files of a sequence set")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder (created; fold models go in DIR/fold-N/model)")
+    w = p.add_argument_group("windows")
+    w.add_argument("--train-days", metavar="A:B", help="the first fold's training days (default: the chronological split "
+                   "of 'catur train-scorer')")
+    w.add_argument("--validate-days", metavar="C:D", help="the first fold's validation days")
+    w.add_argument("--test-days", metavar="E:F", help="the first fold's test days (default: every later day, or with "
+                   "--folds an equal share of them)")
+    w.add_argument("--folds", type=int, default=1, help="how many folds (default 1)")
+    w.add_argument("--step", type=int, metavar="DAYS", help="days each fold moves forward (default: the test window's length)")
+    w.add_argument("--validate-on", action="append", metavar="FILE", help="traces without time: the validation file")
+    w.add_argument("--test-on", action="append", metavar="FILE", help="traces without time: the test file")
+    w.add_argument("--format", default="auto", help="trace format (default: auto-detect)")
+    w.add_argument("--start-state", metavar="FILE", help="real fragmented hosts (PM_res.csv): the cluster of every scenario")
+    w.add_argument("--cluster", metavar="SPEC", help="a fixed cluster for every scenario (default: mixed and amd-2s-nps4)")
+    add_scorer_training_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log")
+
+
+def cmd_walk_forward(args: argparse.Namespace) -> int:
+    from catur.training.afterstate import ScorerTrainConfig
+    from catur.training.walk_forward import plan, summarize, walk_forward
+
+    config = config_from_args(ScorerTrainConfig, args)  # a fold that loses falls back to greedy (unless --allow-worse)
+    log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    source, folds = plan(args.traces_given, train_days=args.train_days, validate_days=args.validate_days, test_days=args.test_days,
+                         folds=args.folds, step=args.step, fmt=args.format, start_state=args.start_state, cluster=args.cluster,
+                         validate_on=args.validate_on, test_on=args.test_on, log=log)
+    results = walk_forward(source, folds, config, args.out, jobs=config.jobs, progress=not args.quiet, log=log)
+    s = summarize(results)
+    print(f"walk-forward {source.name}: {len(folds)} fold{'s' * (len(folds) != 1)}, {s['cells']} test cells; the trained scorer "
+          f"{100 * s['mean_vs_greedy']:+.2f}% vs greedy on average ({s['clearly_better_than_greedy']} cells clearly better, "
+          f"{s['clearly_worse_than_greedy']} clearly worse), {100 * s['mean_vs_xen']:+.2f}% vs xen (worse on "
+          f"{s['worse_than_xen']}), {100 * s['mean_vs_best_rule']:+.2f}% vs the best rule in hindsight")
+    if s["folds_on_greedy_fallback"]:
+        print(f"{s['folds_on_greedy_fallback']} fold(s) kept greedy: training lost to it on validation")
+    print(f"report: {Path(args.out) / 'walk-forward.md'}")
     return 0
 
 
