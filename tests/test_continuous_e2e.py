@@ -166,6 +166,6 @@ def test_drift_collapse_retrain_promote_and_the_service_switches(tmp_path):
 
     # Run again: the new model is healthy, so nothing changes and the exit code is 0.
     again = subprocess.run([CATUR, "retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS,
-                            "--gate-samples", "0", "--jobs", "2", "--quiet"], capture_output=True, text=True, timeout=120)
+                            "--gate-samples", "0", "--jobs", "2", "--no-improve", "--quiet"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout.startswith("healthy: v0002 is not clearly worse"), again.stdout + again.stderr
     assert registry.current().version == "v0002" and len(registry.versions()) == 2

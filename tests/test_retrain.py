@@ -516,3 +516,77 @@ def test_a_scorer_is_fine_tuned_by_evolution_strategies_from_its_own_weights(tmp
     data = json.loads((tmp_path / "report" / "report.json").read_text())
     assert len(data["iterations"]) == 1 and data["iterations"][0]["fine_tuned_from"] == "v0001"
     assert any(c["failing"] for c in data["before"].values()) or data["versus_greedy"]["before"]["loses"]
+
+
+# --- improving a healthy model ---------------------------------------------------------------------
+
+
+def test_improvement_windows_end_at_the_recent_windows_last_day():
+    from catur.training.retrain_improve import improvement_windows
+
+    assert improvement_windows("4:6", 1, 3) == ("2:4", "5:5", "6:6")
+    assert improvement_windows("10:16", 2, 5) == ("9:13", "14:14", "15:16")
+    assert improvement_windows("1:3", 1, 9) == ("1:1", "2:2", "3:3")
+    with pytest.raises(CaturError, match="improving needs a training day"):
+        improvement_windows("1:2", 1, 3)
+
+
+@pytest.mark.slow
+def test_a_healthy_rule_gets_a_candidate_judged_on_held_out_days(tmp_path, trace):
+    """Greedy (a rule version) is healthy on the drifted window; the job trains a candidate on
+    days 2-4, selects on day 5 and judges it on day 6, and promotes it only when it is clearly
+    better there (and passes the gate); either way the report and the registry agree."""
+    registry = Registry(tmp_path / "registry", create=True)
+    registry.promote(registry.add_rule("greedy").version)
+    code = run_cli("retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS, "--improve-generations", "1",
+                   "--jobs", "1", "--gate-samples", "0", "--quiet", "--report", tmp_path / "r")
+    assert code == EXIT_OK
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    improvement = data["improvement"]
+    assert improvement["attempted"] and (improvement["train_days"], improvement["select_days"], improvement["holdout_days"]) == (
+        "2:4", "5:5", "6:6")
+    versus = improvement["versus_current"]
+    if versus is None:  # training lost to greedy on the selection day: no candidate
+        assert improvement["reason"].startswith("no candidate") and data["status"] == "healthy"
+    else:
+        clearly_better = versus["diff_ci"][1] is not None and versus["diff_ci"][1] < 0
+        assert improvement["promote"] == (clearly_better and improvement["gate_passes"])
+        assert data["status"] == ("improved" if improvement["promote"] else "healthy")
+    assert (registry.current().version == "v0002") == (data["status"] == "improved")
+    assert "## Improving the healthy model" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_an_improved_candidate_is_added_and_promoted_with_its_evidence(tmp_path, trace, monkeypatch):
+    """The promotion plumbing of a healthy run's improvement: a candidate judged clearly better
+    on the held-out days is added with its evaluation (and its comparison with the model it
+    replaces), promoted with status 'improved', and counted in the outcome metrics."""
+    from prometheus_client import generate_latest
+
+    from catur.afterstate import AfterStateModel
+    from catur.training import retrain_improve
+    from catur.training.collapse import evaluate_by_group
+    from catur.training.retrain import RetrainConfig, run_retrain
+    from catur.training.retrain_metrics import outcome_registry
+    from catur.verdict import compare
+
+    registry = Registry(tmp_path / "registry", create=True)
+    registry.promote(registry.add_rule("greedy").version)
+
+    def judged_better(config, window, current, current_model, work, log, progress):
+        candidate = AfterStateModel.linear({"defect": -1.0, "resident_rise": -0.05}).save(work / "candidate")
+        results = evaluate_by_group(window, [*PRIMITIVES, "greedy"], jobs=1, seed=0, progress=False)
+        results[retrain_improve.CANDIDATE] = results["greedy"]
+        versus = compare(np.array([50.0, 50.0, 50.0]), np.array([0.5, 0.6, 0.5]), np.array([1.0, 1.2, 1.0]), "current").to_dict()
+        return retrain_improve.Improvement(True, "clearly better (test)", "2:4", "5:5", "6:6", str(candidate), versus, None,
+                                           True, True, 1.0, {}, results)
+
+    monkeypatch.setattr(retrain_improve, "try_improvement", judged_better)
+    config = RetrainConfig(registry=str(registry.root), trace=str(trace), days=RECENT_DAYS, jobs=1, gate_samples=0,
+                           report=str(tmp_path / "r"))
+    outcome = run_retrain(config, log=lambda m: None, progress=False)
+    assert (outcome.status, outcome.exit_code, outcome.promoted) == ("improved", EXIT_OK, "v0002")
+    current = Registry(registry.root).current()
+    assert current.version == "v0002" and current.parent == "v0001"
+    assert current.evaluation["versus_current"]["outcome"] == "clearly better"
+    text = generate_latest(outcome_registry(outcome)).decode()
+    assert 'catur_retrain_outcome{status="improved"} 1.0' in text and "catur_retrain_improvement_ratio -0.5" in text

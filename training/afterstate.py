@@ -103,6 +103,8 @@ class ScorerTrainConfig:
     # The validation scenarios of every source: (cluster, overcommit), target 0.95: each
     # cluster of the draws at both ends of a typical overcommit range.
     validation: tuple[tuple[str, float], ...] = (("mixed", 1.0), ("mixed", 1.02), ("amd-2s-nps4", 1.0), ("amd-2s-nps4", 1.02))
+    # The validation windows' target utilisation (retrain validates at the operator's own).
+    validation_target: float = 0.95
     eval_every: int = 8
     resident_weight: float = DEFAULT_WEIGHT  # the warm start's λ
     # Continue from a one-layer scorer's weights (a model directory or "default") instead of
@@ -239,7 +241,7 @@ def build_scenarios(sources: list[Source], config: ScorerTrainConfig, log: Calla
                                + ("" if fixed else f" target {target:.2f}"), streams))
         window, sets = source.validate, unique_validation(config.validation, source)
         for cluster, overcommit in sets:
-            streams = _streams(source, window, cluster=cluster, target_utilization=0.95, cpu_overcommit=overcommit)
+            streams = _streams(source, window, cluster=cluster, target_utilization=config.validation_target, cpu_overcommit=overcommit)
             if len(streams) < 2:
                 raise CaturError(
                     f"{source.name}: the validation window {window.label} of {window.workload} has VMs on "

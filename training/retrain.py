@@ -158,7 +158,7 @@ class RetrainConfig:
     group_by: str = "auto"
     target_utilization: float = TARGET_UTILIZATION
     cpu_overcommit: float | None = None
-    budget_minutes: float = 60.0
+    budget_minutes: float = 30.0
     max_iterations: int = 3
     timesteps: int = 20_000
     warm_start: int = 5_000
@@ -176,6 +176,13 @@ class RetrainConfig:
     # After a collapse that fine-tuning could not fix, promote greedy itself (a rule version)
     # when greedy passes the gate and the current version is not already that rule.
     fallback_greedy: bool = True
+    # A healthy scorer is improved too (:mod:`catur.training.retrain_improve`): a candidate
+    # trained on the ``improve_train_days`` before a selection day, promoted only when clearly
+    # better than the current model on the last ``holdout_days`` of the recent window.
+    improve: bool = True
+    holdout_days: int = 1
+    improve_train_days: int = 3
+    improve_generations: int = 12
 
     def __post_init__(self) -> None:
         if self.group_by not in GROUP_BY:
@@ -183,7 +190,8 @@ class RetrainConfig:
         if not (isinstance(self.budget_minutes, (int, float)) and self.budget_minutes > 0):
             raise CaturError(f"--budget-minutes must be > 0, got {self.budget_minutes!r}")
         for name, low in (("max_iterations", 0), ("timesteps", 1), ("warm_start", 0), ("generations", 1), ("eval_hosts", 1),
-                          ("envs", 1), ("gate_samples", 0)):
+                          ("envs", 1), ("gate_samples", 0), ("holdout_days", 1), ("improve_train_days", 1),
+                          ("improve_generations", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise CaturError(f"--{name.replace('_', '-')} must be a whole number >= {low}, got {value!r}")
@@ -435,6 +443,7 @@ class RetrainOutcome:
     candidate_dir: str | None = None
     report_dir: str | None = None
     drift_samples: dict = field(default_factory=dict)
+    improvement: dict | None = None  # what the improvement step of a healthy run did
 
     def to_json(self) -> dict:
         from dataclasses import asdict
@@ -461,6 +470,7 @@ class RetrainOutcome:
             "drift": self.drift,
             "wall_s": round(self.wall_s, 1),
             "candidate_dir": self.candidate_dir,
+            "improvement": self.improvement,
             "config": asdict(self.config),
         }
 
@@ -540,6 +550,8 @@ def run_retrain(config: RetrainConfig, log: Callable[[str], None] = print, progr
                     f"{window.days} (95% paired bootstrap over hosts)"
                 )
                 log(f"healthy: {outcome.reason}")
+                if config.improve and config.max_iterations > 0:
+                    _improve_healthy(config, window, current, current_model, outcome, registry, work, started, log, progress)
             else:
                 log(f"collapse: {current.version} is clearly worse on {before.failures()}")
                 _improve(config, window, current, before, outcome, judged, registry, work, report_dir, started, log, progress)
@@ -614,6 +626,37 @@ def _improve(config, window, current, before, outcome: RetrainOutcome, judged, r
         f"greedy on any cluster of days {window.days}, nor worse than greedy on the whole window"
     )
     _promote(registry, added.version, reason, "promoted", outcome, log)
+
+
+def _improve_healthy(config, window, current, current_model, outcome: RetrainOutcome, registry, work, started, log, progress) -> None:
+    """A healthy run's improvement step (:mod:`catur.training.retrain_improve`): promote a
+    candidate clearly better than the current model on held-out days (status ``improved``)."""
+    from catur.training.retrain_improve import CANDIDATE, try_improvement
+
+    if time.perf_counter() - started > 60.0 * config.budget_minutes:
+        outcome.improvement = {"attempted": False, "reason": f"the time budget ({config.budget_minutes:g} min) is spent"}
+        return
+    improvement = try_improvement(config, window, current, current_model, work, log, progress)
+    outcome.improvement = improvement.to_dict()
+    if not improvement.promote:
+        outcome.reason += f"; improvement: {improvement.reason}"
+        return
+    baselines = {name: improvement.results[name] for name in [*PRIMITIVES, "greedy"]}
+    judgement = judge_window(improvement.results[CANDIDATE], baselines)
+    if config.dry_run:
+        outcome.status, outcome.reason = "would-improve", f"{improvement.reason}; not promoted (--dry-run)"
+        log(outcome.reason)
+        return
+    if _current_moved(registry, current, outcome, log):
+        return
+    evaluation = {"clusters": judgement.to_dict(), "gate": judgement.record, "group_by": window.group_by, "trace": str(config.trace),
+                  "recent_days": improvement.holdout_days, "judged_without": "gate and shield (the learned policy alone)",
+                  "versus_current": improvement.versus_current}
+    added = registry.add(Path(improvement.candidate_dir), evaluation=evaluation, parent=current.version,
+                         note=f"catur retrain: improved on days {improvement.train_days} of {config.trace}, judged on held-out days "
+                              f"{improvement.holdout_days}")
+    outcome.after = judgement
+    _promote(registry, added.version, f"retrain: {added.version} {improvement.reason}", "improved", outcome, log)
 
 
 def _fall_back_to_greedy(config, window, current, before: Judgement, outcome: RetrainOutcome, greedy: Judgement, registry, log) -> None:

@@ -9,7 +9,8 @@ exited. ``catur retrain`` does both usual things (either, or both):
 * ``--pushgateway URL`` — a push to a Prometheus Pushgateway, job ``catur-retrain``, grouped
   by registry (``prometheus_client.push_to_gateway``: the group is replaced each run).
 
-Only a run that judged the model writes: healthy, promoted, promoted-greedy (greedy served as a
+Only a run that judged the model writes: healthy, improved (a healthy model's candidate promoted),
+would-improve (``--dry-run``), promoted, promoted-greedy (greedy served as a
 rule version), would-promote (``--dry-run``) or
 kept. A run refused by the lock or ended by an error leaves the previous metrics in place, so
 ``catur_retrain_last_run_timestamp_seconds`` grows old and the staleness alert fires.
@@ -17,13 +18,16 @@ kept. A run refused by the lock or ended by an error leaves the previous metrics
 =================================================  ======  ==========================================
 metric                                             type    meaning
 =================================================  ======  ==========================================
-``catur_retrain_outcome{status}``                  gauge   1 for this run's status (healthy,
+``catur_retrain_outcome{status}``                  gauge   1 for this run's status (healthy, improved, would-improve,
                                                            promoted, promoted-greedy, would-promote, kept), 0 else
 ``catur_retrain_exit_code``                        gauge   ``catur retrain``'s exit status (0 or 3)
 ``catur_retrain_cluster_collapsed{cluster}``       gauge   1 = the model checked is clearly worse than
                                                            a primitive or greedy on this cluster
 ``catur_retrain_cluster_gap_ratio{cluster}``       gauge   its average defect relative to the best
                                                            baseline's (primitives, greedy), minus 1
+``catur_retrain_improvement_ratio``                gauge   a healthy run's candidate against the current
+                                                           model on the held-out days (avg defect ratio
+                                                           minus 1; < 0: better); absent when none
 ``catur_retrain_serving_collapsed_clusters``       gauge   clusters on which the model serving
                                                            *after* the run still loses
 ``catur_retrain_duration_seconds``                 gauge   the run's wall time
@@ -43,7 +47,7 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 
 from catur.errors import CaturError
 
-STATUSES = ("healthy", "promoted", "promoted-greedy", "would-promote", "kept")
+STATUSES = ("healthy", "improved", "would-improve", "promoted", "promoted-greedy", "would-promote", "kept")
 JOB = "catur-retrain"
 
 
@@ -71,11 +75,15 @@ def outcome_registry(outcome, finished_at: float | None = None) -> CollectorRegi
         gap.labels(cluster).set(verdict.gap)
     # After a promotion the new model serves and its verdicts are the ones that count; a
     # kept or would-promote run leaves the checked model serving.
-    serving = outcome.after if outcome.status in ("promoted", "promoted-greedy") and outcome.after else outcome.before
+    serving = outcome.after if outcome.status in ("promoted", "promoted-greedy", "improved") and outcome.after else outcome.before
     Gauge(
         "catur_retrain_serving_collapsed_clusters", "Clusters on which the model serving after the run is clearly worse than a primitive or greedy.",
         registry=registry,
     ).set(sum(v.failing for v in serving.clusters.values()))
+    versus = (outcome.improvement or {}).get("versus_current")
+    if versus and versus.get("baseline_avg_defect"):
+        Gauge("catur_retrain_improvement_ratio", "A healthy run's candidate vs the current model on held-out days (ratio - 1).",
+              registry=registry).set(versus["model_avg_defect"] / versus["baseline_avg_defect"] - 1.0)
     Gauge("catur_retrain_duration_seconds", "Wall time of the last retrain run.", registry=registry).set(outcome.wall_s)
     Gauge("catur_retrain_last_run_timestamp_seconds", "When the last retrain run finished (Unix time).", registry=registry).set(
         time.time() if finished_at is None else finished_at

@@ -65,8 +65,9 @@ def markdown(data: dict) -> str:
         row = [_cluster_name(group), f"{before['vms']:,}", _pct(before["avg_defect"])]
         verdict = _verdict(before)
         if after:
-            row.append(_pct(after[group]["avg_defect"]))
-            verdict += " → " + _verdict(after[group])
+            later = after.get(group)  # an improved model is judged on the held-out days: a group may be absent
+            row.append(_pct(later["avg_defect"]) if later else "—")
+            verdict += " → " + (_verdict(later) if later else "not in the held-out days")
         row += [_pct(before["primitives"][p]) for p in PRIMITIVES] + [_pct(before["greedy"]), verdict]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "![defect by cluster](defect_by_cluster.png)", ""]
@@ -98,8 +99,30 @@ def markdown(data: dict) -> str:
                     + (" — **loses**" if c["loses"] else "")
                 )
         lines.append("")
+    lines += _improvement_markdown(data.get("improvement"))
     lines += _drift_markdown(data.get("drift") or {})
     return "\n".join(lines) + "\n"
+
+
+def _improvement_markdown(improvement: dict | None) -> list[str]:
+    """The improvement step of a healthy run: windows, the candidate against the current model."""
+    if not improvement:
+        return []
+    lines = ["## Improving the healthy model", ""]
+    if not improvement.get("attempted"):
+        return lines + [f"Not attempted: {improvement.get('reason', '')}", ""]
+    lines.append(f"Trained on days {improvement['train_days']}, selected on days {improvement['select_days']}, judged on held-out "
+                 f"days {improvement['holdout_days']} ({improvement.get('wall_s', 0):.0f} s).")
+    lines.append("")
+    for key, name in (("versus_current", "current model"), ("versus_greedy", "greedy")):
+        c = improvement.get(key)
+        if c:
+            ci = c["diff_ci"]
+            interval = f"{100 * ci[0]:+.3f} to {100 * ci[1]:+.3f} points" if ci[0] is not None else "no interval"
+            lines.append(f"- candidate {_pct(c['model_avg_defect'])} vs {name} {_pct(c['baseline_avg_defect'])} (95% CI of the "
+                         f"difference {interval}; {c['hosts']} hosts): {c['outcome']}")
+    lines += ["", f"**{'Promoted' if improvement.get('promote') else 'Not promoted'}**: {improvement['reason']}", ""]
+    return lines
 
 
 def _verdict(entry: dict) -> str:

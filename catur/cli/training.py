@@ -388,9 +388,18 @@ request mix (PSI and KS of vCPUs, memory and lifetimes against a reference windo
 uncertainty-gate rate, as early warnings. Report: report.json, report.md and plots in
 --report DIR (default REGISTRY/reports/retrain-<time>-<pid>).
 
+Improving a healthy model: when nothing collapsed and the current version is an after-state
+scorer (or a rule), the job also trains a candidate from its weights on the days before the
+recent window's last --holdout-days (--improve-train-days of training, then one selection
+day), and promotes it (status 'improved') only if it is clearly better than the current
+model on those held-out days (95% paired bootstrap over hosts) and passes the same gate as
+above (no clear loss to a primitive or greedy on any cluster, not worse than greedy on the
+whole window). --no-improve skips this. A model that merely ties greedy is thus improved on
+the traffic it serves, not left alone until it collapses.
+
 exit codes (for the scheduler):
-  0   healthy (no collapse), or a new model was promoted: a fine-tuned one, or greedy as a
-      rule version (with --dry-run: would be)
+  0   healthy (no collapse; possibly improved), or a new model was promoted: a fine-tuned
+      one, or greedy as a rule version (with --dry-run: would be)
   3   collapse, and nothing passed the gate in the budget (or --max-iterations 0, or
       --no-fallback-greedy): the current model is kept; the report says why
   75  another retrain holds the lock REGISTRY/.retrain.lock (EX_TEMPFAIL): run later
@@ -433,6 +442,15 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
     option("seed", type=int, help="seed of the fine-tuning (iteration i uses seed + i) and of the replays (default %(default)s)")
     option("report", metavar="DIR", help="write report.json, report.md and plots here")
     option("dry_run", action="store_true", help="do everything but add or promote a model")
+    imp = p.add_argument_group("improving a healthy model (see above)")
+    config_option(imp, RetrainConfig, "improve", "--no-improve", action="store_false",
+                  help="on a healthy run, do not train a candidate (check and repair only)")
+    config_option(imp, RetrainConfig, "holdout_days", type=int, metavar="N",
+                  help="the last N days of the recent window judge the candidate; never trained or selected on (default %(default)s)")
+    config_option(imp, RetrainConfig, "improve_train_days", type=int, metavar="N",
+                  help="days the candidate trains on, before its selection day (default %(default)s)")
+    config_option(imp, RetrainConfig, "improve_generations", type=int, metavar="G",
+                  help="evolution-strategy generations of the candidate, from the current scorer's weights (default %(default)s)")
     option("fallback_greedy", "--no-fallback-greedy", action="store_false",
            help="after a collapse no candidate fixed, keep the current model (exit 3) instead of promoting "
            "greedy itself as a rule version")
