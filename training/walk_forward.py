@@ -128,7 +128,8 @@ def test_cells(source: Source, window_days: str | None, test_workload: str | Non
     scorer = DeciderSpec(model=model, label=MODEL) if model else None
     for cluster, overcommit in unique_validation(config.validation, source):
         started = time.perf_counter()
-        workload = replace(source.workload_of(source.validate, cluster=cluster, target_utilization=0.95, cpu_overcommit=overcommit),
+        workload = replace(source.workload_of(source.validate, cluster=cluster, target_utilization=config.validation_target,
+                                                  cpu_overcommit=overcommit),
                            source=workload_path, days=window_days)
         options = EvaluateOptions(jobs=jobs, progress=progress)
         prepared = prepare(workload, options)
