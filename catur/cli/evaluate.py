@@ -46,7 +46,7 @@ with placement-group labels (VM_data: anti-affinity, affinity, fault_domain) are
 honouring them; the table then adds 'clean' (VMs placed with no overcommit and no remote
 memory) and the header counts the VMs no host could take, by reason.
 
-Metrics (README, "Concepts in one page"; catur/metrics.py): avg defect = mean over VMs of
+Metrics (docs/explanation/numa-and-metrics.md; catur/metrics.py): avg defect = mean over VMs of
 alpha*COR + beta*RMR averaged over the VM's lifetime; at placement = the same right after
 placing; p99 of the lifetime defect; ticket ratio = mean sigmoid(100 * (defect - 0.10));
 anomalies = VMs placed with defect > 0.40.

@@ -109,7 +109,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--tls-key", metavar="PEM", help="server private key")
     g.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")
-    g = p.add_argument_group("trace collection (off unless --collect-dir; see 'Trace collection' in the README)")
+    g = p.add_argument_group("trace collection (off unless --collect-dir; see docs/howto/collect-traces.md)")
     g.add_argument("--collect-dir", metavar="DIR", help="record every answered placement and Depart notice as parquet files in DIR; read them back with 'catur evaluate DIR' or 'catur traces convert DIR out.parquet'")
     g.add_argument("--collect-max-mb", type=float, default=1024.0, metavar="N", help="budget of the files in DIR, MiB; past it the oldest files are deleted (default 1024)")
     g.add_argument("--collect-rotate-rows", type=int, default=100_000, metavar="N", help="start a new file after N rows (default 100000)")

@@ -288,7 +288,7 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
            help="after a collapse no candidate fixed, keep the current model (exit 3) instead of promoting "
            "greedy itself as a rule version")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    g = p.add_argument_group("outcome metrics (for alerts; see 'Retraining' in the README)")
+    g = p.add_argument_group("outcome metrics (for alerts; see docs/howto/retraining.md)")
     g.add_argument("--metrics-textfile", metavar="PATH.prom",
                    help="write the outcome (catur_retrain_* metrics) to this file for node_exporter's textfile collector, atomically")
     g.add_argument("--pushgateway", metavar="URL", help="push the outcome to this Prometheus Pushgateway (job catur-retrain, grouped by registry)")
