@@ -39,6 +39,7 @@ TensorBoard logs go to --tensorboard DIR (view with: tensorboard --logdir DIR).
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``catur train``, ``catur train-scorer`` and ``catur retrain`` on ``sub``."""
     p = add_command(
         sub, "train", cmd_train,
         help="train a placement policy (PPO or DQN over the four primitives)",
@@ -110,6 +111,8 @@ Never worse than greedy: the kept weights are compared with greedy on every vali
 
 
 def add_scorer_command(sub: argparse._SubParsersAction) -> None:
+    """Register ``catur train-scorer`` on ``sub``; its options read their defaults from
+    :class:`~catur.training.afterstate.ScorerTrainConfig`."""
     from catur.training.afterstate import ScorerTrainConfig
 
     p = add_command(
@@ -175,6 +178,8 @@ def _float_range(text: str) -> tuple[float, float]:
 
 
 def cmd_train_scorer(args: argparse.Namespace) -> int:
+    """``catur train-scorer``: train an after-state scorer with evolution strategies and write it if
+    it does not lose to greedy on validation (exit 3 otherwise)."""
     from catur.training.afterstate import ScorerTrainConfig, default_sources, train_scorer
 
     config = config_from_args(ScorerTrainConfig, args)
@@ -192,6 +197,8 @@ def cmd_train_scorer(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``catur train``: train a primitive-action model with PPO or DQN and write it if it does not
+    lose to greedy on validation (exit 3 otherwise)."""
     from catur.training.train import train
 
     if args.trace and args.synthetic:
@@ -251,6 +258,7 @@ exit codes (for the scheduler):
 
 
 def add_retrain_command(sub: argparse._SubParsersAction) -> None:
+    """Register ``catur retrain`` on ``sub``."""
     p = add_command(
         sub, "retrain", cmd_retrain,
         help="the scheduled job: detect a collapse on recent traffic, fine-tune, promote",
@@ -295,6 +303,8 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
+    """``catur retrain``: the scheduled, drift-aware retraining job; returns its documented exit
+    code (0, 3, 75, 2)."""
     from catur.registry import registry_dir
     from catur.training.retrain import EXIT_LOCKED, LockHeld, run_retrain
 
