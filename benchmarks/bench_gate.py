@@ -3,7 +3,7 @@
 The same comparison ``catur train`` makes at the end of a run and ``catur models promote``
 reads back: the model (alone: no uncertainty gate, no shield, as training evaluates it)
 against greedy and the best primitive, host by host, with the 95% paired bootstrap interval
-over hosts. Prints one markdown row per setting for BENCHMARKS.md.
+over hosts. Prints one markdown row per setting for the results pages (docs/results/).
 
     # the shipped model on the setting it was validated on (synthetic default, days 13-15):
     # the 8 hosts training sampled (reproduces the manifest), then every host of the window

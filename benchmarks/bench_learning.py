@@ -2,7 +2,7 @@
 
 Each experiment trains with ``catur.training.train`` on the early days of a workload and
 evaluates on the later days with the same engine as ``catur evaluate`` (every host, every
-counted VM). Results print as markdown tables for BENCHMARKS.md.
+counted VM). Results print as markdown tables for the results pages (docs/results/).
 
     .venv/bin/python benchmarks/bench_learning.py main --trace ../shared/traces/huawei-east-1-lt.csv.gz
     .venv/bin/python benchmarks/bench_learning.py ablations --trace ../shared/traces/huawei-east-1-lt.csv.gz

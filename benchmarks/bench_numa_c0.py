@@ -4,7 +4,7 @@ Runs the installed ``catur evaluate VM_data_Cn.csv --start-state PM_res.csv --mo
 --shield-depth 1`` for each sequence (every policy of ``catur policies``, ``greedy``, the
 shipped model and the shielded model), then C1 once more on the same number of *empty*
 servers of the inferred host model (a start-state file with every node fully free), and
-prints the markdown tables quoted in BENCHMARKS.md. The numbers are deterministic (``random``
+prints the markdown tables quoted in docs/results/numa-dataset.md. The numbers are deterministic (``random``
 is seeded), so a rerun prints the same table; only wall times vary.
 
     .venv/bin/python benchmarks/bench_numa_c0.py ../shared/traces/numa-topology-c0

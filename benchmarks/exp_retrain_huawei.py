@@ -19,7 +19,7 @@
 
 Scenario flags are those of the other Huawei benchmarks: ``mixed`` cluster, 2% vCPU
 overcommit at admission, 95% target utilisation (44 hosts). Prints Markdown tables for
-BENCHMARKS.md and writes ``results.json`` and the retrain report under ``--out``.
+docs/results/continuous-training.md and writes ``results.json`` and the retrain report under ``--out``.
 """
 
 from __future__ import annotations

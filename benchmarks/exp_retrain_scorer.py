@@ -15,7 +15,7 @@ benchmarks (``mixed``, 2% vCPU overcommit, 95% target utilisation):
    collapsed primitive-action model: ``catur retrain`` with ``--generations`` per iteration.
 
 Then every model, greedy and the primitives per topology on the recent window and on the
-held-out days after it (``--test``, default 19–31). Prints Markdown tables for BENCHMARKS.md
+held-out days after it (``--test``, default 19–31). Prints Markdown tables for the results pages (docs/results/)
 and writes ``results.json`` under ``--out``.
 """
 

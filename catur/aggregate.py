@@ -1,4 +1,4 @@
-"""Old home of the exact aggregation; kept as an alias for one release (see README).
+"""Old home of the exact aggregation; kept as an alias for one release (see docs/explanation/architecture.md).
 
 The arithmetic moved to :mod:`catur.exact` and :class:`SummaryAccumulator` to
 :mod:`catur.metrics` (next to :func:`~catur.metrics.summarize`, its one-batch case), which

@@ -1,6 +1,6 @@
 """The paper's placement-quality metrics: COR, RMR, resource defect, anomalies, ticket ratio.
 
-Definitions (DESIGN.md §2, our reconstruction of the paper):
+Definitions (docs/explanation/numa-and-metrics.md; our reconstruction of the paper):
 
 * **COR** (core overloading ratio) of a node: ``clip((vCPUs bound − cores) / cores, 0, 1)``.
   A VM's COR is the vCPU-weighted mean of its instances' nodes' COR. It changes over the

@@ -1,5 +1,5 @@
 """Old name of :mod:`catur.policy_model` (a trained placement policy on disk, or a rule
-version); kept as an alias for one release (see README, "What is where"). Import from
+version); kept as an alias for one release (see docs/explanation/architecture.md). Import from
 :mod:`catur.policy_model`."""
 
 from catur.policy_model import (

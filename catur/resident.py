@@ -16,7 +16,7 @@ score wins (ties: the primitive listed first, as in ``greedy``). With no residen
 
 λ (:data:`DEFAULT_WEIGHT`) was chosen on training days only: Huawei-East-1 days 1–12 as
 warm-up, judged on the validation days 13–15 (``benchmarks/exp_resident_weight.py``; the
-figures are in BENCHMARKS.md, "Resident-aware placement and the quality grid"). It is a
+figures are in docs/results/policy-quality.md, "Resident-aware placement and the quality grid"). It is a
 parameter: ``weight`` here, ``resident_weight`` of :class:`catur.decision.Decider` and
 :class:`catur.decision.DeciderSpec`.
 
@@ -46,7 +46,7 @@ from catur.topology import Topology
 RESIDENT_GREEDY = "resident-greedy"
 # Chosen on Huawei-East-1 days 13-15 (after warm-up on days 1-12) among λ in {0.01, 0.02,
 # 0.03, 0.05, 0.1, 0.2}: the lowest mean ratio to greedy over overcommit 1.0 and 1.02
-# (benchmarks/exp_resident_weight.py; the table is in BENCHMARKS.md).
+# (benchmarks/exp_resident_weight.py; the table is in docs/results/policy-quality.md).
 DEFAULT_WEIGHT = 0.05
 
 

@@ -1,7 +1,7 @@
 """Host admission: which host each VM of a trace runs on, before any NUMA decision.
 
 Public traces have no host ids, so a cluster-level allocator assigns VMs to hosts first, using
-only aggregate host capacity (DESIGN.md §1): a host takes a VM if its total free memory holds
+only aggregate host capacity (docs/howto/evaluate.md, "Host admission"): a host takes a VM if its total free memory holds
 the VM's memory (memory is never overcommitted) and its free vCPUs — cores times
 ``cpu_overcommit`` minus vCPUs admitted — hold the VM's vCPUs. Among hosts that fit, the
 allocator takes the **lowest host id** (first fit), which packs hosts the way cloud allocators

@@ -1,6 +1,6 @@
 """The batched replay engine: many hosts' event streams replayed at once, in lock-step.
 
-After admission, hosts are independent (DESIGN.md §1), so nothing forces one host's replay to
+After admission, hosts are independent (docs/howto/evaluate.md, "Host admission"), so nothing forces one host's replay to
 wait for another's. This engine replays thousands of hosts together: at step ``s`` every host
 processes its own ``s``-th event (its arrivals and departures are still in its own time
 order), so each step is a handful of array operations over all hosts instead of one Python

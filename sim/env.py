@@ -33,7 +33,7 @@ of the first arriving VM (:mod:`catur.observation`). Each :meth:`step` places th
 replays departures up to the next arrival. The episode ends when the host's stream ends
 (``terminated``) or after ``episode_arrivals`` steps (``truncated``).
 
-Reward (DESIGN.md §4): right after the placement, the sum over the host's live VMs of
+Reward (docs/howto/train-primitive-model.md): right after the placement, the sum over the host's live VMs of
 ``clip(1 − (alpha·COR + beta·RMR), −1, 1)``, so a choice that overloads a node is paid for
 by every VM on it. :meth:`counterfactual_rewards` gives the reward each primitive would get
 from the current state (used by :class:`catur.sim.shaping.LoadAwareShaping`).
@@ -251,6 +251,12 @@ class NumaPlacementEnv(gym.Env):
         return self._cands[int(action)], {}
 
     def step(self, action):
+        """Place the current VM with ``action`` and replay the host up to the next arrival.
+
+        Returns gymnasium's ``(observation, reward, terminated, truncated, info)``; ``info``
+        holds the placement's ``defect``, ``cor``, ``rmr``, the ``primitive`` used and whether
+        it was an ``anomaly``.
+        """
         if self._stream is None:
             raise CaturError("call reset() before step()")
         cand, info = self._candidate_for(action)

@@ -25,6 +25,7 @@ import pandas as pd
 from catur.decision import DeciderSpec
 from catur.errors import CaturError
 from catur.metrics import MetricsConfig, Summary, summarize
+from catur.policies import Policy
 from catur.sim.admission import SECONDS_PER_DAY, Admission, HostStream
 from catur.sim.distributed import check_engine
 from catur.sim.batched import batchable, engine_name, replay_batched
@@ -83,9 +84,10 @@ def _replay_streams(task: tuple) -> list[HostResult]:
     return [HostResult.of(stream, result) for stream, result in zip(streams, results)]
 
 
-def policy_label(policy: str | DeciderSpec) -> str:
-    """The name a policy has in reports."""
-    return policy.name if isinstance(policy, DeciderSpec) else policy
+def policy_label(policy: str | DeciderSpec | Policy) -> str:
+    """The name a policy has in reports: a name as given, or a DeciderSpec's or a
+    :class:`~catur.policies.Policy`'s own name (a policy of your own is reported by its name)."""
+    return policy.name if isinstance(policy, (DeciderSpec, Policy)) else policy
 
 
 def _chunks(streams: list[HostStream], parts: int) -> list[list[HostStream]]:

@@ -17,7 +17,7 @@ arrivals, would have placed at or below the threshold.
 **The lifetime oracle** (:func:`lifetime_oracle_place`) answers another question: what would
 knowing every *lifetime* buy? The k-step oracle minimises defect *at placement*, while the
 headline metric averages each VM's defect over its life, so a longer horizon of the wrong
-objective can lose to greedy (BENCHMARKS.md). The lifetime oracle knows when every VM on the
+objective can lose to greedy (docs/results/policy-quality.md). The lifetime oracle knows when every VM on the
 host will leave (and when the VM in hand will), and for each candidate of the after-state
 scorer's own set (the four primitives, every single node, one node set per socket) it computes
 exactly how much the lifetime-averaged defects of the VM in hand and of every VM already there

@@ -1,4 +1,4 @@
-"""Load-aware reward shaping (DESIGN.md §4), as a gymnasium wrapper.
+"""Load-aware reward shaping (docs/howto/train-primitive-model.md), as a gymnasium wrapper.
 
 Before each step the wrapper asks the environment what reward each of the four primitives
 would earn from the current state (:meth:`NumaPlacementEnv.counterfactual_rewards`, computed

@@ -1,6 +1,6 @@
 """Host admission: cluster files, first-fit admission, sizing, day windows and per-host streams.
 
-Admission is NUMA-agnostic (DESIGN.md §1): a host takes a VM if its aggregate free memory and
+Admission is NUMA-agnostic (docs/howto/evaluate.md, "Host admission"): a host takes a VM if its aggregate free memory and
 free vCPUs (cores × cpu_overcommit) hold it, the lowest host id wins, and VMs that fit nowhere
 are rejected. These tests check that contract on hand-made traces and, with hypothesis, by
 sweeping the events of many small generated traces.

@@ -1,5 +1,5 @@
 """Gymnasium habits: ``import catur`` registers the envs, ``make()``'s result has ``action_masks()``,
-and the README's ``make()`` example runs."""
+and the ``make()`` example of docs/howto/from-python.md runs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sb3_contrib.common.maskable.utils import get_action_masks
 
 import catur
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+FROM_PYTHON = Path(__file__).resolve().parents[1] / "docs" / "howto" / "from-python.md"
 SMALL = {"workload": "default", "days": "1:2", "episode_arrivals": 20}
 
 
@@ -85,16 +85,13 @@ def test_masks_follow_the_host_after_reset():
     assert all(a == b for a, b in sizes) and len(sizes) == 2  # 2-node and 4-node hosts both seen
 
 
-def readme_python_blocks(section: str) -> list[str]:
-    text = README.read_text()
-    start = text.index(f"### {section}\n")
-    end = text.find("\n## ", start)
-    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
+def page_python_blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
 
 
-def test_readme_from_python_examples_run(capsys):
-    blocks = readme_python_blocks("From Python")
-    assert any("gymnasium.make(" in b for b in blocks), "the README lost its make() example"
+def test_from_python_page_examples_run(capsys):
+    blocks = page_python_blocks(FROM_PYTHON)
+    assert any("gymnasium.make(" in b for b in blocks), "the From Python page lost its make() example"
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+        exec(compile(block, str(FROM_PYTHON), "exec"), {"__name__": "from_python_page"})
     assert "True" in capsys.readouterr().out

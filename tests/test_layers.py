@@ -1,6 +1,6 @@
 """The allowed import directions between Catur's packages, and no import circles.
 
-The rules (README, "What is where"), enforced over every import statement in the source,
+The rules (docs/explanation/architecture.md), enforced over every import statement in the source,
 those inside functions included:
 
 * the core, ``catur/*`` outside ``catur/cli/`` and ``catur/service/``, imports nothing from
@@ -172,7 +172,7 @@ def test_every_package_folder_is_read(project):
 def test_no_forbidden_imports(project):
     modules, graph = project
     bad = forbidden_imports(graph, modules)
-    assert not bad, "imports against the layering (README, 'What is where'):\n" + "\n".join(bad)
+    assert not bad, "imports against the layering (docs/explanation/architecture.md):\n" + "\n".join(bad)
 
 
 def test_no_import_circles(project):

@@ -1,6 +1,6 @@
 """Load-aware reward shaping: the rule on hand-built counterfactuals, and the wrapper on a host.
 
-The rule (DESIGN.md §4): all four primitives score the same → 0; the best action keeps its
+The rule (docs/howto/train-primitive-model.md): all four primitives score the same → 0; the best action keeps its
 reward; any other action gets minus the best reward.
 """
 

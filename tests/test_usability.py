@@ -74,9 +74,8 @@ def test_train_seed_and_learning_rate_have_help():
 def test_evaluate_help_cites_nothing_outside_the_repository():
     out = catur_cli("evaluate", "--help").stdout
     assert "DESIGN.md" not in out
-    assert 'README, "Concepts in one page"' in out
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "## Concepts in one page" in readme
+    assert "docs/explanation/numa-and-metrics.md" in " ".join(out.split())
+    assert (Path(__file__).resolve().parents[1] / "docs" / "explanation" / "numa-and-metrics.md").is_file()
 
 
 # --- models add --evaluation ---------------------------------------------------------------------
@@ -206,6 +205,16 @@ def test_plots_have_distinct_titles_and_show_the_threshold(monkeypatch, tmp_path
     cdf = figs["defect_cdf.png"].axes[0]
     threshold = [line for line in cdf.get_lines() if line.get_label().startswith("anomaly threshold (40%")]
     assert len(threshold) == 1 and list(threshold[0].get_xdata()) == [40.0, 40.0]
+
+
+def test_the_defect_cdf_spends_no_width_on_negative_defects(monkeypatch, tmp_path: Path):
+    """A defect is never negative: the CDF's axis starts at 0 and reaches past the largest defect
+    and the threshold (symlog's own limits used to start at -10^0, a third of the width)."""
+    cdf = drawn_figures(monkeypatch, ["xen", "greedy"], tmp_path)["defect_cdf.png"].axes[0]
+    left, right = cdf.get_xlim()
+    assert left == 0.0
+    largest = max(max(line.get_xdata()) for line in cdf.get_lines())
+    assert right >= largest >= 40.0
 
 
 def test_a_policy_keeps_its_colour_across_runs(monkeypatch, tmp_path: Path):

@@ -4,16 +4,16 @@ This is the trace Catur runs on when you have downloaded nothing: ``generate("de
 returns a month of Huawei-East-1-like VM arrivals and departures as a canonical trace, a
 pandas DataFrame with one row per VM:
 
-=============  =========  ===========================================================
-column         dtype      meaning
-=============  =========  ===========================================================
-``vm_id``      int64      0..n-1, in arrival order
-``arrival_s``  float64    seconds from the start of the window
-``departure_s`` float64   seconds; NaN = still running at the window's end
-``vcpus``      int64      virtual CPUs
-``mem_gib``    float64    memory, GiB
-``cluster``    string     only for multi-cluster scenarios: which cluster the VM is for
-=============  =========  ===========================================================
+===============  =======  =============================================================
+column           dtype    meaning
+===============  =======  =============================================================
+``vm_id``        int64    0..n-1, in arrival order
+``arrival_s``    float64  seconds from the start of the window
+``departure_s``  float64  seconds; NaN = still running at the window's end
+``vcpus``        int64    virtual CPUs
+``mem_gib``      float64  memory, GiB
+``cluster``      string   only for multi-cluster scenarios: which cluster the VM is for
+===============  =======  =============================================================
 
 Rows are sorted by ``arrival_s`` then ``vm_id``. ``df.attrs`` records the scenario, the seed,
 the window length (``window_s``) and the lifetime scale that was applied.

@@ -40,7 +40,7 @@ workloads at another seed), each on both clusters at overcommit 1.0 and 1.02: ev
 weights with the lowest *selection score* are kept — the mean ratio to greedy over the sets,
 plus how far the worst set is above greedy (so weights that win on average but lose on some
 set pay for it; a first run selected on the mean alone, and on two validation scenarios, won
-12% on validation and lost on the test cells it had no validation set for, BENCHMARKS.md).
+12% on validation and lost on the test cells it had no validation set for, docs/results/history/scorer-attempts.md).
 The kept weights must not lose to greedy (:mod:`catur.verdict`, a paired bootstrap over
 the validation hosts of all sets together), or nothing is written (``allow_worse`` writes
 anyway). Test windows (Huawei 16–31, Azure 3–4, synthetic seed 0) are never read.
@@ -52,7 +52,7 @@ are paired with the starting weights' on the same hosts and pooled over its sets
 is lost when the 95% paired-bootstrap interval of the difference lies wholly above 0 (the test
 :mod:`catur.verdict` and ``catur retrain`` use). A continuation run with three more features
 won 1.5 points on the validation mean while losing on all four Huawei sets, and on the test
-grid it lost to the model it started from (BENCHMARKS.md): a better average over sources is
+grid it lost to the model it started from (docs/results/history/scorer-attempts.md): a better average over sources is
 not a better model for a fleet that looks like one of them. A first version of this rule
 refused any source whose mean ratio to greedy was worse at all; on three Huawei validation
 days it then refused a 0.1-point change, well inside the noise, in every continuation run.

@@ -1,4 +1,4 @@
-"""``catur retrain``: the scheduled, drift-aware retraining job (DESIGN.md §6).
+"""``catur retrain``: the scheduled, drift-aware retraining job (docs/explanation/drift-and-retraining.md).
 
 The paper keeps its model healthy with a performance check, not a statistical test. A job
 that a scheduler (cron, a Kubernetes CronJob, a systemd timer) runs every day or so:

@@ -46,7 +46,7 @@ with placement-group labels (VM_data: anti-affinity, affinity, fault_domain) are
 honouring them; the table then adds 'clean' (VMs placed with no overcommit and no remote
 memory) and the header counts the VMs no host could take, by reason.
 
-Metrics (README, "Concepts in one page"; catur/metrics.py): avg defect = mean over VMs of
+Metrics (docs/explanation/numa-and-metrics.md; catur/metrics.py): avg defect = mean over VMs of
 alpha*COR + beta*RMR averaged over the VM's lifetime; at placement = the same right after
 placing; p99 of the lifetime defect; ticket ratio = mean sigmoid(100 * (defect - 0.10));
 anomalies = VMs placed with defect > 0.40.
@@ -54,6 +54,7 @@ anomalies = VMs placed with defect > 0.40.
 
 
 def add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``catur evaluate`` and ``catur demo`` on the top-level sub-parsers ``sub``."""
     p = add_command(
         sub, "evaluate", cmd_evaluate,
         help="replay a trace over a cluster and compare NUMA policies",
@@ -160,6 +161,8 @@ def options_from_args(args: argparse.Namespace) -> EvaluateOptions:
 
 
 def add_policy_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options that choose the policies and the outputs (``--policies``, ``--model``, the
+    shield, ``--json``, ``--plots``) to ``p``."""
     pol = p.add_argument_group("policies and output")
     pol.add_argument("--policies", help="comma-separated policy names (default: all primitives and baselines; see 'catur policies')")
     config_option(pol, EvaluateOptions, "oracle_hosts", type=int, metavar="N",
@@ -253,6 +256,9 @@ def report(evaluation, json_path: str | None = None, plots_dir: str | None = Non
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``catur evaluate``: turn the options into a :class:`~catur.sim.workload.Workload` and
+    policies, run :func:`catur.sim.pipeline.evaluate`, print the table and write the JSON and plots
+    asked for. Returns the exit status."""
     from catur.sim.pipeline import evaluate
 
     policies = policies_from_args(args)
@@ -266,6 +272,8 @@ DEMO_WORKLOAD = Workload("default", days="16:22", from_scenario=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``catur demo``: the shipped model and every policy on a week of the built-in workload the
+    model never saw; writes ``results.json`` and the plots under ``--out``. Returns the exit status."""
     from catur.decision import DeciderSpec
     from catur.placement import GREEDY
     from catur.policies import BASELINES, PRIMITIVES

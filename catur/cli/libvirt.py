@@ -66,6 +66,7 @@ deploy/systemd/catur-libvirt-events.service runs it as a service.
 
 
 def add_libvirt_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``catur libvirt`` and its actions (topology, usage, place, events) on ``sub``."""
     top = sub.add_parser(
         "libvirt",
         help="libvirt host agent: read the host and its domains, place and tune a domain, report departures",
@@ -158,6 +159,8 @@ def _connect(args: argparse.Namespace, readonly: bool = True):
 
 
 def cmd_topology(args: argparse.Namespace) -> int:
+    """``catur libvirt topology``: the host's NUMA topology read from libvirt, printed, as JSON, or
+    saved as a topology file."""
     conn = _connect(args)
     try:
         host = _host(args, conn)
@@ -178,6 +181,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
+    """``catur libvirt usage``: vCPUs, MiB and resident VMs per NUMA node, counted from the domains'
+    XML."""
     from catur.hypervisor.libvirt_host import read_usage
 
     conn = _connect(args)
@@ -208,6 +213,8 @@ def _read_domain_text(path: str) -> tuple[str, str]:
 
 
 def cmd_place(args: argparse.Namespace) -> int:
+    """``catur libvirt place``: place a new domain (through the service or in process) and print or
+    define its XML with the NUMA tuning written in."""
     import xml.etree.ElementTree as ET
 
     from catur.hypervisor.domain import parse_domain, read_xml
@@ -293,6 +300,8 @@ def _ask_service(args, conn, host, usage, request, vm_id: str, dry_run: bool = F
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    """``catur libvirt events``: follow libvirt's lifecycle events and send the service a ``Depart``
+    for every domain that leaves, until SIGTERM."""
     import logging
     import signal
 

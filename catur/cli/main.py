@@ -37,6 +37,8 @@ from catur.errors import CaturError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``catur`` argument parser with every command group registered (what ``catur --help``
+    prints, and what the CLI reference page is generated from)."""
     parser = argparse.ArgumentParser(
         prog="catur",
         description="NUMA placement of virtual machines: replay traces, compare policies, "
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``catur`` with ``argv`` (default ``sys.argv[1:]``) and return its exit status: 0 success,
+    2 bad input (one ``catur: error:`` line), 3 a model that loses to greedy or a kept collapse."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):

@@ -66,12 +66,15 @@ def _summary(v, current: str | None) -> dict:
 
 
 def cmd_models_init(args: argparse.Namespace) -> int:
+    """``catur models init``: create an empty registry (idempotent)."""
     registry = _registry(args, create=True)
     print(f"model registry ready at {registry.root}")
     return 0
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
+    """``catur models list``: the registry's versions, current one marked, with their headline
+    metric (``--json`` for scripts)."""
     registry = _registry(args)
     current = registry.current()
     rows = [_summary(v, current.version if current else None) for v in registry.versions()]
@@ -103,6 +106,8 @@ def _resolve(registry, version: str):
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
+    """``catur models show``: one version's metadata, manifest summary, evaluation, comparison with
+    greedy and file integrity; exit 1 if its files are damaged."""
     registry = _registry(args)
     v = _resolve(registry, args.version)
     current = registry.current()
@@ -154,6 +159,8 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
 
 def cmd_models_add(args: argparse.Namespace) -> int:
+    """``catur models add``: copy a model directory (or a rule, ``--rule greedy``) into the registry
+    as a new version, with its evaluation; optionally promote it."""
     from catur.registry import check_evaluation_of, read_json
 
     registry = _registry(args)
@@ -197,6 +204,8 @@ def _promote(registry, version: str, args: argparse.Namespace):
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
+    """``catur models promote``: make a version current, refusing one whose recorded evaluation
+    loses to greedy unless ``--force``."""
     registry = _registry(args)
     _promote(registry, args.version, args)
     _report_cleanup(registry)
@@ -204,6 +213,7 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_models_rollback(args: argparse.Namespace) -> int:
+    """``catur models rollback``: make current the version that was current before the current one."""
     registry = _registry(args)
     previous = registry.current()
     v = registry.rollback(reason=args.reason)
@@ -213,6 +223,7 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_models_history(args: argparse.Namespace) -> int:
+    """``catur models history``: every promotion, rollback and prune, with its reason."""
     from catur.registry import PRUNE
 
     registry = _registry(args)
@@ -232,6 +243,8 @@ def cmd_models_history(args: argparse.Namespace) -> int:
 
 
 def cmd_models_prune(args: argparse.Namespace) -> int:
+    """``catur models prune``: remove old versions, never the current one nor those rollbacks would
+    return to next."""
     registry = _registry(args)
     if args.dry_run:
         doomed = registry.prunable(args.keep)
@@ -245,6 +258,7 @@ def cmd_models_prune(args: argparse.Namespace) -> int:
 
 
 def add_models_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``catur models`` and its actions on ``sub``."""
     p = add_command(
         sub, "models", None,
         help="the model registry: list, show, add, promote, roll back model versions",

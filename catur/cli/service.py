@@ -73,6 +73,8 @@ def add_client_arguments(p: argparse.ArgumentParser, timeout: float, timeout_hel
 
 
 def add_client_tls_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the client-side TLS options (``--tls``, ``--tls-ca``, ``--tls-cert``, ``--tls-key``) to
+    ``p``."""
     g = p.add_argument_group("TLS (client)")
     g.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --tls-ca)")
     g.add_argument("--tls-ca", metavar="PEM", help="CA certificate that signed the server's certificate")
@@ -82,6 +84,7 @@ def add_client_tls_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_service_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``catur serve``, ``place``, ``depart``, ``replay`` and ``health`` on ``sub``."""
     p = add_command(
         sub, "serve", cmd_serve,
         help="run the gRPC placement service",
@@ -109,7 +112,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--tls-key", metavar="PEM", help="server private key")
     g.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")
-    g = p.add_argument_group("trace collection (off unless --collect-dir; see 'Trace collection' in the README)")
+    g = p.add_argument_group("trace collection (off unless --collect-dir; see docs/howto/collect-traces.md)")
     g.add_argument("--collect-dir", metavar="DIR", help="record every answered placement and Depart notice as parquet files in DIR; read them back with 'catur evaluate DIR' or 'catur traces convert DIR out.parquet'")
     g.add_argument("--collect-max-mb", type=float, default=1024.0, metavar="N", help="budget of the files in DIR, MiB; past it the oldest files are deleted (default 1024)")
     g.add_argument("--collect-rotate-rows", type=int, default=100_000, metavar="N", help="start a new file after N rows (default 100000)")
@@ -210,6 +213,8 @@ def _rpc_error(exc, target: str) -> CaturError:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """``catur serve``: run the gRPC placement service until SIGTERM/SIGINT, then drain, refuse and
+    close; returns 0 after a clean stop."""
     import logging
     import signal
 
@@ -300,6 +305,8 @@ def _int_list(text: str | None, label: str, n: int) -> list[int]:
 
 
 def cmd_place(args: argparse.Namespace) -> int:
+    """``catur place``: ask a running service (or decide in process) where one VM goes and print the
+    answer."""
     import grpc
 
     from catur.request import VMRequest
@@ -374,6 +381,8 @@ record because its collector was behind (counted in catur_collector_rows_dropped
 
 
 def cmd_depart(args: argparse.Namespace) -> int:
+    """``catur depart``: tell the service that a VM left its host (recorded when the service
+    collects traces)."""
     import grpc
 
     with _client(args) as client:
@@ -399,6 +408,8 @@ expect. Kubernetes needs no command: its native 'grpc:' probe calls the same hea
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    """``catur health``: 0 if the service reports SERVING, 1 otherwise (for container health
+    checks)."""
     import grpc
 
     with _client(args) as client:
@@ -416,6 +427,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """``catur replay``: send a trace through a running service, keeping each host's state on the
+    client side as a hypervisor would, and print the same table as ``catur evaluate``."""
     import grpc
 
     from catur.cli.evaluate import options_from_args, report, workload_from_args

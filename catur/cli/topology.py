@@ -25,6 +25,7 @@ def _print_json(data: object) -> None:
 
 
 def cmd_topology_list(args: argparse.Namespace) -> int:
+    """``catur topology list``: the shipped presets."""
     from catur.topology import PRESETS
 
     for name, topology in PRESETS.items():
@@ -37,6 +38,8 @@ def cmd_topology_list(args: argparse.Namespace) -> int:
 
 
 def cmd_topology_show(args: argparse.Namespace) -> int:
+    """``catur topology show``: a preset's or a file's nodes, sockets and distances (``--json`` for
+    the file format)."""
     from catur.topology import resolve_topology
 
     topology = resolve_topology(args.name)
@@ -48,6 +51,8 @@ def cmd_topology_show(args: argparse.Namespace) -> int:
 
 
 def cmd_topology_detect(args: argparse.Namespace) -> int:
+    """``catur topology detect``: this machine's topology from ``/sys/devices/system/node``
+    (``--save`` writes it as a topology file)."""
     import yaml
 
     from catur.topology import detect_topology
@@ -83,6 +88,7 @@ examples:
 
 
 def cmd_policies(args: argparse.Namespace) -> int:
+    """``catur policies``: every policy name with its kind and what it chooses."""
     from catur.placement import GREEDY
     from catur.policies import POLICIES
     from catur.resident import DEFAULT_WEIGHT, RESIDENT_GREEDY
@@ -107,6 +113,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
 
 def add_topology_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``catur topology`` (list, show, detect) and ``catur policies`` on ``sub``."""
     topo = add_command(
         sub, "topology", None,
         help="host NUMA topologies: list presets, show one, detect this machine's",

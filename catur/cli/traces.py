@@ -147,6 +147,8 @@ _SINGLE_FILE_MAX_VMS = 5_000_000
 
 
 def cmd_traces_generate(args: argparse.Namespace) -> int:
+    """``catur traces generate``: write a synthetic trace, one file or a partitioned directory of
+    whole clusters."""
     import pandas as pd
     from tqdm import tqdm
 
@@ -184,6 +186,8 @@ def _print_report(report: ReadReport) -> None:
 
 
 def cmd_traces_convert(args: argparse.Namespace) -> int:
+    """``catur traces convert``: read any supported format and write Catur's canonical trace
+    (parquet or CSV)."""
     source, target = Path(args.input), Path(args.output)
     if target.exists() and source.resolve() == target.resolve():
         raise CaturError(f"refusing to overwrite the input {source} with the converted trace")
@@ -196,6 +200,8 @@ def cmd_traces_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_traces_stats(args: argparse.Namespace) -> int:
+    """``catur traces stats``: what a trace holds (VMs, days, sizes, peak load) and what its reader
+    skipped."""
     df, report = read_trace(args.trace, args.fmt, skip_bad_rows=args.skip_bad_rows)
     _print_report(report)
     stats = trace_stats(df)

@@ -40,6 +40,7 @@ TensorBoard logs go to --tensorboard DIR (view with: tensorboard --logdir DIR).
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``catur train``, ``catur train-scorer`` and ``catur retrain`` on ``sub``."""
     p = add_command(
         sub, "train", cmd_train,
         help="train a placement policy (PPO or DQN over the four primitives)",
@@ -139,6 +140,8 @@ promote' then refuses it without --force).
 
 
 def add_scorer_command(sub: argparse._SubParsersAction) -> None:
+    """Register ``catur train-scorer`` on ``sub``; its options read their defaults from
+    :class:`~catur.training.afterstate.ScorerTrainConfig`."""
     from catur.training.afterstate import ScorerTrainConfig
     from catur.training.sources import RECIPES
 
@@ -254,6 +257,8 @@ def scorer_sources(args: argparse.Namespace, log) -> list:
 
 
 def cmd_train_scorer(args: argparse.Namespace) -> int:
+    """``catur train-scorer``: train an after-state scorer with evolution strategies and write it if
+    it does not lose to greedy on validation (exit 3 otherwise)."""
     from catur.training.afterstate import ScorerTrainConfig, train_scorer
 
     config = config_from_args(ScorerTrainConfig, args)
@@ -292,6 +297,8 @@ in hindsight), walk-forward.json (every number), walk-forward.png, fold-N/model/
 
 
 def add_walk_forward_command(sub: argparse._SubParsersAction) -> None:
+    """Register ``catur walk-forward`` on ``sub``: its windows, and the training options of
+    ``train-scorer``."""
     p = add_command(
         sub, "walk-forward", cmd_walk_forward,
         help="train on early days, select on the next, test on the rest, roll forward: the honest test of a model on your traffic",
@@ -320,6 +327,7 @@ def add_walk_forward_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_walk_forward(args: argparse.Namespace) -> int:
+    """``catur walk-forward``: plan the folds, train, validate and test each, print the summary."""
     from catur.training.afterstate import ScorerTrainConfig
     from catur.training.walk_forward import plan, summarize, walk_forward
 
@@ -341,6 +349,8 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``catur train``: train a primitive-action model with PPO or DQN and write it if it does not
+    lose to greedy on validation (exit 3 otherwise)."""
     from catur.training.train import train
 
     if args.trace and args.synthetic:
@@ -409,6 +419,7 @@ exit codes (for the scheduler):
 
 
 def add_retrain_command(sub: argparse._SubParsersAction) -> None:
+    """Register ``catur retrain`` on ``sub``."""
     p = add_command(
         sub, "retrain", cmd_retrain,
         help="the scheduled job: detect a collapse on recent traffic, fine-tune, promote",
@@ -455,13 +466,15 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
            help="after a collapse no candidate fixed, keep the current model (exit 3) instead of promoting "
            "greedy itself as a rule version")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    g = p.add_argument_group("outcome metrics (for alerts; see 'Retraining' in the README)")
+    g = p.add_argument_group("outcome metrics (for alerts; see docs/howto/retraining.md)")
     g.add_argument("--metrics-textfile", metavar="PATH.prom",
                    help="write the outcome (catur_retrain_* metrics) to this file for node_exporter's textfile collector, atomically")
     g.add_argument("--pushgateway", metavar="URL", help="push the outcome to this Prometheus Pushgateway (job catur-retrain, grouped by registry)")
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
+    """``catur retrain``: the scheduled, drift-aware retraining job; returns its documented exit
+    code (0, 3, 75, 2)."""
     from catur.registry import registry_dir
     from catur.training.retrain import EXIT_LOCKED, LockHeld, run_retrain
 

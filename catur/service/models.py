@@ -1,5 +1,5 @@
 """Old name of :mod:`catur.service.serving` (the policy a running service serves, hot
-reload, the registry watch); kept as an alias for one release (see README, "What is where")."""
+reload, the registry watch); kept as an alias for one release (see docs/explanation/architecture.md)."""
 
 from catur.service.serving import (
     AUTO_MODEL,
