@@ -290,7 +290,9 @@ def retrain_table() -> list[str]:
 
     # A stand-in outcome with just what the writer reads: the rows come from the real writer.
     verdict = SimpleNamespace(failing=True, gap=0.1)
-    outcome = SimpleNamespace(status=STATUSES[0], exit_code=0, wall_s=1.0, before=SimpleNamespace(clusters={"c": verdict}), after=None)
+    improvement = {"versus_current": {"model_avg_defect": 0.9, "baseline_avg_defect": 1.0}}
+    outcome = SimpleNamespace(status=STATUSES[0], exit_code=0, wall_s=1.0, before=SimpleNamespace(clusters={"c": verdict}), after=None,
+                              improvement=improvement)
     rows = ["| metric | type | labels | definition |", "|---|---|---|---|"]
     for family in outcome_registry(outcome, finished_at=0.0).collect():
         labels = sorted({k for s in family.samples for k in s.labels})
