@@ -80,7 +80,7 @@ def outcome_registry(outcome, finished_at: float | None = None) -> CollectorRegi
         "catur_retrain_serving_collapsed_clusters", "Clusters on which the model serving after the run is clearly worse than a primitive or greedy.",
         registry=registry,
     ).set(sum(v.failing for v in serving.clusters.values()))
-    versus = (outcome.improvement or {}).get("versus_current")
+    versus = (getattr(outcome, "improvement", None) or {}).get("versus_current")  # older outcomes have none
     if versus and versus.get("baseline_avg_defect"):
         Gauge("catur_retrain_improvement_ratio", "A healthy run's candidate vs the current model on held-out days (ratio - 1).",
               registry=registry).set(versus["model_avg_defect"] / versus["baseline_avg_defect"] - 1.0)
