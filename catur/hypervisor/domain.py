@@ -41,15 +41,29 @@ from catur.request import even_splits
 # The namespace of the placement record Catur writes into a domain's <metadata>.
 CATUR_NS = "https://catur.dev/schemas/libvirt/placement/1"
 MEMORY_MODES = ("strict", "preferred", "interleave", "restrictive")
+# Domain types whose NUMA tuning (<vcpupin>, <numatune>, guest cells) Catur writes: QEMU/KVM,
+# and libvirt's test driver (which accepts the same XML). Others (lxc, xen, bhyve, ...) have
+# other tuning rules or none, and are refused rather than tuned wrongly.
+DOMAIN_TYPES = ("kvm", "qemu", "test")
+# Memory devices that add guest memory beyond <memory>'s initial size, on a guest cell.
+MEMORY_DEVICE_MODELS = ("dimm", "nvdimm", "virtio-mem", "virtio-pmem", "sgx-epc")
+# The size <hugepages/> without a <page> means: the host's default huge page (x86: 2 MiB).
+DEFAULT_HUGEPAGE_KIB = 2048
 
 
 @dataclass(frozen=True)
 class GuestCell:
-    """One guest NUMA cell: its id, its vCPUs, its memory in KiB."""
+    """One guest NUMA cell: its id, its vCPUs, its memory in KiB (``<cell memory>``), and the
+    memory devices (DIMMs) plugged into it, in KiB."""
 
     id: int
     vcpus: tuple[int, ...]
     mem_kib: int
+    dimm_kib: int = 0
+
+    @property
+    def total_kib(self) -> int:
+        return self.mem_kib + self.dimm_kib
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,10 @@ class DomainSpec:
     cells: tuple[GuestCell, ...] = ()
     recorded: tuple[RecordedInstance, ...] = ()
     has_numatune: bool = False
+    type: str = "kvm"
+    auto_placement: bool = False  # <vcpu placement='auto'> or <numatune><memory placement='auto'>: numad decides
+    hugepage_kib: int | None = None  # <memoryBacking><hugepages>: the page size backing the guest
+    guest_topology: tuple[int, int] | None = None  # <cpu><topology>: (threads per core, vCPUs per socket)
 
     @property
     def mem_mib(self) -> int:
@@ -90,8 +108,24 @@ class DomainSpec:
 
     @property
     def has_tuning(self) -> bool:
-        """Whether the domain already says where it runs (CPU pinning or a memory policy)."""
-        return self.vcpu_cpuset is not None or bool(self.vcpupin) or self.has_numatune
+        """Whether the domain already says where it runs (CPU pinning, a memory policy, or
+        numad's automatic placement)."""
+        return self.vcpu_cpuset is not None or bool(self.vcpupin) or self.has_numatune or self.auto_placement
+
+    def split_cores(self) -> list[tuple[int, int]]:
+        """Guest cores (``(first vCPU, cell ids)``...) whose threads lie in different guest
+        cells, by the guest ``<topology>`` (vCPUs numbered thread-fastest, as QEMU does).
+        A guest scheduler that believes two threads share a core when they are in different
+        NUMA cells balances wrongly; ``place`` warns about it."""
+        if self.guest_topology is None or not self.cells:
+            return []
+        threads, _ = self.guest_topology
+        out = []
+        for first in range(0, self.vcpus, threads):
+            cells = {self.cell_of_vcpu(v) for v in range(first, min(first + threads, self.vcpus))}
+            if len(cells) > 1:
+                out.append((first, len(cells)))
+        return out
 
     def allowed_cpus(self, vcpu: int) -> tuple[int, ...] | None:
         """The host CPUs vCPU ``vcpu`` may run on, or ``None`` when it is unpinned."""
@@ -126,6 +160,14 @@ def parse_domain(root: ET.Element | str, source: str = "domain XML") -> DomainSp
     if not vcpu_text.isdigit() or int(vcpu_text) < 1:
         raise CaturError(f"{where}: <vcpu> must be a whole number >= 1, got {vcpu_text or 'nothing'!r}")
     vcpus = int(vcpu_text)
+    dtype = root.get("type", "")
+    if dtype and dtype not in DOMAIN_TYPES:  # none given: libvirt's own schema check will say so
+        raise CaturError(
+            f"{where}: domain type {dtype!r} is not supported; Catur writes NUMA tuning for {', '.join(DOMAIN_TYPES)} domains"
+        )
+    current = vcpu_el.get("current")
+    if current is not None and (not current.strip().isdigit() or not 1 <= int(current) <= vcpus):
+        raise CaturError(f"{where}: <vcpu current={current!r}> must be a whole number in 1..{vcpus} (the <vcpu> count)")
     memory = root.find("memory")
     if memory is None:
         raise CaturError(f"{where}: no <memory> element")
@@ -141,12 +183,14 @@ def parse_domain(root: ET.Element | str, source: str = "domain XML") -> DomainSp
             raise CaturError(f"{where}: <vcpupin vcpu='{v}'> but the domain has {vcpus} vCPUs")
         vcpupin[v] = tuple(parse_cpuset(pin.get("cpuset"), f"{where} <vcpupin vcpu='{v}'>"))
     numatune = root.find("numatune")
+    auto = vcpu_el.get("placement") == "auto"
     memory_mode = memory_nodeset = None
     memnodes: dict[int, tuple[str, tuple[int, ...]]] = {}
     if numatune is not None:
         top = numatune.find("memory")
         if top is not None:
             memory_mode = _mode(top, where)
+            auto = auto or top.get("placement") == "auto"
             if top.get("nodeset"):
                 memory_nodeset = tuple(parse_cpuset(top.get("nodeset"), f"{where} <numatune><memory nodeset>"))
         for memnode in numatune.findall("memnode"):
@@ -160,10 +204,15 @@ def parse_domain(root: ET.Element | str, source: str = "domain XML") -> DomainSp
         if any(v >= vcpus for v in cell_cpus):
             raise CaturError(f"{cell_where}: cpus {cell.get('cpus')!r} name vCPUs beyond the domain's {vcpus}")
         cells.append(GuestCell(cid, cell_cpus, to_kib(cell.get("memory"), cell.get("unit"), cell_where)))
-    if cells:  # libvirt's own rule: with guest cells, the domain's memory is their sum
-        mem_kib = sum(c.mem_kib for c in cells)
+    dimms, loose_dimm_kib = _memory_devices(root, where, {c.id for c in cells})
+    if cells and loose_dimm_kib:  # a device naming no (known) guest cell: libvirt puts it on the first
+        dimms[cells[0].id] = dimms.get(cells[0].id, 0) + loose_dimm_kib
+    cells = [GuestCell(c.id, c.vcpus, c.mem_kib, dimms.get(c.id, 0)) for c in cells]
+    if cells:  # libvirt's own rule: with guest cells, the domain's memory is their sum (plus its DIMMs)
+        mem_kib = sum(c.total_kib for c in cells)
         if mem_kib < 1:
             raise CaturError(f"{where}: the guest cells have no memory")
+    # Without guest cells, <memory> is already the total, DIMMs included (libvirt writes it so).
     return DomainSpec(
         name=name,
         uuid=(root.findtext("uuid") or "").strip(),
@@ -177,7 +226,57 @@ def parse_domain(root: ET.Element | str, source: str = "domain XML") -> DomainSp
         cells=tuple(cells),
         recorded=_recorded(root, where),
         has_numatune=numatune is not None,
+        type=dtype,
+        auto_placement=auto,
+        hugepage_kib=_hugepage_kib(root, where),
+        guest_topology=_guest_topology(root, where),
     )
+
+
+def _memory_devices(root: ET.Element, where: str, cell_ids: set[int]) -> tuple[dict[int, int], int]:
+    """``({guest cell: KiB}, KiB on no known cell)`` of the memory devices (DIMMs etc.):
+    memory the guest has beyond ``<memory>``'s initial size (libvirt counts it in the total)."""
+    per_cell: dict[int, int] = {}
+    loose = 0
+    for dev in root.findall("./devices/memory"):
+        model = dev.get("model", "")
+        if model not in MEMORY_DEVICE_MODELS:
+            raise CaturError(f"{where}: <memory model={model!r}> device; known models: {', '.join(MEMORY_DEVICE_MODELS)}")
+        size = dev.find("./target/size")
+        if size is None:
+            raise CaturError(f"{where}: <memory model='{model}'> device has no <target><size>")
+        kib = to_kib(size.text, size.get("unit"), f"{where} <memory model='{model}'> <size>")
+        node = dev.findtext("./target/node")
+        if node is not None and node.strip().isdigit() and int(node) in cell_ids:
+            per_cell[int(node)] = per_cell.get(int(node), 0) + kib
+        else:
+            loose += kib
+    return per_cell, loose
+
+
+def _hugepage_kib(root: ET.Element, where: str) -> int | None:
+    """The page size backing the guest (``<memoryBacking><hugepages>``), in KiB, or ``None``.
+    Several ``<page>`` sizes (per guest cell) are refused: Catur places one pool per guest."""
+    huge = root.find("./memoryBacking/hugepages")
+    if huge is None:
+        return None
+    sizes = {to_kib(p.get("size"), p.get("unit"), f"{where} <hugepages><page size>") for p in huge.findall("page")}
+    if len(sizes) > 1:
+        raise CaturError(f"{where}: <hugepages> mixes page sizes {sorted(sizes)} KiB; Catur places guests backed by one size")
+    return sizes.pop() if sizes else DEFAULT_HUGEPAGE_KIB
+
+
+def _guest_topology(root: ET.Element, where: str) -> tuple[int, int] | None:
+    top = root.find("./cpu/topology")
+    if top is None:
+        return None
+    threads = _int_attr(top, "threads", f"{where} <cpu><topology>", 1)
+    cores = _int_attr(top, "cores", f"{where} <cpu><topology>", 1)
+    dies = _int_attr(top, "dies", f"{where} <cpu><topology>", 1)
+    clusters = _int_attr(top, "clusters", f"{where} <cpu><topology>", 1)
+    if min(threads, cores, dies, clusters) < 1:
+        raise CaturError(f"{where}: <cpu><topology> values must be >= 1")
+    return threads, threads * cores * dies * clusters
 
 
 def _mode(element: ET.Element, where: str) -> str:
@@ -283,7 +382,7 @@ def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.nd
     # Memory, per guest cell (or the whole domain as one part).
     node_mem = np.zeros(n, dtype=np.int64)
     total_mib = spec.mem_mib
-    parts = [(c.id, c.vcpus, c.mem_kib) for c in spec.cells] or [(None, tuple(range(spec.vcpus)), spec.mem_kib)]
+    parts = [(c.id, c.vcpus, c.total_kib) for c in spec.cells] or [(None, tuple(range(spec.vcpus)), spec.mem_kib)]
     # Whole MiB per part from the cumulative KiB, rounded up: sums to the domain's MiB, and
     # gives back exactly the instances' MiB of cells Catur wrote.
     cumulative = np.cumsum([p[2] for p in parts])

@@ -68,7 +68,7 @@ def read_host(
     source = "capabilities"
     try:
         text = capabilities if capabilities is not None else conn.getCapabilities()
-        return parse_capabilities(text, name=name, source=source)
+        return parse_capabilities(text, name=name, source=source, warn=warn)
     except NoNumaCells:
         info = conn.getInfo()
         if warn is not None:
