@@ -98,26 +98,39 @@ def add_libvirt_commands(sub: argparse._SubParsersAction) -> None:
                            "pinning, numatune and guest NUMA cells (README: the counting rule).",
                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     common(p)
-    p.add_argument("--include-defined", action="store_true", help="also count defined domains that are not running")
+    p.add_argument("--running-only", action="store_true", help="count only running domains (default: defined ones too)")
+    p.add_argument("--include-defined", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_usage)
 
-    p = actions.add_parser("place", help="place a new domain and write its NUMA tuning into its XML",
-                           description="Ask Catur where a new domain goes on this host and print its XML with "
-                           "the matching vCPU pinning, numatune and guest NUMA cells.",
+    p = actions.add_parser("place", help="place a domain (new, or an existing one with --domain) and write its NUMA tuning",
+                           description="Ask Catur where a domain goes on this host and write the matching vCPU "
+                           "pinning, numatune and guest NUMA cells: into a new domain's XML (--domain-xml), or "
+                           "into an existing domain (--domain NAME: --config, --live). A domain that does not fit "
+                           "the host's free memory or huge page pool exits 3 and nothing is written.",
                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_PLACE)
     common(p)
-    p.add_argument("--domain-xml", required=True, metavar="FILE", help="the new domain's XML ('-' = standard input)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--domain-xml", metavar="FILE", help="a new domain's XML ('-' = standard input)")
+    which.add_argument("--domain", metavar="NAME|UUID", help="an existing domain of the host (virt-install, virt-manager, Nova ...)")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--target", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"placement service to ask (default {DEFAULT_LISTEN})")
     who.add_argument("--in-process", action="store_true", help="decide here, without a service")
-    what = p.add_mutually_exclusive_group()
-    what.add_argument("--define", action="store_true", help="define the tuned domain through libvirt")
-    what.add_argument("--dry-run", action="store_true", help="print a unified diff of the change instead of the XML")
-    p.add_argument("--replace", action="store_true", help="overwrite NUMA tuning the domain already has")
+    p.add_argument("--define", action="store_true", help="with --domain-xml: define the tuned domain through libvirt")
+    p.add_argument("--config", action="store_true", help="with --domain: rewrite its persistent XML (takes effect at its next start)")
+    p.add_argument("--live", action="store_true",
+                   help="with --domain: apply to the running domain now (virDomainPinVcpuFlags and "
+                   "virDomainSetNumaParameters, as 'virsh vcpupin --live' and 'virsh numatune --live')")
+    p.add_argument("--dry-run", action="store_true", help="print a unified diff of the change; write, define and apply nothing")
+    p.add_argument("--json", action="store_true",
+                   help="print the decision as JSON (cells, vCPU and memory split, defect, fit verdict, policy) instead of the XML")
+    p.add_argument("--replace", action="store_true", help="overwrite NUMA tuning the domain already has (or numad's placement='auto')")
     p.add_argument("--memory-mode", choices=("auto", "strict", "preferred", "restrictive"), default="auto",
                    help="how memory that spills over several nodes is written (default auto)")
-    p.add_argument("--include-defined", action="store_true", help="count defined, stopped domains as using the host too")
+    p.add_argument("--running-only", action="store_true",
+                   help="count only running domains as using the host (default: defined ones too, which claim "
+                   "their share when they start)")
+    p.add_argument("--include-defined", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.add_argument("--alpha", type=float, default=1.0, help="weight of CPU overload in the defect (default 1)")
     p.add_argument("--beta", type=float, default=1.0, help="weight of remote memory in the defect (default 1)")
     p.add_argument("--vnuma", type=int, help="vNUMA instances (default: the guest cells' count, else the fewest that fit)")
@@ -187,7 +200,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
     conn = _connect(args)
     try:
-        usage = read_usage(conn, _host(args, conn), args.include_defined)
+        usage = read_usage(conn, _host(args, conn), not args.running_only)
     finally:
         conn.close()
     if args.json:
@@ -212,30 +225,91 @@ def _read_domain_text(path: str) -> tuple[str, str]:
     return Path(path).read_text(), path
 
 
+def _check_place_actions(args: argparse.Namespace) -> None:
+    """Which actions go with which domain, before anything is read or asked."""
+    if args.model and not args.in_process:
+        raise CaturError("--model applies to --in-process only (the service at --target serves its own model)")
+    if args.domain_xml is not None and (args.config or args.live):
+        raise CaturError("--config and --live tune an existing domain: use them with --domain NAME (a new domain takes --define)")
+    if args.domain is not None and args.define:
+        raise CaturError("--define is for a new domain (--domain-xml); for an existing one use --config (persistent) or --live")
+    if args.dry_run and (args.define or args.config or args.live):
+        raise CaturError("--dry-run changes nothing: leave out --define, --config and --live")
+
+
+def _lookup(conn, name: str):
+    from catur.hypervisor.libvirt_host import libvirt_module
+
+    libvirt = libvirt_module()
+    for lookup in (conn.lookupByName, conn.lookupByUUIDString):
+        try:
+            return lookup(name)
+        except libvirt.libvirtError:
+            continue
+    raise CaturError(f"no domain {name!r} at {conn.getURI()} (by name or UUID); 'virsh list --all' lists them")
+
+
+def placement_summary(spec, host, view, decision, placement, verdict, source: str) -> dict:
+    """What ``place --json`` prints: the domain, the chosen cells, the vCPU and memory split
+    (libvirt cell ids, MiB), the defect, the fit verdict and who decided."""
+    instances = [
+        {"cell": host.cell_ids[int(placement.cpu_nodes[i])], "vcpus": int(placement.vcpus[i]),
+         "mem_mib": {str(host.cell_ids[j]): int(m) for j, m in enumerate(placement.mem_mib[i]) if m}}
+        for i in range(placement.num_instances)
+    ]
+    return {
+        "domain": spec.name, "uuid": spec.uuid, "source": source,
+        "vcpus": spec.vcpus, "mem_mib": spec.mem_mib, "backing": view.unit if view.mib_per_unit > 1 else "memory",
+        "cells": sorted({i["cell"] for i in instances}), "instances": instances,
+        "defect": decision.defect, "cor": decision.cor, "rmr": decision.rmr,
+        "policy": decision.policy, "primitive": decision.primitive, "model_version": decision.model_version,
+        "fit": verdict.to_dict(),
+    }
+
+
 def cmd_place(args: argparse.Namespace) -> int:
     """``catur libvirt place``: place a new domain (through the service or in process) and print or
     define its XML with the NUMA tuning written in."""
     import xml.etree.ElementTree as ET
 
+    from catur.errors import DoesNotFit
+    from catur.hypervisor.capacity import placement_view
     from catur.hypervisor.domain import parse_domain, read_xml
-    from catur.hypervisor.libvirt_host import define, read_usage
+    from catur.hypervisor.libvirt_host import apply_live, define, libvirt_module, read_free, read_usage
     from catur.hypervisor.tuning import check_untuned, register_namespaces, to_text, unified_diff, vm_request, write_placement
 
-    if args.model and not args.in_process:
-        raise CaturError("--model applies to --in-process only (the service at --target serves its own model)")
-    text, source = _read_domain_text(args.domain_xml)
-    register_namespaces(text)
-    root = read_xml(text, source)
-    spec = parse_domain(root, source)
-    request = vm_request(spec, args.alpha, args.beta, args.vnuma)
-    if not args.replace:  # refuse before asking anybody anything
-        check_untuned(spec, source)
-    conn = _connect(args, readonly=not args.define)
+    _check_place_actions(args)
+    if args.domain_xml is not None:
+        text, source = _read_domain_text(args.domain_xml)
+        register_namespaces(text)
+        root = read_xml(text, source)
+        spec = parse_domain(root, source)
+        request = vm_request(spec, args.alpha, args.beta, args.vnuma)
+        if not args.replace:  # refuse before asking anybody anything
+            check_untuned(spec, source)
+    writes = args.define or args.config or args.live
+    conn = _connect(args, readonly=not writes)
     try:
+        dom = None
+        if args.domain is not None:
+            libvirt = libvirt_module()
+            dom = _lookup(conn, args.domain)
+            # The persistent definition is what --config rewrites (and what a diff shows);
+            # a transient domain has only its live XML.
+            flags = libvirt.VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() and not (args.live and not args.config) else 0
+            text = dom.XMLDesc(flags)
+            source = f"domain {dom.name()}"
+            register_namespaces(text)
+            root = read_xml(text, source)
+            spec = parse_domain(root, source)
+            request = vm_request(spec, args.alpha, args.beta, args.vnuma)
+            if not args.replace:
+                check_untuned(spec, source)
         host = _host(args, conn)
-        usage = read_usage(conn, host, args.include_defined)
+        usage = read_usage(conn, host, not args.running_only, exclude_uuid=spec.uuid or None)
+        view = placement_view(host, usage, spec, request, read_free(conn, host))
         if args.in_process:
-            decision = _decide_here(args, host, usage, request)
+            decision = _decide_here(args, view, usage)
         else:
             if not spec.uuid:  # the VM's id for the service, and later for its Depart
                 new_uuid = ET.Element("uuid")
@@ -243,42 +317,60 @@ def cmd_place(args: argparse.Namespace) -> int:
                 name = root.find("name")
                 root.insert(list(root).index(name) + 1 if name is not None else 0, new_uuid)
                 spec = parse_domain(root, source)
-            decision = _ask_service(args, conn, host, usage, request, spec.uuid, dry_run=args.dry_run)
+            decision = _ask_service(args, conn, view, usage, spec.uuid, dry_run=args.dry_run)
+        verdict = view.fit(decision.placement)
+        placed = view.to_mib(decision.placement)
+        summary = placement_summary(spec, host, view, decision, placed, verdict, source)
+        if not verdict.fits:
+            if args.json:
+                print(json.dumps(summary, indent=2))
+            raise DoesNotFit(f"{source}: domain {spec.name!r} does not fit: {verdict.short}; nothing written")
         record = {"policy": decision.policy, "primitive": decision.primitive, "model_version": decision.model_version,
                   "defect": f"{decision.defect:.6g}"}
-        tuned = write_placement(root, spec, host, decision.placement, memory_mode=args.memory_mode,
+        tuned = write_placement(root, spec, host, placed, memory_mode=args.memory_mode,
                                 replace=args.replace, record=record, source=source)
-        placed = decision.placement
         where = "; ".join(
-            f"{int(placed.vcpus[i])} vCPUs on cell {host.cell_ids[int(placed.cpu_nodes[i])]}, MiB by cell "
-            + str({host.cell_ids[j]: int(m) for j, m in enumerate(placed.mem_mib[i]) if m})
-            for i in range(placed.num_instances)
+            f"{i['vcpus']} vCPUs on cell {i['cell']}, MiB by cell {i['mem_mib']}" for i in summary["instances"]
         )
         residents = f", weighing the VMs already on its nodes ({len(usage.resident_vms())})" if decision.residents_used else ""
         print(f"catur libvirt: {spec.name}: {where} ({decision.policy}, {decision.primitive}, "
               f"defect {decision.defect:.3f}{residents})", file=sys.stderr)
+        split = parse_domain(tuned, source).split_cores()
+        if split:
+            _warn(f"{spec.name}: the guest <topology> puts the threads of {len(split)} core(s) (first at vCPU {split[0][0]}) "
+                  "in different guest NUMA cells; make each cell's vCPU count a multiple of the threads per core")
         if args.dry_run:
-            sys.stdout.write(unified_diff(root, tuned, source))
+            if args.json:
+                print(json.dumps(summary, indent=2))
+            else:
+                sys.stdout.write(unified_diff(root, tuned, source))
             return 0
         xml = to_text(tuned)
-        if args.define:
-            dom = define(conn, xml)
-            print(f"defined domain {dom.name()} ({dom.UUIDString()}) at {args.connect}", file=sys.stderr)
-        sys.stdout.write(xml)
+        if args.define or args.config:
+            defined = define(conn, xml)
+            print(f"defined domain {defined.name()} ({defined.UUIDString()}) at {args.connect}", file=sys.stderr)
+        if args.live:
+            apply_live(dom, host, placed, tuned)
+            print(f"applied to running domain {dom.name()}: vCPU pinning and memory nodeset (live)", file=sys.stderr)
+        if args.json:
+            summary["written"] = {"defined": bool(args.define or args.config), "live": bool(args.live)}
+            print(json.dumps(summary, indent=2))
+        elif not (args.config or args.live):
+            sys.stdout.write(xml)
     finally:
         conn.close()
     return 0
 
 
-def _decide_here(args, host, usage, request):
+def _decide_here(args, view, usage):
     from catur.decision import DeciderSpec
     from catur.shield import ShieldConfig
 
     spec = DeciderSpec(model=args.model, shield=ShieldConfig(depth=args.shield_depth))
-    return spec.build().decide(host.topology, usage.used_vcpus, usage.used_mem_mib, request, residents=usage.residents)
+    return spec.build().decide(view.topology, view.used_vcpus, view.used_mem, view.request, residents=usage.residents)
 
 
-def _ask_service(args, conn, host, usage, request, vm_id: str, dry_run: bool = False):
+def _ask_service(args, conn, view, usage, vm_id: str, dry_run: bool = False):
     """The service's decision. A service that collects traces records every Place as an
     arrival; for a dry run the VM is reported departed at once, so the trace does not keep a
     VM that never ran (it still shows a zero-length one: --in-process leaves no record)."""
@@ -289,8 +381,11 @@ def _ask_service(args, conn, host, usage, request, vm_id: str, dry_run: bool = F
     host_id = args.host_id or conn.getHostname()
     with _client(args) as client:
         try:
-            decision = client.place(host.topology, usage.used_vcpus, usage.used_mem_mib, request, host_id=host_id, vm_id=vm_id,
-                                    resident_vms=usage.resident_vms())
+            residents = usage.resident_vms()
+            if view.mib_per_unit > 1:  # counted in pages: the residents' MiB are in another unit
+                residents = [{"vcpus": vm["vcpus"]} for vm in residents]
+            decision = client.place(view.topology, view.used_vcpus, view.used_mem, view.request, host_id=host_id, vm_id=vm_id,
+                                    resident_vms=residents)
             if dry_run and client.depart(vm_id, host_id):
                 _warn(f"the service at {args.target} collects traces: this dry run is recorded as a VM that left at once "
                       "(use --in-process for a dry run that leaves no record)")

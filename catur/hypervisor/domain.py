@@ -30,7 +30,7 @@ A domain is *pinned* when every vCPU has an allowed CPU set, *unpinned* when non
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -100,6 +100,17 @@ class DomainSpec:
     auto_placement: bool = False  # <vcpu placement='auto'> or <numatune><memory placement='auto'>: numad decides
     hugepage_kib: int | None = None  # <memoryBacking><hugepages>: the page size backing the guest
     guest_topology: tuple[int, int] | None = None  # <cpu><topology>: (threads per core, vCPUs per socket)
+    current_kib: int | None = None  # <currentMemory>: the balloon's current size, when given
+
+    @property
+    def held_kib(self) -> int:
+        """The memory the domain holds on the host, as usage counts it: ``<currentMemory>``
+        when it is smaller than ``<memory>`` and the guest has no NUMA cells (the balloon gave
+        the rest back; growing it again is an operator's act, ``virsh setmem``), else all of
+        ``<memory>``. A new domain is always placed at ``<memory>``."""
+        if self.current_kib is not None and not self.cells and self.current_kib < self.mem_kib:
+            return self.current_kib
+        return self.mem_kib
 
     @property
     def mem_mib(self) -> int:
@@ -230,7 +241,13 @@ def parse_domain(root: ET.Element | str, source: str = "domain XML") -> DomainSp
         auto_placement=auto,
         hugepage_kib=_hugepage_kib(root, where),
         guest_topology=_guest_topology(root, where),
+        current_kib=_current_kib(root, where),
     )
+
+
+def _current_kib(root: ET.Element, where: str) -> int | None:
+    current = root.find("currentMemory")
+    return None if current is None else to_kib(current.text, current.get("unit"), f"{where} <currentMemory>")
 
 
 def _memory_devices(root: ET.Element, where: str, cell_ids: set[int]) -> tuple[dict[int, int], int]:
@@ -319,6 +336,10 @@ class DomainUsage:
     node_vcpus: np.ndarray
     node_mem_mib: np.ndarray
     rule: str
+    # Unpinned vCPUs, as ((home nodes), count) groups; node_vcpus counts them near-evenly over
+    # their home (lower nodes first). host_usage re-spreads them over all domains together.
+    floating: tuple[tuple[tuple[int, ...], int], ...] = ()
+    hugepage_kib: int | None = None  # the page size backing it (its memory is in that pool)
 
     @property
     def pinned(self) -> bool:
@@ -358,8 +379,9 @@ def _home(spec: DomainSpec, host: HostTopology, vcpu: int) -> tuple[int, ...]:
     return tuple(_nodes(host, nodeset)) or tuple(range(host.num_nodes))
 
 
-def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rules 2 and 3: ``(vcpu_node[V] (-1 = unpinned), node_vcpus[N], node_mem_mib[N])``."""
+def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Rules 2 and 3: ``(vcpu_node[V] (-1 = unpinned), node_vcpus[N], node_mem_mib[N],
+    {home nodes: unpinned vCPUs})``."""
     n = host.num_nodes
     vcpu_node = np.full(spec.vcpus, -1, dtype=np.int64)
     node_of_set: dict[tuple[int, ...], int] = {}  # vCPUs mostly share a few CPU sets
@@ -381,8 +403,8 @@ def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.nd
         node_vcpus[list(home)] += even_splits(np.array([count]), np.array([len(home)]))[0]
     # Memory, per guest cell (or the whole domain as one part).
     node_mem = np.zeros(n, dtype=np.int64)
-    total_mib = spec.mem_mib
-    parts = [(c.id, c.vcpus, c.total_kib) for c in spec.cells] or [(None, tuple(range(spec.vcpus)), spec.mem_kib)]
+    total_mib = fits_whole_mib(spec.held_kib)
+    parts = [(c.id, c.vcpus, c.total_kib) for c in spec.cells] or [(None, tuple(range(spec.vcpus)), spec.held_kib)]
     # Whole MiB per part from the cumulative KiB, rounded up: sums to the domain's MiB, and
     # gives back exactly the instances' MiB of cells Catur wrote.
     cumulative = np.cumsum([p[2] for p in parts])
@@ -412,19 +434,20 @@ def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.nd
         if weights.sum() == 0:
             weights = np.ones(n)
         node_mem += share(int(mib), weights)
-    return vcpu_node, node_vcpus, node_mem
+    return vcpu_node, node_vcpus, node_mem, homes
 
 
 def domain_usage(spec: DomainSpec, host: HostTopology, active: bool = True) -> DomainUsage:
     """How many vCPUs and MiB ``spec`` puts on each node of ``host`` (the module's rule)."""
-    vcpu_node, node_vcpus, node_mem = _rule_usage(spec, host)
+    vcpu_node, node_vcpus, node_mem, homes = _rule_usage(spec, host)
     pinned = int((vcpu_node >= 0).sum())
     rule = "pinned" if pinned == spec.vcpus else "unpinned" if pinned == 0 else "partly pinned"
     recorded = _from_record(spec, host, node_vcpus, vcpu_node)
     if recorded is not None:
         node_vcpus, node_mem = recorded
         rule = "recorded"
-    return DomainUsage(spec.name, spec.uuid, active, spec.vcpus, spec.mem_mib, node_vcpus, node_mem, rule)
+    return DomainUsage(spec.name, spec.uuid, active, spec.vcpus, spec.mem_mib, node_vcpus, node_mem, rule,
+                       tuple(homes.items()), spec.hugepage_kib)
 
 
 def _from_record(spec: DomainSpec, host: HostTopology, rule_vcpus: np.ndarray, vcpu_node: np.ndarray):
@@ -496,8 +519,37 @@ class HostUsage:
         }
 
 
+def spread_floating(host: HostTopology, domains: list[DomainUsage]) -> list[DomainUsage]:
+    """The domains with their unpinned vCPUs spread over the whole host, not domain by domain.
+
+    One domain's unpinned vCPUs are split near-evenly over their home nodes, the remainder
+    on the lower nodes; summed over many small domains that would put every remainder on
+    node 0 (six 1-vCPU domains: node 0 +6). Here each unpinned vCPU, domain after domain,
+    goes to the home node with the fewest unpinned vCPUs counted so far (ties: the lower
+    node), so the host's total is near-even over the nodes the scheduler may use, and each
+    domain still lists the nodes its own vCPUs were counted on."""
+    load = np.zeros(host.num_nodes, dtype=np.int64)
+    out = []
+    for d in domains:
+        if not d.floating:
+            out.append(d)
+            continue
+        node_vcpus = d.node_vcpus.copy()
+        for home, count in d.floating:
+            home = list(home)
+            node_vcpus[home] -= even_splits(np.array([count]), np.array([len(home)]))[0]
+            for _ in range(count):
+                j = home[int(np.argmin(load[home]))]
+                load[j] += 1
+                node_vcpus[j] += 1
+        out.append(replace(d, node_vcpus=node_vcpus))
+    return out
+
+
 def host_usage(host: HostTopology, domains: list[DomainUsage]) -> HostUsage:
-    """Add domains' usage up per node."""
+    """Add domains' usage up per node (unpinned vCPUs spread over the host:
+    :func:`spread_floating`)."""
+    domains = spread_floating(host, domains)
     n = host.num_nodes
     vcpus = np.zeros(n, dtype=np.int64)
     mem = np.zeros(n, dtype=np.int64)

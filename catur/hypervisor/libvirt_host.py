@@ -21,6 +21,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from catur.errors import CaturError
+from catur.hypervisor.capacity import ReportedFree
 from catur.hypervisor.capabilities import HostTopology, NoNumaCells, parse_capabilities, topology_from_nodeinfo
 from catur.hypervisor.domain import HostUsage, domain_usage, host_usage, parse_domain, read_xml
 
@@ -81,8 +82,9 @@ def read_host(
         raise CaturError(f"cannot read the host's capabilities: {_message(exc)}") from None
 
 
-def domain_xmls(conn, include_defined: bool = False) -> list[tuple[str, bool]]:
-    """``(XML, active)`` of the running domains (and the defined, inactive ones when asked)."""
+def domain_xmls(conn, include_defined: bool = True) -> list[tuple[str, bool]]:
+    """``(XML, active)`` of the running domains and, unless ``include_defined`` is false, the
+    defined ones that are not running (a defined domain claims its share when it starts)."""
     libvirt = libvirt_module()
     flags = 0 if include_defined else libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
     out = []
@@ -95,14 +97,46 @@ def domain_xmls(conn, include_defined: bool = False) -> list[tuple[str, bool]]:
     return out
 
 
-def read_usage(conn, host: HostTopology, include_defined: bool = False) -> HostUsage:
-    """Per-node usage of the host's domains (see :mod:`catur.hypervisor.domain` for the rule)."""
+def read_usage(conn, host: HostTopology, include_defined: bool = True, exclude_uuid: str | None = None) -> HostUsage:
+    """Per-node usage of the host's domains (see :mod:`catur.hypervisor.domain` for the rule);
+    defined, stopped domains count too unless ``include_defined`` is false. ``exclude_uuid``
+    leaves one domain out (the one being re-placed)."""
     usages = []
     for text, active in domain_xmls(conn, include_defined):
         spec = parse_domain(read_xml(text, "libvirt domain"), "libvirt domain")
+        if exclude_uuid and spec.uuid == exclude_uuid:
+            continue
         usages.append(domain_usage(spec, host, active))
     usages.sort(key=lambda d: (not d.active, d.name))
     return host_usage(host, usages)
+
+
+def read_free(conn, host: HostTopology) -> ReportedFree:
+    """What libvirt reports free on each node now: ordinary memory (``virNodeGetCellsFreeMemory``)
+    and free huge pages of the host's pool sizes (``virNodeGetFreePages``). A driver that
+    cannot say (libvirt's test driver on a file, some remote drivers) leaves it out; the fit
+    check then works from capacity and the counted domains alone."""
+    libvirt = libvirt_module()
+    mem = None
+    try:
+        # libvirt's test driver answers in KiB where the real drivers answer in bytes (its
+        # cells' "free" is just their size), so its report is not used.
+        if conn.getType().upper() != "TEST":
+            mem = tuple(int(conn.getCellsFreeMemory(cell, 1)[0]) // (1 << 20) for cell in host.cell_ids)
+    except (libvirt.libvirtError, IndexError, TypeError):
+        pass
+    pages = []
+    if host.hugepages:
+        try:
+            sizes = sorted(host.hugepages)
+            per_cell = [conn.getFreePages(sizes, cell, 1) or {} for cell in host.cell_ids]
+            for size in sizes:
+                counts = [next(iter(c.values()), {}).get(size) for c in per_cell]
+                if all(v is not None for v in counts):
+                    pages.append((size, tuple(int(v) for v in counts)))
+        except (libvirt.libvirtError, AttributeError, TypeError):
+            pass
+    return ReportedFree(mem, tuple(pages))
 
 
 def define(conn, xml: str):
@@ -112,6 +146,41 @@ def define(conn, xml: str):
         return conn.defineXML(xml)
     except libvirt.libvirtError as exc:
         raise CaturError(f"libvirt refused to define the domain: {_message(exc)}") from None
+
+
+def apply_live(dom, host: HostTopology, placement, tuned) -> None:
+    """Apply a placement to a running domain, as ``virsh vcpupin --live`` and ``virsh numatune
+    --live`` do: each vCPU pinned to its instance's node (``virDomainPinVcpuFlags``), the
+    memory nodeset set to the placement's nodes (``virDomainSetNumaParameters``; libvirt
+    changes the nodeset of a running domain, not its mode, and not per guest cell: those take
+    --config and a restart), and Catur's record set as live metadata, so usage counts it.
+    Memory already allocated migrates only as the kernel's cpuset.mems rules allow."""
+    import numpy as np
+    import xml.etree.ElementTree as ET
+
+    from catur.hypervisor.capabilities import format_cpuset
+    from catur.hypervisor.domain import CATUR_NS
+
+    libvirt = libvirt_module()
+    if not dom.isActive():
+        raise CaturError(f"domain {dom.name()!r} is not running: --live needs a running domain (use --config)")
+    live = libvirt.VIR_DOMAIN_AFFECT_LIVE
+    width = max(c for cpus in host.cpus for c in cpus) + 1
+    try:
+        first = 0
+        for i in range(placement.num_instances):
+            allowed = set(host.cpus[int(placement.cpu_nodes[i])])
+            cpumap = tuple(c in allowed for c in range(width))
+            for v in range(first, first + int(placement.vcpus[i])):
+                dom.pinVcpuFlags(v, cpumap, live)
+            first += int(placement.vcpus[i])
+        nodes = sorted({int(n) for n in placement.cpu_nodes} | {int(j) for j in np.flatnonzero(placement.node_mem_mib())})
+        dom.setNumaParameters({libvirt.VIR_DOMAIN_NUMA_NODESET: format_cpuset(host.cell_ids[j] for j in nodes)}, live)
+        record = tuned.find(f"./metadata/{{{CATUR_NS}}}placement")
+        if record is not None:
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ET.tostring(record, encoding="unicode"), "catur", CATUR_NS, live)
+    except libvirt.libvirtError as exc:
+        raise CaturError(f"libvirt refused to tune running domain {dom.name()!r}: {_message(exc)}") from None
 
 
 def register_event_loop() -> None:
