@@ -90,7 +90,8 @@ def check_untuned(spec: DomainSpec, source: str = "domain XML") -> None:
     """Refuse a domain that already says where it runs: one line naming what it has."""
     if spec.has_tuning:
         what = [w for w, present in (("<vcpu cpuset>", spec.vcpu_cpuset is not None), ("<vcpupin>", bool(spec.vcpupin)),
-                                     ("<numatune>", spec.has_numatune)) if present]
+                                     ("<numatune>", spec.has_numatune),
+                                     ("placement='auto' (numad chooses its nodes)", spec.auto_placement)) if present]
         raise CaturError(f"{source}: domain {spec.name!r} already has NUMA tuning ({', '.join(what)}); pass --replace to overwrite it")
 
 
