@@ -285,8 +285,8 @@ def test_place_through_the_service_and_departure_in_the_collected_trace(capsys, 
                 assert uuid, "a <uuid> is added so the placement and the departure share the VM's id"
                 dom = conn.lookupByUUIDString(uuid)
                 dom.create()
-                dom.destroy()  # STOPPED: one Depart
-                dom.undefine()  # UNDEFINED of a domain already reported: none
+                dom.destroy()  # STOPPED, but still defined: not a departure
+                dom.undefine()  # UNDEFINED while not running: one Depart
                 wait_for(lambda: follower.departed == 1)
                 time.sleep(0.3)
                 assert follower.departed == 1 and follower.failures == 0
@@ -311,7 +311,8 @@ def test_follower_reconnects_when_libvirt_goes_away():
             raise CaturError("cannot connect to libvirt at 'test:///default': not yet")
         return open_connection(uri)
 
-    follower = DepartureFollower("test:///default", lambda vm_id, t: departed.append(vm_id), reconnect_s=0.2, opener=opener, tick_s=0.05)
+    follower = DepartureFollower("test:///default", lambda vm_id, t: departed.append(vm_id), reconnect_s=0.2, opener=opener,
+                                 tick_s=0.05, all_domains=True)
     with keep_default() as conn, follower_running(follower):
         wait_for(lambda: follower.connections == 1 and follower.connection is not None)
         follower.connection.close()  # libvirt goes away under the follower

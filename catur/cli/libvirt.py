@@ -58,9 +58,12 @@ EPILOG_EVENTS = """examples:
   catur libvirt events --connect qemu:///system --target 127.0.0.1:50051
   catur libvirt events --host-id $(hostname) --reconnect-seconds 10 --log-level DEBUG
 
-Sends Depart(vm_id = domain UUID, host_id) to the service when a domain stops (shut down,
-destroyed, crashed, saved, migrated away) or is undefined, once per domain. Reconnects
-every --reconnect-seconds while libvirt is unreachable. SIGTERM/SIGINT stop it cleanly.
+Sends Depart(vm_id = domain UUID, host_id) to the service when a domain Catur placed (its
+XML carries Catur's record; or named by --vm-id; or any, with --all-domains) leaves the host:
+undefined while not running, a transient domain stopped, or migrated away. Once per lifetime:
+a persistent domain that shuts down and starts again has not left (it is still defined, and
+'place' still counts it). Reconnects every --reconnect-seconds while libvirt is unreachable.
+SIGTERM/SIGINT stop it cleanly.
 deploy/systemd/catur-libvirt-events.service runs it as a service.
 """
 
@@ -148,6 +151,11 @@ def add_libvirt_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--connect", "-c", default=DEFAULT_URI, metavar="URI", help=f"libvirt URI (default {DEFAULT_URI})")
     add_client_arguments(p, timeout=5.0, timeout_help="deadline of each Depart in seconds")
     p.add_argument("--host-id", help="host id sent with each Depart (default: libvirt's host name)")
+    p.add_argument("--vm-id", action="append", default=[], metavar="UUID",
+                   help="also report this domain (placed through the service by another tool); repeatable")
+    p.add_argument("--all-domains", action="store_true",
+                   help="report every domain that leaves, not only those Catur placed (the service records "
+                   "Departs of VMs it never placed as unmatched)")
     p.add_argument("--reconnect-seconds", type=float, default=5.0, metavar="S", help="wait between reconnection attempts (default 5)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")
     add_client_tls_arguments(p)
@@ -426,7 +434,8 @@ def cmd_events(args: argparse.Namespace) -> int:
             except grpc.RpcError as exc:
                 raise _rpc_error(exc, args.target) from None
 
-        follower = DepartureFollower(args.connect, depart, reconnect_s=args.reconnect_seconds)
+        follower = DepartureFollower(args.connect, depart, reconnect_s=args.reconnect_seconds,
+                                     vm_ids=args.vm_id, all_domains=args.all_domains)
 
         def on_signal(signum, frame):  # only a flag: the event loop sees it within a tick
             follower.request_stop()

@@ -263,9 +263,11 @@ def parse_capabilities(
     _, socket = np.unique(np.array([r[2] for r in rows]), return_inverse=True)
     distance = _distances(ids, [r[4] for r in rows], socket, source, warn)
     topology = Topology(name, [len(r[1]) for r in rows], [r[3] for r in rows], socket, distance)
-    # Huge pages: every size above the host's base page (the smallest size listed).
-    sizes = sorted({size for r in rows for size in r[5]})
-    hugepages = {size: tuple(r[5].get(size, 0) for r in rows) for size in sizes[1:]}
+    # Huge pages: in each cell, every size above its base page (the smallest size it lists;
+    # libvirt's test driver gives its cells different ones).
+    huge = [{size: n for size, n in r[5].items() if size != min(r[5])} for r in rows]
+    sizes = sorted({size for cell in huge for size in cell})
+    hugepages = {size: tuple(cell.get(size, 0) for cell in huge) for size in sizes}
     hugepages = {size: pages for size, pages in hugepages.items() if any(pages)}
     return HostTopology(topology, tuple(ids), tuple(tuple(r[1]) for r in rows), "capabilities", hugepages)
 

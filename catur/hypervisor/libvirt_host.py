@@ -194,7 +194,7 @@ def register_event_loop() -> None:
 
 
 class DepartureFollower:
-    """Report every domain that stops or is undefined, for as long as it runs.
+    """Report every domain Catur placed (or was told about) when it leaves the host, once.
 
     Args:
         uri: libvirt URI to follow.
@@ -204,16 +204,28 @@ class DepartureFollower:
         reconnect_s: Seconds between attempts to reach libvirt when it is gone.
         opener: Opens a connection (default: :func:`open_connection`, read-only, which libvirt's
             read-only socket allows without the libvirt group; tests pass their own).
+        vm_ids: UUIDs to report although their XML carries no Catur record (domains placed
+            through the service by other tools).
+        all_domains: Report every domain (the service then gets Departs for VMs it never
+            placed, which its trace records as unmatched departures).
 
-    A domain counts once: ``STOPPED`` (shut down, destroyed, crashed, saved, migrated away)
-    reports it, a later ``UNDEFINED`` of the same domain does not report it again (an
-    ``UNDEFINED`` of a domain never seen stopping does), and ``STARTED`` makes it eligible
-    again. :meth:`run` blocks; :meth:`request_stop` (a flag, signal-safe) ends it within
+    **Which domains.** Those whose XML carries Catur's placement record (written by
+    ``catur libvirt place``), read when the follower connects and on every define or start
+    event, plus ``vm_ids``. A Depart for a VM the service never placed would only add noise.
+
+    **What is a departure.** A domain leaves the host when it is undefined while not running
+    (``UNDEFINED``; a rename is not one), when a transient domain stops (it no longer exists),
+    or when it is migrated away (``STOPPED`` / ``MIGRATED``). A persistent domain that shuts
+    down, crashes or is saved is still defined, still counted by ``place`` (which counts
+    defined domains), and will usually start again: a restart is not a departure. Each
+    domain is reported once per lifetime; defining it anew (``DEFINED`` / ``ADDED``) starts
+    a new one. :meth:`run` blocks; :meth:`request_stop` (a flag, signal-safe) ends it within
     about ``tick_s``.
     """
 
     def __init__(self, uri: str, depart: Callable[[str, float], None], reconnect_s: float = 5.0,
-                 opener: Callable[[str], object] | None = None, tick_s: float = 0.25) -> None:
+                 opener: Callable[[str], object] | None = None, tick_s: float = 0.25,
+                 vm_ids=(), all_domains: bool = False) -> None:
         self.uri = uri
         self.depart = depart
         self.reconnect_s = reconnect_s
@@ -225,7 +237,9 @@ class DepartureFollower:
         self.connections = 0  # how many times a connection was opened (reconnects = this - 1)
         self.departed = 0
         self.failures = 0
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self.all_domains = all_domains
+        self._known: set[str] = set(vm_ids)
+        self._recent: OrderedDict[str, None] = OrderedDict()  # departed in their current lifetime
 
     def request_stop(self) -> None:
         self._stop = True
@@ -234,13 +248,55 @@ class DepartureFollower:
     def stopping(self) -> bool:
         return self._stop
 
+    def _learn(self, dom) -> None:
+        """Remember ``dom`` if its XML carries Catur's record."""
+        from catur.hypervisor.domain import CATUR_NS
+
+        try:
+            if CATUR_NS in dom.XMLDesc(0):
+                self._known.add(dom.UUIDString())
+        except Exception:  # gone already
+            pass
+
+    def _learn_all(self, conn) -> None:
+        try:
+            for dom in conn.listAllDomains(0):
+                self._learn(dom)
+        except Exception as exc:
+            log.warning("cannot list the domains at %s: %s", self.uri, exc)
+
+    def _leaves(self, libvirt, dom, event: int, detail: int) -> bool:
+        if event == libvirt.VIR_DOMAIN_EVENT_UNDEFINED:
+            if detail == getattr(libvirt, "VIR_DOMAIN_EVENT_UNDEFINED_RENAMED", 1):
+                return False
+            try:
+                return not dom.isActive()  # undefined while running: it leaves when it stops
+            except libvirt.libvirtError:
+                return True
+        if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+            if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED:
+                return True
+            try:
+                return not dom.isPersistent()
+            except libvirt.libvirtError:  # a transient domain is gone once stopped
+                return True
+        return False
+
     def _on_lifecycle(self, conn, dom, event: int, detail: int, opaque) -> None:
         libvirt = libvirt_module()
         uuid = dom.UUIDString()
-        if event == libvirt.VIR_DOMAIN_EVENT_STARTED:
-            self._recent.pop(uuid, None)
+        if event == libvirt.VIR_DOMAIN_EVENT_DEFINED:
+            if detail == libvirt.VIR_DOMAIN_EVENT_DEFINED_ADDED:
+                self._recent.pop(uuid, None)  # defined anew: a new lifetime
+            self._learn(dom)
             return
-        if event not in (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED) or uuid in self._recent:
+        if event == libvirt.VIR_DOMAIN_EVENT_STARTED:
+            self._learn(dom)
+            return
+        if not self._leaves(libvirt, dom, event, detail) or uuid in self._recent:
+            return
+        if not (self.all_domains or uuid in self._known):
+            log.debug("domain %s (%s) left; not placed by Catur, no Depart", dom.name(), uuid)
             return
         self._recent[uuid] = None
         while len(self._recent) > 65536:
@@ -305,6 +361,7 @@ class DepartureFollower:
             conn.setKeepAlive(5, 3)  # a daemon that hangs or vanishes is noticed within ~20 s
         except libvirt.libvirtError:
             pass  # local drivers (test://) have neither; isAlive() still tells
+        self._learn_all(conn)
         log.info("following domain lifecycle events at %s", self.uri)
         while not self._stop and self._alive(conn):
             libvirt.virEventRunDefaultImpl()
