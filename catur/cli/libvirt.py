@@ -393,7 +393,7 @@ def _ask_service(args, conn, view, usage, vm_id: str, dry_run: bool = False):
             if view.mib_per_unit > 1:  # counted in pages: the residents' MiB are in another unit
                 residents = [{"vcpus": vm["vcpus"]} for vm in residents]
             decision = client.place(view.topology, view.used_vcpus, view.used_mem, view.request, host_id=host_id, vm_id=vm_id,
-                                    resident_vms=residents)
+                                    resident_vms=residents, free_mem_mib=view.free)
             if dry_run and client.depart(vm_id, host_id):
                 _warn(f"the service at {args.target} collects traces: this dry run is recorded as a VM that left at once "
                       "(use --in-process for a dry run that leaves no record)")
