@@ -276,8 +276,25 @@ def placement_summary(spec, host, view, decision, placement, verdict, source: st
 
 
 def cmd_place(args: argparse.Namespace) -> int:
-    """``catur libvirt place``: place a new domain (through the service or in process) and print or
-    define its XML with the NUMA tuning written in."""
+    """``catur libvirt place``: place a domain (a new one from its XML, or an existing one by
+    name) through the service or in process, check that it fits, and print, define or apply
+    its NUMA tuning (exit 3 when it does not fit)."""
+    _check_place_actions(args)
+    conn = _connect(args, readonly=not (args.define or args.config or args.live))
+    try:
+        out = place_on(conn, args)
+    finally:
+        conn.close()
+    sys.stdout.write(out)
+    return 0
+
+
+def place_on(conn, args: argparse.Namespace) -> str:
+    """``catur libvirt place`` on an open connection: decide, check the fit, write (define,
+    apply) and return what the command prints on standard output. Raises
+    :class:`~catur.errors.DoesNotFit` (exit 3) when the domain does not fit; the JSON verdict
+    is then in the exception's ``summary``. (benchmarks/libvirt_sweep.py runs a sequence of
+    placements through here on one connection.)"""
     import xml.etree.ElementTree as ET
 
     from catur.errors import DoesNotFit
@@ -286,88 +303,70 @@ def cmd_place(args: argparse.Namespace) -> int:
     from catur.hypervisor.libvirt_host import apply_live, define, libvirt_module, read_free, read_usage
     from catur.hypervisor.tuning import check_untuned, register_namespaces, to_text, unified_diff, vm_request, write_placement
 
-    _check_place_actions(args)
+    dom = None
     if args.domain_xml is not None:
         text, source = _read_domain_text(args.domain_xml)
-        register_namespaces(text)
-        root = read_xml(text, source)
-        spec = parse_domain(root, source)
-        request = vm_request(spec, args.alpha, args.beta, args.vnuma)
-        if not args.replace:  # refuse before asking anybody anything
-            check_untuned(spec, source)
-    writes = args.define or args.config or args.live
-    conn = _connect(args, readonly=not writes)
-    try:
-        dom = None
-        if args.domain is not None:
-            libvirt = libvirt_module()
-            dom = _lookup(conn, args.domain)
-            # The persistent definition is what --config rewrites (and what a diff shows);
-            # a transient domain has only its live XML.
-            flags = libvirt.VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() and not (args.live and not args.config) else 0
-            text = dom.XMLDesc(flags)
-            source = f"domain {dom.name()}"
-            register_namespaces(text)
-            root = read_xml(text, source)
+    else:
+        libvirt = libvirt_module()
+        dom = _lookup(conn, args.domain)
+        # The persistent definition is what --config rewrites (and what a diff shows); a
+        # transient domain, or --live alone, works on the live XML.
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() and not (args.live and not args.config) else 0
+        text, source = dom.XMLDesc(flags), f"domain {dom.name()}"
+    register_namespaces(text)
+    root = read_xml(text, source)
+    spec = parse_domain(root, source)
+    request = vm_request(spec, args.alpha, args.beta, args.vnuma)
+    if not args.replace:  # refuse before asking anybody anything
+        check_untuned(spec, source)
+    host = _host(args, conn)
+    usage = read_usage(conn, host, not args.running_only, exclude_uuid=spec.uuid or None)
+    view = placement_view(host, usage, spec, request, read_free(conn, host))
+    if args.in_process:
+        decision = _decide_here(args, view, usage)
+    else:
+        if not spec.uuid:  # the VM's id for the service, and later for its Depart
+            new_uuid = ET.Element("uuid")
+            new_uuid.text = str(uuidlib.uuid4())
+            name = root.find("name")
+            root.insert(list(root).index(name) + 1 if name is not None else 0, new_uuid)
             spec = parse_domain(root, source)
-            request = vm_request(spec, args.alpha, args.beta, args.vnuma)
-            if not args.replace:
-                check_untuned(spec, source)
-        host = _host(args, conn)
-        usage = read_usage(conn, host, not args.running_only, exclude_uuid=spec.uuid or None)
-        view = placement_view(host, usage, spec, request, read_free(conn, host))
-        if args.in_process:
-            decision = _decide_here(args, view, usage)
-        else:
-            if not spec.uuid:  # the VM's id for the service, and later for its Depart
-                new_uuid = ET.Element("uuid")
-                new_uuid.text = str(uuidlib.uuid4())
-                name = root.find("name")
-                root.insert(list(root).index(name) + 1 if name is not None else 0, new_uuid)
-                spec = parse_domain(root, source)
-            decision = _ask_service(args, conn, view, usage, spec.uuid, dry_run=args.dry_run)
-        verdict = view.fit(decision.placement)
-        placed = view.to_mib(decision.placement)
-        summary = placement_summary(spec, host, view, decision, placed, verdict, source)
-        if not verdict.fits:
-            if args.json:
-                print(json.dumps(summary, indent=2))
-            raise DoesNotFit(f"{source}: domain {spec.name!r} does not fit: {verdict.short}; nothing written")
-        record = {"policy": decision.policy, "primitive": decision.primitive, "model_version": decision.model_version,
-                  "defect": f"{decision.defect:.6g}"}
-        tuned = write_placement(root, spec, host, placed, memory_mode=args.memory_mode,
-                                replace=args.replace, record=record, source=source)
-        where = "; ".join(
-            f"{i['vcpus']} vCPUs on cell {i['cell']}, MiB by cell {i['mem_mib']}" for i in summary["instances"]
-        )
-        residents = f", weighing the VMs already on its nodes ({len(usage.resident_vms())})" if decision.residents_used else ""
-        print(f"catur libvirt: {spec.name}: {where} ({decision.policy}, {decision.primitive}, "
-              f"defect {decision.defect:.3f}{residents})", file=sys.stderr)
-        split = parse_domain(tuned, source).split_cores()
-        if split:
-            _warn(f"{spec.name}: the guest <topology> puts the threads of {len(split)} core(s) (first at vCPU {split[0][0]}) "
-                  "in different guest NUMA cells; make each cell's vCPU count a multiple of the threads per core")
-        if args.dry_run:
-            if args.json:
-                print(json.dumps(summary, indent=2))
-            else:
-                sys.stdout.write(unified_diff(root, tuned, source))
-            return 0
-        xml = to_text(tuned)
-        if args.define or args.config:
-            defined = define(conn, xml)
-            print(f"defined domain {defined.name()} ({defined.UUIDString()}) at {args.connect}", file=sys.stderr)
-        if args.live:
-            apply_live(dom, host, placed, tuned)
-            print(f"applied to running domain {dom.name()}: vCPU pinning and memory nodeset (live)", file=sys.stderr)
+        decision = _ask_service(args, conn, view, usage, spec.uuid, dry_run=args.dry_run)
+    verdict = view.fit(decision.placement)
+    placed = view.to_mib(decision.placement)
+    summary = placement_summary(spec, host, view, decision, placed, verdict, source)
+    if not verdict.fits:
+        error = DoesNotFit(f"{source}: domain {spec.name!r} does not fit: {verdict.short}; nothing written")
+        error.summary = summary
         if args.json:
-            summary["written"] = {"defined": bool(args.define or args.config), "live": bool(args.live)}
             print(json.dumps(summary, indent=2))
-        elif not (args.config or args.live):
-            sys.stdout.write(xml)
-    finally:
-        conn.close()
-    return 0
+        raise error
+    record = {"policy": decision.policy, "primitive": decision.primitive, "model_version": decision.model_version,
+              "defect": f"{decision.defect:.6g}"}
+    tuned = write_placement(root, spec, host, placed, memory_mode=args.memory_mode,
+                            replace=args.replace, record=record, source=source)
+    where = "; ".join(f"{i['vcpus']} vCPUs on cell {i['cell']}, MiB by cell {i['mem_mib']}" for i in summary["instances"])
+    residents = f", weighing the VMs already on its nodes ({len(usage.resident_vms())})" if decision.residents_used else ""
+    print(f"catur libvirt: {spec.name}: {where} ({decision.policy}, {decision.primitive}, "
+          f"defect {decision.defect:.3f}{residents})", file=sys.stderr)
+    split = parse_domain(tuned, source).split_cores()
+    if split:
+        _warn(f"{spec.name}: the guest <topology> puts the threads of {len(split)} core(s) (first at vCPU {split[0][0]}) "
+              "in different guest NUMA cells; make each cell's vCPU count a multiple of the threads per core")
+    if args.dry_run:
+        return json.dumps(summary, indent=2) + "\n" if args.json else unified_diff(root, tuned, source)
+    xml = to_text(tuned)
+    if args.define or args.config:
+        defined = define(conn, xml)
+        print(f"defined domain {defined.name()} ({defined.UUIDString()}) at {args.connect}", file=sys.stderr)
+    if args.live:
+        apply_live(dom, host, placed, tuned)
+        print(f"applied to running domain {dom.name()}: vCPU pinning and memory nodeset (live)", file=sys.stderr)
+    if args.json:
+        summary["written"] = {"defined": bool(args.define or args.config), "live": bool(args.live)}
+        summary["xml"] = xml
+        return json.dumps(summary, indent=2) + "\n"
+    return "" if (args.config or args.live) else xml
 
 
 def _decide_here(args, view, usage):
