@@ -23,35 +23,50 @@ DEFAULT_URI = os.environ.get("LIBVIRT_DEFAULT_URI", "qemu:///system")
 EPILOG = """examples:
   catur libvirt topology --connect qemu:///system            # this host, as 'catur topology show' prints it
   catur libvirt topology --connect test:///default --json
-  catur libvirt usage --connect qemu:///system --include-defined
+  catur libvirt usage --connect qemu:///system                 # running and defined domains
   catur libvirt place --domain-xml vm.xml --in-process --dry-run   # see what would change
   catur libvirt place --domain-xml vm.xml --target 127.0.0.1:50051 --define
+  catur libvirt place --domain web1 --in-process --config --live   # tune an existing domain
   catur libvirt events --connect qemu:///system --target 127.0.0.1:50051   # Depart for each VM that leaves
 
 The URI defaults to $LIBVIRT_DEFAULT_URI, else qemu:///system. Drivers that report no NUMA
 cells in their capabilities (libvirt's test driver opened on a file) are read from their node
-info instead; --nodes-per-socket says how those nodes group into sockets. README, section
-"Hooking Catur into a libvirt host", explains how usage is counted and how a placement is
-written.
+info instead; --nodes-per-socket says how those nodes group into sockets.
+docs/howto/libvirt.md (Hook a libvirt host) explains how usage is counted, how a placement is
+written, huge pages, departures and what Nova needs.
 """
 
 EPILOG_PLACE = """examples:
   catur libvirt place --domain-xml vm.xml --in-process                 # print the tuned XML
   catur libvirt place --domain-xml vm.xml --in-process --dry-run       # a unified diff instead
+  catur libvirt place --domain-xml vm.xml --in-process --json          # the decision as JSON
   catur libvirt place --domain-xml vm.xml --target 127.0.0.1:50051 --define --host-id $(hostname)
   virsh dumpxml web1 | catur libvirt place --domain-xml - --in-process --replace
+  catur libvirt place --domain web1 --in-process --dry-run             # an existing domain: the diff
+  catur libvirt place --domain web1 --in-process --config              # rewrite its persistent XML
+  catur libvirt place --domain web1 --in-process --live                # pin the running domain now
 
+Fit: a domain whose memory does not fit the host's free memory (memory minus huge page
+pools, minus the domains counted: running and defined ones unless --running-only, capped by
+what libvirt reports free) or, backed by huge pages, its page pool, exits 3 with one line
+naming what is short and where; nothing is written, defined or applied.
 Writes <vcpu placement='static' cpuset>, one <vcpupin> per vCPU onto its node's CPUs,
 <numatune> following the memory split, guest <cpu><numa><cell>s for a VM split into several
-vNUMA instances, and Catur's exact split in <metadata> (read back by 'usage'). The rest of
-the XML is kept. A domain that already has NUMA tuning is refused unless --replace.
+vNUMA instances (whole pages for a page-backed guest), and Catur's exact split in <metadata>
+(read back by 'usage'). The rest of the XML is kept. Refused (exit 2): domain types other
+than kvm, qemu, test; <vcpu current> above the vCPU count; a domain that already has NUMA
+tuning or numad's placement='auto', unless --replace.
 --memory-mode says how a split that spills over several nodes is written: auto (default:
 strict when the memory fits the vCPUs' node, else preferred on it), strict, preferred or
-restrictive (README has the table, and what no mode can express).
+restrictive.
+--live applies vCPU pinning (virDomainPinVcpuFlags) and the memory nodeset
+(virDomainSetNumaParameters) to the running domain, as 'virsh vcpupin --live' and
+'virsh numatune --live' do; guest cells and memory modes need --config and a restart.
 With --target, the VM's id sent to the service is the domain's <uuid> (one is added when the
 XML has none), so 'catur libvirt events' can report its departure under the same id. A
 service that collects traces records every request; with --dry-run the VM is reported
 departed at once (use --in-process for a dry run that leaves no record).
+docs/howto/libvirt.md is the operator's runbook.
 """
 
 EPILOG_EVENTS = """examples:
@@ -98,7 +113,8 @@ def add_libvirt_commands(sub: argparse._SubParsersAction) -> None:
 
     p = actions.add_parser("usage", help="vCPUs, MiB and VMs per node, from the domains' XML",
                            description="Per-node used vCPUs, MiB and resident VMs, computed from the domains' "
-                           "pinning, numatune and guest NUMA cells (README: the counting rule).",
+                           "pinning, numatune and guest NUMA cells (docs/howto/libvirt.md: the counting rule). Defined, stopped "
+                           "domains count too (they claim their share when they start) unless --running-only.",
                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     common(p)
     p.add_argument("--running-only", action="store_true", help="count only running domains (default: defined ones too)")

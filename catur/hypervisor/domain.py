@@ -7,7 +7,7 @@ cells (``<cpu><numa><cell>``) and the placement Catur recorded in ``<metadata>``
 the tuning (:mod:`catur.hypervisor.tuning`).
 
 :func:`domain_usage` then says how many vCPUs and MiB the domain puts on each host node. The
-XML does not always pin that down, so the rule is (README, "Hooking Catur into a libvirt host"):
+XML does not always pin that down, so the rule is (docs/howto/libvirt.md):
 
 1. **Catur's record.** A domain whose ``<metadata>`` carries the placement Catur wrote, and
    whose tuning still agrees with it (same vCPU nodes, memory only on nodes its ``numatune``
