@@ -253,3 +253,30 @@ def test_transient_domain_departs_when_it_stops():
                 "<name>tr</name>", "<name>tr</name><uuid>22222222-2222-3333-4444-555555555555</uuid>"), 0)
             dom.destroy()
             wait_for(lambda: departed == ["22222222-2222-3333-4444-555555555555"])
+
+
+def test_through_the_service_pages_and_fit(capsys, tmp_path):
+    """--target: a page-backed domain is asked in pages (whole-page cells come back), and a
+    domain that does not fit exits 3 whatever the service answered."""
+    from catur.service.server import Service, create_server
+    from catur.shield import ShieldConfig
+
+    service = Service(model=None, shield=ShieldConfig(depth=1))
+    server, port = create_server("127.0.0.1:0", service, max_workers=2)
+    backing = "<memoryBacking><hugepages><page size='1' unit='GiB'/></hugepages></memoryBacking>\n  <vcpu>"
+    try:
+        with keep_default() as conn:
+            caps = tmp_path / "caps.xml"
+            caps.write_text(hugepage_caps(conn, {0: (2, 0), 1: (2, 0)}))
+            target = ["--target", f"127.0.0.1:{port}", "--host-id", "h1", "--capabilities", str(caps)]
+            vm = write(tmp_path, "svc-huge", NEW_VM.format(name="svc-huge", vcpus=4, mem=3072).replace("<vcpu>", backing))
+            code, out, err = run_cli(capsys, "libvirt", "place", *DEFAULT, *target, "--domain-xml", str(vm), "--json")
+            assert code == 0, err
+            summary = json.loads(out)
+            assert summary["backing"] == "1 GiB pages" and summary["fit"]["unit"] == "1 GiB pages"
+            assert all(mib % 1024 == 0 for i in summary["instances"] for mib in i["mem_mib"].values())
+            big = write(tmp_path, "svc-big", NEW_VM.format(name="svc-big", vcpus=2, mem=32 * 1024))
+            code, _, err = run_cli(capsys, "libvirt", "place", *DEFAULT, *target, "--domain-xml", str(big), "--define")
+            assert code == 3 and "does not fit" in err and "svc-big" not in names(conn)
+    finally:
+        service.shutdown(server, grace=0.5)

@@ -398,6 +398,7 @@ def _ask_service(args, conn, view, usage, vm_id: str, dry_run: bool = False):
     arrival; for a dry run the VM is reported departed at once, so the trace does not keep a
     VM that never ran (it still shows a zero-length one: --in-process leaves no record)."""
     import grpc
+    import numpy as np
 
     from catur.cli.service import _client
 
@@ -405,7 +406,11 @@ def _ask_service(args, conn, view, usage, vm_id: str, dry_run: bool = False):
     with _client(args) as client:
         try:
             residents = usage.resident_vms()
-            if view.mib_per_unit > 1:  # counted in pages: the residents' MiB are in another unit
+            listed = sum((vm["mem_mib"] for vm in residents), np.zeros(len(view.used_mem), np.int64))
+            # Counted in pages, the residents' MiB are in another unit; on an overcommitted node
+            # they may exceed the "used" the fit view sends (capacity minus free, never more than
+            # the node): then their memory is left out (the contract allows vCPUs alone).
+            if view.mib_per_unit > 1 or (listed > view.used_mem).any():
                 residents = [{"vcpus": vm["vcpus"]} for vm in residents]
             decision = client.place(view.topology, view.used_vcpus, view.used_mem, view.request, host_id=host_id, vm_id=vm_id,
                                     resident_vms=residents, free_mem_mib=view.free)
