@@ -14,14 +14,18 @@ XML does not always pin that down, so the rule is (docs/howto/libvirt.md):
    allows), is counted exactly as recorded: the exact MiB split, which the XML cannot express.
 2. **vCPUs.** A vCPU with an allowed CPU set (its ``<vcpupin>``, else ``<vcpu cpuset>``)
    counts on the node holding most of those CPUs (ties: the lower node). An *unpinned* vCPU
-   is spread near-evenly over its home nodes: its guest cell's ``<memnode>`` nodeset, else the
-   ``<numatune><memory>`` nodeset, else every node (the scheduler balances it anywhere).
+   is spread over its home nodes: its guest cell's ``<memnode>`` nodeset, else the
+   ``<numatune><memory>`` nodeset, else every node (the scheduler balances it anywhere);
+   :func:`host_usage` spreads the unpinned vCPUs of all domains together
+   (:func:`spread_floating`), so remainders do not all land on the lowest node.
 3. **Memory.** Each guest cell (or the whole domain without cells) has its memory counted on
    its nodeset (``<memnode>``, else ``<memory>``): all on the node for ``preferred`` (and a
    one-node set); evenly for ``interleave``; for ``strict``/``restrictive`` over several
    nodes, in proportion to the cell's vCPUs on those nodes (first touch), evenly if none.
    Without a nodeset, memory follows the cell's vCPUs (the kernel's first-touch default; an
-   unpinned vCPU weighs evenly on its home nodes).
+   unpinned vCPU weighs evenly on its home nodes). A guest cell's memory includes the memory
+   devices (DIMMs) plugged into it; a domain without guest cells counts its
+   ``<currentMemory>`` when that is smaller (:attr:`DomainSpec.held_kib`).
 
 A domain is *pinned* when every vCPU has an allowed CPU set, *unpinned* when none has.
 :func:`host_usage` adds the domains up into Catur's ``used_vcpus``/``used_mem_mib`` arrays.
