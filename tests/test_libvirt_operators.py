@@ -229,3 +229,16 @@ def test_a_fitting_verdict_never_overfills_a_node(nodes, data):
     assert verdict.fits == (mem <= free.sum())
     if verdict.fits:
         assert (d.placement.node_mem_mib() <= free).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(nodes=st.integers(1, 6), sizes=st.lists(st.integers(1, 9), min_size=1, max_size=12))
+def test_unpinned_spread_is_near_even_and_adds_up(nodes, sizes):
+    """Any mix of unpinned domains homed on every node: the host's count differs by at most one
+    vCPU between nodes, each domain keeps its vCPU total, and the domains add up to the host."""
+    host = parse_capabilities(caps([(4, 4096, {}, "")] * nodes))
+    usages = [domain_usage(parse_domain(domain(name=f"d{i}", vcpus=v, mem_mib=64)), host) for i, v in enumerate(sizes)]
+    total = host_usage(host, usages)
+    assert total.used_vcpus.max() - total.used_vcpus.min() <= 1 and total.used_vcpus.sum() == sum(sizes)
+    assert [int(d.node_vcpus.sum()) for d in total.domains] == sizes
+    assert (sum(d.node_vcpus for d in total.domains) == total.used_vcpus).all()
