@@ -27,3 +27,14 @@ class LosesToGreedy(CaturError):
 
 
 EXIT_LOSES_TO_GREEDY = LosesToGreedy.exit_code
+
+
+class DoesNotFit(CaturError):
+    """A VM that does not fit the host's free memory (or huge page pool) was about to be
+    placed (:mod:`catur.fit`). The CLI exits with :data:`EXIT_DOES_NOT_FIT` and the message
+    says what is short and where; nothing was written or defined."""
+
+    exit_code = 3
+
+
+EXIT_DOES_NOT_FIT = DoesNotFit.exit_code

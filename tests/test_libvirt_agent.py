@@ -118,7 +118,7 @@ def test_topology_of_the_two_socket_four_node_host(capsys, tmp_path):
 
 
 def test_usage_of_the_pinned_domains(capsys):
-    code, out, _ = run_cli(capsys, "libvirt", "usage", *HOST4, "--json")
+    code, out, _ = run_cli(capsys, "libvirt", "usage", *HOST4, "--json", "--running-only")
     assert code == 0
     usage = json.loads(out)
     nodes = usage["nodes"]
@@ -129,17 +129,17 @@ def test_usage_of_the_pinned_domains(capsys):
     assert usage["unpinned"] == ["scratch1"]
     rules = {d["name"]: d["rule"] for d in usage["domains"]}
     assert rules == {"web1": "pinned", "db1": "pinned", "batch1": "pinned", "scratch1": "unpinned"}
-    code, out, _ = run_cli(capsys, "libvirt", "usage", *HOST4, "--json", "--include-defined")
+    code, out, _ = run_cli(capsys, "libvirt", "usage", *HOST4, "--json")  # defined domains count by default
     with_defined = json.loads(out)["nodes"]
     assert [n["used_vcpus"] for n in with_defined] == [5, 11, 8, 6]
     assert [n["used_mem_mib"] for n in with_defined] == [4608, 6656 + 4096, 8704, 6656]
-    code, out, _ = run_cli(capsys, "libvirt", "usage", *HOST4)
+    code, out, _ = run_cli(capsys, "libvirt", "usage", *HOST4, "--running-only")
     assert code == 0 and "unpinned (counted by the rule, not by pinning): scratch1" in out
     # What the agent sends the service: residents count vCPUs only (scratch1's 2 are on nodes 0
     # and 1, its memory everywhere), and the list adds up to the totals.
     conn = open_connection(NODE_URI)
     try:
-        host_usage = read_usage(conn, read_host(conn, nodes_per_socket=2))
+        host_usage = read_usage(conn, read_host(conn, nodes_per_socket=2), include_defined=False)
     finally:
         conn.close()
     assert host_usage.residents.tolist() == [2, 2, 1, 1]
@@ -285,8 +285,8 @@ def test_place_through_the_service_and_departure_in_the_collected_trace(capsys, 
                 assert uuid, "a <uuid> is added so the placement and the departure share the VM's id"
                 dom = conn.lookupByUUIDString(uuid)
                 dom.create()
-                dom.destroy()  # STOPPED: one Depart
-                dom.undefine()  # UNDEFINED of a domain already reported: none
+                dom.destroy()  # STOPPED, but still defined: not a departure
+                dom.undefine()  # UNDEFINED while not running: one Depart
                 wait_for(lambda: follower.departed == 1)
                 time.sleep(0.3)
                 assert follower.departed == 1 and follower.failures == 0
@@ -311,7 +311,8 @@ def test_follower_reconnects_when_libvirt_goes_away():
             raise CaturError("cannot connect to libvirt at 'test:///default': not yet")
         return open_connection(uri)
 
-    follower = DepartureFollower("test:///default", lambda vm_id, t: departed.append(vm_id), reconnect_s=0.2, opener=opener, tick_s=0.05)
+    follower = DepartureFollower("test:///default", lambda vm_id, t: departed.append(vm_id), reconnect_s=0.2, opener=opener,
+                                 tick_s=0.05, all_domains=True)
     with keep_default() as conn, follower_running(follower):
         wait_for(lambda: follower.connections == 1 and follower.connection is not None)
         follower.connection.close()  # libvirt goes away under the follower

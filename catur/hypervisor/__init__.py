@@ -10,6 +10,9 @@ tested) without libvirt installed:
 * :mod:`catur.hypervisor.domain` — the guests: domain XML → what a domain asks for
   (:class:`~catur.hypervisor.domain.DomainSpec`) and where it sits on the host's nodes
   (:func:`~catur.hypervisor.domain.domain_usage`, :func:`~catur.hypervisor.domain.host_usage`).
+* :mod:`catur.hypervisor.capacity` — what a new domain may use on each node (free memory, or
+  free huge pages of its page size) as the host state Catur places it against, and whether
+  the answer fits (:mod:`catur.fit`).
 * :mod:`catur.hypervisor.tuning` — a placement → ``<vcpu cpuset>``, ``<vcpupin>``,
   ``<numatune>`` and guest NUMA cells written into the domain XML.
 

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -112,17 +113,25 @@ class HostTopology:
             cells were skipped.
         cpus: The host CPU ids of each node (what ``cpuset`` and ``<vcpupin>`` name).
         source: ``"capabilities"`` or ``"nodeinfo"`` (the uniform fallback).
+        hugepages: The huge page pools, ``{page size in KiB: pages per node}`` (sizes above
+            the host's base page; from ``<pages>`` in the capabilities). The pools are part of
+            each node's memory but not available to ordinary guest memory: only a guest backed
+            by pages of that size can use them.
     """
 
     topology: Topology
     cell_ids: tuple[int, ...]
     cpus: tuple[tuple[int, ...], ...]
     source: str = "capabilities"
+    hugepages: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = self.topology.num_nodes
         if len(self.cell_ids) != n or len(self.cpus) != n:
             raise CaturError(f"host topology: {n} nodes but {len(self.cell_ids)} cell ids and {len(self.cpus)} CPU lists")
+        for size, pages in self.hugepages.items():
+            if len(pages) != n:
+                raise CaturError(f"host topology: {size} KiB page pool has {len(pages)} values for {n} nodes")
         owner: dict[int, int] = {}
         for node, cpus in enumerate(self.cpus):
             for cpu in cpus:
@@ -138,6 +147,17 @@ class HostTopology:
     @property
     def num_nodes(self) -> int:
         return self.topology.num_nodes
+
+    def hugepage_mib(self) -> np.ndarray:
+        """Per node, the MiB held in huge page pools (not available to ordinary memory)."""
+        out = np.zeros(self.num_nodes, dtype=np.int64)
+        for size, pages in self.hugepages.items():
+            out += np.asarray(pages, dtype=np.int64) * int(size) // 1024
+        return out
+
+    def cell_names(self) -> list[str]:
+        """``"cell <id>"`` per node: how messages name a node to a libvirt user."""
+        return [f"cell {c}" for c in self.cell_ids]
 
     def node_of_cpu(self, cpu: int) -> int | None:
         """The Catur node holding host CPU ``cpu``, or ``None`` for a CPU the host lacks."""
@@ -168,6 +188,8 @@ class HostTopology:
             "cells": list(self.cell_ids),
             "cpus": [self.node_cpuset(node) for node in range(self.num_nodes)],
         }
+        if self.hugepages:
+            out["libvirt"]["hugepages"] = {f"{size}KiB": list(pages) for size, pages in sorted(self.hugepages.items())}
         return out
 
 
@@ -197,12 +219,16 @@ def _int_attr(element: ET.Element, name: str, where: str, default: int | None = 
         raise CaturError(f"{where}: attribute {name}={value!r} is not a whole number") from None
 
 
-def parse_capabilities(text: str, name: str = "libvirt", source: str = "capabilities") -> HostTopology:
+def parse_capabilities(
+    text: str, name: str = "libvirt", source: str = "capabilities", warn: Callable[[str], None] | None = None,
+) -> HostTopology:
     """Read the host's NUMA cells from a capabilities XML document.
 
     Raises :class:`CaturError` naming ``source`` for XML that is not capabilities, a cell with
-    a bad value, or a host that reports no NUMA cell with CPUs (callers may then fall back to
-    :func:`topology_from_nodeinfo`).
+    a bad value, an asymmetric distance matrix (naming the two cells), or a host that reports
+    no NUMA cell with CPUs (callers may then fall back to :func:`topology_from_nodeinfo`).
+    Distances that some cells give and others omit are completed (``warn`` is told how), never
+    thrown away: see :func:`_distances`.
     """
     root = _parse_xml(text, source, "capabilities")
     cells = root.findall("./host/topology/cells/cell")
@@ -220,7 +246,14 @@ def parse_capabilities(text: str, name: str = "libvirt", source: str = "capabili
             continue  # a memory-only node (CXL, HBM): no vCPU can be bound to it
         siblings = {_int_attr(s, "id", f"{where} <sibling>"): _int_attr(s, "value", f"{where} <sibling>")
                     for s in cell.findall("./distances/sibling")}
-        rows.append((cell_id, sorted(c for c, _ in cpus), cpus[0][1], mem_mib, siblings))
+        pages = {}
+        for page in cell.findall("pages"):
+            size = to_kib(page.get("size"), page.get("unit"), f"{where} <pages size>")
+            count = (page.text or "").strip()
+            if not count.isdigit():
+                raise CaturError(f"{where}: <pages size='{page.get('size')}'> must hold a whole number of pages, got {count!r}")
+            pages[size] = int(count)
+        rows.append((cell_id, sorted(c for c, _ in cpus), cpus[0][1], mem_mib, siblings, pages))
     if not rows:
         raise NoNumaCells(f"{source}: libvirt reports no NUMA cell with CPUs")
     rows.sort(key=lambda r: r[0])
@@ -228,12 +261,55 @@ def parse_capabilities(text: str, name: str = "libvirt", source: str = "capabili
     if len(set(ids)) != len(ids):
         raise CaturError(f"{source}: duplicate cell ids {ids}")
     _, socket = np.unique(np.array([r[2] for r in rows]), return_inverse=True)
-    if all(set(ids) <= set(r[4]) for r in rows):
-        distance = np.array([[r[4][j] for j in ids] for r in rows])
-    else:  # older libvirt and some drivers print no distances: the SLIT defaults by socket
-        distance = default_distances(socket)
+    distance = _distances(ids, [r[4] for r in rows], socket, source, warn)
     topology = Topology(name, [len(r[1]) for r in rows], [r[3] for r in rows], socket, distance)
-    return HostTopology(topology, tuple(ids), tuple(tuple(r[1]) for r in rows), "capabilities")
+    # Huge pages: in each cell, every size above its base page (the smallest size it lists;
+    # libvirt's test driver gives its cells different ones).
+    huge = [{size: n for size, n in r[5].items() if size != min(r[5])} for r in rows]
+    sizes = sorted({size for cell in huge for size in cell})
+    hugepages = {size: tuple(cell.get(size, 0) for cell in huge) for size in sizes}
+    hugepages = {size: pages for size, pages in hugepages.items() if any(pages)}
+    return HostTopology(topology, tuple(ids), tuple(tuple(r[1]) for r in rows), "capabilities", hugepages)
+
+
+def _distances(ids: list[int], siblings: list[dict[int, int]], socket: np.ndarray, source: str,
+               warn: Callable[[str], None] | None) -> np.ndarray:
+    """The SLIT from each cell's ``<distances>``.
+
+    * Every cell lists every cell: that matrix. An asymmetric one is refused, naming the two
+      cells (Catur's topology, and its spill order, assume ``d(i, j) == d(j, i)``).
+    * No cell lists any (older libvirt, some drivers): 10/12/21 by socket.
+    * Some cells list distances and some do not: a missing ``d(i, j)`` is taken from
+      ``d(j, i)`` when cell ``j`` gave it, else from the default by socket; the real values
+      stay, and ``warn`` names the cells that gave none.
+    """
+    default = default_distances(socket)
+    n = len(ids)
+    if not any(siblings):
+        return default
+    distance = default.copy()
+    given = np.zeros((n, n), dtype=bool)
+    for i, row in enumerate(siblings):
+        for j, cell in enumerate(ids):
+            if cell in row:
+                distance[i, j], given[i, j] = row[cell], True
+    for i in range(n):
+        for j in range(n):
+            if given[i, j] and given[j, i] and distance[i, j] != distance[j, i]:
+                raise CaturError(
+                    f"{source}: asymmetric distances between cell {ids[i]} and cell {ids[j]}: "
+                    f"{ids[i]}->{ids[j]} is {distance[i, j]}, {ids[j]}->{ids[i]} is {distance[j, i]}; "
+                    "Catur needs a symmetric SLIT (save the capabilities, make the two values equal, "
+                    "and pass --capabilities FILE)"
+                )
+            if not given[i, j] and given[j, i]:
+                distance[i, j] = distance[j, i]
+    missing = [ids[i] for i in range(n) if not given[i].all()]
+    if missing and warn is not None:
+        guessed = int((~(given | given.T)).sum())
+        warn(f"{source}: cell(s) {', '.join(map(str, missing))} list no (or partial) <distances>; their values were taken "
+             f"from the other cells' rows" + (f", {guessed} entries from the default by socket (10/12/21)" if guessed else ""))
+    return distance
 
 
 def topology_from_nodeinfo(info, name: str = "libvirt", nodes_per_socket: int = 1) -> HostTopology:

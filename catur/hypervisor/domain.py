@@ -7,21 +7,25 @@ cells (``<cpu><numa><cell>``) and the placement Catur recorded in ``<metadata>``
 the tuning (:mod:`catur.hypervisor.tuning`).
 
 :func:`domain_usage` then says how many vCPUs and MiB the domain puts on each host node. The
-XML does not always pin that down, so the rule is (README, "Hooking Catur into a libvirt host"):
+XML does not always pin that down, so the rule is (docs/howto/libvirt.md):
 
 1. **Catur's record.** A domain whose ``<metadata>`` carries the placement Catur wrote, and
    whose tuning still agrees with it (same vCPU nodes, memory only on nodes its ``numatune``
    allows), is counted exactly as recorded: the exact MiB split, which the XML cannot express.
 2. **vCPUs.** A vCPU with an allowed CPU set (its ``<vcpupin>``, else ``<vcpu cpuset>``)
    counts on the node holding most of those CPUs (ties: the lower node). An *unpinned* vCPU
-   is spread near-evenly over its home nodes: its guest cell's ``<memnode>`` nodeset, else the
-   ``<numatune><memory>`` nodeset, else every node (the scheduler balances it anywhere).
+   is spread over its home nodes: its guest cell's ``<memnode>`` nodeset, else the
+   ``<numatune><memory>`` nodeset, else every node (the scheduler balances it anywhere);
+   :func:`host_usage` spreads the unpinned vCPUs of all domains together
+   (:func:`spread_floating`), so remainders do not all land on the lowest node.
 3. **Memory.** Each guest cell (or the whole domain without cells) has its memory counted on
    its nodeset (``<memnode>``, else ``<memory>``): all on the node for ``preferred`` (and a
    one-node set); evenly for ``interleave``; for ``strict``/``restrictive`` over several
    nodes, in proportion to the cell's vCPUs on those nodes (first touch), evenly if none.
    Without a nodeset, memory follows the cell's vCPUs (the kernel's first-touch default; an
-   unpinned vCPU weighs evenly on its home nodes).
+   unpinned vCPU weighs evenly on its home nodes). A guest cell's memory includes the memory
+   devices (DIMMs) plugged into it; a domain without guest cells counts its
+   ``<currentMemory>`` when that is smaller (:attr:`DomainSpec.held_kib`).
 
 A domain is *pinned* when every vCPU has an allowed CPU set, *unpinned* when none has.
 :func:`host_usage` adds the domains up into Catur's ``used_vcpus``/``used_mem_mib`` arrays.
@@ -30,7 +34,7 @@ A domain is *pinned* when every vCPU has an allowed CPU set, *unpinned* when non
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -41,15 +45,29 @@ from catur.request import even_splits
 # The namespace of the placement record Catur writes into a domain's <metadata>.
 CATUR_NS = "https://catur.dev/schemas/libvirt/placement/1"
 MEMORY_MODES = ("strict", "preferred", "interleave", "restrictive")
+# Domain types whose NUMA tuning (<vcpupin>, <numatune>, guest cells) Catur writes: QEMU/KVM,
+# and libvirt's test driver (which accepts the same XML). Others (lxc, xen, bhyve, ...) have
+# other tuning rules or none, and are refused rather than tuned wrongly.
+DOMAIN_TYPES = ("kvm", "qemu", "test")
+# Memory devices that add guest memory beyond <memory>'s initial size, on a guest cell.
+MEMORY_DEVICE_MODELS = ("dimm", "nvdimm", "virtio-mem", "virtio-pmem", "sgx-epc")
+# The size <hugepages/> without a <page> means: the host's default huge page (x86: 2 MiB).
+DEFAULT_HUGEPAGE_KIB = 2048
 
 
 @dataclass(frozen=True)
 class GuestCell:
-    """One guest NUMA cell: its id, its vCPUs, its memory in KiB."""
+    """One guest NUMA cell: its id, its vCPUs, its memory in KiB (``<cell memory>``), and the
+    memory devices (DIMMs) plugged into it, in KiB."""
 
     id: int
     vcpus: tuple[int, ...]
     mem_kib: int
+    dimm_kib: int = 0
+
+    @property
+    def total_kib(self) -> int:
+        return self.mem_kib + self.dimm_kib
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,21 @@ class DomainSpec:
     cells: tuple[GuestCell, ...] = ()
     recorded: tuple[RecordedInstance, ...] = ()
     has_numatune: bool = False
+    type: str = "kvm"
+    auto_placement: bool = False  # <vcpu placement='auto'> or <numatune><memory placement='auto'>: numad decides
+    hugepage_kib: int | None = None  # <memoryBacking><hugepages>: the page size backing the guest
+    guest_topology: tuple[int, int] | None = None  # <cpu><topology>: (threads per core, vCPUs per socket)
+    current_kib: int | None = None  # <currentMemory>: the balloon's current size, when given
+
+    @property
+    def held_kib(self) -> int:
+        """The memory the domain holds on the host, as usage counts it: ``<currentMemory>``
+        when it is smaller than ``<memory>`` and the guest has no NUMA cells (the balloon gave
+        the rest back; growing it again is an operator's act, ``virsh setmem``), else all of
+        ``<memory>``. A new domain is always placed at ``<memory>``."""
+        if self.current_kib is not None and not self.cells and self.current_kib < self.mem_kib:
+            return self.current_kib
+        return self.mem_kib
 
     @property
     def mem_mib(self) -> int:
@@ -90,8 +123,24 @@ class DomainSpec:
 
     @property
     def has_tuning(self) -> bool:
-        """Whether the domain already says where it runs (CPU pinning or a memory policy)."""
-        return self.vcpu_cpuset is not None or bool(self.vcpupin) or self.has_numatune
+        """Whether the domain already says where it runs (CPU pinning, a memory policy, or
+        numad's automatic placement)."""
+        return self.vcpu_cpuset is not None or bool(self.vcpupin) or self.has_numatune or self.auto_placement
+
+    def split_cores(self) -> list[tuple[int, int]]:
+        """Guest cores (``(first vCPU, cell ids)``...) whose threads lie in different guest
+        cells, by the guest ``<topology>`` (vCPUs numbered thread-fastest, as QEMU does).
+        A guest scheduler that believes two threads share a core when they are in different
+        NUMA cells balances wrongly; ``place`` warns about it."""
+        if self.guest_topology is None or not self.cells:
+            return []
+        threads, _ = self.guest_topology
+        out = []
+        for first in range(0, self.vcpus, threads):
+            cells = {self.cell_of_vcpu(v) for v in range(first, min(first + threads, self.vcpus))}
+            if len(cells) > 1:
+                out.append((first, len(cells)))
+        return out
 
     def allowed_cpus(self, vcpu: int) -> tuple[int, ...] | None:
         """The host CPUs vCPU ``vcpu`` may run on, or ``None`` when it is unpinned."""
@@ -126,6 +175,14 @@ def parse_domain(root: ET.Element | str, source: str = "domain XML") -> DomainSp
     if not vcpu_text.isdigit() or int(vcpu_text) < 1:
         raise CaturError(f"{where}: <vcpu> must be a whole number >= 1, got {vcpu_text or 'nothing'!r}")
     vcpus = int(vcpu_text)
+    dtype = root.get("type", "")
+    if dtype and dtype not in DOMAIN_TYPES:  # none given: libvirt's own schema check will say so
+        raise CaturError(
+            f"{where}: domain type {dtype!r} is not supported; Catur writes NUMA tuning for {', '.join(DOMAIN_TYPES)} domains"
+        )
+    current = vcpu_el.get("current")
+    if current is not None and (not current.strip().isdigit() or not 1 <= int(current) <= vcpus):
+        raise CaturError(f"{where}: <vcpu current={current!r}> must be a whole number in 1..{vcpus} (the <vcpu> count)")
     memory = root.find("memory")
     if memory is None:
         raise CaturError(f"{where}: no <memory> element")
@@ -141,12 +198,14 @@ def parse_domain(root: ET.Element | str, source: str = "domain XML") -> DomainSp
             raise CaturError(f"{where}: <vcpupin vcpu='{v}'> but the domain has {vcpus} vCPUs")
         vcpupin[v] = tuple(parse_cpuset(pin.get("cpuset"), f"{where} <vcpupin vcpu='{v}'>"))
     numatune = root.find("numatune")
+    auto = vcpu_el.get("placement") == "auto"
     memory_mode = memory_nodeset = None
     memnodes: dict[int, tuple[str, tuple[int, ...]]] = {}
     if numatune is not None:
         top = numatune.find("memory")
         if top is not None:
             memory_mode = _mode(top, where)
+            auto = auto or top.get("placement") == "auto"
             if top.get("nodeset"):
                 memory_nodeset = tuple(parse_cpuset(top.get("nodeset"), f"{where} <numatune><memory nodeset>"))
         for memnode in numatune.findall("memnode"):
@@ -160,10 +219,15 @@ def parse_domain(root: ET.Element | str, source: str = "domain XML") -> DomainSp
         if any(v >= vcpus for v in cell_cpus):
             raise CaturError(f"{cell_where}: cpus {cell.get('cpus')!r} name vCPUs beyond the domain's {vcpus}")
         cells.append(GuestCell(cid, cell_cpus, to_kib(cell.get("memory"), cell.get("unit"), cell_where)))
-    if cells:  # libvirt's own rule: with guest cells, the domain's memory is their sum
-        mem_kib = sum(c.mem_kib for c in cells)
+    dimms, loose_dimm_kib = _memory_devices(root, where, {c.id for c in cells})
+    if cells and loose_dimm_kib:  # a device naming no (known) guest cell: libvirt puts it on the first
+        dimms[cells[0].id] = dimms.get(cells[0].id, 0) + loose_dimm_kib
+    cells = [GuestCell(c.id, c.vcpus, c.mem_kib, dimms.get(c.id, 0)) for c in cells]
+    if cells:  # libvirt's own rule: with guest cells, the domain's memory is their sum (plus its DIMMs)
+        mem_kib = sum(c.total_kib for c in cells)
         if mem_kib < 1:
             raise CaturError(f"{where}: the guest cells have no memory")
+    # Without guest cells, <memory> is already the total, DIMMs included (libvirt writes it so).
     return DomainSpec(
         name=name,
         uuid=(root.findtext("uuid") or "").strip(),
@@ -177,7 +241,63 @@ def parse_domain(root: ET.Element | str, source: str = "domain XML") -> DomainSp
         cells=tuple(cells),
         recorded=_recorded(root, where),
         has_numatune=numatune is not None,
+        type=dtype,
+        auto_placement=auto,
+        hugepage_kib=_hugepage_kib(root, where),
+        guest_topology=_guest_topology(root, where),
+        current_kib=_current_kib(root, where),
     )
+
+
+def _current_kib(root: ET.Element, where: str) -> int | None:
+    current = root.find("currentMemory")
+    return None if current is None else to_kib(current.text, current.get("unit"), f"{where} <currentMemory>")
+
+
+def _memory_devices(root: ET.Element, where: str, cell_ids: set[int]) -> tuple[dict[int, int], int]:
+    """``({guest cell: KiB}, KiB on no known cell)`` of the memory devices (DIMMs etc.):
+    memory the guest has beyond ``<memory>``'s initial size (libvirt counts it in the total)."""
+    per_cell: dict[int, int] = {}
+    loose = 0
+    for dev in root.findall("./devices/memory"):
+        model = dev.get("model", "")
+        if model not in MEMORY_DEVICE_MODELS:
+            raise CaturError(f"{where}: <memory model={model!r}> device; known models: {', '.join(MEMORY_DEVICE_MODELS)}")
+        size = dev.find("./target/size")
+        if size is None:
+            raise CaturError(f"{where}: <memory model='{model}'> device has no <target><size>")
+        kib = to_kib(size.text, size.get("unit"), f"{where} <memory model='{model}'> <size>")
+        node = dev.findtext("./target/node")
+        if node is not None and node.strip().isdigit() and int(node) in cell_ids:
+            per_cell[int(node)] = per_cell.get(int(node), 0) + kib
+        else:
+            loose += kib
+    return per_cell, loose
+
+
+def _hugepage_kib(root: ET.Element, where: str) -> int | None:
+    """The page size backing the guest (``<memoryBacking><hugepages>``), in KiB, or ``None``.
+    Several ``<page>`` sizes (per guest cell) are refused: Catur places one pool per guest."""
+    huge = root.find("./memoryBacking/hugepages")
+    if huge is None:
+        return None
+    sizes = {to_kib(p.get("size"), p.get("unit"), f"{where} <hugepages><page size>") for p in huge.findall("page")}
+    if len(sizes) > 1:
+        raise CaturError(f"{where}: <hugepages> mixes page sizes {sorted(sizes)} KiB; Catur places guests backed by one size")
+    return sizes.pop() if sizes else DEFAULT_HUGEPAGE_KIB
+
+
+def _guest_topology(root: ET.Element, where: str) -> tuple[int, int] | None:
+    top = root.find("./cpu/topology")
+    if top is None:
+        return None
+    threads = _int_attr(top, "threads", f"{where} <cpu><topology>", 1)
+    cores = _int_attr(top, "cores", f"{where} <cpu><topology>", 1)
+    dies = _int_attr(top, "dies", f"{where} <cpu><topology>", 1)
+    clusters = _int_attr(top, "clusters", f"{where} <cpu><topology>", 1)
+    if min(threads, cores, dies, clusters) < 1:
+        raise CaturError(f"{where}: <cpu><topology> values must be >= 1")
+    return threads, threads * cores * dies * clusters
 
 
 def _mode(element: ET.Element, where: str) -> str:
@@ -220,6 +340,10 @@ class DomainUsage:
     node_vcpus: np.ndarray
     node_mem_mib: np.ndarray
     rule: str
+    # Unpinned vCPUs, as ((home nodes), count) groups; node_vcpus counts them near-evenly over
+    # their home (lower nodes first). host_usage re-spreads them over all domains together.
+    floating: tuple[tuple[tuple[int, ...], int], ...] = ()
+    hugepage_kib: int | None = None  # the page size backing it (its memory is in that pool)
 
     @property
     def pinned(self) -> bool:
@@ -259,8 +383,9 @@ def _home(spec: DomainSpec, host: HostTopology, vcpu: int) -> tuple[int, ...]:
     return tuple(_nodes(host, nodeset)) or tuple(range(host.num_nodes))
 
 
-def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rules 2 and 3: ``(vcpu_node[V] (-1 = unpinned), node_vcpus[N], node_mem_mib[N])``."""
+def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Rules 2 and 3: ``(vcpu_node[V] (-1 = unpinned), node_vcpus[N], node_mem_mib[N],
+    {home nodes: unpinned vCPUs})``."""
     n = host.num_nodes
     vcpu_node = np.full(spec.vcpus, -1, dtype=np.int64)
     node_of_set: dict[tuple[int, ...], int] = {}  # vCPUs mostly share a few CPU sets
@@ -282,8 +407,8 @@ def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.nd
         node_vcpus[list(home)] += even_splits(np.array([count]), np.array([len(home)]))[0]
     # Memory, per guest cell (or the whole domain as one part).
     node_mem = np.zeros(n, dtype=np.int64)
-    total_mib = spec.mem_mib
-    parts = [(c.id, c.vcpus, c.mem_kib) for c in spec.cells] or [(None, tuple(range(spec.vcpus)), spec.mem_kib)]
+    total_mib = fits_whole_mib(spec.held_kib)
+    parts = [(c.id, c.vcpus, c.total_kib) for c in spec.cells] or [(None, tuple(range(spec.vcpus)), spec.held_kib)]
     # Whole MiB per part from the cumulative KiB, rounded up: sums to the domain's MiB, and
     # gives back exactly the instances' MiB of cells Catur wrote.
     cumulative = np.cumsum([p[2] for p in parts])
@@ -313,19 +438,20 @@ def _rule_usage(spec: DomainSpec, host: HostTopology) -> tuple[np.ndarray, np.nd
         if weights.sum() == 0:
             weights = np.ones(n)
         node_mem += share(int(mib), weights)
-    return vcpu_node, node_vcpus, node_mem
+    return vcpu_node, node_vcpus, node_mem, homes
 
 
 def domain_usage(spec: DomainSpec, host: HostTopology, active: bool = True) -> DomainUsage:
     """How many vCPUs and MiB ``spec`` puts on each node of ``host`` (the module's rule)."""
-    vcpu_node, node_vcpus, node_mem = _rule_usage(spec, host)
+    vcpu_node, node_vcpus, node_mem, homes = _rule_usage(spec, host)
     pinned = int((vcpu_node >= 0).sum())
     rule = "pinned" if pinned == spec.vcpus else "unpinned" if pinned == 0 else "partly pinned"
     recorded = _from_record(spec, host, node_vcpus, vcpu_node)
     if recorded is not None:
         node_vcpus, node_mem = recorded
         rule = "recorded"
-    return DomainUsage(spec.name, spec.uuid, active, spec.vcpus, spec.mem_mib, node_vcpus, node_mem, rule)
+    return DomainUsage(spec.name, spec.uuid, active, spec.vcpus, spec.mem_mib, node_vcpus, node_mem, rule,
+                       tuple(homes.items()), spec.hugepage_kib)
 
 
 def _from_record(spec: DomainSpec, host: HostTopology, rule_vcpus: np.ndarray, vcpu_node: np.ndarray):
@@ -397,8 +523,37 @@ class HostUsage:
         }
 
 
+def spread_floating(host: HostTopology, domains: list[DomainUsage]) -> list[DomainUsage]:
+    """The domains with their unpinned vCPUs spread over the whole host, not domain by domain.
+
+    One domain's unpinned vCPUs are split near-evenly over their home nodes, the remainder
+    on the lower nodes; summed over many small domains that would put every remainder on
+    node 0 (six 1-vCPU domains: node 0 +6). Here each unpinned vCPU, domain after domain,
+    goes to the home node with the fewest unpinned vCPUs counted so far (ties: the lower
+    node), so the host's total is near-even over the nodes the scheduler may use, and each
+    domain still lists the nodes its own vCPUs were counted on."""
+    load = np.zeros(host.num_nodes, dtype=np.int64)
+    out = []
+    for d in domains:
+        if not d.floating:
+            out.append(d)
+            continue
+        node_vcpus = d.node_vcpus.copy()
+        for home, count in d.floating:
+            home = list(home)
+            node_vcpus[home] -= even_splits(np.array([count]), np.array([len(home)]))[0]
+            for _ in range(count):
+                j = home[int(np.argmin(load[home]))]
+                load[j] += 1
+                node_vcpus[j] += 1
+        out.append(replace(d, node_vcpus=node_vcpus))
+    return out
+
+
 def host_usage(host: HostTopology, domains: list[DomainUsage]) -> HostUsage:
-    """Add domains' usage up per node."""
+    """Add domains' usage up per node (unpinned vCPUs spread over the host:
+    :func:`spread_floating`)."""
+    domains = spread_floating(host, domains)
     n = host.num_nodes
     vcpus = np.zeros(n, dtype=np.int64)
     mem = np.zeros(n, dtype=np.int64)

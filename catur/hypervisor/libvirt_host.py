@@ -21,6 +21,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from catur.errors import CaturError
+from catur.hypervisor.capacity import ReportedFree
 from catur.hypervisor.capabilities import HostTopology, NoNumaCells, parse_capabilities, topology_from_nodeinfo
 from catur.hypervisor.domain import HostUsage, domain_usage, host_usage, parse_domain, read_xml
 
@@ -68,7 +69,7 @@ def read_host(
     source = "capabilities"
     try:
         text = capabilities if capabilities is not None else conn.getCapabilities()
-        return parse_capabilities(text, name=name, source=source)
+        return parse_capabilities(text, name=name, source=source, warn=warn)
     except NoNumaCells:
         info = conn.getInfo()
         if warn is not None:
@@ -81,8 +82,9 @@ def read_host(
         raise CaturError(f"cannot read the host's capabilities: {_message(exc)}") from None
 
 
-def domain_xmls(conn, include_defined: bool = False) -> list[tuple[str, bool]]:
-    """``(XML, active)`` of the running domains (and the defined, inactive ones when asked)."""
+def domain_xmls(conn, include_defined: bool = True) -> list[tuple[str, bool]]:
+    """``(XML, active)`` of the running domains and, unless ``include_defined`` is false, the
+    defined ones that are not running (a defined domain claims its share when it starts)."""
     libvirt = libvirt_module()
     flags = 0 if include_defined else libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
     out = []
@@ -95,14 +97,46 @@ def domain_xmls(conn, include_defined: bool = False) -> list[tuple[str, bool]]:
     return out
 
 
-def read_usage(conn, host: HostTopology, include_defined: bool = False) -> HostUsage:
-    """Per-node usage of the host's domains (see :mod:`catur.hypervisor.domain` for the rule)."""
+def read_usage(conn, host: HostTopology, include_defined: bool = True, exclude_uuid: str | None = None) -> HostUsage:
+    """Per-node usage of the host's domains (see :mod:`catur.hypervisor.domain` for the rule);
+    defined, stopped domains count too unless ``include_defined`` is false. ``exclude_uuid``
+    leaves one domain out (the one being re-placed)."""
     usages = []
     for text, active in domain_xmls(conn, include_defined):
         spec = parse_domain(read_xml(text, "libvirt domain"), "libvirt domain")
+        if exclude_uuid and spec.uuid == exclude_uuid:
+            continue
         usages.append(domain_usage(spec, host, active))
     usages.sort(key=lambda d: (not d.active, d.name))
     return host_usage(host, usages)
+
+
+def read_free(conn, host: HostTopology) -> ReportedFree:
+    """What libvirt reports free on each node now: ordinary memory (``virNodeGetCellsFreeMemory``)
+    and free huge pages of the host's pool sizes (``virNodeGetFreePages``). A driver that
+    cannot say (libvirt's test driver on a file, some remote drivers) leaves it out; the fit
+    check then works from capacity and the counted domains alone."""
+    libvirt = libvirt_module()
+    mem = None
+    try:
+        # libvirt's test driver answers in KiB where the real drivers answer in bytes (its
+        # cells' "free" is just their size), so its report is not used.
+        if conn.getType().upper() != "TEST":
+            mem = tuple(int(conn.getCellsFreeMemory(cell, 1)[0]) // (1 << 20) for cell in host.cell_ids)
+    except (libvirt.libvirtError, IndexError, TypeError):
+        pass
+    pages = []
+    if host.hugepages:
+        try:
+            sizes = sorted(host.hugepages)
+            per_cell = [conn.getFreePages(sizes, cell, 1) or {} for cell in host.cell_ids]
+            for size in sizes:
+                counts = [next(iter(c.values()), {}).get(size) for c in per_cell]
+                if all(v is not None for v in counts):
+                    pages.append((size, tuple(int(v) for v in counts)))
+        except (libvirt.libvirtError, AttributeError, TypeError):
+            pass
+    return ReportedFree(mem, tuple(pages))
 
 
 def define(conn, xml: str):
@@ -112,6 +146,41 @@ def define(conn, xml: str):
         return conn.defineXML(xml)
     except libvirt.libvirtError as exc:
         raise CaturError(f"libvirt refused to define the domain: {_message(exc)}") from None
+
+
+def apply_live(dom, host: HostTopology, placement, tuned) -> None:
+    """Apply a placement to a running domain, as ``virsh vcpupin --live`` and ``virsh numatune
+    --live`` do: each vCPU pinned to its instance's node (``virDomainPinVcpuFlags``), the
+    memory nodeset set to the placement's nodes (``virDomainSetNumaParameters``; libvirt
+    changes the nodeset of a running domain, not its mode, and not per guest cell: those take
+    --config and a restart), and Catur's record set as live metadata, so usage counts it.
+    Memory already allocated migrates only as the kernel's cpuset.mems rules allow."""
+    import numpy as np
+    import xml.etree.ElementTree as ET
+
+    from catur.hypervisor.capabilities import format_cpuset
+    from catur.hypervisor.domain import CATUR_NS
+
+    libvirt = libvirt_module()
+    if not dom.isActive():
+        raise CaturError(f"domain {dom.name()!r} is not running: --live needs a running domain (use --config)")
+    live = libvirt.VIR_DOMAIN_AFFECT_LIVE
+    width = max(c for cpus in host.cpus for c in cpus) + 1
+    try:
+        first = 0
+        for i in range(placement.num_instances):
+            allowed = set(host.cpus[int(placement.cpu_nodes[i])])
+            cpumap = tuple(c in allowed for c in range(width))
+            for v in range(first, first + int(placement.vcpus[i])):
+                dom.pinVcpuFlags(v, cpumap, live)
+            first += int(placement.vcpus[i])
+        nodes = sorted({int(n) for n in placement.cpu_nodes} | {int(j) for j in np.flatnonzero(placement.node_mem_mib())})
+        dom.setNumaParameters({libvirt.VIR_DOMAIN_NUMA_NODESET: format_cpuset(host.cell_ids[j] for j in nodes)}, live)
+        record = tuned.find(f"./metadata/{{{CATUR_NS}}}placement")
+        if record is not None:
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ET.tostring(record, encoding="unicode"), "catur", CATUR_NS, live)
+    except libvirt.libvirtError as exc:
+        raise CaturError(f"libvirt refused to tune running domain {dom.name()!r}: {_message(exc)}") from None
 
 
 def register_event_loop() -> None:
@@ -125,7 +194,7 @@ def register_event_loop() -> None:
 
 
 class DepartureFollower:
-    """Report every domain that stops or is undefined, for as long as it runs.
+    """Report every domain Catur placed (or was told about) when it leaves the host, once.
 
     Args:
         uri: libvirt URI to follow.
@@ -135,16 +204,28 @@ class DepartureFollower:
         reconnect_s: Seconds between attempts to reach libvirt when it is gone.
         opener: Opens a connection (default: :func:`open_connection`, read-only, which libvirt's
             read-only socket allows without the libvirt group; tests pass their own).
+        vm_ids: UUIDs to report although their XML carries no Catur record (domains placed
+            through the service by other tools).
+        all_domains: Report every domain (the service then gets Departs for VMs it never
+            placed, which its trace records as unmatched departures).
 
-    A domain counts once: ``STOPPED`` (shut down, destroyed, crashed, saved, migrated away)
-    reports it, a later ``UNDEFINED`` of the same domain does not report it again (an
-    ``UNDEFINED`` of a domain never seen stopping does), and ``STARTED`` makes it eligible
-    again. :meth:`run` blocks; :meth:`request_stop` (a flag, signal-safe) ends it within
+    **Which domains.** Those whose XML carries Catur's placement record (written by
+    ``catur libvirt place``), read when the follower connects and on every define or start
+    event, plus ``vm_ids``. A Depart for a VM the service never placed would only add noise.
+
+    **What is a departure.** A domain leaves the host when it is undefined while not running
+    (``UNDEFINED``; a rename is not one), when a transient domain stops (it no longer exists),
+    or when it is migrated away (``STOPPED`` / ``MIGRATED``). A persistent domain that shuts
+    down, crashes or is saved is still defined, still counted by ``place`` (which counts
+    defined domains), and will usually start again: a restart is not a departure. Each
+    domain is reported once per lifetime; defining it anew (``DEFINED`` / ``ADDED``) starts
+    a new one. :meth:`run` blocks; :meth:`request_stop` (a flag, signal-safe) ends it within
     about ``tick_s``.
     """
 
     def __init__(self, uri: str, depart: Callable[[str, float], None], reconnect_s: float = 5.0,
-                 opener: Callable[[str], object] | None = None, tick_s: float = 0.25) -> None:
+                 opener: Callable[[str], object] | None = None, tick_s: float = 0.25,
+                 vm_ids=(), all_domains: bool = False) -> None:
         self.uri = uri
         self.depart = depart
         self.reconnect_s = reconnect_s
@@ -156,7 +237,9 @@ class DepartureFollower:
         self.connections = 0  # how many times a connection was opened (reconnects = this - 1)
         self.departed = 0
         self.failures = 0
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self.all_domains = all_domains
+        self._known: set[str] = set(vm_ids)
+        self._recent: OrderedDict[str, None] = OrderedDict()  # departed in their current lifetime
 
     def request_stop(self) -> None:
         self._stop = True
@@ -165,13 +248,55 @@ class DepartureFollower:
     def stopping(self) -> bool:
         return self._stop
 
+    def _learn(self, dom) -> None:
+        """Remember ``dom`` if its XML carries Catur's record."""
+        from catur.hypervisor.domain import CATUR_NS
+
+        try:
+            if CATUR_NS in dom.XMLDesc(0):
+                self._known.add(dom.UUIDString())
+        except Exception:  # gone already
+            pass
+
+    def _learn_all(self, conn) -> None:
+        try:
+            for dom in conn.listAllDomains(0):
+                self._learn(dom)
+        except Exception as exc:
+            log.warning("cannot list the domains at %s: %s", self.uri, exc)
+
+    def _leaves(self, libvirt, dom, event: int, detail: int) -> bool:
+        if event == libvirt.VIR_DOMAIN_EVENT_UNDEFINED:
+            if detail == getattr(libvirt, "VIR_DOMAIN_EVENT_UNDEFINED_RENAMED", 1):
+                return False
+            try:
+                return not dom.isActive()  # undefined while running: it leaves when it stops
+            except libvirt.libvirtError:
+                return True
+        if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+            if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED:
+                return True
+            try:
+                return not dom.isPersistent()
+            except libvirt.libvirtError:  # a transient domain is gone once stopped
+                return True
+        return False
+
     def _on_lifecycle(self, conn, dom, event: int, detail: int, opaque) -> None:
         libvirt = libvirt_module()
         uuid = dom.UUIDString()
-        if event == libvirt.VIR_DOMAIN_EVENT_STARTED:
-            self._recent.pop(uuid, None)
+        if event == libvirt.VIR_DOMAIN_EVENT_DEFINED:
+            if detail == libvirt.VIR_DOMAIN_EVENT_DEFINED_ADDED:
+                self._recent.pop(uuid, None)  # defined anew: a new lifetime
+            self._learn(dom)
             return
-        if event not in (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED) or uuid in self._recent:
+        if event == libvirt.VIR_DOMAIN_EVENT_STARTED:
+            self._learn(dom)
+            return
+        if not self._leaves(libvirt, dom, event, detail) or uuid in self._recent:
+            return
+        if not (self.all_domains or uuid in self._known):
+            log.debug("domain %s (%s) left; not placed by Catur, no Depart", dom.name(), uuid)
             return
         self._recent[uuid] = None
         while len(self._recent) > 65536:
@@ -236,6 +361,7 @@ class DepartureFollower:
             conn.setKeepAlive(5, 3)  # a daemon that hangs or vanishes is noticed within ~20 s
         except libvirt.libvirtError:
             pass  # local drivers (test://) have neither; isAlive() still tells
+        self._learn_all(conn)
         log.info("following domain lifecycle events at %s", self.uri)
         while not self._stop and self._alive(conn):
             libvirt.virEventRunDefaultImpl()

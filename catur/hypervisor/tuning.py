@@ -90,7 +90,8 @@ def check_untuned(spec: DomainSpec, source: str = "domain XML") -> None:
     """Refuse a domain that already says where it runs: one line naming what it has."""
     if spec.has_tuning:
         what = [w for w, present in (("<vcpu cpuset>", spec.vcpu_cpuset is not None), ("<vcpupin>", bool(spec.vcpupin)),
-                                     ("<numatune>", spec.has_numatune)) if present]
+                                     ("<numatune>", spec.has_numatune),
+                                     ("placement='auto' (numad chooses its nodes)", spec.auto_placement)) if present]
         raise CaturError(f"{source}: domain {spec.name!r} already has NUMA tuning ({', '.join(what)}); pass --replace to overwrite it")
 
 
@@ -207,11 +208,16 @@ def _write_cells(out: ET.Element, spec: DomainSpec, placement: Placement, bounds
     if numa is None:
         numa = ET.SubElement(cpu, "numa")
     existing = sorted(numa.findall("cell"), key=lambda c: int(c.get("id", "0")))
+    dimms = {c.id: c.dimm_kib for c in spec.cells}
     ids = []
     for i in range(placement.num_instances):
         cell = existing[i] if i < len(existing) else ET.SubElement(numa, "cell", {"id": str(i)})
         cell.set("cpus", format_cpuset(range(bounds[i], bounds[i + 1])))
-        cell.set("memory", str(kib[i]))
+        dimm = dimms.get(int(cell.get("id")), 0)
+        if dimm and kib[i] - dimm < 1024:  # the DIMMs plugged into this cell stay; its own memory shrinks
+            raise CaturError(f"domain {spec.name!r}: guest cell {cell.get('id')} would get {kib[i]} KiB, less than its "
+                             f"{dimm} KiB of memory devices; place it with fewer vNUMA instances")
+        cell.set("memory", str(kib[i] - dimm))
         cell.set("unit", "KiB")
         ids.append(int(cell.get("id")))
     return ids

@@ -125,6 +125,8 @@ class PlacementClient:
         time_s: float | None = None,
         residents=None,
         resident_vms=None,
+        free_mem_mib=None,
+        fit_only: bool = False,
     ) -> RemoteDecision:
         """Place ``request`` on a host of ``topology`` with this per-node usage (vCPUs, MiB).
 
@@ -134,10 +136,12 @@ class PlacementClient:
         on the host, each ``{"vcpus": [per node], "mem_mib": [per node], "age_s": s}``; the
         counts are then derived from it (``inputs_used`` lists ``resident_vms``).
         ``vm_id`` (joins this arrival with its :meth:`depart`), ``cluster`` and ``time_s``
-        (default: the server's clock) are recorded by a service that collects traces."""
+        (default: the server's clock) are recorded by a service that collects traces.
+        ``free_mem_mib`` (optional): what the host reports free per node, for the answer's
+        ``fit``; ``fit_only``: ask whether (and how well) it fits, recording nothing."""
         msg = self.request(
             topology, used_vcpus, used_mem_mib, request, host_id, request_id, vm_id=vm_id, cluster=cluster, time_s=time_s,
-            residents=residents, resident_vms=resident_vms,
+            residents=residents, resident_vms=resident_vms, free_mem_mib=free_mem_mib, fit_only=fit_only,
         )
         return decision_from_proto(self.stub.Place(msg, timeout=timeout or self.timeout))
 

@@ -22,6 +22,7 @@ What is refused, and why (the limits are module constants, reported by ``GetServ
 * a VM with vCPUs or memory < 1 or above :data:`SANITY_FACTOR` times the host's total;
   ``alpha``/``beta`` not finite or outside ``0..MAX_WEIGHT``; ``vnuma`` outside
   ``1..min(nodes, vcpus)``;
+* ``usage.free_mem_mib`` (optional) that is not one value per node, or negative;
 * ``request_id``/``host_id``/``vm_id``/``cluster`` longer than :data:`MAX_ID_CHARS`
   characters; a ``time_s`` that is not finite;
 * a ``DepartRequest`` (:func:`parse_depart_request`) without ``vm_id``, with ids too long or a
@@ -42,6 +43,7 @@ import numpy as np
 
 from catur.decision import Decision
 from catur.errors import CaturError
+from catur.fit import FitVerdict, fit_placement, free_memory
 from catur.policies import PRIMITIVES
 from catur.request import VMRequest
 from catur.state import Placement
@@ -77,6 +79,13 @@ class ParsedRequest:
     time_s: float | None = None  # None: the request carried no time
     residents: np.ndarray | None = None  # per-node resident VM counts; None: not sent
     residents_from_list: bool = False  # the counts were derived from usage.resident_vms
+    free_mem_mib: np.ndarray | None = None  # per-node free memory the host reported; None: not sent
+    fit_only: bool = False  # answer the fit, record nothing
+
+    def fit(self, placement: Placement) -> FitVerdict:
+        """The placement's :class:`~catur.fit.FitVerdict` against this request's free memory."""
+        free = free_memory(self.topology.node_mem_mib, self.used_mem_mib, self.free_mem_mib)
+        return fit_placement(placement.node_mem_mib(), free)
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,20 @@ def parse_usage(msg: pb.PlaceRequest, topology: Topology) -> tuple[np.ndarray, n
     return out[0], out[1]
 
 
+def parse_free_mem(msg: pb.PlaceRequest, topology: Topology) -> np.ndarray | None:
+    """``usage.free_mem_mib`` checked (``None``: not sent)."""
+    values = list(msg.usage.free_mem_mib)
+    if not values:
+        return None
+    n = topology.num_nodes
+    if len(values) != n:
+        raise InvalidRequest(f"usage.free_mem_mib has {len(values)} values; the topology has {n} nodes (or send none)")
+    for i, value in enumerate(values):
+        if value < 0:
+            raise InvalidRequest(f"usage.free_mem_mib[{i}] must be >= 0, got {value}")
+    return np.array(values, dtype=np.int64)
+
+
 def parse_residents(msg: pb.PlaceRequest, topology: Topology) -> tuple[np.ndarray | None, bool]:
     """``(counts int64[N] or None, derived from the list)``: the per-node resident counts of
     ``usage.residents`` or, when the request lists ``usage.resident_vms``, derived from that
@@ -322,7 +345,8 @@ def parse_place_request(msg: pb.PlaceRequest, cache: TopologyCache | None = None
     used_vcpus, used_mem = parse_usage(msg, topology)
     residents, from_list = parse_residents(msg, topology)
     request = parse_vm(msg, topology)
-    return ParsedRequest(topology, used_vcpus, used_mem, request, request_id, host_id, vm_id, cluster, time_s, residents, from_list)
+    return ParsedRequest(topology, used_vcpus, used_mem, request, request_id, host_id, vm_id, cluster, time_s, residents, from_list,
+                         parse_free_mem(msg, topology), msg.fit_only)
 
 
 def parse_depart_request(msg: pb.DepartRequest) -> ParsedDepart:
@@ -344,7 +368,8 @@ def inputs_used(residents_used: bool, from_list: bool = False) -> list[str]:
     return ["usage", "residents", "resident_vms"] if from_list else ["usage", "residents"]
 
 
-def decision_to_proto(decision: Decision, request_id: str = "", residents_from_list: bool = False) -> pb.PlaceResponse:
+def decision_to_proto(decision: Decision, request_id: str = "", residents_from_list: bool = False,
+                      fit: FitVerdict | None = None) -> pb.PlaceResponse:
     p = decision.placement
     resp = pb.PlaceResponse(
         primitive=decision.primitive,
@@ -364,6 +389,11 @@ def decision_to_proto(decision: Decision, request_id: str = "", residents_from_l
     resp.predicted.cor = decision.cor
     resp.predicted.rmr = decision.rmr
     resp.predicted.defect = decision.defect
+    if fit is not None:
+        resp.fit.fits = fit.fits
+        resp.fit.needed_mem_mib = fit.needed
+        resp.fit.free_mem_mib.extend(fit.free.tolist())
+        resp.fit.short = fit.short
     return resp
 
 
@@ -398,8 +428,14 @@ def place_request(
     time_s: float | None = None,
     residents=None,
     resident_vms=None,
+    free_mem_mib=None,
+    fit_only: bool = False,
 ) -> pb.PlaceRequest:
     """The :class:`PlaceRequest` for placing ``request`` on a host with this usage.
+
+    ``free_mem_mib`` (optional): memory free per node as the host reports it (the fit check
+    caps each node's free memory by it); ``fit_only``: ask whether and how well it fits,
+    recording nothing.
 
     ``residents`` (per-node resident VM counts) and ``resident_vms`` (the VMs on the host,
     each a mapping with ``vcpus`` per node and optionally ``mem_mib`` per node and ``age_s``)
@@ -420,12 +456,14 @@ def place_request(
             used_mem_mib=np.asarray(used_mem_mib, dtype=np.int64).tolist(),
             residents=[] if residents is None else np.asarray(residents, dtype=np.int64).tolist(),
             resident_vms=[resident_vm(vm) for vm in resident_vms or ()],
+            free_mem_mib=[] if free_mem_mib is None else np.asarray(free_mem_mib, dtype=np.int64).tolist(),
         ),
         vm=vm,
         request_id=request_id or "",
         host_id=host_id or "",
         vm_id=vm_id or "",
         cluster=cluster or "",
+        fit_only=bool(fit_only),
     )
     if time_s is not None:
         msg.time_s = float(time_s)
@@ -460,6 +498,7 @@ class RemoteDecision(Decision):
 
     request_id: str = ""
     inputs_used: tuple[str, ...] = ("usage",)  # the response's inputs_used
+    fit: FitVerdict | None = None  # the response's fit (None: a service older than 0.4)
 
     def to_dict(self) -> dict:
         """The answer as plain JSON-able data (what ``catur place`` prints)."""
@@ -477,6 +516,7 @@ class RemoteDecision(Decision):
             "predicted": {"cor": self.cor, "rmr": self.rmr, "defect": self.defect},
             "scores": dict(zip(PRIMITIVES, self.scores)),
             "inputs_used": list(self.inputs_used),
+            "fit": None if self.fit is None else self.fit.to_dict(),
         }
 
 
@@ -507,4 +547,6 @@ def decision_from_proto(resp: pb.PlaceResponse) -> RemoteDecision:
         residents_used="residents" in resp.inputs_used,
         request_id=resp.request_id,
         inputs_used=tuple(resp.inputs_used),
+        fit=FitVerdict(resp.fit.fits, resp.fit.needed_mem_mib, np.array(resp.fit.free_mem_mib, dtype=np.int64), resp.fit.short)
+        if resp.HasField("fit") else None,
     )

@@ -15,6 +15,9 @@ service needs on top:
   decided (DEADLINE_EXCEEDED / CANCELLED); a batch checks between items;
 * **errors** — :class:`~catur.errors.CaturError` (bad input) becomes INVALID_ARGUMENT with its
   message; any other exception is logged, counted and answered INTERNAL. Nothing escapes;
+* **fit** — every answer carries the placement's fit verdict (:mod:`catur.fit`); a request
+  with ``fit_only`` is decided the same way but is a question, not an arrival: it updates no
+  window and is not recorded;
 * **trace collection** — with a :class:`~catur.service.collector.TraceCollector`, every answered
   placement and every ``Depart`` notice is handed to it (a non-blocking queue put); without
   one, ``Depart`` is validated and answered OK, nothing more.
@@ -160,7 +163,8 @@ class PlacementServicer(pb_grpc.PlacementServicer):
                 decision = decider.decide(
                     parsed.topology, parsed.used_vcpus, parsed.used_mem_mib, parsed.request, stats, parsed.residents
                 )
-                stats.observe(parsed.request)
+                if not parsed.fit_only:  # a question, not an arrival: the window stays as it was
+                    stats.observe(parsed.request)
                 seconds = time.perf_counter() - t0
         else:
             t0 = time.perf_counter()
@@ -169,9 +173,9 @@ class PlacementServicer(pb_grpc.PlacementServicer):
             )
             seconds = time.perf_counter() - t0
         self.metrics.record_decision(decision, seconds)
-        if self.collector is not None:
+        if self.collector is not None and not parsed.fit_only:
             self.collector.record_arrival(msg, parsed, decision)
-        return decision_to_proto(decision, parsed.request_id, parsed.residents_from_list)
+        return decision_to_proto(decision, parsed.request_id, parsed.residents_from_list, parsed.fit(decision.placement))
 
     def depart(self, msg: pb.DepartRequest) -> pb.DepartResponse:
         """Record a departure notice; raises :class:`CaturError` on bad input."""

@@ -35,16 +35,18 @@ class HostTopology(_message.Message):
     def __init__(self, preset: _Optional[str] = ..., explicit: _Optional[_Union[ExplicitTopology, _Mapping]] = ...) -> None: ...
 
 class NodeUsage(_message.Message):
-    __slots__ = ("used_vcpus", "used_mem_mib", "residents", "resident_vms")
+    __slots__ = ("used_vcpus", "used_mem_mib", "residents", "resident_vms", "free_mem_mib")
     USED_VCPUS_FIELD_NUMBER: _ClassVar[int]
     USED_MEM_MIB_FIELD_NUMBER: _ClassVar[int]
     RESIDENTS_FIELD_NUMBER: _ClassVar[int]
     RESIDENT_VMS_FIELD_NUMBER: _ClassVar[int]
+    FREE_MEM_MIB_FIELD_NUMBER: _ClassVar[int]
     used_vcpus: _containers.RepeatedScalarFieldContainer[int]
     used_mem_mib: _containers.RepeatedScalarFieldContainer[int]
     residents: _containers.RepeatedScalarFieldContainer[int]
     resident_vms: _containers.RepeatedCompositeFieldContainer[ResidentVM]
-    def __init__(self, used_vcpus: _Optional[_Iterable[int]] = ..., used_mem_mib: _Optional[_Iterable[int]] = ..., residents: _Optional[_Iterable[int]] = ..., resident_vms: _Optional[_Iterable[_Union[ResidentVM, _Mapping]]] = ...) -> None: ...
+    free_mem_mib: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, used_vcpus: _Optional[_Iterable[int]] = ..., used_mem_mib: _Optional[_Iterable[int]] = ..., residents: _Optional[_Iterable[int]] = ..., resident_vms: _Optional[_Iterable[_Union[ResidentVM, _Mapping]]] = ..., free_mem_mib: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ResidentVM(_message.Message):
     __slots__ = ("vcpus", "mem_mib", "age_s")
@@ -71,7 +73,7 @@ class VM(_message.Message):
     def __init__(self, vcpus: _Optional[int] = ..., mem_mib: _Optional[int] = ..., alpha: _Optional[float] = ..., beta: _Optional[float] = ..., vnuma: _Optional[int] = ...) -> None: ...
 
 class PlaceRequest(_message.Message):
-    __slots__ = ("topology", "usage", "vm", "request_id", "host_id", "vm_id", "cluster", "time_s")
+    __slots__ = ("topology", "usage", "vm", "request_id", "host_id", "vm_id", "cluster", "time_s", "fit_only")
     TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     VM_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +82,7 @@ class PlaceRequest(_message.Message):
     VM_ID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     TIME_S_FIELD_NUMBER: _ClassVar[int]
+    FIT_ONLY_FIELD_NUMBER: _ClassVar[int]
     topology: HostTopology
     usage: NodeUsage
     vm: VM
@@ -88,7 +91,8 @@ class PlaceRequest(_message.Message):
     vm_id: str
     cluster: str
     time_s: float
-    def __init__(self, topology: _Optional[_Union[HostTopology, _Mapping]] = ..., usage: _Optional[_Union[NodeUsage, _Mapping]] = ..., vm: _Optional[_Union[VM, _Mapping]] = ..., request_id: _Optional[str] = ..., host_id: _Optional[str] = ..., vm_id: _Optional[str] = ..., cluster: _Optional[str] = ..., time_s: _Optional[float] = ...) -> None: ...
+    fit_only: bool
+    def __init__(self, topology: _Optional[_Union[HostTopology, _Mapping]] = ..., usage: _Optional[_Union[NodeUsage, _Mapping]] = ..., vm: _Optional[_Union[VM, _Mapping]] = ..., request_id: _Optional[str] = ..., host_id: _Optional[str] = ..., vm_id: _Optional[str] = ..., cluster: _Optional[str] = ..., time_s: _Optional[float] = ..., fit_only: _Optional[bool] = ...) -> None: ...
 
 class Instance(_message.Message):
     __slots__ = ("cpu_node", "vcpus", "mem_mib")
@@ -129,7 +133,7 @@ class Prediction(_message.Message):
     def __init__(self, cor: _Optional[float] = ..., rmr: _Optional[float] = ..., defect: _Optional[float] = ...) -> None: ...
 
 class PlaceResponse(_message.Message):
-    __slots__ = ("instances", "primitive", "policy", "shield", "gate", "predicted", "model_version", "request_id", "scores", "inputs_used")
+    __slots__ = ("instances", "primitive", "policy", "shield", "gate", "predicted", "model_version", "request_id", "scores", "inputs_used", "fit")
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     PRIMITIVE_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +144,7 @@ class PlaceResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     INPUTS_USED_FIELD_NUMBER: _ClassVar[int]
+    FIT_FIELD_NUMBER: _ClassVar[int]
     instances: _containers.RepeatedCompositeFieldContainer[Instance]
     primitive: str
     policy: str
@@ -150,7 +155,20 @@ class PlaceResponse(_message.Message):
     request_id: str
     scores: _containers.RepeatedScalarFieldContainer[float]
     inputs_used: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., primitive: _Optional[str] = ..., policy: _Optional[str] = ..., shield: _Optional[_Union[ShieldOutcome, _Mapping]] = ..., gate: _Optional[_Union[GateOutcome, _Mapping]] = ..., predicted: _Optional[_Union[Prediction, _Mapping]] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., inputs_used: _Optional[_Iterable[str]] = ...) -> None: ...
+    fit: FitVerdict
+    def __init__(self, instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., primitive: _Optional[str] = ..., policy: _Optional[str] = ..., shield: _Optional[_Union[ShieldOutcome, _Mapping]] = ..., gate: _Optional[_Union[GateOutcome, _Mapping]] = ..., predicted: _Optional[_Union[Prediction, _Mapping]] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., inputs_used: _Optional[_Iterable[str]] = ..., fit: _Optional[_Union[FitVerdict, _Mapping]] = ...) -> None: ...
+
+class FitVerdict(_message.Message):
+    __slots__ = ("fits", "needed_mem_mib", "free_mem_mib", "short")
+    FITS_FIELD_NUMBER: _ClassVar[int]
+    NEEDED_MEM_MIB_FIELD_NUMBER: _ClassVar[int]
+    FREE_MEM_MIB_FIELD_NUMBER: _ClassVar[int]
+    SHORT_FIELD_NUMBER: _ClassVar[int]
+    fits: bool
+    needed_mem_mib: int
+    free_mem_mib: _containers.RepeatedScalarFieldContainer[int]
+    short: str
+    def __init__(self, fits: _Optional[bool] = ..., needed_mem_mib: _Optional[int] = ..., free_mem_mib: _Optional[_Iterable[int]] = ..., short: _Optional[str] = ...) -> None: ...
 
 class PlaceBatchRequest(_message.Message):
     __slots__ = ("items",)
