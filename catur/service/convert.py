@@ -22,7 +22,7 @@ What is refused, and why (the limits are module constants, reported by ``GetServ
 * a VM with vCPUs or memory < 1 or above :data:`SANITY_FACTOR` times the host's total;
   ``alpha``/``beta`` not finite or outside ``0..MAX_WEIGHT``; ``vnuma`` outside
   ``1..min(nodes, vcpus)``;
-* ``request_id``/``host_id``/``vm_id``/``cluster`` longer than :data:`MAX_ID_CHARS`
+* ``request_id``/``host_id``/``vm_id``/``cluster``/``topology.explicit.name`` longer than :data:`MAX_ID_CHARS`
   characters; a ``time_s`` that is not finite;
 * a ``DepartRequest`` (:func:`parse_depart_request`) without ``vm_id``, with ids too long or a
   ``time_s`` that is not finite.
@@ -158,7 +158,7 @@ def explicit_topology(msg: pb.ExplicitTopology) -> Topology:
                     raise InvalidRequest(
                         f"{where}.distances is not symmetric: node {i} to {j} is {d}, {j} to {i} is {int(dist[j, i])}"
                     )
-    name = msg.name[:MAX_ID_CHARS] or "explicit"
+    name = _check_id(msg.name, f"{where}.name") or "explicit"
     try:
         return Topology(name, cores, mem, socket, dist)
     except CaturError as exc:  # pragma: no cover - the checks above are stricter

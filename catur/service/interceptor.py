@@ -44,13 +44,22 @@ from concurrent import futures
 
 import grpc
 
-from catur.errors import CaturError
+from catur.service.admission import CANNOT_MEET_DEADLINE, DEADLINE_PASSED, Admission
 from catur.service.telemetry import ServiceMetrics
 
 log = logging.getLogger("catur.service")
 
 CONCURRENCY_EXCEEDED = "Concurrent RPC limit exceeded!"  # grpcio's own message, kept for clients
 STOPPING = "the server is stopping; retry on another replica"
+OVERSIZE = "the request body is larger than the server reads"
+TOO_MANY_MESSAGES = "a unary method takes exactly one request message; this call streamed more"
+REFUSALS = {
+    CANNOT_MEET_DEADLINE: (
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded: the calls waiting ahead would not leave time to answer "
+        "within this call's deadline; retry later with backoff or on another replica",
+    ),
+    DEADLINE_PASSED: (grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed before it could start"),
+}
 UNKNOWN_METHOD = ("unary", "unknown", "unknown")  # labels of calls to methods nobody serves
 
 
@@ -112,8 +121,8 @@ class CallInterceptor(grpc.ServerInterceptor):
 
     Args:
         metrics: Where ``grpc_server_*`` and ``catur_rpcs_in_flight`` are recorded.
-        max_concurrent_rpcs: Most non-health calls in progress (arrived, not yet answered);
-            beyond, RESOURCE_EXHAUSTED. ``None`` = no limit.
+        admission: The concurrency limit and the run slots (:mod:`catur.service.admission`);
+            ``None`` = no limit, every call runs at once.
         exempt_services: Services answered even past the limit or while stopping.
         control_workers: Threads of the pool that answers refusals and exempt calls.
     """
@@ -121,14 +130,12 @@ class CallInterceptor(grpc.ServerInterceptor):
     def __init__(
         self,
         metrics: ServiceMetrics,
-        max_concurrent_rpcs: int | None = None,
+        admission: Admission | None = None,
         exempt_services: tuple[str, ...] = ("grpc.health.v1.Health",),
         control_workers: int = 2,
     ) -> None:
-        if max_concurrent_rpcs is not None and max_concurrent_rpcs < 1:
-            raise CaturError(f"max_concurrent_rpcs must be >= 1 or None, got {max_concurrent_rpcs}")
         self.metrics = metrics
-        self.max_concurrent_rpcs = max_concurrent_rpcs
+        self.admission = admission
         self.exempt_services = frozenset(exempt_services)
         self.malformed_log = RateLimitedLog()
         self._control_pool = futures.ThreadPoolExecutor(control_workers, thread_name_prefix="catur-control")
@@ -140,6 +147,9 @@ class CallInterceptor(grpc.ServerInterceptor):
         self._started: dict[tuple, object] = {}
         self._children: dict[tuple, tuple] = {}
         metrics.in_flight.set_function(lambda: self._in_flight)
+        if admission is not None:
+            metrics.concurrency_limit.set_function(lambda: admission.limit)
+            metrics.service_seconds.set_function(lambda: admission.service_s)
 
     # --- stopping ---------------------------------------------------------------------------
 
@@ -230,7 +240,7 @@ class CallInterceptor(grpc.ServerInterceptor):
                 self._last_activity = time.monotonic()
                 if self._closing:
                     refusal = (grpc.StatusCode.UNAVAILABLE, STOPPING)
-                elif self.max_concurrent_rpcs is not None and self._in_flight >= self.max_concurrent_rpcs:
+                elif self.admission is not None and self.admission.over_limit(self._in_flight):
                     refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED, CONCURRENCY_EXCEEDED)
                 else:
                     self._in_flight += 1
@@ -283,29 +293,54 @@ class CallInterceptor(grpc.ServerInterceptor):
 
         return refuse
 
+    def _read_one(self, labels: tuple, request_iterator, context):
+        """The call's one request message: INVALID_ARGUMENT if there is none, more than one (a
+        client stream sent to a unary method) or it does not parse. A unary client sends its
+        message and its half-close together, so the second read returns at once."""
+        try:
+            request = next(request_iterator)
+        except StopIteration:
+            # grpc's reader ends the same way when grpc itself refused the body (larger than
+            # grpc.max_receive_message_length): then it has already answered the client
+            # RESOURCE_EXHAUSTED and ends the call, which a call that merely sent nothing
+            # does not. Say the same, so the count matches what the client saw.
+            ended = threading.Event()
+            if not context.add_callback(ended.set) or ended.wait(0.5):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, OVERSIZE)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
+        if isinstance(request, Malformed):
+            self._reject_malformed(labels, request, context)
+        try:
+            next(request_iterator)
+        except StopIteration:
+            return request
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, TOO_MANY_MESSAGES)
+
     def _serve(self, inner, labels: tuple, arrived: float, counted: bool):
+        admission = self.admission if counted else None
+
         def serve(request_iterator, context):
             code = grpc.StatusCode.UNKNOWN
             try:
                 try:
-                    request = next(request_iterator)
-                except StopIteration:
-                    code = grpc.StatusCode.INVALID_ARGUMENT
-                    context.abort(code, "the call carried no request message")
-                except grpc.RpcError:  # the client went away before its message arrived
-                    code = grpc.StatusCode.CANCELLED
+                    request = self._read_one(labels, request_iterator, context)
+                    if admission is not None:
+                        refused = admission.acquire(context.time_remaining())
+                        if refused is not None:
+                            context.abort(*REFUSALS[refused])
+                    held = time.perf_counter()
+                    try:
+                        response = inner(request, context)
+                    finally:
+                        if admission is not None:
+                            admission.release(time.perf_counter() - held)
+                except grpc.RpcError:  # the client went away (or its body was refused) while reading
+                    code = wire_code(context, grpc.StatusCode.CANCELLED)
                     raise
-                if isinstance(request, Malformed):
-                    code = grpc.StatusCode.INVALID_ARGUMENT
-                    self._reject_malformed(labels, request, context)
-                try:
-                    response = inner(request, context)
                 except BaseException:
-                    code = context.code()
-                    if code is None or code == grpc.StatusCode.OK:
-                        code = grpc.StatusCode.UNKNOWN
+                    code = wire_code(context, grpc.StatusCode.UNKNOWN)
                     raise
-                code = context.code() or grpc.StatusCode.OK
+                code = wire_code(context, grpc.StatusCode.OK)
                 return response
             finally:
                 self._count(labels, code, time.perf_counter() - arrived)
@@ -317,3 +352,16 @@ class CallInterceptor(grpc.ServerInterceptor):
                             self._lock.notify_all()
 
         return serve
+
+
+def wire_code(context, default: grpc.StatusCode) -> grpc.StatusCode:
+    """The status code the client receives: the one the handler set; else, for a call whose
+    client is gone, DEADLINE_EXCEEDED when its deadline has passed (what the client's library
+    reports) and CANCELLED when the client cancelled; else ``default``."""
+    code = context.code()
+    if code is not None and code != grpc.StatusCode.OK:
+        return code
+    if not context.is_active():
+        remaining = context.time_remaining()
+        return grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
+    return default
