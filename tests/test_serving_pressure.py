@@ -16,6 +16,7 @@ stops that end every stream cleanly, the client's retry config, TLS.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -73,18 +74,30 @@ class _Slow:
 # --- admission as logic ------------------------------------------------------------------------------
 
 
-def test_the_adaptive_limit_is_slots_plus_the_calls_that_queue_for_the_target():
-    config = AdmissionConfig(slots=8, target_queue_s=0.2, min_limit=16, max_limit=512)
-    # 8 slots at 10 ms a call = 800 calls/s; 0.2 s of queue = 160 calls waiting.
-    assert adaptive_limit(config, 0.010) == 8 + 160
-    assert adaptive_limit(config, 1.0) == 16  # slow calls: the floor
-    assert adaptive_limit(config, 1e-6) == 512  # fast calls: the ceiling
-    admission = Admission(config)
-    for _ in range(2000):  # the moving average follows a change of service time
-        assert admission.acquire(None) is None
-        admission.release(0.010)
-    assert admission.service_s == pytest.approx(0.010, rel=1e-3)
-    assert admission.limit == adaptive_limit(config, admission.service_s) in (168, 169)
+def test_the_adaptive_limit_is_slots_plus_the_calls_that_wait_the_target_at_measured_capacity():
+    config = AdmissionConfig(slots=8, target_queue_s=0.2, min_limit=16, max_limit=512, window_s=0.05)
+    # 800 answers/s; 0.2 s of line = 160 calls waiting.
+    assert adaptive_limit(config, 800.0) == 8 + 160
+    assert adaptive_limit(config, 10.0) == 16  # a slow server: the floor
+    assert adaptive_limit(config, 1e6) == 512  # a fast one: the ceiling
+    # Saturated windows (calls waiting for the one slot) measure the capacity: ~100 answers/s.
+    admission = Admission(dataclasses.replace(config, slots=1, initial_capacity=5000.0))
+    assert admission.acquire(None) is None
+    waiter_results = []
+    t_end = time.monotonic() + 0.6
+    while time.monotonic() < t_end:
+        waiter = threading.Thread(target=lambda: waiter_results.append(admission.acquire(None)))
+        waiter.start()
+        while admission.waiting == 0:  # the next call is in line: the window is saturated
+            time.sleep(0.001)
+        time.sleep(0.01)  # ... while the running call takes 10 ms
+        admission.release(0.01)
+        waiter.join(5)
+    admission.release(0.01)
+    assert set(waiter_results) == {None}
+    assert 40 < admission.capacity < 110, admission.capacity  # ~1 answer per 10 ms, less on a busy machine
+    assert admission.limit == adaptive_limit(admission.config, admission.capacity)
+    assert admission.service_s < 0.01
     assert Admission(AdmissionConfig(slots=8, limit=40)).limit == 40  # fixed stays fixed
 
 
@@ -97,7 +110,7 @@ def test_bad_admission_settings_are_refused_naming_the_value(bad):
 
 
 def test_a_call_that_cannot_be_answered_in_time_is_refused_at_once():
-    admission = Admission(AdmissionConfig(slots=1, initial_service_s=0.1))
+    admission = Admission(AdmissionConfig(slots=1, initial_service_s=0.1, initial_capacity=10.0))
     assert admission.acquire(5.0) is None  # the slot is free
     assert admission.acquire(0.0) == DEADLINE_PASSED
     # One call running, none waiting: a wait of ~0.1 s plus 0.1 s of its own work.
@@ -111,7 +124,7 @@ def test_a_call_that_cannot_be_answered_in_time_is_refused_at_once():
     waiter.join(5)
     assert got == [None] and admission.waiting == 0
     # A call whose estimate was too low gives up its place when its deadline passes.
-    admission.service_s = 1e-4
+    admission.service_s, admission.capacity = 1e-4, 1e4
     t0 = time.monotonic()
     assert admission.acquire(0.2) == DEADLINE_PASSED
     assert time.monotonic() - t0 >= 0.19 and admission.waiting == 0
@@ -154,7 +167,7 @@ def test_calls_over_the_deadline_budget_are_refused_without_work(server_of, monk
     time; the others are refused at once (RESOURCE_EXHAUSTED), not decided, and counted."""
     service = Service(model=None)
     slow = _Slow(service, monkeypatch, sleep=0.3)
-    channel = server_of(service, admission=AdmissionConfig(slots=1, limit=50, initial_service_s=0.3))
+    channel = server_of(service, admission=AdmissionConfig(slots=1, limit=50, initial_service_s=0.3, initial_capacity=1 / 0.3))
     stub = pb_grpc.PlacementStub(channel)
     t0 = time.monotonic()
     calls = [stub.Place.future(valid_request(), timeout=0.8) for _ in range(6)]
@@ -169,8 +182,15 @@ def test_calls_over_the_deadline_budget_are_refused_without_work(server_of, monk
 def test_metrics_match_what_clients_saw_for_every_refused_kind(server_of, monkeypatch):
     service = Service(model=None)
     slow = _Slow(service, monkeypatch)
-    channel = server_of(service, admission=AdmissionConfig(slots=1, limit=3, initial_service_s=1e-4))
+    channel = server_of(service, admission=AdmissionConfig(slots=1, limit=3, initial_service_s=1e-4, initial_capacity=1e4))
     stub = pb_grpc.PlacementStub(channel)
+
+    def slow_refusal(labels, arrived, code, details):
+        assert code != grpc.StatusCode.RESOURCE_EXHAUSTED, "over the limit is refused by grpcio's own path"
+        return real_refuse(labels, arrived, code, details)
+
+    real_refuse = service.calls._refuse
+    monkeypatch.setattr(service.calls, "_refuse", slow_refusal)
     raw = channel.unary_unary(f"/{SERVICE_NAME}/Place", request_serializer=None, response_deserializer=None)
     stream = channel.stream_unary(f"/{SERVICE_NAME}/Place", request_serializer=None, response_deserializer=None)
     good = valid_request().SerializeToString()

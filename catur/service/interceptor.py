@@ -74,18 +74,79 @@ class Malformed:
         self.error = error
 
 
+class Oversize:
+    """What the deserializer returns for a body over :data:`MAX_REQUEST_BYTES`."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+#: The largest request body answered; a larger one is answered RESOURCE_EXHAUSTED (grpc's
+#: own default limit, 4 MiB). grpc itself reads up to :data:`GRPC_RECEIVE_LIMIT` so that the
+#: refusal is this module's, counted exactly; past that grpc refuses on its own.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+GRPC_RECEIVE_LIMIT = 2 * MAX_REQUEST_BYTES
+
+
 def safe_deserializer(deserialize):
-    """Wrap a request deserializer so that it returns :class:`Malformed` instead of raising."""
+    """Wrap a request deserializer so that it returns :class:`Malformed` instead of raising,
+    and :class:`Oversize` for a body over :data:`MAX_REQUEST_BYTES`."""
     if deserialize is None:
         return None
 
     def parse(data: bytes):
+        if len(data) > MAX_REQUEST_BYTES:
+            return Oversize(len(data))
         try:
             return deserialize(data)
         except Exception as exc:  # a DecodeError, or anything a broken body provokes
             return Malformed(len(data), f"{type(exc).__name__}: {exc}"[:200])
 
     return parse
+
+
+class _Verdict:
+    """grpcio's ``concurrency_exceeded`` for one call: False unless the interceptor refuses it."""
+
+    __slots__ = ("refuse", "read")
+
+    def __init__(self) -> None:
+        self.refuse = False
+        self.read = False
+
+    def __bool__(self) -> bool:
+        self.read = True
+        return self.refuse
+
+
+class FastRefusals:
+    """Passed to ``grpc.server`` as ``maximum_concurrent_rpcs``: lets the interceptor refuse a
+    call over the limit the cheapest way grpcio has, on its serving thread with no worker thread
+    and no Python handler (its own "Concurrent RPC limit exceeded!" path).
+
+    For each call grpcio computes ``active_rpc_count >= maximum_concurrent_rpcs``, then runs the
+    interceptor, then tests the result. The comparison lands in :meth:`__le__` (the reflected
+    ``>=``), which returns a :class:`_Verdict` whose truth the interceptor sets in between. If a
+    grpcio ever reads the verdict before the interceptor runs, :meth:`take` sees it was read and
+    the interceptor refuses on its own (slower) path instead: never a wrong answer.
+
+    Why it matters: at three times the capacity two calls in three are refused, and a refusal
+    that costs a worker thread, a handler and an exception eats the capacity it protects.
+    """
+
+    def __init__(self) -> None:
+        self._verdict: _Verdict | None = None
+
+    def __le__(self, active_rpc_count: int) -> _Verdict:
+        self._verdict = _Verdict()
+        return self._verdict
+
+    def take(self) -> _Verdict | None:
+        """This call's verdict, if grpcio has not read it yet."""
+        verdict, self._verdict = self._verdict, None
+        return verdict if verdict is not None and not verdict.read else None
 
 
 class RateLimitedLog:
@@ -125,6 +186,9 @@ class CallInterceptor(grpc.ServerInterceptor):
             ``None`` = no limit, every call runs at once.
         exempt_services: Services answered even past the limit or while stopping.
         control_workers: Threads of the pool that answers refusals and exempt calls.
+
+    :attr:`fast_refusals` goes to ``grpc.server(maximum_concurrent_rpcs=...)`` (see
+    :class:`FastRefusals`).
     """
 
     def __init__(
@@ -136,6 +200,7 @@ class CallInterceptor(grpc.ServerInterceptor):
     ) -> None:
         self.metrics = metrics
         self.admission = admission
+        self.fast_refusals = FastRefusals()
         self.exempt_services = frozenset(exempt_services)
         self.malformed_log = RateLimitedLog()
         self._control_pool = futures.ThreadPoolExecutor(control_workers, thread_name_prefix="catur-control")
@@ -150,6 +215,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         if admission is not None:
             metrics.concurrency_limit.set_function(lambda: admission.limit)
             metrics.service_seconds.set_function(lambda: admission.service_s)
+            metrics.capacity.set_function(lambda: admission.capacity)
 
     # --- stopping ---------------------------------------------------------------------------
 
@@ -158,9 +224,12 @@ class CallInterceptor(grpc.ServerInterceptor):
         with self._lock:
             self._closing = True
 
-    def wait_idle(self, timeout: float, quiet: float = 0.1) -> bool:
+    def wait_idle(self, timeout: float, quiet: float = 0.1, settle: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds until no admitted call is running and no call has
-        arrived or finished for ``quiet`` seconds; True if that happened in time.
+        arrived or finished for ``quiet`` seconds; True if that happened in time. Once no
+        call is running, the wait for the quiet spell lasts at most ``settle`` seconds (None =
+        up to the timeout), then returns True: clients that retry UNAVAILABLE at the same
+        address never fall quiet, and must not hold the stop to its grace.
 
         Why the quiet spell: when the port closes, grpc's core cancels (CANCELLED, which
         clients do not retry) any call it has received but not yet handed to the application.
@@ -169,6 +238,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         instead. Health checks do not count (probes never stop coming).
         """
         deadline = time.monotonic() + max(0.0, timeout)
+        settled = None  # when the quiet wait must end
         with self._lock:
             while True:
                 now = time.monotonic()
@@ -176,10 +246,12 @@ class CallInterceptor(grpc.ServerInterceptor):
                     return not self._in_flight
                 if self._in_flight:
                     self._lock.wait(deadline - now)
-                elif now - self._last_activity < quiet:
-                    self._lock.wait(min(deadline, self._last_activity + quiet) - now)
-                else:
+                    continue
+                if settled is None:
+                    settled = deadline if settle is None else min(deadline, now + settle)
+                if now - self._last_activity >= quiet or now >= settled:
                     return True
+                self._lock.wait(min(settled, self._last_activity + quiet) - now)
 
     @property
     def in_flight(self) -> int:
@@ -220,6 +292,7 @@ class CallInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         arrived = time.perf_counter()  # on grpc's serving thread, before any queueing
+        verdict = self.fast_refusals.take()
         handler = continuation(handler_call_details)
         if handler is None:
             # grpc answers UNIMPLEMENTED; the method name is the client's choice, so it is not
@@ -244,6 +317,10 @@ class CallInterceptor(grpc.ServerInterceptor):
                     refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED, CONCURRENCY_EXCEEDED)
                 else:
                     self._in_flight += 1
+        if refusal is not None and refusal[1] == CONCURRENCY_EXCEEDED and verdict is not None:
+            verdict.refuse = True  # grpcio answers it (same code and message), counted here
+            self._count(labels, refusal[0], time.perf_counter() - arrived)
+            return handler
         if refusal is not None:
             behavior = self._refuse(labels, arrived, *refusal)
         else:
@@ -277,6 +354,8 @@ class CallInterceptor(grpc.ServerInterceptor):
         def watch(request, context, *args, **kwargs):
             if isinstance(request, Malformed):
                 self._reject_malformed(labels, request, context)
+            if isinstance(request, Oversize):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{OVERSIZE}: {request.size} bytes; at most {MAX_REQUEST_BYTES}")
             return inner(request, context, *args, **kwargs)
 
         for attribute in ("experimental_non_blocking", "experimental_thread_pool"):  # grpc reads them off the behaviour
@@ -301,7 +380,7 @@ class CallInterceptor(grpc.ServerInterceptor):
             request = next(request_iterator)
         except StopIteration:
             # grpc's reader ends the same way when grpc itself refused the body (larger than
-            # grpc.max_receive_message_length): then it has already answered the client
+            # GRPC_RECEIVE_LIMIT): then it has already answered the client
             # RESOURCE_EXHAUSTED and ends the call, which a call that merely sent nothing
             # does not. Say the same, so the count matches what the client saw.
             ended = threading.Event()
@@ -310,6 +389,8 @@ class CallInterceptor(grpc.ServerInterceptor):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
         if isinstance(request, Malformed):
             self._reject_malformed(labels, request, context)
+        if isinstance(request, Oversize):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{OVERSIZE}: {request.size} bytes; at most {MAX_REQUEST_BYTES}")
         try:
             next(request_iterator)
         except StopIteration:

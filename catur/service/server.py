@@ -53,7 +53,7 @@ from catur.service.collector import CollectorConfig, TraceCollector
 from catur.service.serving import ModelHolder
 from catur.service.servicer import DEFAULT_MAX_BATCH, DEFAULT_MAX_HOSTS, SERVICE_NAME, PlacementServicer
 from catur.service.admission import Admission, AdmissionConfig
-from catur.service.interceptor import CallInterceptor
+from catur.service.interceptor import GRPC_RECEIVE_LIMIT, CallInterceptor
 from catur.service.telemetry import ServiceMetrics
 
 log = logging.getLogger("catur.service")
@@ -69,9 +69,10 @@ MAX_HEALTH_LIST = 100
 # the grace): see CallInterceptor.wait_idle. Half a second covers a client that builds its
 # next request after an answer on a busy machine.
 QUIET_S = 0.5
-# The largest request body read (grpc's default, 4 MiB): a larger one is answered
-# RESOURCE_EXHAUSTED by grpc itself and counted so by the interceptor.
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# ... but for at most this long once the admitted calls are done: clients that retry
+# UNAVAILABLE at the same address never fall quiet (their calls are refused until the port
+# closes, and then they fail to connect: UNAVAILABLE again, which they retry elsewhere).
+SETTLE_S = 1.0
 
 
 class HealthService(health.HealthServicer):
@@ -240,7 +241,7 @@ class Service:
         self.health.end_watches()
         if self.calls is not None:
             self.calls.close()
-            if not self.calls.wait_idle(grace, quiet=min(QUIET_S, grace / 2)):
+            if not self.calls.wait_idle(grace, quiet=min(QUIET_S, grace / 2), settle=min(SETTLE_S, grace / 2)):
                 log.warning("%d RPCs still running after the %.1f s grace are cancelled", self.calls.in_flight, grace)
         server.stop(max(0.0, grace - (time.monotonic() - started))).wait()
         if self.calls is not None:
@@ -371,7 +372,8 @@ def create_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=admission.most_calls + 4, thread_name_prefix="catur-rpc"),
         interceptors=[service.calls],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+        maximum_concurrent_rpcs=service.calls.fast_refusals,  # the interceptor decides: see FastRefusals
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", GRPC_RECEIVE_LIMIT)],
     )
     pb_grpc.add_PlacementServicer_to_server(service.servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)

@@ -19,6 +19,7 @@ name                                       type       labels / meaning
 ``catur_rpcs_in_flight``                   gauge      calls admitted and not yet answered
 ``catur_concurrency_limit``                gauge      calls admitted at most (adaptive or fixed)
 ``catur_service_seconds``                  gauge      moving average of a call's time in a run slot
+``catur_capacity_calls_per_second``        gauge      measured answers per second at saturation
 ``catur_malformed_requests_total``         counter    request bodies that did not parse
 ``catur_decision_seconds``                 histogram  time of one decision (policy + gate + shield)
 ``catur_decisions_total``                  counter    primitive, policy (catur / greedy / primitive)
@@ -73,6 +74,9 @@ class ServiceMetrics:
         )
         self.service_seconds = Gauge(
             "catur_service_seconds", "Moving average of the time a call holds a run slot (the measured service time).", registry=r
+        )
+        self.capacity = Gauge(
+            "catur_capacity_calls_per_second", "Measured capacity: answers per second while calls waited for a slot.", registry=r
         )
         self.malformed = Counter(
             "catur_malformed_requests", "Request bodies that did not parse as the method's message (answered INVALID_ARGUMENT).", registry=r
