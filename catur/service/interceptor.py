@@ -12,11 +12,19 @@ reaches an ordinary timing interceptor:
 :class:`CallInterceptor` takes those decisions itself, so each one is answered as a client
 expects and counted in ``grpc_server_handled_total{grpc_code=...}``:
 
-* **admission** — the concurrency limit is enforced here (grpc's own is switched off), with
-  grpc's status code and message (``RESOURCE_EXHAUSTED``, "Concurrent RPC limit exceeded!");
+* **admission** — the concurrency limit (:mod:`catur.service.admission`: adaptive, from the
+  measured capacity) is decided here, with grpc's status code and message
+  (``RESOURCE_EXHAUSTED``, "Concurrent RPC limit exceeded!"), and the refusal itself rides
+  grpc's cheapest path (:class:`FastRefusals`); an admitted call then waits for a run slot in
+  a line that knows its deadline (refused at once when it cannot be answered in time);
   while the server stops (:meth:`CallInterceptor.close`), new calls are answered
-  ``UNAVAILABLE``, which clients retry on another replica. Health checks are exempt from both:
-  a probe must hear NOT_SERVING, not a refusal;
+  ``UNAVAILABLE``, which clients retry on another replica. Health checks are exempt from all
+  of it: a probe must hear NOT_SERVING, not a refusal;
+* **strict unary calls** — a client stream of more than one message sent to a unary method is
+  ``INVALID_ARGUMENT`` (grpc would silently use the first message); a body over
+  :data:`MAX_REQUEST_BYTES` is ``RESOURCE_EXHAUSTED``;
+* **codes as the client sees them** — a call whose client has gone is counted
+  ``DEADLINE_EXCEEDED`` when its deadline passed, ``CANCELLED`` otherwise (:func:`wire_code`);
 * **malformed bodies** — the request deserializer never raises: bytes that do not parse become
   a :class:`Malformed` marker, answered ``INVALID_ARGUMENT`` with one rate-limited log line
   (:class:`RateLimitedLog`), no traceback;

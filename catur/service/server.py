@@ -9,8 +9,8 @@
 
 The server carries three services: ``catur.v1.Placement``, the standard health service
 (``grpc.health.v1.Health``: ``Check``, ``Watch`` and ``List``; ``""`` and ``catur.v1.Placement``
-report SERVING until shutdown begins) and server reflection (listing those services, so
-``grpcurl``-style tools can discover the contract). Every unary RPC goes through
+report SERVING until shutdown begins) and server reflection under ``grpc.reflection.v1`` and
+``v1alpha`` (listing those services, so ``grpcurl``-style tools can discover the contract). Every unary RPC goes through
 :class:`~catur.service.interceptor.CallInterceptor`, which admits, counts and times it.
 
 Stopping (:meth:`Service.shutdown`) has three phases, so that neither a load balancer nor a
@@ -19,7 +19,9 @@ client sees a call cut off:
 1. **drain** (``drain`` seconds): health reports NOT_SERVING while every call is still
    answered, so load balancers and ``grpc`` health-checking clients move traffic away;
 2. **refuse**: new calls are answered UNAVAILABLE (retried by clients on another replica)
-   while the calls admitted so far finish, for up to ``grace`` seconds;
+   while the calls admitted so far finish, for up to ``grace`` seconds; open health ``Watch``
+   streams end with OK after their NOT_SERVING (:meth:`HealthService.end_watches`), so none
+   holds the stop or is cut off by the closing port;
 3. **close**: the port closes; a call still running when the grace ends is cancelled. Then
    the trace collector writes what it holds.
 
