@@ -132,6 +132,39 @@ def test_a_call_that_cannot_be_answered_in_time_is_refused_at_once():
     assert admission.acquire(None) is None  # the slot was handed back, not lost
 
 
+def test_on_arrival_a_dead_call_or_one_the_line_leaves_no_time_for_is_refused():
+    admission = Admission(AdmissionConfig(slots=2, initial_service_s=0.01, initial_capacity=100.0, margin_s=0.05))
+    assert admission.early_refusal(-0.1, in_server=0) == DEADLINE_PASSED
+    assert admission.early_refusal(0.05, in_server=0) == CANNOT_MEET_DEADLINE  # 10 ms of work + 50 ms margin
+    assert admission.early_refusal(0.07, in_server=1) is None  # a free slot: no wait
+    # 2 running + 20 waiting: 21 calls ahead at 100/s = 0.21 s of wait.
+    assert admission.early_refusal(0.2, in_server=22) == CANNOT_MEET_DEADLINE
+    assert admission.early_refusal(0.5, in_server=22) is None
+
+
+def test_the_interceptor_reads_each_calls_deadline_on_arrival(server_of, monkeypatch):
+    """The early refusal needs the deadline before grpcio hands the call to a thread; it is read
+    from grpcio's serving loop (:func:`catur.service.interceptor._arriving_deadline`). If a
+    grpcio release moves it, this test says so (the server still works, only later)."""
+    service = Service(model=None)
+    channel = server_of(service)
+    seen = []
+    real_take = service.calls.fast_refusals.take
+
+    def take():
+        verdict = real_take()
+        seen.append(None if verdict is None else verdict.deadline)
+        return verdict
+
+    monkeypatch.setattr(service.calls.fast_refusals, "take", take)
+    stub = pb_grpc.PlacementStub(channel)
+    sent = time.time()
+    stub.Place(valid_request(), timeout=3)
+    stub.Place(valid_request())  # no deadline
+    assert len(seen) == 2 and seen[1] is None
+    assert seen[0] is not None and abs(seen[0] - (sent + 3)) < 1.0
+
+
 # --- a live server --------------------------------------------------------------------------------
 
 
@@ -318,7 +351,7 @@ def test_a_client_of_two_replicas_sees_no_failure_when_one_stops():
         threads = [threading.Thread(target=load) for _ in range(3)]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        time.sleep(1.0)  # both subchannels connected and answering
         services[0].shutdown(started[0][0], grace=3, drain=0.3)
         time.sleep(0.5)
         stop.set()
@@ -389,3 +422,26 @@ def test_tls_and_mutual_tls_end_to_end_through_catur_serve(certificates):
             assert client.health() == "SERVING"
     finally:
         _stop(proc)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target-queue-ms", "0"], "--target-queue-ms must be > 0, got 0.0"),
+    (["--target-queue-ms", "nan"], "--target-queue-ms must be > 0, got nan"),
+    (["--min-limit", "9", "--max-limit", "3"], "--min-limit and --max-limit: need 1 <= min <= max, got 9 and 3"),
+    (["--workers", "0"], "--workers must be >= 1, got 0"),
+])
+def test_bad_load_shedding_settings_are_one_line_errors_naming_the_flag(args, message, capsys):
+    from catur.cli import main
+
+    assert main(["serve", "--listen", "127.0.0.1:0", "--metrics-port", "-1", "--model", "none", *args]) == 2
+    assert capsys.readouterr().err.strip() == f"catur: error: {message}"
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_max_concurrent_rpcs_takes_a_positive_number_or_auto(value, capsys):
+    from catur.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--max-concurrent-rpcs", value])
+    assert info.value.code == 2
+    assert "--max-concurrent-rpcs" in capsys.readouterr().err

@@ -29,6 +29,10 @@ Signals: SIGTERM/SIGINT = graceful stop in three phases:
      finish, for up to --grace seconds;
   3. close: the port closes, the trace collector writes what it holds, exit 0.
   A second SIGTERM/SIGINT during the drain cuts it short (Ctrl-C twice stops at once).
+Load shedding: --workers calls are decided at once, the others wait in line; past the
+concurrency limit (auto: workers + measured capacity x --target-queue-ms) a call is refused
+RESOURCE_EXHAUSTED at once, and so is a call whose deadline the line ahead leaves no time for;
+no work is done for either. Clients should retry UNAVAILABLE (catur.service.client.service_config).
 SIGHUP = reload the model (a corrupt or mismatched model is refused, the previous one keeps
 serving, catur_model_reload_failures_total counts it).
 --model: none (greedy), resident-greedy (greedy that also weighs the VMs already on each node,
@@ -245,6 +249,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for flag in ("grace", "drain_seconds", "watch_interval"):
         if not getattr(args, flag) >= 0:  # also refuses nan
             raise CaturError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    if args.workers < 1:
+        raise CaturError(f"--workers must be >= 1, got {args.workers}")
+    if not (args.target_queue_ms > 0 and args.target_queue_ms < float("inf")):
+        raise CaturError(f"--target-queue-ms must be > 0, got {args.target_queue_ms}")
+    if not 1 <= args.min_limit <= args.max_limit:
+        raise CaturError(f"--min-limit and --max-limit: need 1 <= min <= max, got {args.min_limit} and {args.max_limit}")
     shield = ShieldConfig(depth=args.shield_depth, width=args.shield_width / 100.0, window=args.shield_window)
     collect = None
     if args.collect_dir:

@@ -18,7 +18,8 @@ the rest at once, cheaply, with a code the client can act on:
 * **deadline-aware admission** — a call waits for one of ``slots`` run slots, first come first
   served. Before it waits, its expected wait is ``(calls ahead + 1) / capacity``; a call whose
   remaining deadline is shorter than that wait plus its own service time (a moving average of
-  how long a call holds its slot) cannot be answered in time and is refused
+  how long a call holds its slot) plus ``margin_s`` for the answer's way back cannot be
+  answered in time and is refused
   RESOURCE_EXHAUSTED at once; a call whose deadline has already passed is answered
   DEADLINE_EXCEEDED. A call that waits past its deadline anyway (the estimate was low) gives
   up its place: DEADLINE_EXCEEDED, no work done.
@@ -57,6 +58,8 @@ class AdmissionConfig:
         initial_capacity: Answers per second assumed before a saturated window was measured.
         window_s: Length of a capacity measurement window (seconds).
         smoothing: Weight of each new call in the service-time moving average.
+        margin_s: Time kept for the answer's way back: a call is admitted only if its
+            expected wait and service time end this long before its deadline.
     """
 
     slots: int = 8
@@ -68,6 +71,7 @@ class AdmissionConfig:
     initial_capacity: float = 500.0
     window_s: float = 0.5
     smoothing: float = 0.02
+    margin_s: float = 0.05
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -81,6 +85,8 @@ class AdmissionConfig:
         for name in ("initial_service_s", "initial_capacity", "window_s"):
             if not getattr(self, name) > 0:
                 raise CaturError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.margin_s < 10:
+            raise CaturError(f"margin_s must be in [0, 10) seconds, got {self.margin_s}")
         if not 0 < self.smoothing <= 1:
             raise CaturError(f"smoothing must be in (0, 1], got {self.smoothing}")
 
@@ -124,6 +130,16 @@ class Admission:
         """Whether a call arriving with ``in_server`` calls already in the server is refused."""
         return in_server >= self.limit
 
+    def early_refusal(self, remaining_s: float, in_server: int) -> str | None:
+        """On arrival, before the call takes a thread: None to admit it, else why not (its
+        deadline has passed, or the calls already in the server leave it no time)."""
+        if remaining_s <= 0:
+            return DEADLINE_PASSED
+        ahead = max(0, in_server - self.config.slots)
+        if remaining_s < (self.expected_wait(ahead) if in_server >= self.config.slots else 0.0) + self.service_s + self.config.margin_s:
+            return CANNOT_MEET_DEADLINE
+        return None
+
     def acquire(self, remaining_s: float | None) -> str | None:
         """Wait for a run slot; None = got one (call :meth:`release` after the work), else why
         the call was refused (``remaining_s``: what is left of its deadline, None = none)."""
@@ -133,7 +149,7 @@ class Admission:
             if self._running < self.config.slots and not self._line:
                 self._running += 1
                 return None
-            if remaining_s is not None and remaining_s < self.expected_wait(len(self._line)) + self.service_s:
+            if remaining_s is not None and remaining_s < self.expected_wait(len(self._line)) + self.service_s + self.config.margin_s:
                 return CANNOT_MEET_DEADLINE
             turn = threading.Event()
             self._line.append(turn)
