@@ -17,6 +17,8 @@ about ``saturation-s + len(factors) x (seconds + 10)`` seconds. Loopback only.
 
     npm install --prefix benchmarks/grpc-js-load      # once (node_modules is not committed)
     .venv/bin/python benchmarks/bench_overload.py [--seconds 20] [--factors 2,3] [--serve-args "--workers 4"]
+    git archive main | tar -x -C /tmp/catur-main      # a baseline: main's server, same client
+    .venv/bin/python benchmarks/bench_overload.py --server-root /tmp/catur-main
 
 Prints one line per run and a verdict per factor against the issue's bars (OK/s >= 80% of S,
 no OK after its deadline, CANCELLED < 1%). On a shared machine the client and the server
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of each overload run (default 20)")
     ap.add_argument("--deadline-ms", type=float, default=2000.0)
     ap.add_argument("--serve-args", default="", help="extra 'catur serve' options, e.g. \"--max-concurrent-rpcs 512\"")
+    ap.add_argument("--server-root", type=Path, default=ROOT, help="run the catur package found in this directory "
+                    "(e.g. an export of another commit: git archive main | tar -x -C /tmp/catur-main), for a baseline")
     args = ap.parse_args(argv)
     if not (CLIENT.parent / "node_modules" / "@grpc" / "grpc-js").exists():
         raise SystemExit(f"run 'npm install --prefix {CLIENT.parent.relative_to(ROOT)}' first")
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         [sys.executable, "-m", "catur.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "0", "--model", "none",
          "--watch-interval", "0", "--log-level", "WARNING", "--drain-seconds", "0", "--grace", "2",
          *shlex.split(args.serve_args)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE, text=True, cwd=args.server_root,
     )
     try:
         line = proc.stdout.readline()
@@ -88,14 +92,20 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"catur serve did not start: {line!r}")
         target = "127.0.0.1:" + line.split("listening on 127.0.0.1:")[1].split()[0]
         metrics_port = int(line.split("metrics on 127.0.0.1:")[1].split(";")[0])
-        print(f"# {os.cpu_count()} CPUs; catur serve {args.serve_args or '(defaults)'} on {target}", flush=True)
+        print(f"# {os.cpu_count()} CPUs; catur serve from {args.server_root} {args.serve_args or '(defaults)'} on {target}", flush=True)
+        def server_gauge(name: str) -> str:
+            try:
+                return f"{gauge(metrics_port, name):.0f}"
+            except StopIteration:  # a server without load shedding (a baseline)
+                return "-"
+
         sat = node("closed", "--target", target, "--concurrency", str(args.concurrency), "--seconds", str(args.saturation_s),
                    "--deadline-ms", str(args.deadline_ms), timeout=args.saturation_s + args.deadline_ms / 1000 + 30)
         rate = sat["ok_per_s"]
         print(f"saturation: {rate:.0f} OK/s (closed loop, {args.concurrency} in flight, {args.saturation_s:g} s; "
               f"codes {sat['codes']}; p50 {sat['latency_ms']['p50']:.0f} ms; load average {os.getloadavg()[0]:.1f}; "
-              f"server limit {gauge(metrics_port, 'catur_concurrency_limit'):.0f}, "
-              f"capacity {gauge(metrics_port, 'catur_capacity_calls_per_second'):.0f}/s)", flush=True)
+              f"server limit {server_gauge('catur_concurrency_limit')}, "
+              f"capacity {server_gauge('catur_capacity_calls_per_second')}/s)", flush=True)
         failed = False
         for factor in factors:
             before = handled(metrics_port)
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"CANCELLED {100 * cancelled:.2f}%; client codes {run['codes']}; server counted {dict(delta)}; "
                   f"OK p50/p99 {run['latency_ms']['p50'] or 0:.0f}/{run['latency_ms']['p99'] or 0:.0f} ms; "
                   f"client send lag p99 {run['send_lag_ms']['p99'] or 0:.0f} ms; load average {os.getloadavg()[0]:.1f}; "
-                  f"server limit {gauge(metrics_port, 'catur_concurrency_limit'):.0f} -> {'meets' if good else 'MISSES'} the bars",
+                  f"server limit {server_gauge('catur_concurrency_limit')} -> {'meets' if good else 'MISSES'} the bars",
                   flush=True)
         return 1 if failed else 0
     finally:

@@ -325,3 +325,31 @@ def reap(proc: subprocess.Popen) -> None:
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
+
+
+class Blocker:
+    """Makes a service's greedy decider sleep ``sleep`` seconds, or (``sleep`` 0) wait on
+    :attr:`release`, before deciding: calls stay in flight as long as a test wants.
+    :attr:`entered` is released once per call that reached the decider; :attr:`decided`
+    counts the decisions made."""
+
+    def __init__(self, service, monkeypatch, sleep: float = 0.0) -> None:
+        import threading
+        import time
+
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+        self.decided = 0
+        decider = service.models.current.decider
+        real = decider.decide
+
+        def slow(*args, **kwargs):
+            self.entered.release()
+            if sleep:
+                time.sleep(sleep)
+            else:
+                self.release.wait(10)
+            self.decided += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(decider, "decide", slow)

@@ -27,13 +27,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
-from _service_support import make_certificates, valid_request
+from _service_support import Blocker, valid_request
 from catur.errors import CaturError
 from catur.service.admission import CANNOT_MEET_DEADLINE, DEADLINE_PASSED, Admission, AdmissionConfig, adaptive_limit
 from catur.service.client import PlacementClient, service_config
 from catur.service.server import Service, create_server
 from catur.service.servicer import SERVICE_NAME
-from catur.v1 import placement_pb2 as pb
 from catur.v1 import placement_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,28 +46,6 @@ def handled(service: Service, method: str = "Place") -> Counter:
             if sample.name == "grpc_server_handled_total" and sample.labels.get("grpc_method") == method:
                 out[sample.labels["grpc_code"]] += int(sample.value)
     return +out
-
-
-class _Slow:
-    """Makes the greedy decider sleep or wait on an event (calls stay in a run slot)."""
-
-    def __init__(self, service: Service, monkeypatch, sleep: float = 0.0) -> None:
-        self.release = threading.Event()
-        self.entered = threading.Semaphore(0)
-        self.decided = 0
-        decider = service.models.current.decider
-        real = decider.decide
-
-        def slow(*args, **kwargs):
-            self.entered.release()
-            if sleep:
-                time.sleep(sleep)
-            else:
-                self.release.wait(10)
-            self.decided += 1
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(decider, "decide", slow)
 
 
 # --- admission as logic ------------------------------------------------------------------------------
@@ -199,7 +176,7 @@ def test_calls_over_the_deadline_budget_are_refused_without_work(server_of, monk
     """One slot, calls of 0.3 s: with a 0.5 s deadline only the first two can be answered in
     time; the others are refused at once (RESOURCE_EXHAUSTED), not decided, and counted."""
     service = Service(model=None)
-    slow = _Slow(service, monkeypatch, sleep=0.3)
+    slow = Blocker(service, monkeypatch, sleep=0.3)
     channel = server_of(service, admission=AdmissionConfig(slots=1, limit=50, initial_service_s=0.3, initial_capacity=1 / 0.3))
     stub = pb_grpc.PlacementStub(channel)
     t0 = time.monotonic()
@@ -214,7 +191,7 @@ def test_calls_over_the_deadline_budget_are_refused_without_work(server_of, monk
 
 def test_metrics_match_what_clients_saw_for_every_refused_kind(server_of, monkeypatch):
     service = Service(model=None)
-    slow = _Slow(service, monkeypatch)
+    slow = Blocker(service, monkeypatch)
     channel = server_of(service, admission=AdmissionConfig(slots=1, limit=3, initial_service_s=1e-4, initial_capacity=1e4))
     stub = pb_grpc.PlacementStub(channel)
 
@@ -326,7 +303,9 @@ def test_the_shipped_service_config_retries_unavailable_only_and_balances_two_ad
     assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
     assert "hedgingPolicy" not in method
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
-    assert "loadBalancingConfig" not in json.loads(service_config(round_robin=False))
+    assert config["healthCheckConfig"] == {"serviceName": ""}  # a draining replica gets no new calls
+    single = json.loads(service_config(round_robin=False))
+    assert "loadBalancingConfig" not in single and "healthCheckConfig" not in single
 
 
 def test_a_client_of_two_replicas_sees_no_failure_when_one_stops():
@@ -364,14 +343,6 @@ def test_a_client_of_two_replicas_sees_no_failure_when_one_stops():
 
 
 # --- TLS through catur serve ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory):
-    certs = make_certificates(tmp_path_factory.mktemp("tls"))
-    if certs is None:
-        pytest.skip("neither the cryptography package nor the openssl command is available")
-    return certs
 
 
 def _serve(*extra):

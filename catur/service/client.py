@@ -57,10 +57,15 @@ def service_config(round_robin: bool = False, service: str = "catur.v1.Placement
     the channel option ``grpc.service_config``): :data:`RETRY_POLICY` on every method of
     ``service``, and with ``round_robin`` a call-by-call spread over every address the target
     resolves to (``ipv4:10.0.0.1:50051,10.0.0.2:50051``, or a DNS name with several records),
-    so a replica that stops is skipped and its calls retried on the other."""
+    so a replica that stops is skipped and its calls retried on the other; with round_robin the
+    channel also watches each replica's health, and stops sending to one that drains."""
     config: dict = {"methodConfig": [{"name": [{"service": service}], "retryPolicy": RETRY_POLICY}]}
     if round_robin:
         config["loadBalancingConfig"] = [{"round_robin": {}}]
+        # Client-side health checking (a health Watch per replica): a replica that reports
+        # NOT_SERVING (a stop's drain) gets no new calls, so by the time its port closes no
+        # call is on its way to it.
+        config["healthCheckConfig"] = {"serviceName": ""}
     return json.dumps(config)
 
 
