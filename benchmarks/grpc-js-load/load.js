@@ -12,6 +12,10 @@
 //         answer never delays the next send: no coordinated omission), each with a deadline of
 //         `deadline-ms`, for `seconds`. Then it waits for the last answers (at most the
 //         deadline + 5 s) and reports.
+// retry:  like closed, on a channel with the shipped service config (retries of UNAVAILABLE,
+//         catur.service.client.RETRY_POLICY), and a call that still ends UNAVAILABLE is simply
+//         followed by the next one at the same address: the clients of a single replica that is
+//         stopped under them (benchmarks/bench_stop_grpcjs.py). Stops after `seconds`.
 //
 // Bounded: at most rate x seconds calls (open) or 1,000,000 (closed), and the run ends at
 // seconds + deadline + 5 s whatever happens. Prints one JSON object: calls by status code,
@@ -31,7 +35,7 @@ function parseArgs(argv) {
     args[key] = key === 'target' ? argv[i + 1] : Number(argv[i + 1]);
     if (key !== 'target' && !Number.isFinite(args[key])) throw new Error(`${argv[i]} needs a number, got ${argv[i + 1]}`);
   }
-  if (!['closed', 'open'].includes(args.mode)) throw new Error('mode must be closed or open');
+  if (!['closed', 'open', 'retry'].includes(args.mode)) throw new Error('mode must be closed, open or retry');
   return args;
 }
 
@@ -41,14 +45,25 @@ const CODE_NAMES = Object.fromEntries(Object.entries(grpc.status).map(([name, va
 // not decoded (only their status matters here), so the client spends its CPU on the calls
 // themselves: on a small shared machine a client that decodes everything competes with the
 // server it measures.
-function loadStub(target) {
+const SERVICE_CONFIG = JSON.stringify({
+  methodConfig: [{
+    name: [{ service: 'catur.v1.Placement' }],
+    retryPolicy: {
+      maxAttempts: 5, initialBackoff: '0.05s', maxBackoff: '1s', backoffMultiplier: 2,
+      retryableStatusCodes: ['UNAVAILABLE'],
+    },
+  }],
+});
+
+function loadStub(target, retry) {
   const protoPath = path.resolve(__dirname, '../../proto/catur/v1/placement.proto');
   const definition = protoLoader.loadSync(protoPath, { keepCase: true, longs: Number, enums: String, defaults: false });
   const place = definition['catur.v1.Placement'].Place;
   const raw = { Place: { ...place, requestSerialize: (b) => b, responseDeserialize: (b) => b } };
   const Client = grpc.makeGenericClientConstructor(raw, 'Placement');
   const encoded = Array.from({ length: 64 }, (_, i) => place.requestSerialize(request(i)));
-  return { client: new Client(target, grpc.credentials.createInsecure()), encoded };
+  const options = retry ? { 'grpc.service_config': SERVICE_CONFIG, 'grpc.enable_retries': 1 } : {};
+  return { client: new Client(target, grpc.credentials.createInsecure(), options), encoded };
 }
 
 function request(i) {
@@ -67,10 +82,11 @@ function percentile(sorted, q) {
 
 function main() {
   const args = parseArgs(process.argv.slice(2));
-  const { client: stub, encoded } = loadStub(args.target);
+  const { client: stub, encoded } = loadStub(args.target, args.mode === 'retry');
   const codes = {};
   const latencies = [];
-  const sendLags = [];  // how late this client sent each call (it shares the machine)
+  const sendLags = [];
+  const examples = [];  // the first few unexpected errors, with their details  // how late this client sent each call (it shares the machine)
   let sent = 0, answered = 0, okLate = 0, okInWindow = 0;
   const t0 = performance.now();
   const windowEnd = t0 + args.seconds * 1000;
@@ -87,6 +103,9 @@ function main() {
       const now = performance.now();
       const code = err ? CODE_NAMES[err.code] || String(err.code) : 'OK';
       codes[code] = (codes[code] || 0) + 1;
+      if (err && code !== 'UNAVAILABLE' && code !== 'RESOURCE_EXHAUSTED' && code !== 'DEADLINE_EXCEEDED' && examples.length < 5) {
+        examples.push(`${code}: ${err.details}`);
+      }
       answered++;
       if (!err) {
         const latency = now - scheduled;
@@ -109,7 +128,7 @@ function main() {
       mode: args.mode, target: args.target, seconds: args.seconds,
       rate: args.mode === 'open' ? args.rate : null,
       concurrency: args.mode === 'closed' ? args.concurrency : null,
-      deadline_ms: args.deadlineMs, sent, answered, unanswered: sent - answered, codes,
+      deadline_ms: args.deadlineMs, sent, answered, unanswered: sent - answered, codes, examples,
       ok_per_s: okInWindow / args.seconds,
       ok_total_per_s: ok / args.seconds,
       ok_after_deadline: okLate,
@@ -123,7 +142,7 @@ function main() {
   }
 
   let ticker = null;
-  if (args.mode === 'closed') {
+  if (args.mode === 'closed' || args.mode === 'retry') {
     const loop = (k) => {
       if (performance.now() >= windowEnd || sent >= maxCalls) {
         if (answered === sent) report();
