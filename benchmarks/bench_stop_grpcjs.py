@@ -5,7 +5,8 @@ client; ``bench_stop.py`` drives its cycles with Python clients. This script run
 of cycle with the independent client of ``benchmarks/grpc-js-load`` in ``retry`` mode: each
 cycle starts ``catur serve`` (``--drain-seconds``, ``--grace``), runs ``--clients`` calls in
 flight back to back on a channel with the shipped retry policy (a call still ending UNAVAILABLE
-is followed by the next, at the same address), sends SIGTERM after ``--load`` seconds, and
+is followed by the next, at the same address), sends SIGTERM ``--load`` seconds after the
+client's first answer, and
 counts every answer by code until the client's time is up (the server has exited by then).
 
     npm install --prefix benchmarks/grpc-js-load      # once
@@ -61,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         client = subprocess.Popen(
             ["node", str(CLIENT), "retry", "--target", target, "--concurrency", str(args.clients), "--seconds", str(seconds),
              "--deadline-ms", "10000"],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
+        ready = client.stderr.readline()  # the client's first answer (node takes a while to start)
+        if ready.strip() != "ready":
+            server.kill()
+            raise SystemExit(f"the grpc-js client did not start: {ready!r} {client.stderr.read()[-2000:]}")
         time.sleep(args.load)
         t0 = time.monotonic()
         server.send_signal(signal.SIGTERM)

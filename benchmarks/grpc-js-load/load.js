@@ -93,6 +93,7 @@ function main() {
   const maxCalls = args.mode === 'open' ? Math.ceil(args.rate * args.seconds) : 1000000;
   const hardEnd = windowEnd + args.deadlineMs + 5000;
   let finished = false;
+  let readySaid = false;
 
   function call(i, scheduled, onDone) {
     sent++;
@@ -107,6 +108,10 @@ function main() {
         examples.push(`${code}: ${err.details}`);
       }
       answered++;
+      if (!err && !readySaid && args.mode === 'retry') {
+        readySaid = true;
+        process.stderr.write('ready\n');  // the first answer: the stop may begin
+      }
       if (!err) {
         const latency = now - scheduled;
         latencies.push(latency);
