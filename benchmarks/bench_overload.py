@@ -40,6 +40,9 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from _service_support import start_serve  # noqa: E402
+
 CLIENT = ROOT / "benchmarks" / "grpc-js-load" / "load.js"
 
 
@@ -80,18 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (CLIENT.parent / "node_modules" / "@grpc" / "grpc-js").exists():
         raise SystemExit(f"run 'npm install --prefix {CLIENT.parent.relative_to(ROOT)}' first")
     factors = [float(f) for f in args.factors.split(",") if f.strip()]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "catur.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "0", "--model", "none",
-         "--watch-interval", "0", "--log-level", "WARNING", "--drain-seconds", "0", "--grace", "2",
-         *shlex.split(args.serve_args)],
-        stdout=subprocess.PIPE, text=True, cwd=args.server_root,
-    )
+    proc, target, metrics_port = start_serve("--metrics-port", "0", "--drain-seconds", "0", "--grace", "2",
+                                             *shlex.split(args.serve_args), cwd=args.server_root)
     try:
-        line = proc.stdout.readline()
-        if "listening on 127.0.0.1:" not in line:
-            raise SystemExit(f"catur serve did not start: {line!r}")
-        target = "127.0.0.1:" + line.split("listening on 127.0.0.1:")[1].split()[0]
-        metrics_port = int(line.split("metrics on 127.0.0.1:")[1].split(";")[0])
         print(f"# {os.cpu_count()} CPUs; catur serve from {args.server_root} {args.serve_args or '(defaults)'} on {target}", flush=True)
         def server_gauge(name: str) -> str:
             try:

@@ -30,22 +30,14 @@ import grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from _service_support import valid_request  # noqa: E402
+from _service_support import start_serve, valid_request  # noqa: E402
 
 from catur.service.client import PlacementClient  # noqa: E402
 
 
 def serve(drain: float, grace: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "catur.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "-1", "--model", "none",
-         "--watch-interval", "0", "--log-level", "WARNING", "--drain-seconds", str(drain), "--grace", str(grace)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )
-    line = proc.stdout.readline()
-    if "listening on 127.0.0.1:" not in line:
-        proc.kill()
-        raise SystemExit(f"catur serve did not start: {line!r}")
-    return proc, "127.0.0.1:" + line.split("listening on 127.0.0.1:")[1].split()[0]
+    proc, target, _ = start_serve("--drain-seconds", str(drain), "--grace", str(grace), cwd=ROOT)
+    return proc, target
 
 
 def stop(proc: subprocess.Popen) -> tuple[float, bool]:

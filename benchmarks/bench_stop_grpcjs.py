@@ -30,6 +30,9 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from _service_support import start_serve  # noqa: E402
+
 CLIENT = ROOT / "benchmarks" / "grpc-js-load" / "load.js"
 
 
@@ -48,16 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     hangs = 0
     stops = []
     for c in range(args.cycles):
-        server = subprocess.Popen(
-            [sys.executable, "-m", "catur.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "-1", "--model", "none",
-             "--watch-interval", "0", "--log-level", "WARNING", "--drain-seconds", str(args.drain), "--grace", str(args.grace)],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        )
-        line = server.stdout.readline()
-        if "listening on 127.0.0.1:" not in line:
-            server.kill()
-            raise SystemExit(f"catur serve did not start: {line!r}")
-        target = "127.0.0.1:" + line.split("listening on 127.0.0.1:")[1].split()[0]
+        server, target, _ = start_serve("--drain-seconds", str(args.drain), "--grace", str(args.grace), cwd=ROOT)
         seconds = args.load + 8
         client = subprocess.Popen(
             ["node", str(CLIENT), "retry", "--target", target, "--concurrency", str(args.clients), "--seconds", str(seconds),

@@ -260,6 +260,8 @@ def test_drain_answers_then_refuse_lets_admitted_calls_finish(monkeypatch):
         with pytest.raises(grpc.RpcError) as info:
             stub.Place(valid_request(), timeout=5)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE and info.value.details() == STOPPING
+        # Retrying clients are told to wait before their next attempt (gRFC A6 pushback).
+        assert ("grpc-retry-pushback-ms", "1000") in tuple(info.value.trailing_metadata())
         assert stopping.is_alive()  # waiting for the admitted call
         blocker.release.set()
         assert slow.result().primitive  # finished, not cancelled

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
-from _service_support import Blocker, valid_request
+from _service_support import Blocker, start_serve, valid_request
 from catur.errors import CaturError
 from catur.service.admission import CANNOT_MEET_DEADLINE, DEADLINE_PASSED, Admission, AdmissionConfig, adaptive_limit
 from catur.service.client import PlacementClient, service_config
@@ -346,17 +347,8 @@ def test_a_client_of_two_replicas_sees_no_failure_when_one_stops():
 
 
 def _serve(*extra):
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "catur.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "-1", "--model", "none",
-         "--watch-interval", "0", "--drain-seconds", "0", "--grace", "1", "--log-level", "WARNING", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    line = proc.stdout.readline()
-    assert "listening on 127.0.0.1:" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
-    return proc, int(line.split("listening on 127.0.0.1:")[1].split()[0])
+    proc, target, _ = start_serve("--drain-seconds", "0", "--grace", "1", *extra, stderr=subprocess.PIPE)
+    return proc, int(target.rsplit(":", 1)[1])
 
 
 def _stop(proc) -> None:

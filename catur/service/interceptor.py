@@ -61,6 +61,8 @@ log = logging.getLogger("catur.service")
 CONCURRENCY_EXCEEDED = "Concurrent RPC limit exceeded!"  # grpcio's own message, kept for clients
 STOPPING = "the server is stopping; retry on another replica"
 OVERSIZE = "the request body is larger than the server reads"
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"  # gRFC A6: when the client's next attempt may come
+STOPPING_PUSHBACK_MS = "1000"
 TOO_MANY_MESSAGES = "a unary method takes exactly one request message; this call streamed more"
 REFUSALS = {
     CANNOT_MEET_DEADLINE: (
@@ -404,8 +406,16 @@ class CallInterceptor(grpc.ServerInterceptor):
         )
 
     def _refuse(self, labels: tuple, arrived: float, code: grpc.StatusCode, details: str):
+        stopping = code == grpc.StatusCode.UNAVAILABLE
+
         def refuse(request_iterator, context):
             self._count(labels, code, time.perf_counter() - arrived)
+            if stopping:
+                # Clients that retry (the shipped service config) wait this long before their
+                # next attempt, instead of their backoff's 50 ms: the calls stop arriving, the
+                # stop's quiet spell comes, and the port closes with no call on its way in
+                # (grpc's core would cut such a call CANCELLED, which nobody retries).
+                context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, STOPPING_PUSHBACK_MS),))
             context.abort(code, details)
 
         return refuse
