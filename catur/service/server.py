@@ -18,8 +18,8 @@ client sees a call cut off:
 
 1. **drain** (``drain`` seconds): health reports NOT_SERVING while every call is still
    answered, so load balancers and ``grpc`` health-checking clients move traffic away;
-2. **refuse**: new calls are answered UNAVAILABLE (retried by clients on another replica)
-   while the calls admitted so far finish, for up to ``grace`` seconds; open health ``Watch``
+2. **refuse**: new calls are answered UNAVAILABLE (retried by clients on another replica;
+   a retry pushback makes retrying clients pause) while the calls admitted so far finish, for up to ``grace`` seconds; open health ``Watch``
    streams end with OK after their NOT_SERVING (:meth:`HealthService.end_watches`), so none
    holds the stop or is cut off by the closing port;
 3. **close**: the port closes; a call still running when the grace ends is cancelled. Then
