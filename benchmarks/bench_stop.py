@@ -9,6 +9,7 @@ the collected files are checked. The test suite runs a few such cycles
 take minutes because each cycle starts a Python process.
 
     .venv/bin/python benchmarks/bench_stop.py [--cycles 200] [--clients 4] [--drain 0.3] [--grace 5] [--jobs 2] [--max-minutes M]
+    .venv/bin/python benchmarks/bench_stop.py --cycles 40 --retrying --watch   # issue 30: clients that retry UNAVAILABLE
 
 ``--jobs`` runs that many cycles at once (each its own server process and clients: a harsher
 load, and the sleeps of one cycle overlap another's work); ``--max-minutes`` starts no new
@@ -49,11 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--in-process", action="store_true", help="stop an in-process server instead (no signal, no exit)")
     ap.add_argument("--jobs", type=int, default=1, help="cycles run at once (default 1)")
     ap.add_argument("--max-minutes", type=float, help="start no new cycle after this long; report the cycles done")
+    ap.add_argument("--retrying", action="store_true", help="clients use the shipped service config (retry UNAVAILABLE) and keep "
+                    "calling the same address until the server exits, as a single replica's clients do")
+    ap.add_argument("--watch", action="store_true", help="every other cycle keeps a health Watch open through the stop; "
+                    "the stop times with and without it are reported apart")
     args = ap.parse_args(argv)
     print(f"# {platform.node()} {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; python {platform.python_version()}", flush=True)
     calls: Counter = Counter()
     hangs = slow = expired = failed = placed = departed = done = 0
-    spans, starts, stops = [], [], []
+    spans, starts, stops, watched, unwatched = [], [], [], [], []
+    watch_ends: Counter = Counter()
     t0 = time.monotonic()
     lock = threading.Lock()
     next_cycle = iter(range(args.cycles))
@@ -68,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             directory = Path(tmp) / f"cycle-{c}"
             record = run_cycle(
                 directory, process=not args.in_process, clients=args.clients, batch=args.batch, load_s=args.load,
-                drain_s=args.drain, grace_s=args.grace, tag=f"c{c}",
+                drain_s=args.drain, grace_s=args.grace, tag=f"c{c}", retrying=args.retrying, watch=args.watch and c % 2 == 1,
             )
             problems = check(record, directory)
             with lock:
@@ -83,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 spans.append(not_serving_span(record)[0])
                 starts.append(record.started_s)
                 stops.append(record.exit_s)
+                (watched if record.watch else unwatched).append(record.exit_s)
+                watch_ends.update(record.watch[-1:])
                 if problems:
                     print(f"cycle {c}: " + "; ".join(problems), flush=True)
                 elif done % 20 == 0:
@@ -107,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"NOT_SERVING seen for: min {min(spans):.3f} s, p50 {p(spans, 50):.3f} s (drain {args.drain} s)")
     print(f"start to listening: p50 {p(starts, 50):.2f} s, max {max(starts):.2f} s; "
           f"SIGTERM to exit: p50 {p(stops, 50):.2f} s, max {max(stops):.2f} s")
+    if watched:
+        print(f"SIGTERM to exit with an open Watch: p50 {p(watched, 50):.2f} s, max {max(watched):.2f} s ({len(watched)} cycles); "
+              f"without: p50 {p(unwatched, 50):.2f} s, max {max(unwatched):.2f} s ({len(unwatched)} cycles); "
+              f"Watch streams ended with {dict(watch_ends)}")
     return 1 if hangs or failed or done < args.cycles else 0
 
 

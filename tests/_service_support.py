@@ -325,3 +325,53 @@ def reap(proc: subprocess.Popen) -> None:
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
+
+
+class Blocker:
+    """Makes a service's greedy decider sleep ``sleep`` seconds, or (``sleep`` 0) wait on
+    :attr:`release`, before deciding: calls stay in flight as long as a test wants.
+    :attr:`entered` is released once per call that reached the decider; :attr:`decided`
+    counts the decisions made."""
+
+    def __init__(self, service, monkeypatch, sleep: float = 0.0) -> None:
+        import threading
+        import time
+
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+        self.decided = 0
+        decider = service.models.current.decider
+        real = decider.decide
+
+        def slow(*args, **kwargs):
+            self.entered.release()
+            if sleep:
+                time.sleep(sleep)
+            else:
+                self.release.wait(10)
+            self.decided += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(decider, "decide", slow)
+
+
+def start_serve(*options: str, cwd=None, stderr=None):
+    """Start ``catur serve`` as a process on a free loopback port: greedy, no model watch,
+    WARNING logs, metrics off unless ``options`` say otherwise (later options win). Returns
+    ``(process, "127.0.0.1:PORT", metrics port or None)`` once it listens; ``cwd`` picks the
+    ``catur`` package run (another commit's export, for a baseline)."""
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "catur.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "-1", "--model", "none",
+         "--watch-interval", "0", "--log-level", "WARNING", *options],
+        stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=cwd,
+    )
+    line = proc.stdout.readline()
+    if "listening on 127.0.0.1:" not in line:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"catur serve did not start: {line!r}")
+    target = "127.0.0.1:" + line.split("listening on 127.0.0.1:")[1].split()[0]
+    metrics = int(line.split("metrics on 127.0.0.1:")[1].split(";")[0]) if "metrics on 127.0.0.1:" in line else None
+    return proc, target, metrics

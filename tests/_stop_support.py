@@ -61,7 +61,16 @@ class CycleRecord:
     placed: set = field(default_factory=set)
     departed: set = field(default_factory=set)
     health: list = field(default_factory=list)  # (at, "SERVING" / "NOT_SERVING" / error code name)
+    watch: list = field(default_factory=list)  # an open Watch's statuses, then its final code
     stderr: str = ""
+
+
+def _client_options(retrying: bool) -> list:
+    if not retrying:
+        return []
+    from catur.service.client import service_config
+
+    return [("grpc.enable_retries", 1), ("grpc.service_config", service_config())]
 
 
 def _request(vm_id: str, host: str) -> pb.PlaceRequest:
@@ -161,7 +170,13 @@ def run_cycle(
     poll_s: float = 0.002,
     hang_s: float = 20.0,
     tag: str = "c",
+    retrying: bool = False,
+    watch: bool = False,
 ) -> CycleRecord:
+    """One cycle (see the module docstring). ``retrying``: the clients use the shipped service
+    config (retries of UNAVAILABLE) and keep calling the same address after an UNAVAILABLE
+    until the server has exited, as a single replica's clients do. ``watch``: a health
+    ``Watch`` stream stays open through the stop; its statuses and final code are recorded."""
     record = CycleRecord(drain_s=drain_s)
     t0 = time.monotonic()
     server = (_Process if process else _InProcess)(directory, drain_s, grace_s)
@@ -171,8 +186,10 @@ def run_cycle(
         lock = threading.Lock()
         watching = threading.Event()
 
+        exited = threading.Event()
+
         def client(k: int) -> None:
-            with grpc.insecure_channel(target) as channel:
+            with grpc.insecure_channel(target, options=_client_options(retrying)) as channel:
                 stub = pb_grpc.PlacementStub(channel)
                 i = 0
                 while True:
@@ -206,7 +223,9 @@ def run_cycle(
                                 record.bad_calls.append((started, code.name, exc.details()))
                             elif record.sigterm_at and started < record.sigterm_at + drain_s / 2:
                                 record.early_refusals.append((started, exc.details()))
-                        if code == grpc.StatusCode.UNAVAILABLE:
+                        if code == grpc.StatusCode.UNAVAILABLE and (not retrying or exited.is_set()):
+                            return
+                        if code != grpc.StatusCode.UNAVAILABLE and retrying:
                             return
 
         def watcher() -> None:
@@ -222,8 +241,20 @@ def run_cycle(
                         return
                     time.sleep(poll_s)
 
+        def watch_stream() -> None:
+            with grpc.insecure_channel(target) as channel:
+                stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=hang_s * 6)
+                try:
+                    for answer in stream:
+                        record.watch.append(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+                    record.watch.append(stream.code().name)
+                except grpc.RpcError as exc:
+                    record.watch.append(exc.code().name)
+
         threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
         threads.append(threading.Thread(target=watcher, daemon=True))
+        if watch:
+            threads.append(threading.Thread(target=watch_stream, daemon=True))
         for t in threads:
             t.start()
         watching.wait(5)
@@ -236,6 +267,7 @@ def run_cycle(
             record.returncode = server.wait(hang_s * 5)
             record.hung = record.returncode is None
         record.exit_s = time.monotonic() - record.sigterm_at
+        exited.set()
         for t in threads:
             t.join(timeout=15)
     finally:
@@ -274,6 +306,8 @@ def check(record: CycleRecord, directory: Path) -> list[str]:
         problems.append(f"{len(record.bad_calls)} calls failed: {record.bad_calls[:3]}")
     if record.early_refusals:
         problems.append(f"{len(record.early_refusals)} calls started during the drain were refused: {record.early_refusals[:3]}")
+    if record.watch and record.watch[-2:] != ["NOT_SERVING", "OK"]:
+        problems.append(f"the open Watch did not end NOT_SERVING then OK: {record.watch[-4:]}")
     span, ordered = not_serving_span(record)
     if not ordered:
         problems.append(f"health answers out of order: {[s for _, s in record.health][-8:]}")

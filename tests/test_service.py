@@ -31,7 +31,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 
-from _service_support import bad_requests, corrupt_model, make_certificates, make_model, random_trace, reap, small_streams, valid_request
+from _service_support import bad_requests, corrupt_model, make_model, random_trace, reap, small_streams, valid_request
 from catur.decision import DeciderSpec
 from catur.metrics import summarize
 from catur.model import default_model_dir
@@ -575,14 +575,6 @@ def test_catur_serve_reloads_on_sighup_and_stops_gracefully_on_sigterm(tmp_path)
 
 
 # --- TLS -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory):
-    certs = make_certificates(tmp_path_factory.mktemp("tls"))
-    if certs is None:
-        pytest.skip("neither the cryptography package nor the openssl command is available")
-    return certs
 
 
 def test_tls_and_mutual_tls(certificates):

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _service_support import valid_request
+from _service_support import Blocker, valid_request
 from _stop_support import check, not_serving_span, run_cycle
 from catur.service.interceptor import CONCURRENCY_EXCEEDED, STOPPING, RateLimitedLog
 from catur.service.server import Service, Signals, create_server
@@ -152,29 +152,9 @@ def test_the_malformed_log_is_rate_limited():
 # --- refusals, counted ----------------------------------------------------------------------------
 
 
-class _Blocker:
-    """Makes the greedy decider wait on an event: calls stay in flight as long as a test wants."""
-
-    def __init__(self, service: Service, monkeypatch, sleep: float = 0.0) -> None:
-        self.release = threading.Event()
-        self.entered = threading.Semaphore(0)
-        decider = service.models.current.decider
-        real = decider.decide
-
-        def slow(*args, **kwargs):
-            self.entered.release()
-            if sleep:
-                time.sleep(sleep)
-            else:
-                self.release.wait(10)
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(decider, "decide", slow)
-
-
 def test_refused_calls_are_counted_by_code_and_health_is_exempt(monkeypatch):
     service = Service(model=None)
-    blocker = _Blocker(service, monkeypatch)
+    blocker = Blocker(service, monkeypatch)
     server, port = create_server("127.0.0.1:0", service, max_workers=4, max_concurrent_rpcs=2)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
@@ -212,7 +192,7 @@ def test_handling_time_runs_from_arrival_not_from_the_handler(monkeypatch):
     """One worker, three calls of 0.3 s each sent together: the last waits ~0.6 s for the
     worker, and the histogram shows it (the old interceptor timed only the 0.3 s handler)."""
     service = Service(model=None)
-    _Blocker(service, monkeypatch, sleep=0.3)
+    Blocker(service, monkeypatch, sleep=0.3)
     server, port = create_server("127.0.0.1:0", service, max_workers=1)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
@@ -260,7 +240,7 @@ def test_drain_answers_then_refuse_lets_admitted_calls_finish(monkeypatch):
     """During the drain: NOT_SERVING and still answering. After it: new calls UNAVAILABLE
     (counted), while a call admitted during the drain finishes OK, within the grace."""
     service = Service(model=None)
-    blocker = _Blocker(service, monkeypatch)
+    blocker = Blocker(service, monkeypatch)
     server, port = create_server("127.0.0.1:0", service, max_workers=4)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     from catur.v1 import placement_pb2_grpc as pb_grpc
@@ -280,6 +260,8 @@ def test_drain_answers_then_refuse_lets_admitted_calls_finish(monkeypatch):
         with pytest.raises(grpc.RpcError) as info:
             stub.Place(valid_request(), timeout=5)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE and info.value.details() == STOPPING
+        # Retrying clients are told to wait before their next attempt (gRFC A6 pushback).
+        assert ("grpc-retry-pushback-ms", "1000") in tuple(info.value.trailing_metadata())
         assert stopping.is_alive()  # waiting for the admitted call
         blocker.release.set()
         assert slow.result().primitive  # finished, not cancelled
@@ -293,7 +275,7 @@ def test_drain_answers_then_refuse_lets_admitted_calls_finish(monkeypatch):
 
 def test_a_call_still_running_after_the_grace_is_cancelled(monkeypatch):
     service = Service(model=None)
-    blocker = _Blocker(service, monkeypatch)
+    blocker = Blocker(service, monkeypatch)
     server, port = create_server("127.0.0.1:0", service, max_workers=2)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     from catur.v1 import placement_pb2_grpc as pb_grpc

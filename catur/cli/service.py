@@ -29,6 +29,10 @@ Signals: SIGTERM/SIGINT = graceful stop in three phases:
      finish, for up to --grace seconds;
   3. close: the port closes, the trace collector writes what it holds, exit 0.
   A second SIGTERM/SIGINT during the drain cuts it short (Ctrl-C twice stops at once).
+Load shedding: --workers calls are decided at once, the others wait in line; past the
+concurrency limit (auto: workers + measured capacity x --target-queue-ms) a call is refused
+RESOURCE_EXHAUSTED at once, and so is a call whose deadline the line ahead leaves no time for;
+no work is done for either. Clients should retry UNAVAILABLE (catur.service.client.service_config).
 SIGHUP = reload the model (a corrupt or mismatched model is refused, the previous one keeps
 serving, catur_model_reload_failures_total counts it).
 --model: none (greedy), resident-greedy (greedy that also weighs the VMs already on each node,
@@ -72,6 +76,19 @@ def add_client_arguments(p: argparse.ArgumentParser, timeout: float, timeout_hel
     p.add_argument("--timeout", type=float, default=timeout, help=f"{timeout_help} (default {timeout:g})")
 
 
+def _limit(text: str) -> int | None:
+    """``--max-concurrent-rpcs``: a whole number >= 1, or ``auto`` (None: adaptive)."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 or 'auto', got {value}")
+    return value
+
+
 def add_client_tls_arguments(p: argparse.ArgumentParser) -> None:
     """Add the client-side TLS options (``--tls``, ``--tls-ca``, ``--tls-cert``, ``--tls-key``) to
     ``p``."""
@@ -100,8 +117,15 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shield-window", type=int, default=1000, metavar="K", help="recent requests remembered per host_id (default 1000)")
     p.add_argument("--max-hosts", type=int, default=4096, help="most host_id windows kept by a depth >= 2 shield, least recently used dropped; ~90 KiB each (default 4096)")
     p.add_argument("--max-batch", type=int, default=1024, help="most items per PlaceBatch call (default 1024)")
-    p.add_argument("--workers", type=int, default=8, help="RPC worker threads (default 8)")
-    p.add_argument("--max-concurrent-rpcs", type=int, default=512, help="beyond this many RPCs in progress (health checks not counted), answer RESOURCE_EXHAUSTED, counted in grpc_server_handled_total (default 512)")
+    g = p.add_argument_group("load shedding (see docs/howto/serving-under-pressure.md)")
+    g.add_argument("--workers", type=int, default=8, help="calls decided at once; the others wait in line, first come first served (default 8)")
+    g.add_argument("--max-concurrent-rpcs", type=_limit, default=None, metavar="N|auto",
+                   help="most calls in the server (running + waiting; health checks not counted); past it, RESOURCE_EXHAUSTED at once. "
+                   "auto (default): workers + measured capacity x --target-queue-ms, between --min-limit and --max-limit")
+    g.add_argument("--target-queue-ms", type=float, default=200.0, metavar="MS",
+                   help="with the auto limit, the longest a call should wait in line at full load (default 200)")
+    g.add_argument("--min-limit", type=int, default=16, metavar="N", help="floor of the auto limit (default 16)")
+    g.add_argument("--max-limit", type=int, default=512, metavar="N", help="ceiling of the auto limit (default 512)")
     p.add_argument("--metrics-port", type=int, default=9464, metavar="PORT", help="Prometheus endpoint port (default 9464; 0 = any free port; -1 = off)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="Prometheus endpoint address (default 127.0.0.1)")
     p.add_argument("--watch-interval", type=float, default=5.0, metavar="S", help="seconds between checks of the model files for a new model (default 5; 0 = off)")
@@ -218,6 +242,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
     import signal
 
+    from catur.service.admission import AdmissionConfig
     from catur.service.server import Service, Signals, TLSConfig, create_server
     from catur.shield import ShieldConfig
 
@@ -229,6 +254,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for flag in ("grace", "drain_seconds", "watch_interval"):
         if not getattr(args, flag) >= 0:  # also refuses nan
             raise CaturError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    if args.workers < 1:
+        raise CaturError(f"--workers must be >= 1, got {args.workers}")
+    if not (args.target_queue_ms > 0 and args.target_queue_ms < float("inf")):
+        raise CaturError(f"--target-queue-ms must be > 0, got {args.target_queue_ms}")
+    if not 1 <= args.min_limit <= args.max_limit:
+        raise CaturError(f"--min-limit and --max-limit: need 1 <= min <= max, got {args.min_limit} and {args.max_limit}")
     shield = ShieldConfig(depth=args.shield_depth, width=args.shield_width / 100.0, window=args.shield_window)
     collect = None
     if args.collect_dir:
@@ -248,9 +279,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         collect=collect,
     )
     tls = TLSConfig(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-    server, port = create_server(
-        args.listen, service, tls=tls, max_workers=args.workers, max_concurrent_rpcs=args.max_concurrent_rpcs
+    admission = AdmissionConfig(
+        slots=args.workers, limit=args.max_concurrent_rpcs, target_queue_s=args.target_queue_ms / 1000.0,
+        min_limit=args.min_limit, max_limit=args.max_limit,
     )
+    server, port = create_server(args.listen, service, tls=tls, admission=admission)
     metrics_server = None
     metrics_port = None
     if args.metrics_port >= 0:

@@ -23,9 +23,12 @@ way a hypervisor would, keeping the host state on the client side.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
+
+from catur.errors import CaturError
 
 from catur.request import VMRequest
 from catur.state import Placement
@@ -37,6 +40,47 @@ from catur.service.convert import RemoteDecision, decision_from_proto, depart_re
 
 DEFAULT_TIMEOUT_S = 5.0
 
+#: Retries of the shipped service config: UNAVAILABLE only (a replica stopping, or not
+#: reachable), never the codes a retry cannot fix, and no hedging (one attempt at a time). A
+#: placement is safe to retry: UNAVAILABLE answers come before any work.
+RETRY_POLICY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
+def service_config(round_robin: bool = False, service: str = "catur.v1.Placement") -> str:
+    """The gRPC service config clients of the placement service should use (JSON text, for
+    the channel option ``grpc.service_config``): :data:`RETRY_POLICY` on every method of
+    ``service``, and with ``round_robin`` a call-by-call spread over every address the target
+    resolves to (``ipv4:10.0.0.1:50051,10.0.0.2:50051``, or a DNS name with several records),
+    so a replica that stops is skipped and its calls retried on the other; with round_robin the
+    channel also watches each replica's health, and stops sending to one that drains."""
+    config: dict = {"methodConfig": [{"name": [{"service": service}], "retryPolicy": RETRY_POLICY}]}
+    if round_robin:
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+        # Client-side health checking (a health Watch per replica): a replica that reports
+        # NOT_SERVING (a stop's drain) gets no new calls, so by the time its port closes no
+        # call is on its way to it.
+        config["healthCheckConfig"] = {"serviceName": ""}
+    return json.dumps(config)
+
+
+def channel_target(target: str | list[str] | tuple[str, ...]) -> tuple[str, bool]:
+    """A channel target for one ``HOST:PORT`` or several (joined as an ``ipv4:`` / ``ipv6:``
+    list), and whether it names several addresses (then round_robin is worth it)."""
+    if isinstance(target, str):
+        return target, False
+    if not target:
+        raise CaturError("give at least one HOST:PORT target")
+    if len(target) == 1:
+        return target[0], False
+    scheme = "ipv6" if any(t.startswith("[") for t in target) else "ipv4"
+    return f"{scheme}:{','.join(target)}", True
+
 
 def _pem(value: str | Path | bytes | None) -> bytes | None:
     if value is None or isinstance(value, bytes):
@@ -45,10 +89,15 @@ def _pem(value: str | Path | bytes | None) -> bytes | None:
 
 
 class PlacementClient:
-    """A channel to a placement service, plaintext or TLS.
+    """A channel to a placement service, plaintext or TLS, that retries UNAVAILABLE.
+
+    The channel carries :func:`service_config`: calls answered UNAVAILABLE (a replica that is
+    stopping, or a connection that could not be made) are retried with backoff, up to
+    ``RETRY_POLICY["maxAttempts"]`` attempts in all; given several addresses the calls are
+    spread round-robin over them and a stopping replica's calls go to the others.
 
     Args:
-        target: ``HOST:PORT`` of the service.
+        target: ``HOST:PORT`` of the service, or a list of them (replicas; IP addresses).
         timeout: Deadline of each call in seconds (``None`` = none).
         tls: Use TLS. Implied by any of the next three arguments.
         root_certificates: PEM (bytes or a file path) of the CA that signed the server's
@@ -56,11 +105,12 @@ class PlacementClient:
         client_cert, client_key: PEM of this client's certificate and key, for mutual TLS.
         server_name: Override the name checked against the server's certificate.
         channel: Use this channel instead of opening one (the other options are ignored).
+        retries: Use the shipped service config (default); False = none (one attempt each).
     """
 
     def __init__(
         self,
-        target: str,
+        target: str | list[str] | tuple[str, ...],
         timeout: float | None = DEFAULT_TIMEOUT_S,
         *,
         tls: bool = False,
@@ -69,11 +119,15 @@ class PlacementClient:
         client_key: str | Path | bytes | None = None,
         server_name: str | None = None,
         channel: grpc.Channel | None = None,
+        retries: bool = True,
     ) -> None:
+        target, several = channel_target(target)
         self.target = target
         self.timeout = timeout
         if channel is None:
             options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+            if retries:
+                options += [("grpc.enable_retries", 1), ("grpc.service_config", service_config(round_robin=several))]
             if tls or root_certificates is not None or client_cert is not None or client_key is not None:
                 creds = grpc.ssl_channel_credentials(
                     root_certificates=_pem(root_certificates),

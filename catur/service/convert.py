@@ -23,7 +23,7 @@ What is refused, and why (the limits are module constants, reported by ``GetServ
   ``alpha``/``beta`` not finite or outside ``0..MAX_WEIGHT``; ``vnuma`` outside
   ``1..min(nodes, vcpus)``;
 * ``usage.free_mem_mib`` (optional) that is not one value per node, or negative;
-* ``request_id``/``host_id``/``vm_id``/``cluster`` longer than :data:`MAX_ID_CHARS`
+* ``request_id``/``host_id``/``vm_id``/``cluster``/``topology.explicit.name`` longer than :data:`MAX_ID_CHARS`
   characters; a ``time_s`` that is not finite;
 * a ``DepartRequest`` (:func:`parse_depart_request`) without ``vm_id``, with ids too long or a
   ``time_s`` that is not finite.
@@ -167,7 +167,7 @@ def explicit_topology(msg: pb.ExplicitTopology) -> Topology:
                     raise InvalidRequest(
                         f"{where}.distances is not symmetric: node {i} to {j} is {d}, {j} to {i} is {int(dist[j, i])}"
                     )
-    name = msg.name[:MAX_ID_CHARS] or "explicit"
+    name = _check_id(msg.name, f"{where}.name") or "explicit"
     try:
         return Topology(name, cores, mem, socket, dist)
     except CaturError as exc:  # pragma: no cover - the checks above are stricter

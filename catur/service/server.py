@@ -9,8 +9,8 @@
 
 The server carries three services: ``catur.v1.Placement``, the standard health service
 (``grpc.health.v1.Health``: ``Check``, ``Watch`` and ``List``; ``""`` and ``catur.v1.Placement``
-report SERVING until shutdown begins) and server reflection (listing those services, so
-``grpcurl``-style tools can discover the contract). Every unary RPC goes through
+report SERVING until shutdown begins) and server reflection under ``grpc.reflection.v1`` and
+``v1alpha`` (listing those services, so ``grpcurl``-style tools can discover the contract). Every unary RPC goes through
 :class:`~catur.service.interceptor.CallInterceptor`, which admits, counts and times it.
 
 Stopping (:meth:`Service.shutdown`) has three phases, so that neither a load balancer nor a
@@ -18,8 +18,10 @@ client sees a call cut off:
 
 1. **drain** (``drain`` seconds): health reports NOT_SERVING while every call is still
    answered, so load balancers and ``grpc`` health-checking clients move traffic away;
-2. **refuse**: new calls are answered UNAVAILABLE (retried by clients on another replica)
-   while the calls admitted so far finish, for up to ``grace`` seconds;
+2. **refuse**: new calls are answered UNAVAILABLE (retried by clients on another replica;
+   a retry pushback makes retrying clients pause) while the calls admitted so far finish, for up to ``grace`` seconds; open health ``Watch``
+   streams end with OK after their NOT_SERVING (:meth:`HealthService.end_watches`), so none
+   holds the stop or is cut off by the closing port;
 3. **close**: the port closes; a call still running when the grace ends is cancelled. Then
    the trace collector writes what it holds.
 
@@ -42,7 +44,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from catur.errors import CaturError
 from catur.service import DEFAULT_LISTEN
@@ -52,19 +54,27 @@ from catur.v1 import placement_pb2_grpc as pb_grpc
 from catur.service.collector import CollectorConfig, TraceCollector
 from catur.service.serving import ModelHolder
 from catur.service.servicer import DEFAULT_MAX_BATCH, DEFAULT_MAX_HOSTS, SERVICE_NAME, PlacementServicer
-from catur.service.interceptor import CallInterceptor
+from catur.service.admission import Admission, AdmissionConfig
+from catur.service.interceptor import GRPC_RECEIVE_LIMIT, CallInterceptor
 from catur.service.telemetry import ServiceMetrics
 
 log = logging.getLogger("catur.service")
 
 DEFAULT_WORKERS = 8
-DEFAULT_MAX_CONCURRENT_RPCS = 512
+DEFAULT_MAX_CONCURRENT_RPCS = None  # adaptive: see catur.service.admission
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# grpcio-reflection serves only v1alpha; v1's messages are the same on the wire, so the same
+# servicer answers under v1's names too (grpcurl and others try v1 first).
+REFLECTION_V1_SERVICE_NAME = "grpc.reflection.v1.ServerReflection"
 MAX_HEALTH_LIST = 100
 # Before the port closes, the stop waits until no call has arrived for this long (at most half
 # the grace): see CallInterceptor.wait_idle. Half a second covers a client that builds its
 # next request after an answer on a busy machine.
 QUIET_S = 0.5
+# ... but for at most this long once the admitted calls are done: clients that retry
+# UNAVAILABLE at the same address never fall quiet (their calls are refused until the port
+# closes, and then they fail to connect: UNAVAILABLE again, which they retry elsewhere).
+SETTLE_S = 1.0
 
 
 class HealthService(health.HealthServicer):
@@ -79,6 +89,45 @@ class HealthService(health.HealthServicer):
     def __init__(self) -> None:
         super().__init__()
         self._names: set[str] = {""}
+        self._ended = False
+
+    def end_watches(self) -> None:
+        """End every open ``Watch`` stream with OK after the status it last sent (NOT_SERVING
+        once a stop began), and end any later ``Watch`` right after its first answer. Called
+        when a stop starts refusing calls, so no stream holds the stop until the grace ends
+        or is cut off by the closing port (which clients see as an error)."""
+        with self._lock:
+            self._ended = True
+            callbacks = [cb for group in self._send_response_callbacks.values() for cb in group]
+            for group in self._send_response_callbacks.values():
+                group.clear()
+        for send in callbacks:
+            send(None)  # None = end the stream with OK (grpc's non-blocking streaming)
+
+    def Watch(self, request, context, send_response_callback=None):
+        result = super().Watch(request, context, send_response_callback)
+        if send_response_callback is not None:
+            with self._lock:
+                ended = self._ended
+                if ended:
+                    self._send_response_callbacks.get(request.service, set()).discard(send_response_callback)
+            if ended:
+                send_response_callback(None)
+        return result
+
+    def _on_close_callback(self, send_response_callback, service):
+        # The parent's callback removes the stream's entry with set.remove (which raises for a
+        # stream end_watches() took out) and ends it again (a second status: an error). A
+        # stream already ended is left alone.
+        def callback():
+            with self._lock:
+                group = self._send_response_callbacks.get(service, set())
+                open_ = send_response_callback in group
+                group.discard(send_response_callback)
+            if open_:
+                send_response_callback(None)
+
+        return callback
 
     def set(self, service: str, status) -> None:
         with self._lock:  # the parent's lock (an RLock): names and statuses change together
@@ -191,9 +240,10 @@ class Service:
             elif wait is None:
                 time.sleep(drain)
         started = time.monotonic()
+        self.health.end_watches()
         if self.calls is not None:
             self.calls.close()
-            if not self.calls.wait_idle(grace, quiet=min(QUIET_S, grace / 2)):
+            if not self.calls.wait_idle(grace, quiet=min(QUIET_S, grace / 2), settle=min(SETTLE_S, grace / 2)):
                 log.warning("%d RPCs still running after the %.1f s grace are cancelled", self.calls.in_flight, grace)
         server.stop(max(0.0, grace - (time.monotonic() - started))).wait()
         if self.calls is not None:
@@ -272,6 +322,20 @@ class Signals:
         return False
 
 
+def add_reflection(server: grpc.Server, service_names: tuple[str, ...]) -> None:
+    """Server reflection under ``grpc.reflection.v1alpha`` and ``grpc.reflection.v1``: one
+    servicer (grpcio-reflection's), the v1 method registered by a generic handler with the
+    v1alpha messages, which are the same on the wire."""
+    servicer = reflection.ReflectionServicer(service_names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1_SERVICE_NAME, {"ServerReflectionInfo": v1}),))
+
+
 def create_server(
     address: str = "127.0.0.1:0",
     service: Service | None = None,
@@ -279,33 +343,43 @@ def create_server(
     tls: TLSConfig | None = None,
     max_workers: int = DEFAULT_WORKERS,
     max_concurrent_rpcs: int | None = DEFAULT_MAX_CONCURRENT_RPCS,
+    admission: AdmissionConfig | None = None,
     **service_options,
 ) -> tuple[grpc.Server, int]:
     """Build and start a server on ``address`` (``HOST:PORT``; port 0 = any free port).
 
     ``service`` defaults to ``Service(**service_options)``. Returns the started server and the
-    bound port. Past ``max_concurrent_rpcs`` RPCs in progress (health checks not counted), the
-    interceptor answers RESOURCE_EXHAUSTED ("Concurrent RPC limit exceeded!", as grpc would).
+    bound port. ``max_workers`` calls run at once; the others wait in line, and past the
+    concurrency limit (``max_concurrent_rpcs``; ``None`` = adaptive, from the measured service
+    time and a target queueing delay) the interceptor answers RESOURCE_EXHAUSTED ("Concurrent
+    RPC limit exceeded!", as grpc would). ``admission`` sets all of it at once
+    (:class:`~catur.service.admission.AdmissionConfig`; then ``max_workers`` and
+    ``max_concurrent_rpcs`` must be left at their defaults). Health checks are not counted.
     """
     if service is None:
         service = Service(**service_options)
     elif service_options:
         raise CaturError(f"give either a service or service options, not both: {sorted(service_options)}")
-    if max_workers < 1:
-        raise CaturError(f"max_workers must be >= 1, got {max_workers}")
+    if admission is None:
+        admission = AdmissionConfig(slots=max_workers, limit=max_concurrent_rpcs)  # validates both
+    elif max_workers != DEFAULT_WORKERS or max_concurrent_rpcs is not None:
+        raise CaturError("give either admission or max_workers/max_concurrent_rpcs, not both")
     if service.calls is not None:
         raise CaturError("this service already has a server; build a new Service for another one")
     # grpc's own maximum_concurrent_rpcs refuses before any hook sees the call (uncounted):
-    # the interceptor enforces the limit instead, with grpc's status code and message.
-    service.calls = CallInterceptor(service.metrics, max_concurrent_rpcs, exempt_services=(HEALTH_SERVICE_NAME,))
+    # the interceptor enforces the limit instead, with grpc's status code and message. Every
+    # admitted call gets a thread at once (so it can read its deadline and be refused early);
+    # only admission.slots of them run, the others wait in line (catur.service.admission).
+    service.calls = CallInterceptor(service.metrics, Admission(admission), exempt_services=(HEALTH_SERVICE_NAME,))
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="catur-rpc"),
+        futures.ThreadPoolExecutor(max_workers=admission.most_calls + 4, thread_name_prefix="catur-rpc"),
         interceptors=[service.calls],
-        options=[("grpc.so_reuseport", 0)],
+        maximum_concurrent_rpcs=service.calls.fast_refusals,  # the interceptor decides: see FastRefusals
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", GRPC_RECEIVE_LIMIT)],
     )
     pb_grpc.add_PlacementServicer_to_server(service.servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
-    reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
+    add_reflection(server, (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME))
     try:
         port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     except RuntimeError as exc:

@@ -12,10 +12,14 @@ name                                       type       labels / meaning
 =========================================  =========  ==============================================
 ``grpc_server_started_total``              counter    grpc_type, grpc_service, grpc_method
 ``grpc_server_handled_total``              counter    ... and grpc_code: every answer, refusals
-                                                      (RESOURCE_EXHAUSTED, UNAVAILABLE while stopping)
-                                                      and malformed bodies (INVALID_ARGUMENT) included
+                                                      (RESOURCE_EXHAUSTED, UNAVAILABLE while stopping,
+                                                      DEADLINE_EXCEEDED), malformed bodies and client
+                                                      streams (INVALID_ARGUMENT) included
 ``grpc_server_handling_seconds``           histogram  RPC time from arrival (queueing included)
 ``catur_rpcs_in_flight``                   gauge      calls admitted and not yet answered
+``catur_concurrency_limit``                gauge      calls admitted at most (adaptive or fixed)
+``catur_service_seconds``                  gauge      moving average of a call's time in a run slot
+``catur_capacity_calls_per_second``        gauge      measured answers per second at saturation
 ``catur_malformed_requests_total``         counter    request bodies that did not parse
 ``catur_decision_seconds``                 histogram  time of one decision (policy + gate + shield)
 ``catur_decisions_total``                  counter    primitive, policy (catur / greedy / primitive)
@@ -65,6 +69,15 @@ class ServiceMetrics:
             "grpc_server_handling_seconds", "Time from an RPC's arrival to its answer (queueing included).", grpc_labels, buckets=LATENCY_BUCKETS, registry=r
         )
         self.in_flight = Gauge("catur_rpcs_in_flight", "Calls admitted and not yet answered (health checks excluded).", registry=r)
+        self.concurrency_limit = Gauge(
+            "catur_concurrency_limit", "Calls admitted at most (running + waiting); adaptive unless fixed by --max-concurrent-rpcs.", registry=r
+        )
+        self.service_seconds = Gauge(
+            "catur_service_seconds", "Moving average of the time a call holds a run slot (the measured service time).", registry=r
+        )
+        self.capacity = Gauge(
+            "catur_capacity_calls_per_second", "Measured capacity: answers per second while calls waited for a slot.", registry=r
+        )
         self.malformed = Counter(
             "catur_malformed_requests", "Request bodies that did not parse as the method's message (answered INVALID_ARGUMENT).", registry=r
         )

@@ -1,0 +1,132 @@
+"""Goodput under overload, measured by a client that is not Catur's own (issue 30).
+
+Starts ``catur serve`` (greedy, the default adaptive limit unless ``--serve-args`` says
+otherwise) on a free loopback port, then drives it with the Node.js client in
+``benchmarks/grpc-js-load/`` (``@grpc/grpc-js``, built from the ``.proto`` alone):
+
+1. **saturation** — a closed loop of ``--concurrency`` calls in flight for ``--saturation-s``
+   seconds: OK answers per second = the saturation rate S;
+2. **overload** — for each factor in ``--factors`` (default 2,3), calls sent at factor x S per
+   second for ``--seconds`` (default 20) seconds, each with a ``--deadline-ms`` (default 2000)
+   deadline: OK per second (answers within the sending window), OK after their deadline,
+   calls by status code, CANCELLED share; and the server's ``grpc_server_handled_total``
+   deltas for the same run, by code.
+
+Bounded: each client run stops at its duration + the deadline + 5 s; the whole script at
+about ``saturation-s + len(factors) x (seconds + 10)`` seconds. Loopback only.
+
+    npm install --prefix benchmarks/grpc-js-load      # once (node_modules is not committed)
+    .venv/bin/python benchmarks/bench_overload.py [--seconds 20] [--factors 2,3] [--serve-args "--workers 4"]
+    git archive main | tar -x -C /tmp/catur-main      # a baseline: main's server, same client
+    .venv/bin/python benchmarks/bench_overload.py --server-root /tmp/catur-main
+
+Prints one line per run and a verdict per factor against the issue's bars (OK/s >= 80% of S,
+no OK after its deadline, CANCELLED < 1%). On a shared machine the client and the server
+compete for the same cores: the load average is printed with each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from _service_support import start_serve  # noqa: E402
+
+CLIENT = ROOT / "benchmarks" / "grpc-js-load" / "load.js"
+
+
+def handled(metrics_port: int) -> Counter:
+    """``grpc_server_handled_total`` of Place, by code, from the server's metrics endpoint."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    out: Counter = Counter()
+    for line in text.splitlines():
+        if line.startswith("grpc_server_handled_total{") and 'grpc_method="Place"' in line:
+            code = line.split('grpc_code="')[1].split('"')[0]
+            out[code] += int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def gauge(metrics_port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def node(*args: str, timeout: float) -> dict:
+    out = subprocess.run(["node", str(CLIENT), *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise SystemExit(f"grpc-js client failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--saturation-s", type=float, default=10.0)
+    ap.add_argument("--concurrency", type=int, default=32, help="calls in flight in the saturation run (default 32)")
+    ap.add_argument("--factors", default="2,3", help="offered load as multiples of the saturation rate (default 2,3)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds of each overload run (default 20)")
+    ap.add_argument("--deadline-ms", type=float, default=2000.0)
+    ap.add_argument("--serve-args", default="", help="extra 'catur serve' options, e.g. \"--max-concurrent-rpcs 512\"")
+    ap.add_argument("--server-root", type=Path, default=ROOT, help="run the catur package found in this directory "
+                    "(e.g. an export of another commit: git archive main | tar -x -C /tmp/catur-main), for a baseline")
+    args = ap.parse_args(argv)
+    if not (CLIENT.parent / "node_modules" / "@grpc" / "grpc-js").exists():
+        raise SystemExit(f"run 'npm install --prefix {CLIENT.parent.relative_to(ROOT)}' first")
+    factors = [float(f) for f in args.factors.split(",") if f.strip()]
+    proc, target, metrics_port = start_serve("--metrics-port", "0", "--drain-seconds", "0", "--grace", "2",
+                                             *shlex.split(args.serve_args), cwd=args.server_root)
+    try:
+        print(f"# {os.cpu_count()} CPUs; catur serve from {args.server_root} {args.serve_args or '(defaults)'} on {target}", flush=True)
+        def server_gauge(name: str) -> str:
+            try:
+                return f"{gauge(metrics_port, name):.0f}"
+            except StopIteration:  # a server without load shedding (a baseline)
+                return "-"
+
+        sat = node("closed", "--target", target, "--concurrency", str(args.concurrency), "--seconds", str(args.saturation_s),
+                   "--deadline-ms", str(args.deadline_ms), timeout=args.saturation_s + args.deadline_ms / 1000 + 30)
+        rate = sat["ok_per_s"]
+        print(f"saturation: {rate:.0f} OK/s (closed loop, {args.concurrency} in flight, {args.saturation_s:g} s; "
+              f"codes {sat['codes']}; p50 {sat['latency_ms']['p50']:.0f} ms; load average {os.getloadavg()[0]:.1f}; "
+              f"server limit {server_gauge('catur_concurrency_limit')}, "
+              f"capacity {server_gauge('catur_capacity_calls_per_second')}/s)", flush=True)
+        failed = False
+        for factor in factors:
+            before = handled(metrics_port)
+            run = node("open", "--target", target, "--rate", f"{factor * rate:.0f}", "--seconds", str(args.seconds),
+                       "--deadline-ms", str(args.deadline_ms), timeout=args.seconds + args.deadline_ms / 1000 + 30)
+            time.sleep(0.5)  # the server counts an answer just after sending it
+            delta = handled(metrics_port) - before
+            ok_share = run["ok_per_s"] / rate
+            cancelled = run["cancelled_fraction"]
+            good = ok_share >= 0.8 and run["ok_after_deadline"] == 0 and cancelled < 0.01
+            failed |= not good
+            print(f"{factor:g}x = {factor * rate:.0f}/s for {args.seconds:g} s, deadline {args.deadline_ms:g} ms: "
+                  f"{run['ok_per_s']:.0f} OK/s = {100 * ok_share:.0f}% of saturation; OK after deadline {run['ok_after_deadline']}; "
+                  f"CANCELLED {100 * cancelled:.2f}%; client codes {run['codes']}; server counted {dict(delta)}; "
+                  f"OK p50/p99 {run['latency_ms']['p50'] or 0:.0f}/{run['latency_ms']['p99'] or 0:.0f} ms; "
+                  f"client send lag p99 {run['send_lag_ms']['p99'] or 0:.0f} ms; load average {os.getloadavg()[0]:.1f}; "
+                  f"server limit {server_gauge('catur_concurrency_limit')} -> {'meets' if good else 'MISSES'} the bars",
+                  flush=True)
+        return 1 if failed else 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

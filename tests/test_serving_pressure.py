@@ -1,0 +1,410 @@
+"""Serving under pressure (issue 30): admission, strict protocol, metrics that match the wire,
+stops that end every stream cleanly, the client's retry config, TLS.
+
+* the adaptive limit and the deadline-aware line (:mod:`catur.service.admission`), as pure
+  logic and through a live server: a call that cannot be answered in time is refused at once
+  and does no work;
+* for each refused or malformed kind (oversize body, expired deadline, over the limit, random
+  bytes, a client stream to a unary method), the ``grpc_server_handled_total`` delta equals
+  the codes the clients received;
+* reflection answers under ``v1`` and ``v1alpha``; the explicit topology name is capped;
+* a stop ends an open health ``Watch`` with NOT_SERVING and OK, and the Watch does not hold it;
+* the shipped service config (retry on UNAVAILABLE, round_robin over two addresses) carries a
+  client through a replica's stop;
+* TLS and mutual TLS through ``catur serve`` processes with generated certificates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import threading
+import time
+from collections import Counter
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
+
+from _service_support import Blocker, start_serve, valid_request
+from catur.errors import CaturError
+from catur.service.admission import CANNOT_MEET_DEADLINE, DEADLINE_PASSED, Admission, AdmissionConfig, adaptive_limit
+from catur.service.client import PlacementClient, service_config
+from catur.service.server import Service, create_server
+from catur.service.servicer import SERVICE_NAME
+from catur.v1 import placement_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def handled(service: Service, method: str = "Place") -> Counter:
+    """``grpc_server_handled_total`` of ``method`` by code, as a Counter."""
+    out = Counter()
+    for metric in service.metrics.registry.collect():
+        for sample in metric.samples:
+            if sample.name == "grpc_server_handled_total" and sample.labels.get("grpc_method") == method:
+                out[sample.labels["grpc_code"]] += int(sample.value)
+    return +out
+
+
+# --- admission as logic ------------------------------------------------------------------------------
+
+
+def test_the_adaptive_limit_is_slots_plus_the_calls_that_wait_the_target_at_measured_capacity():
+    config = AdmissionConfig(slots=8, target_queue_s=0.2, min_limit=16, max_limit=512, window_s=0.05)
+    # 800 answers/s; 0.2 s of line = 160 calls waiting.
+    assert adaptive_limit(config, 800.0) == 8 + 160
+    assert adaptive_limit(config, 10.0) == 16  # a slow server: the floor
+    assert adaptive_limit(config, 1e6) == 512  # a fast one: the ceiling
+    # Saturated windows (calls waiting for the one slot) measure the capacity: ~100 answers/s.
+    admission = Admission(dataclasses.replace(config, slots=1, initial_capacity=5000.0))
+    assert admission.acquire(None) is None
+    waiter_results = []
+    t_end = time.monotonic() + 0.6
+    while time.monotonic() < t_end:
+        waiter = threading.Thread(target=lambda: waiter_results.append(admission.acquire(None)))
+        waiter.start()
+        while admission.waiting == 0:  # the next call is in line: the window is saturated
+            time.sleep(0.001)
+        time.sleep(0.01)  # ... while the running call takes 10 ms
+        admission.release(0.01)
+        waiter.join(5)
+    admission.release(0.01)
+    assert set(waiter_results) == {None}
+    assert 40 < admission.capacity < 110, admission.capacity  # ~1 answer per 10 ms, less on a busy machine
+    assert admission.limit == adaptive_limit(admission.config, admission.capacity)
+    assert admission.service_s < 0.01
+    assert Admission(AdmissionConfig(slots=8, limit=40)).limit == 40  # fixed stays fixed
+
+
+@pytest.mark.parametrize("bad", [dict(slots=0), dict(limit=0), dict(target_queue_s=0), dict(target_queue_s=float("nan")),
+                                 dict(min_limit=10, max_limit=5), dict(smoothing=0)])
+def test_bad_admission_settings_are_refused_naming_the_value(bad):
+    with pytest.raises(CaturError) as info:
+        AdmissionConfig(**bad)
+    assert str(list(bad.values())[-1]) in str(info.value)
+
+
+def test_a_call_that_cannot_be_answered_in_time_is_refused_at_once():
+    admission = Admission(AdmissionConfig(slots=1, initial_service_s=0.1, initial_capacity=10.0))
+    assert admission.acquire(5.0) is None  # the slot is free
+    assert admission.acquire(0.0) == DEADLINE_PASSED
+    # One call running, none waiting: a wait of ~0.1 s plus 0.1 s of its own work.
+    assert admission.acquire(0.15) == CANNOT_MEET_DEADLINE
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(admission.acquire(5.0)))
+    waiter.start()
+    time.sleep(0.05)
+    assert admission.waiting == 1
+    admission.release(0.1)  # the slot passes to the waiter
+    waiter.join(5)
+    assert got == [None] and admission.waiting == 0
+    # A call whose estimate was too low gives up its place when its deadline passes.
+    admission.service_s, admission.capacity = 1e-4, 1e4
+    t0 = time.monotonic()
+    assert admission.acquire(0.2) == DEADLINE_PASSED
+    assert time.monotonic() - t0 >= 0.19 and admission.waiting == 0
+    admission.release(0.1)
+    assert admission.acquire(None) is None  # the slot was handed back, not lost
+
+
+def test_on_arrival_a_dead_call_or_one_the_line_leaves_no_time_for_is_refused():
+    admission = Admission(AdmissionConfig(slots=2, initial_service_s=0.01, initial_capacity=100.0, margin_s=0.05))
+    assert admission.early_refusal(-0.1, in_server=0) == DEADLINE_PASSED
+    assert admission.early_refusal(0.05, in_server=0) == CANNOT_MEET_DEADLINE  # 10 ms of work + 50 ms margin
+    assert admission.early_refusal(0.07, in_server=1) is None  # a free slot: no wait
+    # 2 running + 20 waiting: 21 calls ahead at 100/s = 0.21 s of wait.
+    assert admission.early_refusal(0.2, in_server=22) == CANNOT_MEET_DEADLINE
+    assert admission.early_refusal(0.5, in_server=22) is None
+
+
+def test_the_interceptor_reads_each_calls_deadline_on_arrival(server_of, monkeypatch):
+    """The early refusal needs the deadline before grpcio hands the call to a thread; it is read
+    from grpcio's serving loop (:func:`catur.service.interceptor._arriving_deadline`). If a
+    grpcio release moves it, this test says so (the server still works, only later)."""
+    service = Service(model=None)
+    channel = server_of(service)
+    seen = []
+    real_take = service.calls.fast_refusals.take
+
+    def take():
+        verdict = real_take()
+        seen.append(None if verdict is None else verdict.deadline)
+        return verdict
+
+    monkeypatch.setattr(service.calls.fast_refusals, "take", take)
+    stub = pb_grpc.PlacementStub(channel)
+    sent = time.time()
+    stub.Place(valid_request(), timeout=3)
+    stub.Place(valid_request())  # no deadline
+    assert len(seen) == 2 and seen[1] is None
+    assert seen[0] is not None and abs(seen[0] - (sent + 3)) < 1.0
+
+
+# --- a live server --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server_of():
+    made = []
+
+    def make(service: Service, **options):
+        server, port = create_server("127.0.0.1:0", service, **options)
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        made.append((service, server, channel))
+        return channel
+
+    yield make
+    for service, server, channel in made:
+        channel.close()
+        service.shutdown(server, grace=0.5)
+
+
+def _codes(futures) -> Counter:
+    out = Counter()
+    for f in futures:
+        try:
+            f.result()
+            out["OK"] += 1
+        except grpc.RpcError as exc:
+            out[exc.code().name] += 1
+    return out
+
+
+def test_calls_over_the_deadline_budget_are_refused_without_work(server_of, monkeypatch):
+    """One slot, calls of 0.3 s: with a 0.5 s deadline only the first two can be answered in
+    time; the others are refused at once (RESOURCE_EXHAUSTED), not decided, and counted."""
+    service = Service(model=None)
+    slow = Blocker(service, monkeypatch, sleep=0.3)
+    channel = server_of(service, admission=AdmissionConfig(slots=1, limit=50, initial_service_s=0.3, initial_capacity=1 / 0.3))
+    stub = pb_grpc.PlacementStub(channel)
+    t0 = time.monotonic()
+    calls = [stub.Place.future(valid_request(), timeout=0.8) for _ in range(6)]
+    seen = _codes(calls)
+    assert seen["OK"] >= 1 and seen["RESOURCE_EXHAUSTED"] >= 3, seen
+    assert set(seen) <= {"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
+    assert seen["OK"] <= slow.decided <= seen["OK"] + seen["DEADLINE_EXCEEDED"]  # refused calls did no work
+    assert handled(service) == seen
+    assert time.monotonic() - t0 < 5
+
+
+def test_metrics_match_what_clients_saw_for_every_refused_kind(server_of, monkeypatch):
+    service = Service(model=None)
+    slow = Blocker(service, monkeypatch)
+    channel = server_of(service, admission=AdmissionConfig(slots=1, limit=3, initial_service_s=1e-4, initial_capacity=1e4))
+    stub = pb_grpc.PlacementStub(channel)
+
+    def slow_refusal(labels, arrived, code, details):
+        assert code != grpc.StatusCode.RESOURCE_EXHAUSTED, "over the limit is refused by grpcio's own path"
+        return real_refuse(labels, arrived, code, details)
+
+    real_refuse = service.calls._refuse
+    monkeypatch.setattr(service.calls, "_refuse", slow_refusal)
+    raw = channel.unary_unary(f"/{SERVICE_NAME}/Place", request_serializer=None, response_deserializer=None)
+    stream = channel.stream_unary(f"/{SERVICE_NAME}/Place", request_serializer=None, response_deserializer=None)
+    good = valid_request().SerializeToString()
+    seen = Counter()
+    slow.release.set()
+
+    def call(fn, *args, **kwargs):
+        try:
+            fn(*args, **kwargs)
+            seen["OK"] += 1
+        except grpc.RpcError as exc:
+            seen[exc.code().name] += 1
+            return exc
+
+    # Oversize: 5 MiB of bytes (grpc reads at most 4 MiB).
+    assert call(raw, b"\x0a" * (5 << 20), timeout=10).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Random bytes, and a client stream of two good messages to the unary method.
+    assert call(raw, b"\xff\xfe\x00garbage", timeout=5).code() == grpc.StatusCode.INVALID_ARGUMENT
+    exc = call(stream, iter([good, good]), timeout=5)
+    assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT and "exactly one request message" in exc.details()
+    assert call(stream, iter([good]), timeout=5) is None  # a stream of one is a unary call on the wire
+    assert slow.entered.acquire(timeout=5)
+    # Over the limit: one call runs (held), two wait (limit 3); the next is refused.
+    slow.release.clear()
+    held = [stub.Place.future(valid_request(), timeout=10) for _ in range(1)]
+    assert slow.entered.acquire(timeout=5)
+    expiring = stub.Place.future(valid_request(), timeout=0.5)  # waits in line past its deadline
+    waiting = stub.Place.future(valid_request(), timeout=10)
+    time.sleep(0.2)
+    assert call(stub.Place, valid_request(), timeout=5).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    time.sleep(0.6)
+    slow.release.set()
+    seen.update(_codes([*held, expiring, waiting]))
+    assert seen == Counter(OK=3, RESOURCE_EXHAUSTED=2, INVALID_ARGUMENT=2, DEADLINE_EXCEEDED=1)
+    deadline = time.monotonic() + 5
+    while handled(service) != seen and time.monotonic() < deadline:  # the last counts land after the answers
+        time.sleep(0.05)
+    assert handled(service) == seen
+
+
+def test_reflection_answers_under_v1_and_v1alpha(server_of):
+    channel = server_of(Service(model=None))
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    for version in ("v1", "v1alpha"):
+        method = channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        (answer,) = list(method(iter([request]), timeout=5))
+        assert SERVICE_NAME in {s.name for s in answer.list_services_response.service}
+
+
+def test_the_explicit_topology_name_is_capped(server_of):
+    stub = pb_grpc.PlacementStub(server_of(Service(model=None)))
+    request = valid_request()
+    request.topology.explicit.nodes.add(cores=8, mem_mib=16384, socket=0)
+    request.usage.used_vcpus[:] = [0]
+    request.usage.used_mem_mib[:] = [0]
+    request.topology.explicit.name = "n" * 256
+    assert stub.Place(request, timeout=5).primitive
+    request.topology.explicit.name = "n" * 1_000_000
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Place(request, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "topology.explicit.name" in info.value.details()
+
+
+# --- stopping ---------------------------------------------------------------------------------------
+
+
+def test_a_watch_gets_not_serving_then_ends_ok_and_does_not_hold_the_stop():
+    service = Service(model=None)
+    server, port = create_server("127.0.0.1:0", service)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        statuses = []
+        reader = threading.Thread(target=lambda: statuses.extend(r.status for r in stream))
+        reader.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        service.shutdown(server, grace=5, drain=0.3)
+        took = time.monotonic() - t0
+        reader.join(5)
+        s = health_pb2.HealthCheckResponse
+        assert statuses == [s.SERVING, s.NOT_SERVING]
+        assert stream.code() == grpc.StatusCode.OK  # a clean end, not INTERNAL or CANCELLED
+        assert took < 0.3 + 2.5  # drain + the quiet spell at most, never the 5 s grace
+    finally:
+        channel.close()
+
+
+# --- the client side ---------------------------------------------------------------------------------
+
+
+def test_the_shipped_service_config_retries_unavailable_only_and_balances_two_addresses():
+    config = json.loads(service_config(round_robin=True))
+    (method,) = config["methodConfig"]
+    assert method["name"] == [{"service": SERVICE_NAME}]
+    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert "hedgingPolicy" not in method
+    assert config["loadBalancingConfig"] == [{"round_robin": {}}]
+    assert config["healthCheckConfig"] == {"serviceName": ""}  # a draining replica gets no new calls
+    single = json.loads(service_config(round_robin=False))
+    assert "loadBalancingConfig" not in single and "healthCheckConfig" not in single
+
+
+def test_a_client_of_two_replicas_sees_no_failure_when_one_stops():
+    services = [Service(model=None) for _ in range(2)]
+    started = [create_server("127.0.0.1:0", s) for s in services]
+    ports = [port for _, port in started]
+    failures = Counter()
+    ok = 0
+    stop = threading.Event()
+    with PlacementClient([f"127.0.0.1:{p}" for p in ports], timeout=5) as client:
+        request = valid_request()
+
+        def load():
+            nonlocal ok
+            while not stop.is_set():
+                try:
+                    client.stub.Place(request, timeout=5)
+                    ok += 1
+                except grpc.RpcError as exc:
+                    failures[exc.code().name] += 1
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # both subchannels connected and answering
+        services[0].shutdown(started[0][0], grace=3, drain=0.3)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(10)
+    services[1].shutdown(started[1][0], grace=1)
+    answered_by = [sum(handled(s).values()) for s in services]
+    assert not failures, failures
+    assert ok > 0 and all(answered_by), answered_by  # both replicas served
+
+
+# --- TLS through catur serve ---------------------------------------------------------------------------
+
+
+def _serve(*extra):
+    proc, target, _ = start_serve("--drain-seconds", "0", "--grace", "1", *extra, stderr=subprocess.PIPE)
+    return proc, int(target.rsplit(":", 1)[1])
+
+
+def _stop(proc) -> None:
+    import signal
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def test_tls_and_mutual_tls_end_to_end_through_catur_serve(certificates):
+    c = certificates
+    request = valid_request()
+    proc, port = _serve("--tls-cert", str(c["server_cert"]), "--tls-key", str(c["server_key"]))
+    try:
+        with PlacementClient(f"localhost:{port}", timeout=5, root_certificates=c["ca"]) as client:
+            assert client.stub.Place(request, timeout=5).primitive
+        with PlacementClient(f"localhost:{port}", timeout=2) as plain, pytest.raises(grpc.RpcError) as info:
+            plain.stub.Place(request, timeout=2)  # plaintext to a TLS port: no answer
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        _stop(proc)
+    proc, port = _serve("--tls-cert", str(c["server_cert"]), "--tls-key", str(c["server_key"]), "--tls-client-ca", str(c["ca"]))
+    try:
+        with PlacementClient(f"localhost:{port}", timeout=2, root_certificates=c["ca"]) as anonymous:
+            with pytest.raises(grpc.RpcError) as info:
+                anonymous.stub.Place(request, timeout=2)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # the handshake is refused
+        with PlacementClient(
+            f"localhost:{port}", timeout=5, root_certificates=c["ca"], client_cert=c["client_cert"], client_key=c["client_key"]
+        ) as client:
+            assert client.stub.Place(request, timeout=5).primitive
+            assert client.health() == "SERVING"
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target-queue-ms", "0"], "--target-queue-ms must be > 0, got 0.0"),
+    (["--target-queue-ms", "nan"], "--target-queue-ms must be > 0, got nan"),
+    (["--min-limit", "9", "--max-limit", "3"], "--min-limit and --max-limit: need 1 <= min <= max, got 9 and 3"),
+    (["--workers", "0"], "--workers must be >= 1, got 0"),
+])
+def test_bad_load_shedding_settings_are_one_line_errors_naming_the_flag(args, message, capsys):
+    from catur.cli import main
+
+    assert main(["serve", "--listen", "127.0.0.1:0", "--metrics-port", "-1", "--model", "none", *args]) == 2
+    assert capsys.readouterr().err.strip() == f"catur: error: {message}"
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_max_concurrent_rpcs_takes_a_positive_number_or_auto(value, capsys):
+    from catur.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--max-concurrent-rpcs", value])
+    assert info.value.code == 2
+    assert "--max-concurrent-rpcs" in capsys.readouterr().err
