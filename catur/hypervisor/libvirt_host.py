@@ -212,6 +212,10 @@ class DepartureFollower:
     **Which domains.** Those whose XML carries Catur's placement record (written by
     ``catur libvirt place``), read when the follower connects and on every define or start
     event, plus ``vm_ids``. A Depart for a VM the service never placed would only add noise.
+    Events arrive late, though: a domain defined and removed in quick succession may be gone
+    before its define event is handled, so its record can no longer be read. Such a domain
+    is reported when it leaves, as though placed: a lost Depart would leave a placed VM
+    resident in the trace for ever, while a stray one is only an unmatched departure.
 
     **What is a departure.** A domain leaves the host when it is undefined while not running
     (``UNDEFINED``; a rename is not one), when a transient domain stops (it no longer exists),
@@ -239,6 +243,7 @@ class DepartureFollower:
         self.failures = 0
         self.all_domains = all_domains
         self._known: set[str] = set(vm_ids)
+        self._unread: set[str] = set()  # gone before their XML could be read: may be Catur's
         self._recent: OrderedDict[str, None] = OrderedDict()  # departed in their current lifetime
 
     def request_stop(self) -> None:
@@ -249,14 +254,21 @@ class DepartureFollower:
         return self._stop
 
     def _learn(self, dom) -> None:
-        """Remember ``dom`` if its XML carries Catur's record."""
+        """Remember ``dom`` if its XML carries Catur's record, or if it is gone unread."""
         from catur.hypervisor.domain import CATUR_NS
 
+        libvirt = libvirt_module()
+        uuid = dom.UUIDString()
         try:
-            if CATUR_NS in dom.XMLDesc(0):
-                self._known.add(dom.UUIDString())
-        except Exception:  # gone already
-            pass
+            xml = dom.XMLDesc(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:  # removed before this event was handled
+                self._unread.add(uuid)
+            return
+        if CATUR_NS in xml:
+            self._known.add(uuid)
+        else:
+            self._unread.discard(uuid)
 
     def _learn_all(self, conn) -> None:
         try:
@@ -295,9 +307,10 @@ class DepartureFollower:
             return
         if not self._leaves(libvirt, dom, event, detail) or uuid in self._recent:
             return
-        if not (self.all_domains or uuid in self._known):
+        if not (self.all_domains or uuid in self._known or uuid in self._unread):
             log.debug("domain %s (%s) left; not placed by Catur, no Depart", dom.name(), uuid)
             return
+        self._unread.discard(uuid)
         self._recent[uuid] = None
         while len(self._recent) > 65536:
             self._recent.popitem(last=False)
