@@ -25,7 +25,7 @@ from _service_support import make_model, random_trace
 from catur.cli import main
 from catur.decision import Decider, DeciderSpec
 from catur.errors import EXIT_LOSES_TO_GREEDY, CaturError, LosesToGreedy
-from catur.model import PolicyModel, RulePolicy, default_model_dir, load_policy
+from catur.policy_model import PolicyModel, RulePolicy, default_model_dir, load_policy
 from catur.registry import Registry
 from catur.request import VMRequest
 from catur.service.client import PlacementClient
