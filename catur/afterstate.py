@@ -318,20 +318,21 @@ def afterstate_candidates(
     b, n = used_vcpus.shape
     if inst_vcpus.shape[1] == 1:
         first = primitive_first_nodes(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)  # [B, 4]
-        nodes = PlacementBatch(
-            np.broadcast_to(np.arange(n)[None, :, None], (b, n, 1)),
-            np.broadcast_to(inst_vcpus[:, None, :], (b, n, 1)),
-            spread_memory(topology, np.repeat(used_mem_mib, n, axis=0), np.tile(np.arange(n), b)[:, None],
-                          np.repeat(inst_mem, n, axis=0)).reshape(b, n, 1, n),
-        )
+        node_ids = np.tile(np.arange(n), b)  # [B·N]: host b's node j is row b·N + j
+        mem = spread_memory(topology, np.repeat(used_mem_mib, n, axis=0), node_ids[:, None], np.repeat(inst_mem, n, axis=0))
+        vcpus_each = np.repeat(inst_vcpus, n, axis=0)  # [B·N, 1]
+        nodes = PlacementBatch(node_ids.reshape(b, n, 1), vcpus_each.reshape(b, n, 1), mem.reshape(b, n, 1, n))
         cor, rmr, defect = placement_costs(topology.node_cores, used_vcpus, nodes, alpha[:, None], beta[:, None])
         features = candidate_features(topology, used_vcpus, used_mem_mib, residents, nodes, cor, rmr, defect, vcpus, names)
-        columns = np.concatenate([first, np.broadcast_to(np.arange(n), (b, n))], axis=1)  # [B, 4 + N]
-        rows = np.arange(b)[:, None]
-        placements = PlacementBatch(columns[..., None], np.repeat(inst_vcpus[:, None, :], n + len(PRIMITIVES), axis=1),
-                                    nodes.mem_mib[rows, columns])
+        # Every column of the table as a row of the flat [B·N] node arrays: the primitives'
+        # first nodes, then the nodes in order. One flat integer index per array.
+        columns = np.concatenate([first, node_ids.reshape(b, n)], axis=1)  # [B, 4 + N]
+        flat = (columns + (n * np.arange(b))[:, None]).ravel()
+        c = columns.shape[1]
+        placements = PlacementBatch(columns[..., None], vcpus_each[flat].reshape(b, c, 1), mem[flat].reshape(b, c, 1, n))
         valid = np.ones(columns.shape, dtype=bool)
-        table = (placements, cor[rows, columns], rmr[rows, columns], defect[rows, columns], features[rows, columns])
+        table = (placements, cor.ravel()[flat].reshape(b, c), rmr.ravel()[flat].reshape(b, c), defect.ravel()[flat].reshape(b, c),
+                 features.reshape(b * n, -1)[flat].reshape(b, c, -1))
     else:
         placements, valid = candidate_batch(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)
         cor, rmr, defect = placement_costs(topology.node_cores, used_vcpus, placements, alpha[:, None], beta[:, None])
