@@ -415,7 +415,13 @@ def centred_ranks(values: np.ndarray) -> np.ndarray:
 class EvolutionStep:
     """One generation of evolution strategies over the scorer's weights (see the module doc):
     ``pairs`` antithetic perturbations of size ``noise · scales`` on the weights marked
-    ``free``, each replayed on ``hosts_per_replay`` sampled hosts of every drawn set."""
+    ``free``, each replayed on ``hosts_per_replay`` sampled hosts of every drawn set.
+
+    ``batched`` (the default) replays all ``2 · pairs`` perturbations of a draw as one
+    lock-step batch of hosts × perturbations (:meth:`Hosts.replay_population`); ``False``
+    replays them one after another, as the trainer did before: the same fitness bit for bit
+    (``tests/test_scorer.py``), kept as the yardstick ``benchmarks/bench_es_generation.py``
+    measures the batch against."""
 
     pairs: int
     hosts_per_replay: int
@@ -423,6 +429,7 @@ class EvolutionStep:
     learning_rate: float
     scales: np.ndarray
     free: np.ndarray
+    batched: bool = True
 
     def take(self, pool, weights: np.ndarray, draws: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(new weights, fitness[len(draws), 2 · pairs])``: replays the perturbed weights on
@@ -437,12 +444,15 @@ class EvolutionStep:
         # (split over the pool's processes, when there is a pool), not one replay per
         # perturbation: the engine's fixed cost per step is paid once per batch.
         population = np.array([weights + sign * s for s in steps for sign in (1.0, -1.0)])
-        parts = np.array_split(np.arange(len(population)), min(_workers(pool), len(population)))
-        tasks = [(index, population[part], picked) for index, picked in zip(draws, picks) for part in parts]
+        if self.batched:
+            parts = np.array_split(np.arange(len(population)), min(_workers(pool), len(population)))
+            tasks = [(index, population[part], picked) for index, picked in zip(draws, picks) for part in parts]
+        else:
+            tasks = [(index, member, picked) for index, picked in zip(draws, picks) for member in population]
         results = _map(pool, tasks)
         # Per member, the sum over its hosts of one row: the same sum, in the same order, as
         # one member's own replay gives.
-        fitness = np.array([row.sum() / counts.sum() for sums, counts in results for row in sums])
+        fitness = np.array([row.sum() / counts.sum() for sums, counts in results for row in np.atleast_2d(sums)])
         fitness = fitness.reshape(len(draws), 2 * self.pairs)
         shaped = np.mean([centred_ranks(f) for f in fitness], axis=0).reshape(self.pairs, 2)
         gradient = ((shaped[:, 0] - shaped[:, 1])[:, None] * eps).mean(axis=0)
