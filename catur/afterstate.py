@@ -53,6 +53,7 @@ from catur.errors import CaturError
 from catur.metrics import node_cor, placement_costs
 from catur.observation import CandidateTable
 from catur.placement import primitive_batches, primitive_first_nodes, spread_memory
+from catur.request import RequestBatch
 from catur.policies import PRIMITIVES
 from catur.scorer import AFTERSTATE_CANDIDATES, MODEL_POLICY
 from catur.state import PlacementBatch
@@ -116,6 +117,7 @@ ACTIVATIONS = mlp.ACTIVATIONS
 # --- candidates -----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def candidate_names(topology: Topology, instances: int) -> tuple[str, ...]:
     """Column names of :func:`candidate_batch`: the primitives, then ``node-j`` (one instance)
     or ``socket-j`` (several: the ``j``-th socket in id order) for each of the ``N`` extra columns."""
@@ -163,17 +165,24 @@ def candidate_batch(
 # --- features -------------------------------------------------------------------------------------
 
 
-class _AfterState:
-    """The after-state quantities the features share, each computed on first use, so a table
-    of a few features costs only what those features need."""
+_sum = np.add.reduce  # .sum() without its Python wrapper: the same reduction, on the hot path
 
-    def __init__(self, topology: Topology, used_vcpus, used_mem_mib, placements: PlacementBatch) -> None:
-        self.topology, self.used_vcpus, self.used_mem_mib, self.placements = topology, used_vcpus, used_mem_mib, placements
-        self.cores = topology.node_cores.astype(float)
+
+class _AfterState:
+    """What the features of ``C`` candidates on ``B`` hosts are computed from: the inputs,
+    and the after-state quantities they share, each computed on first use, so a table of a
+    few features costs only what those features need."""
+
+    def __init__(self, topology: Topology, used_vcpus, used_mem_mib, residents, placements: PlacementBatch,
+                 cor, rmr, defect, vcpus) -> None:
+        self.topology, self.used_vcpus, self.used_mem_mib, self.residents = topology, used_vcpus, used_mem_mib, residents
+        self.placements, self.cor, self.rmr, self.defect, self.vcpus = placements, cor, rmr, defect, vcpus
+        self.n = topology.num_nodes
+        self.cores, self.total_cores = _cores(topology)
 
     @functools.cached_property
     def node_vcpus(self) -> np.ndarray:  # [B, C, N]
-        return self.placements.node_vcpus(self.topology.num_nodes)
+        return self.placements.node_vcpus(self.n)
 
     @functools.cached_property
     def after(self) -> np.ndarray:
@@ -193,7 +202,7 @@ class _AfterState:
 
     @functools.cached_property
     def chosen(self) -> np.ndarray:
-        return np.maximum(self.on_node.sum(axis=-1), 1)
+        return np.maximum(_sum(self.on_node, -1), 1)
 
     @functools.cached_property
     def mem_used_after(self) -> np.ndarray:
@@ -204,11 +213,61 @@ class _AfterState:
         return self.mem_used_after / self.topology.node_mem_mib
 
 
+@functools.lru_cache(maxsize=256)
+def _cores(topology: Topology) -> tuple[np.ndarray, float]:
+    """The nodes' cores as floats and their total, once per host model (the hot path)."""
+    cores = topology.node_cores.astype(float)
+    cores.flags.writeable = False
+    return cores, cores.sum()
+
+
 def _spread(values: np.ndarray, n: int) -> np.ndarray:
     """Standard deviation over the last axis, as sum / n (not .std() or .mean(): the same
     numbers without numpy's overhead on the tiny arrays of the decision hot path)."""
-    centred = values - values.sum(axis=-1, keepdims=True) / n
-    return np.sqrt((centred * centred).sum(axis=-1) / n)
+    centred = values - _sum(values, -1)[..., None] / n
+    return np.sqrt(_sum(centred * centred, -1) / n)
+
+
+def _least_copy_cor(s: _AfterState) -> np.ndarray:
+    # One instance of the VM (every column places the same VM: its first instance's size).
+    # COR rises with a node's load share, so the least COR a copy sees is that of the least
+    # loaded node after it: one clip of one minimum, not a COR per node.
+    least_share = np.minimum.reduce(s.share + s.placements.vcpus[..., :1] / s.cores, -1)
+    return np.minimum(np.maximum(least_share - 1.0, 0.0), 1.0)
+
+
+def _copy_remote(s: _AfterState) -> np.ndarray:
+    copy_mem = _sum(s.placements.mem_mib[..., 0, :], -1)  # [B, C]
+    free_mem = np.maximum(np.maximum.reduce(s.topology.node_mem_mib - s.mem_used_after, -1), 0)
+    return np.maximum(copy_mem - free_mem, 0) / np.maximum(copy_mem, 1)
+
+
+#: How each base feature is computed: ``[B, C]``, or a scalar / ``[B, 1]`` that broadcasts.
+_BASE = {
+    "defect": lambda s: s.defect,
+    "rmr": lambda s: s.rmr,
+    "resident_rise": lambda s: _sum(s.rise * s.residents[:, None, :], -1),
+    "cor_rise": lambda s: _sum(s.rise, -1),
+    "overload_after": lambda s: _sum(np.maximum(s.after - s.cores, 0), -1) / s.total_cores,
+    "imbalance_after": lambda s: _spread(s.share, s.n),
+    "chosen_cpu_after": lambda s: _sum(s.share * s.node_vcpus, -1) / np.maximum(_sum(s.node_vcpus, -1), 1),
+    "chosen_mem_after": lambda s: _sum(s.mem_after * s.on_node, -1) / s.chosen,
+    "chosen_residents": lambda s: _sum(s.residents[:, None, :] * s.on_node, -1) / (s.chosen * RESIDENT_SCALE),
+    "spans_nodes": lambda s: (s.placements.cpu_nodes.shape[-1] - 1) / s.n,
+    "host_cpu_load": lambda s: _sum(s.used_vcpus, 1)[:, None] / s.total_cores,
+    "vm_size": lambda s: s.vcpus[:, None] / (s.total_cores / s.n),
+    "largest_free_cores_after": lambda s: np.maximum.reduce(np.maximum(1.0 - s.share, 0.0), -1),
+    "largest_free_mem_after": lambda s: np.maximum.reduce(np.maximum(1.0 - s.mem_after, 0.0), -1),
+    "mem_imbalance_after": lambda s: _spread(s.mem_after, s.n),
+    "copy_cor_after": _least_copy_cor,
+    "copy_remote_after": _copy_remote,
+}
+#: Every feature's column: its base feature's function, and whether it is a few-node copy.
+_COLUMNS = {
+    **{name: (_BASE[name], False) for name in BASE_FEATURES},
+    **{name + FEW_NODE_SUFFIX: (_BASE[name], True) for name in FEW_NODE_CORRECTED},
+}
+assert tuple(_COLUMNS) == FEATURES
 
 
 def candidate_features(
@@ -232,64 +291,17 @@ def candidate_features(
     they need, are computed: a model pays for the features its manifest names. A column's
     value does not depend on which others are asked for.
     """
-    n = topology.num_nodes
-    state = _AfterState(topology, used_vcpus, used_mem_mib, placements)
-    total_cores = state.cores.sum()
-    few = n <= FEW_NODES
-
-    def base(name: str):
-        """One base feature, ``[B, C]`` (or a scalar / ``[B, 1]`` column that broadcasts)."""
-        s = state
-        if name == "defect":
-            return defect
-        if name == "rmr":
-            return rmr
-        if name == "resident_rise":
-            return (s.rise * residents[:, None, :]).sum(axis=-1)
-        if name == "cor_rise":
-            return s.rise.sum(axis=-1)
-        if name == "overload_after":
-            return np.maximum(s.after - s.cores, 0).sum(axis=-1) / total_cores
-        if name == "imbalance_after":
-            return _spread(s.share, n)
-        if name == "chosen_cpu_after":
-            return (s.share * s.node_vcpus).sum(axis=-1) / np.maximum(s.node_vcpus.sum(axis=-1), 1)
-        if name == "chosen_mem_after":
-            return (s.mem_after * s.on_node).sum(axis=-1) / s.chosen
-        if name == "chosen_residents":
-            return (residents[:, None, :] * s.on_node).sum(axis=-1) / (s.chosen * RESIDENT_SCALE)
-        if name == "spans_nodes":
-            return (placements.cpu_nodes.shape[-1] - 1) / n
-        if name == "host_cpu_load":
-            return used_vcpus.sum(axis=1)[:, None] / total_cores
-        if name == "vm_size":
-            return vcpus[:, None] / (total_cores / n)
-        if name == "largest_free_cores_after":
-            return np.maximum(1.0 - s.share, 0.0).max(axis=-1)
-        if name == "largest_free_mem_after":
-            return np.maximum(1.0 - s.mem_after, 0.0).max(axis=-1)
-        if name == "mem_imbalance_after":
-            return _spread(s.mem_after, n)
-        if name == "copy_cor_after":
-            # One instance of the VM (every column places the same VM: its first instance's
-            # size). COR rises with a node's load share, so the least COR a copy sees is that
-            # of the least loaded node after it: one clip of one minimum, not a COR per node.
-            least_share = (s.share + placements.vcpus[..., :1] / s.cores).min(axis=-1)
-            return np.minimum(np.maximum(least_share - 1.0, 0.0), 1.0)
-        if name == "copy_remote_after":
-            copy_mem = placements.mem_mib[..., 0, :].sum(axis=-1)  # [B, C]
-            free_mem = np.maximum((topology.node_mem_mib - s.mem_used_after).max(axis=-1), 0)
-            return np.maximum(copy_mem - free_mem, 0) / np.maximum(copy_mem, 1)
-        raise CaturError(f"unknown after-state feature {name!r}; known: {', '.join(FEATURES)}")
-
+    state = _AfterState(topology, used_vcpus, used_mem_mib, residents, placements, cor, rmr, defect, vcpus)
+    few = topology.num_nodes <= FEW_NODES
     # One array, filled column by column in the asked order (the decision hot path: no stacking).
     out = np.empty(defect.shape + (len(names),))
     for j, name in enumerate(names):
-        if name.endswith(FEW_NODE_SUFFIX):
-            # The few-node copies: the host's node count is the same for every row of a batch.
-            out[..., j] = base(name[: -len(FEW_NODE_SUFFIX)]) if few else 0.0
-        else:
-            out[..., j] = base(name)
+        if name not in _COLUMNS:
+            raise CaturError(f"unknown after-state feature {name!r}; known: {', '.join(FEATURES)}")
+        base, copy = _COLUMNS[name]
+        # A few-node copy is its base feature on a host of at most FEW_NODES nodes, else 0
+        # (the host's node count is the same for every row of a batch).
+        out[..., j] = 0.0 if copy and not few else base(state)
     return out
 
 
@@ -304,10 +316,12 @@ def afterstate_candidates(
     inst_vcpus: np.ndarray,
     inst_mem: np.ndarray,
     names: tuple[str, ...] = FEATURES,
+    requests: RequestBatch | None = None,
 ) -> CandidateTable:
     """Build, cost and featurise every candidate for ``B`` requests (``vcpus``, ``alpha``,
     ``beta`` ``[B]``, instances ``[B, k]``) on ``B`` hosts (``used_*``, ``residents`` ``[B, N]``):
-    a :class:`~catur.observation.CandidateTable` with ``valid`` and the features ``names``.
+    a :class:`~catur.observation.CandidateTable` with ``valid`` and the features ``names``
+    (and ``requests``, the same requests as a batch, as its context when given).
 
     One vectorised pass: for a one-instance VM every candidate is a single-node placement (a
     primitive's is the one on the node it ranks first), so the ``N`` single-node placements
@@ -340,7 +354,7 @@ def afterstate_candidates(
         table = (placements, cor, rmr, np.where(valid, defect, np.inf), features)
     placements, cor, rmr, defect, features = table
     return CandidateTable(placements, cor, rmr, defect, candidate_names(topology, inst_vcpus.shape[1]), valid, features,
-                          tuple(names), topology, used_vcpus, used_mem_mib, residents)
+                          tuple(names), topology, used_vcpus, used_mem_mib, residents, requests)
 
 
 # --- the model ------------------------------------------------------------------------------------

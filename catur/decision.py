@@ -26,7 +26,7 @@ gets the same decision alone, in a batch, in the simulator and in the service.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,11 +77,10 @@ def candidate_table_for(
     the features it reads (only those) and the decision's context: one vectorised pass."""
     if scorer.candidates == AFTERSTATE_CANDIDATES:
         counts = residents if residents is not None else np.zeros(used_vcpus.shape)
-        table = afterstate_candidates(
+        return afterstate_candidates(
             topology, used_vcpus, used_mem_mib, counts, requests.vcpus, requests.alpha, requests.beta,
-            requests.inst_vcpus, requests.inst_mem, scorer.features,
+            requests.inst_vcpus, requests.inst_mem, scorer.features, requests,
         )
-        return replace(table, requests=requests, residents=residents)
     return candidate_table(topology, used_vcpus, used_mem_mib, requests, residents)
 
 

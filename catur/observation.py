@@ -94,7 +94,7 @@ class CandidateTable:
     topology: Topology | None = None
     used_vcpus: np.ndarray | None = None
     used_mem_mib: np.ndarray | None = None
-    residents: np.ndarray | None = None  # None: the request carried no counts
+    residents: np.ndarray | None = None  # the counts the scores used (None: the request carried none)
     requests: RequestBatch | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
