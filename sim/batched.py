@@ -113,7 +113,9 @@ def replay_batched(
     time). Hosts are grouped by topology and replayed in batches of up to ``max_batch_vms``
     VMs, which bounds memory (200-300 bytes per VM); a group of fewer than
     ``min_batch_hosts`` hosts (default :data:`MIN_BATCH_HOSTS`) goes through the reference
-    loop, which is faster there.
+    loop, which is faster there. A Decider's scorer is told each row's host as its index in
+    ``hosts`` (``rows``; a population scores each host with its member), which only this
+    engine passes: replay such a scorer with ``min_batch_hosts=1``.
     """
     if not batchable(policy):
         raise CaturError(f"policy {policy!r} cannot be replayed in batches; use catur.sim.replay.replay_host")
