@@ -19,7 +19,7 @@ import numpy as np
 
 from catur.decision import DeciderSpec
 from catur.placement import GREEDY
-from catur.sim.env import Workload
+from catur.sim.workload import Workload
 from catur.sim.evaluate import evaluate_policies
 
 

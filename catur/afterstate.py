@@ -40,8 +40,10 @@ score has the same bits alone or in a batch of thousands.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -49,8 +51,11 @@ from catur import mlp
 from catur.configfile import check_keys
 from catur.errors import CaturError
 from catur.metrics import node_cor, placement_costs
-from catur.placement import primitive_batches, spread_memory
+from catur.observation import CandidateTable
+from catur.placement import primitive_batches, primitive_first_nodes, spread_memory
+from catur.request import RequestBatch
 from catur.policies import PRIMITIVES
+from catur.scorer import AFTERSTATE_CANDIDATES, MODEL_POLICY
 from catur.state import PlacementBatch
 from catur.topology import Topology
 
@@ -112,6 +117,7 @@ ACTIVATIONS = mlp.ACTIVATIONS
 # --- candidates -----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def candidate_names(topology: Topology, instances: int) -> tuple[str, ...]:
     """Column names of :func:`candidate_batch`: the primitives, then ``node-j`` (one instance)
     or ``socket-j`` (several: the ``j``-th socket in id order) for each of the ``N`` extra columns."""
@@ -159,6 +165,111 @@ def candidate_batch(
 # --- features -------------------------------------------------------------------------------------
 
 
+_sum = np.add.reduce  # .sum() without its Python wrapper: the same reduction, on the hot path
+
+
+class _AfterState:
+    """What the features of ``C`` candidates on ``B`` hosts are computed from: the inputs,
+    and the after-state quantities they share, each computed on first use, so a table of a
+    few features costs only what those features need."""
+
+    def __init__(self, topology: Topology, used_vcpus, used_mem_mib, residents, placements: PlacementBatch,
+                 cor, rmr, defect, vcpus) -> None:
+        self.topology, self.used_vcpus, self.used_mem_mib, self.residents = topology, used_vcpus, used_mem_mib, residents
+        self.placements, self.cor, self.rmr, self.defect, self.vcpus = placements, cor, rmr, defect, vcpus
+        self.n = topology.num_nodes
+        self.cores, self.total_cores = _cores(topology)
+
+    @functools.cached_property
+    def node_vcpus(self) -> np.ndarray:  # [B, C, N]
+        return self.placements.node_vcpus(self.n)
+
+    @functools.cached_property
+    def after(self) -> np.ndarray:
+        return self.used_vcpus[:, None, :] + self.node_vcpus
+
+    @functools.cached_property
+    def rise(self) -> np.ndarray:
+        return node_cor(self.cores, self.after) - node_cor(self.cores, self.used_vcpus)[:, None, :]
+
+    @functools.cached_property
+    def share(self) -> np.ndarray:
+        return self.after / self.cores
+
+    @functools.cached_property
+    def on_node(self) -> np.ndarray:
+        return self.node_vcpus > 0
+
+    @functools.cached_property
+    def chosen(self) -> np.ndarray:
+        return np.maximum(_sum(self.on_node, -1), 1)
+
+    @functools.cached_property
+    def mem_used_after(self) -> np.ndarray:
+        return self.used_mem_mib[:, None, :] + self.placements.node_mem_mib()
+
+    @functools.cached_property
+    def mem_after(self) -> np.ndarray:
+        return self.mem_used_after / self.topology.node_mem_mib
+
+
+@functools.lru_cache(maxsize=256)
+def _cores(topology: Topology) -> tuple[np.ndarray, float]:
+    """The nodes' cores as floats and their total, once per host model (the hot path)."""
+    cores = topology.node_cores.astype(float)
+    cores.flags.writeable = False
+    return cores, cores.sum()
+
+
+def _spread(values: np.ndarray, n: int) -> np.ndarray:
+    """Standard deviation over the last axis, as sum / n (not .std() or .mean(): the same
+    numbers without numpy's overhead on the tiny arrays of the decision hot path)."""
+    centred = values - _sum(values, -1)[..., None] / n
+    return np.sqrt(_sum(centred * centred, -1) / n)
+
+
+def _least_copy_cor(s: _AfterState) -> np.ndarray:
+    # One instance of the VM (every column places the same VM: its first instance's size).
+    # COR rises with a node's load share, so the least COR a copy sees is that of the least
+    # loaded node after it: one clip of one minimum, not a COR per node.
+    least_share = np.minimum.reduce(s.share + s.placements.vcpus[..., :1] / s.cores, -1)
+    return np.minimum(np.maximum(least_share - 1.0, 0.0), 1.0)
+
+
+def _copy_remote(s: _AfterState) -> np.ndarray:
+    copy_mem = _sum(s.placements.mem_mib[..., 0, :], -1)  # [B, C]
+    free_mem = np.maximum(np.maximum.reduce(s.topology.node_mem_mib - s.mem_used_after, -1), 0)
+    return np.maximum(copy_mem - free_mem, 0) / np.maximum(copy_mem, 1)
+
+
+#: How each base feature is computed: ``[B, C]``, or a scalar / ``[B, 1]`` that broadcasts.
+_BASE = {
+    "defect": lambda s: s.defect,
+    "rmr": lambda s: s.rmr,
+    "resident_rise": lambda s: _sum(s.rise * s.residents[:, None, :], -1),
+    "cor_rise": lambda s: _sum(s.rise, -1),
+    "overload_after": lambda s: _sum(np.maximum(s.after - s.cores, 0), -1) / s.total_cores,
+    "imbalance_after": lambda s: _spread(s.share, s.n),
+    "chosen_cpu_after": lambda s: _sum(s.share * s.node_vcpus, -1) / np.maximum(_sum(s.node_vcpus, -1), 1),
+    "chosen_mem_after": lambda s: _sum(s.mem_after * s.on_node, -1) / s.chosen,
+    "chosen_residents": lambda s: _sum(s.residents[:, None, :] * s.on_node, -1) / (s.chosen * RESIDENT_SCALE),
+    "spans_nodes": lambda s: (s.placements.cpu_nodes.shape[-1] - 1) / s.n,
+    "host_cpu_load": lambda s: _sum(s.used_vcpus, 1)[:, None] / s.total_cores,
+    "vm_size": lambda s: s.vcpus[:, None] / (s.total_cores / s.n),
+    "largest_free_cores_after": lambda s: np.maximum.reduce(np.maximum(1.0 - s.share, 0.0), -1),
+    "largest_free_mem_after": lambda s: np.maximum.reduce(np.maximum(1.0 - s.mem_after, 0.0), -1),
+    "mem_imbalance_after": lambda s: _spread(s.mem_after, s.n),
+    "copy_cor_after": _least_copy_cor,
+    "copy_remote_after": _copy_remote,
+}
+#: Every feature's column: its base feature's function, and whether it is a few-node copy.
+_COLUMNS = {
+    **{name: (_BASE[name], False) for name in BASE_FEATURES},
+    **{name + FEW_NODE_SUFFIX: (_BASE[name], True) for name in FEW_NODE_CORRECTED},
+}
+assert tuple(_COLUMNS) == FEATURES
+
+
 def candidate_features(
     topology: Topology,
     used_vcpus: np.ndarray,
@@ -169,70 +280,29 @@ def candidate_features(
     rmr: np.ndarray,
     defect: np.ndarray,
     vcpus: np.ndarray,
+    names: tuple[str, ...] = FEATURES,
 ) -> np.ndarray:
-    """``float64[B, C, F]``: :data:`FEATURES` of each of ``C`` candidates on ``B`` hosts.
+    """``float64[B, C, F]``: the features ``names`` (default all of :data:`FEATURES`, in that
+    order) of each of ``C`` candidates on ``B`` hosts.
 
     ``cor``/``rmr``/``defect`` are the candidates' costs at placement (``[B, C]``,
     :func:`catur.metrics.placement_costs`), ``residents[B, N]`` the per-node resident counts
-    (zeros when unknown), ``vcpus[B]`` the requests' vCPUs.
+    (zeros when unknown), ``vcpus[B]`` the requests' vCPUs. Only the named features, and what
+    they need, are computed: a model pays for the features its manifest names. A column's
+    value does not depend on which others are asked for.
     """
-    cores = topology.node_cores.astype(float)
-    total_cores = cores.sum()
-    n = topology.num_nodes
-    node_vcpus = placements.node_vcpus(n)  # [B, C, N]
-    after = used_vcpus[:, None, :] + node_vcpus
-    rise = node_cor(cores, after) - node_cor(cores, used_vcpus)[:, None, :]
-    share = after / cores
-    on_node = node_vcpus > 0
-    chosen = np.maximum(on_node.sum(axis=-1), 1)
-    mem_used_after = used_mem_mib[:, None, :] + placements.node_mem_mib()
-    mem_after = mem_used_after / topology.node_mem_mib
-    # One array, filled column by column in FEATURES order (the decision hot path: no stacking).
-    out = np.empty(defect.shape + (len(FEATURES),))
-    out[..., 0] = defect
-    out[..., 1] = rmr
-    out[..., 2] = (rise * residents[:, None, :]).sum(axis=-1)
-    out[..., 3] = rise.sum(axis=-1)
-    out[..., 4] = np.maximum(after - cores, 0).sum(axis=-1) / total_cores
-    # sum / n, not .mean(): the same numbers without numpy's mean overhead on tiny arrays.
-    centred = share - share.sum(axis=-1, keepdims=True) / n
-    out[..., 5] = np.sqrt((centred * centred).sum(axis=-1) / n)
-    out[..., 6] = (share * node_vcpus).sum(axis=-1) / np.maximum(node_vcpus.sum(axis=-1), 1)
-    out[..., 7] = (mem_after * on_node).sum(axis=-1) / chosen
-    out[..., 8] = (residents[:, None, :] * on_node).sum(axis=-1) / (chosen * RESIDENT_SCALE)
-    out[..., 9] = (placements.cpu_nodes.shape[-1] - 1) / n
-    out[..., 10] = used_vcpus.sum(axis=1)[:, None] / total_cores
-    out[..., 11] = vcpus[:, None] / (total_cores / n)
-    out[..., 12] = np.maximum(1.0 - share, 0.0).max(axis=-1)
-    out[..., 13] = np.maximum(1.0 - mem_after, 0.0).max(axis=-1)
-    centred = mem_after - mem_after.sum(axis=-1, keepdims=True) / n
-    out[..., 14] = np.sqrt((centred * centred).sum(axis=-1) / n)
-    # One instance of the VM (every column places the same VM: its first instance's size).
-    # COR rises with a node's load share, so the least COR a copy sees is that of the least
-    # loaded node after it: one clip of one minimum, not a COR per node.
-    least_share = (share + placements.vcpus[..., :1] / cores).min(axis=-1)
-    out[..., 15] = np.minimum(np.maximum(least_share - 1.0, 0.0), 1.0)
-    copy_mem = placements.mem_mib[..., 0, :].sum(axis=-1)  # [B, C]
-    free_mem = np.maximum((topology.node_mem_mib - mem_used_after).max(axis=-1), 0)
-    out[..., 16] = np.maximum(copy_mem - free_mem, 0) / np.maximum(copy_mem, 1)
-    # The few-node copies: the host's node count is the same for every row of a batch.
-    out[..., len(BASE_FEATURES):] = out[..., _CORRECTED_COLUMNS] if n <= FEW_NODES else 0.0
+    state = _AfterState(topology, used_vcpus, used_mem_mib, residents, placements, cor, rmr, defect, vcpus)
+    few = topology.num_nodes <= FEW_NODES
+    # One array, filled column by column in the asked order (the decision hot path: no stacking).
+    out = np.empty(defect.shape + (len(names),))
+    for j, name in enumerate(names):
+        if name not in _COLUMNS:
+            raise CaturError(f"unknown after-state feature {name!r}; known: {', '.join(FEATURES)}")
+        base, copy = _COLUMNS[name]
+        # A few-node copy is its base feature on a host of at most FEW_NODES nodes, else 0
+        # (the host's node count is the same for every row of a batch).
+        out[..., j] = 0.0 if copy and not few else base(state)
     return out
-
-
-@dataclass(frozen=True, eq=False)
-class Candidates:
-    """Every candidate for ``B`` requests on ``B`` hosts, costed and featurised (all ``[B, C]``
-    but ``features``, ``[B, C, F]``): what :func:`afterstate_candidates` builds, and what a
-    scorer, the shield and the training env read."""
-
-    placements: PlacementBatch
-    names: tuple[str, ...]
-    valid: np.ndarray
-    cor: np.ndarray
-    rmr: np.ndarray
-    defect: np.ndarray  # invalid columns: +inf, so no shield allows them
-    features: np.ndarray
 
 
 def afterstate_candidates(
@@ -245,14 +315,46 @@ def afterstate_candidates(
     beta: np.ndarray,
     inst_vcpus: np.ndarray,
     inst_mem: np.ndarray,
-) -> Candidates:
+    names: tuple[str, ...] = FEATURES,
+    requests: RequestBatch | None = None,
+) -> CandidateTable:
     """Build, cost and featurise every candidate for ``B`` requests (``vcpus``, ``alpha``,
-    ``beta`` ``[B]``, instances ``[B, k]``) on ``B`` hosts (``used_*``, ``residents`` ``[B, N]``)."""
-    placements, valid = candidate_batch(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)
-    cor, rmr, defect = placement_costs(topology.node_cores, used_vcpus, placements, alpha[:, None], beta[:, None])
-    features = candidate_features(topology, used_vcpus, used_mem_mib, residents, placements, cor, rmr, defect, vcpus)
-    names = candidate_names(topology, inst_vcpus.shape[1])
-    return Candidates(placements, names, valid, cor, rmr, np.where(valid, defect, np.inf), features)
+    ``beta`` ``[B]``, instances ``[B, k]``) on ``B`` hosts (``used_*``, ``residents`` ``[B, N]``):
+    a :class:`~catur.observation.CandidateTable` with ``valid`` and the features ``names``
+    (and ``requests``, the same requests as a batch, as its context when given).
+
+    One vectorised pass: for a one-instance VM every candidate is a single-node placement (a
+    primitive's is the one on the node it ranks first), so the ``N`` single-node placements
+    are built, costed and featurised once and the primitives' columns are gathered from
+    them: the same numbers as building the primitives separately (every column depends on
+    its own placement only), for a fraction of the array calls.
+    """
+    b, n = used_vcpus.shape
+    if inst_vcpus.shape[1] == 1:
+        first = primitive_first_nodes(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)  # [B, 4]
+        node_ids = np.tile(np.arange(n), b)  # [B·N]: host b's node j is row b·N + j
+        mem = spread_memory(topology, np.repeat(used_mem_mib, n, axis=0), node_ids[:, None], np.repeat(inst_mem, n, axis=0))
+        vcpus_each = np.repeat(inst_vcpus, n, axis=0)  # [B·N, 1]
+        nodes = PlacementBatch(node_ids.reshape(b, n, 1), vcpus_each.reshape(b, n, 1), mem.reshape(b, n, 1, n))
+        cor, rmr, defect = placement_costs(topology.node_cores, used_vcpus, nodes, alpha[:, None], beta[:, None])
+        features = candidate_features(topology, used_vcpus, used_mem_mib, residents, nodes, cor, rmr, defect, vcpus, names)
+        # Every column of the table as a row of the flat [B·N] node arrays: the primitives'
+        # first nodes, then the nodes in order. One flat integer index per array.
+        columns = np.concatenate([first, node_ids.reshape(b, n)], axis=1)  # [B, 4 + N]
+        flat = (columns + (n * np.arange(b))[:, None]).ravel()
+        c = columns.shape[1]
+        placements = PlacementBatch(columns[..., None], vcpus_each[flat].reshape(b, c, 1), mem[flat].reshape(b, c, 1, n))
+        valid = np.ones(columns.shape, dtype=bool)
+        table = (placements, cor.ravel()[flat].reshape(b, c), rmr.ravel()[flat].reshape(b, c), defect.ravel()[flat].reshape(b, c),
+                 features.reshape(b * n, -1)[flat].reshape(b, c, -1))
+    else:
+        placements, valid = candidate_batch(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)
+        cor, rmr, defect = placement_costs(topology.node_cores, used_vcpus, placements, alpha[:, None], beta[:, None])
+        features = candidate_features(topology, used_vcpus, used_mem_mib, residents, placements, cor, rmr, defect, vcpus, names)
+        table = (placements, cor, rmr, np.where(valid, defect, np.inf), features)
+    placements, cor, rmr, defect, features = table
+    return CandidateTable(placements, cor, rmr, defect, candidate_names(topology, inst_vcpus.shape[1]), valid, features,
+                          tuple(names), topology, used_vcpus, used_mem_mib, residents, requests)
 
 
 # --- the model ------------------------------------------------------------------------------------
@@ -289,19 +391,28 @@ class AfterStateModel:
     """The shared-weight scorer: ``layers`` map ``F`` features to one score per candidate.
 
     ``layers[i] = (w float32[in, out], b float32[out])``; hidden layers use the manifest's
-    activation, the last layer has one output and none.
+    activation, the last layer has one output and none. A :class:`catur.scorer.Scorer` over
+    the after-state candidates: it reads the features its manifest names, and only those
+    are computed for it.
     """
 
     manifest: dict
     layers: tuple[tuple[np.ndarray, np.ndarray], ...]
     path: Path | None = None
 
+    # The scorer protocol (catur.scorer.Scorer).
+    candidates: ClassVar[str] = AFTERSTATE_CANDIDATES
+    policy: ClassVar[str] = MODEL_POLICY
+    uses_residents: ClassVar[bool] = True  # zeros when a request carries no counts
+    residents_required: ClassVar[bool] = False
+    gate: ClassVar[None] = None
+
     def __post_init__(self) -> None:
         source = str(Path(self.path) / "manifest.json") if self.path else "after-state model"
         _check_manifest(self.manifest, source)
         mlp.check_layers(self.layers, len(self.manifest["features"]), 1, str(Path(self.path) / "weights.npz") if self.path else source)
-        # A model reads the features its manifest names (older models know fewer): usually a
-        # prefix of FEATURES, taken as a view; otherwise a column selection.
+        # The columns of a table of all FEATURES this model reads (older models know fewer):
+        # usually a prefix, taken as a view; otherwise a column selection.
         columns = [FEATURES.index(f) for f in self.manifest["features"]]
         prefix = columns == list(range(len(columns)))
         object.__setattr__(self, "_columns", slice(0, len(columns)) if prefix else np.array(columns))
@@ -322,6 +433,11 @@ class AfterStateModel:
             return str(self.manifest["version"])
         return mlp.digest(self.layers)
 
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The after-state features this model reads, in its input order."""
+        return tuple(self.manifest["features"])
+
     def inputs(self, features: np.ndarray) -> np.ndarray:
         """The columns of ``float[..., F]`` (all of :data:`FEATURES`) this model reads, as float32."""
         return np.asarray(np.asarray(features)[..., self._columns], dtype=np.float32)
@@ -329,7 +445,14 @@ class AfterStateModel:
     def scores(self, features: np.ndarray) -> np.ndarray:
         """``float64[...]`` scores of ``float[..., F]`` candidate features (all of
         :data:`FEATURES`; higher is better)."""
-        x = self.inputs(features)
+        return self._forward(self.inputs(features))
+
+    def score(self, table: CandidateTable, rows: np.ndarray | None = None) -> np.ndarray:
+        """``float64[B, C]``: every candidate's score (invalid ones ``-inf``); the scorer
+        protocol. ``rows`` (the hosts of the batch) do not matter to one model."""
+        return np.where(table.valid, self._forward(table_inputs(table, self.features)), -np.inf)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         flat = mlp.forward(self.layers, x.reshape(-1, x.shape[-1]), self.manifest["activation"])
         return flat[:, 0].astype(float).reshape(x.shape[:-1])
 
@@ -344,13 +467,69 @@ class AfterStateModel:
         return cls(manifest, layers, Path(directory))
 
 
-def score_candidates(model: AfterStateModel, candidates: Candidates) -> np.ndarray:
-    """``float64[B, C]``: the model's score of every candidate (invalid ones: ``-inf``)."""
-    return np.where(candidates.valid, model.scores(candidates.features), -np.inf)
+def table_inputs(table: CandidateTable, names: tuple[str, ...]) -> np.ndarray:
+    """``float32[B, C, len(names)]``: the features ``names`` of a table, as a network reads
+    them (a table built for this scorer holds exactly these; another is selected from)."""
+    if table.feature_names == names:
+        return np.asarray(table.features, dtype=np.float32)
+    missing = sorted(set(names) - set(table.feature_names))
+    if missing:
+        raise CaturError(f"the candidate table lacks the features {missing}")
+    return np.asarray(table.features[..., [table.feature_names.index(f) for f in names]], dtype=np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class ScorerPopulation:
+    """``W`` one-layer scorers as one scorer: each host of a batch is scored by its member.
+
+    ``weights`` is ``float32[W, F]`` over ``features``, ``bias`` ``float32[W]``; ``member_of``
+    maps a host (a row index the replay passes as ``rows``, see
+    :class:`catur.sim.batch_policy.BatchPolicy`) to its member. Replaying every host once per
+    member in one lock-step batch evaluates a whole population (evolution strategies'
+    perturbations) for the fixed per-step cost of one replay. Each row is scored by the same
+    per-row vector-matrix product as :class:`AfterStateModel` (``[1, F] @ [F, 1]``), so a
+    member decides bit for bit as the one-layer model with its weights would alone.
+    """
+
+    weights: np.ndarray
+    bias: np.ndarray
+    member_of: np.ndarray
+    features: tuple[str, ...] = FEATURES
+    version: str = "population"
+
+    candidates: ClassVar[str] = AFTERSTATE_CANDIDATES
+    policy: ClassVar[str] = MODEL_POLICY
+    uses_residents: ClassVar[bool] = True
+    residents_required: ClassVar[bool] = False
+    gate: ClassVar[None] = None
+
+    def __post_init__(self) -> None:
+        w = np.asarray(self.weights, dtype=np.float32)
+        if w.ndim != 2 or w.shape[1] != len(self.features) or np.shape(self.bias) != (w.shape[0],):
+            raise CaturError(f"a population needs weights [W, {len(self.features)}] and bias [W], got {w.shape} and {np.shape(self.bias)}")
+        object.__setattr__(self, "weights", w)
+        object.__setattr__(self, "bias", np.asarray(self.bias, dtype=np.float32))
+        object.__setattr__(self, "member_of", np.asarray(self.member_of, dtype=np.int64))
+
+    @classmethod
+    def of(cls, models: list[AfterStateModel], member_of: np.ndarray) -> "ScorerPopulation":
+        """The population of one-layer ``models`` (all reading the same features)."""
+        if not models or any(len(m.layers) != 1 or m.features != models[0].features for m in models):
+            raise CaturError("a scorer population is made of one-layer scorers that read the same features")
+        weights = np.stack([m.layers[0][0][:, 0] for m in models])
+        return cls(weights, np.array([m.layers[0][1][0] for m in models]), member_of, models[0].features)
+
+    def score(self, table: CandidateTable, rows: np.ndarray | None = None) -> np.ndarray:
+        x = table_inputs(table, self.features)
+        b, c, f = x.shape
+        member = self.member_of[np.arange(b) if rows is None else rows]
+        w = np.repeat(self.weights[member], c, axis=0)[:, :, None]  # [B·C, F, 1]
+        flat = (x.reshape(b * c, 1, f) @ w)[:, 0, 0] + np.repeat(self.bias[member], c)
+        return np.where(table.valid, flat.astype(float).reshape(b, c), -np.inf)
 
 
 __all__ = [
-    "AFTERSTATE_FORMAT", "AFTERSTATE_KIND", "AfterStateModel", "Candidates", "FEATURES", "FEW_NODES", "FEW_NODE_CORRECTED",
-    "FEW_NODE_SUFFIX", "afterstate_candidates", "afterstate_manifest",
-    "candidate_batch", "candidate_features", "candidate_names", "score_candidates",
+    "AFTERSTATE_FORMAT", "AFTERSTATE_KIND", "AfterStateModel", "FEATURES", "FEW_NODES", "FEW_NODE_CORRECTED",
+    "FEW_NODE_SUFFIX", "ScorerPopulation", "afterstate_candidates", "afterstate_manifest",
+    "candidate_batch", "candidate_features", "candidate_names", "table_inputs",
 ]

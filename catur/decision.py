@@ -1,18 +1,19 @@
-"""One decision, the way both the simulator and the service make it: policy, gate, shield.
+"""One decision, the way both the simulator and the service make it: candidates, scorer, gate, shield.
 
-:class:`Decider` answers "where does this VM go on this host?":
+:class:`Decider` answers "where does this VM go on this host?" in four steps, the same for
+every policy that fills the decision slot (:class:`catur.scorer.Scorer`):
 
-1. every primitive's placement and immediate cost are computed with the placement core
-   (:func:`catur.observation.candidates`);
-2. the **policy** scores the four primitives: the trained model's scores when a model is
-   loaded (an after-state scorer, :mod:`catur.afterstate`, scores a wider candidate set:
-   the primitives, every single node, a node set per socket), otherwise ``greedy``'s (minus each primitive's defect at placement), or, with a
-   ``resident_weight`` and the host's per-node resident counts given, ``resident-greedy``'s
-   (:mod:`catur.resident`: minus the defect and the COR rise felt by the VMs already there);
-3. the **uncertainty gate** (when the model carries gate statistics) checks whether the
-   observation looks like the training data; if not, the model's scores are replaced by the
-   fallback primitive's preference (the manifest's ``fallback_primitive``, else greedy);
-4. the **shield** (:mod:`catur.shield`) filters risky primitives and picks the allowed one
+1. **candidates**: the placements the scorer chooses among, costed by the placement core
+   (:func:`candidate_table_for`): the four primitives, or the after-state scorer's wider set
+   (the primitives, every single node, a node set per socket) with the after-state
+   features the scorer reads, and only those;
+2. the **scorer** gives each candidate a score: a trained model's, ``greedy``'s (minus each
+   candidate's defect at placement) or, with a ``resident_weight`` and the host's per-node
+   resident counts given, ``resident-greedy``'s (:mod:`catur.resident`);
+3. the **uncertainty gate** (when the scorer carries one) checks whether the observation
+   looks like the training data; if not, the scores are replaced by the fallback
+   primitive's preference (the manifest's ``fallback_primitive``, else greedy);
+4. the **shield** (:mod:`catur.shield`) filters risky candidates and picks the allowed one
    with the best score.
 
 The resulting :class:`Decision` says what was chosen and who intervened, and carries the
@@ -29,17 +30,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from catur.afterstate import AfterStateModel, afterstate_candidates, score_candidates
+from catur.afterstate import afterstate_candidates
 from catur.errors import CaturError
-from catur.gate import UncertaintyGate
-from catur.policy_model import PolicyModel, RulePolicy, load_policy
-from catur.observation import CandidateTable, candidate_table, encode_batch
-from catur.policies import PRIMITIVES
+from catur.observation import CandidateTable, candidate_table
+from catur.policy_model import load_policy
 from catur.request import RequestBatch, VMRequest
-from catur.resident import RESIDENT_GREEDY, check_weight, resident_scores
+from catur.resident import RESIDENT_GREEDY, check_weight
+from catur.scorer import AFTERSTATE_CANDIDATES, GREEDY, ResidentGreedy, Scorer, check_scorer
 from catur.shield import ShieldConfig, TypeStats, shield, shield_depth1, shield_reason
 from catur.state import Placement, PlacementBatch
 from catur.topology import Topology
+from catur.policies import PRIMITIVES
 
 
 @dataclass(frozen=True)
@@ -64,18 +65,33 @@ class Decision:
     residents_used: bool = False
 
 
+def candidate_table_for(
+    scorer: Scorer,
+    topology: Topology,
+    used_vcpus: np.ndarray,
+    used_mem_mib: np.ndarray,
+    requests: RequestBatch,
+    residents: np.ndarray | None = None,
+) -> CandidateTable:
+    """The candidates ``scorer`` chooses among for ``B`` requests on ``B`` hosts, costed, with
+    the features it reads (only those) and the decision's context: one vectorised pass."""
+    if scorer.candidates == AFTERSTATE_CANDIDATES:
+        counts = residents if residents is not None else np.zeros(used_vcpus.shape)
+        return afterstate_candidates(
+            topology, used_vcpus, used_mem_mib, counts, requests.vcpus, requests.alpha, requests.beta,
+            requests.inst_vcpus, requests.inst_mem, scorer.features, requests,
+        )
+    return candidate_table(topology, used_vcpus, used_mem_mib, requests, residents)
+
+
 class Decider:
-    """Makes decisions with an optional model, shield and gate; holds no per-host state.
+    """Makes decisions with a scorer, its gate and a shield; holds no per-host state.
 
     Args:
-        model: A trained :class:`~catur.policy_model.PolicyModel`, or ``None`` for ``greedy``; a
-            :class:`~catur.policy_model.RulePolicy` (a registry's rule version) decides as its rule
-            (greedy) and reports the version's name as its model version; an
-            :class:`~catur.afterstate.AfterStateModel` scores its wider candidate set (the
-            primitives, every single node, a node set per socket) from their after-states,
-            with the host's resident counts when the request carries them.
+        model: Any :class:`~catur.scorer.Scorer` (a loaded model directory of any kind:
+            :func:`catur.policy_model.load_policy`), or ``None`` for ``greedy``.
         shield_config: Shield parameters; ``None`` or depth 0 disables the shield.
-        use_gate: Use the model's uncertainty gate when its manifest has one.
+        use_gate: Use the scorer's uncertainty gate when it has one.
         resident_weight: Without a model, λ of ``resident-greedy`` (:mod:`catur.resident`);
             0 (the default) is plain ``greedy``. Used only for requests that carry resident
             counts; the others are decided by ``greedy``.
@@ -83,49 +99,32 @@ class Decider:
 
     def __init__(
         self,
-        model: PolicyModel | RulePolicy | None = None,
+        model: Scorer | None = None,
         shield_config: ShieldConfig | None = None,
         use_gate: bool = True,
         resident_weight: float = 0.0,
     ) -> None:
-        # A rule version is greedy with a name: no network, and the version for reports.
-        self.rule = model if isinstance(model, RulePolicy) else None
-        # An after-state scorer chooses among its own, wider candidate set (catur.afterstate).
-        self.scorer = model if isinstance(model, AfterStateModel) else None
-        model = None if self.rule is not None or self.scorer is not None else model
-        self.model = model
         self.resident_weight = check_weight(resident_weight)
-        if (model is not None or self.scorer is not None) and self.resident_weight:
+        if model is not None and self.resident_weight:
             raise CaturError("resident_weight applies to the rule without a model; a model brings its own scores")
+        if model is None:
+            model = ResidentGreedy(self.resident_weight) if self.resident_weight else GREEDY
+        self.scorer: Scorer = check_scorer(model)
         self.shield_config = shield_config if shield_config and shield_config.enabled else None
-        self.gate = None
-        self.fallback = None
-        if model is not None:
-            if use_gate and model.manifest.get("gate"):
-                self.gate = UncertaintyGate.from_dict(model.manifest["gate"], str(model.path))
-            fallback = model.manifest.get("fallback_primitive")
-            if fallback is not None and fallback not in PRIMITIVES:
-                raise CaturError(f"{model.path}: fallback_primitive {fallback!r} is not a primitive")
-            self.fallback = fallback
+        self.gate = self.scorer.gate if use_gate else None
 
     @property
     def model_version(self) -> str:
-        if self.rule is not None:
-            return self.rule.version
-        if self.scorer is not None:
-            return self.scorer.version
-        return self.model.version if self.model is not None else ""
+        return self.scorer.version
 
     @property
     def uses_residents(self) -> bool:
         """Whether per-node resident counts change this decider's answers."""
-        return self.scorer is not None or (self.model is None and self.resident_weight > 0)
+        return self.scorer.uses_residents
 
     @property
     def policy_name(self) -> str:
-        if self.model is not None or self.scorer is not None:
-            return "catur"
-        return RESIDENT_GREEDY if self.uses_residents else "greedy"
+        return self.scorer.policy
 
     def decide(
         self,
@@ -156,51 +155,37 @@ class Decider:
         requests: RequestBatch,
         stats: list[TypeStats | None] | None = None,
         residents: np.ndarray | None = None,
+        rows: np.ndarray | None = None,
     ) -> "DecisionBatch":
         """Decide for ``B`` requests, one on each of ``B`` hosts (``used_*[B, N]``) at once.
 
-        Every step is array code over the batch: the candidates, one batched matrix product
-        of the model per layer over all observations, the gate's distances, and the depth-1
-        shield. A deeper
-        shield looks ahead per host (``stats[b]`` is host ``b``'s recent requests). Row ``b``
-        is exactly the decision :meth:`decide` makes for host ``b`` alone. ``residents``
-        (``[B, N]``, optional) are the hosts' per-node resident counts.
+        Every step is array code over the batch: the candidates and their features, the
+        scorer (one batched matrix product per layer for a network), the gate's distances,
+        and the depth-1 shield. A deeper shield looks ahead per host (``stats[b]`` is host
+        ``b``'s recent requests). Row ``b`` is exactly the decision :meth:`decide` makes for
+        host ``b`` alone. ``residents`` (``[B, N]``, optional) are the hosts' per-node
+        resident counts; ``rows`` (``int64[B]``, default ``0..B-1``) the hosts' numbers in
+        the caller's replay, which a scorer may read (a population scores each host with
+        its member).
         """
         b = used_vcpus.shape[0]
+        # A scorer that needs resident counts leaves a request without them to greedy.
+        scorer = self.scorer if residents is not None or not self.scorer.residents_required else GREEDY
+        residents_used = residents is not None and scorer.uses_residents
+        table = candidate_table_for(scorer, topology, used_vcpus, used_mem_mib, requests, residents)
+        scores = np.asarray(scorer.score(table, np.arange(b) if rows is None else rows), dtype=float)
+        policy = np.full(b, scorer.policy, dtype=object)
         gated, distance = np.zeros(b, dtype=bool), np.zeros(b)
-        residents_used = residents is not None and self.uses_residents
-        if self.scorer is not None:
-            counts = residents if residents is not None else np.zeros(used_vcpus.shape)
-            wide = afterstate_candidates(
-                topology, used_vcpus, used_mem_mib, counts, requests.vcpus, requests.alpha, requests.beta,
-                requests.inst_vcpus, requests.inst_mem,
-            )
-            table = CandidateTable(wide.placements, wide.cor, wide.rmr, wide.defect, wide.names)
-            scores = score_candidates(self.scorer, wide)
-            return self._shielded(topology, used_vcpus, used_mem_mib, table, scores, np.full(b, "catur", dtype=object),
-                                  stats, gated, distance, residents_used)
-        table = candidate_table(topology, used_vcpus, used_mem_mib, requests)
-        greedy_scores = -table.defect
-        policy = np.full(b, "greedy" if self.model is None else "catur", dtype=object)
-        if residents_used:
-            policy[:] = RESIDENT_GREEDY
-            scores = resident_scores(
-                topology.node_cores, used_vcpus, residents, table.placements, table.defect, self.resident_weight
-            )
-        elif self.model is None:
-            scores = greedy_scores
-        else:
-            obs = encode_batch(topology, used_vcpus, used_mem_mib, requests, table)
-            scores = np.asarray(self.model.scores(obs), dtype=float)
-            if self.gate is not None:
-                distance = self.gate.distances(obs)
-                gated = distance > self.gate.threshold
-                if gated.any():
-                    if self.fallback is None:
-                        fixed, policy[gated] = greedy_scores, "greedy"
-                    else:
-                        fixed, policy[gated] = np.where(np.array(PRIMITIVES) == self.fallback, 1.0, 0.0), self.fallback
-                    scores = np.where(gated[:, None], fixed, scores)
+        if self.gate is not None:
+            distance = self.gate.distances(table)
+            gated = distance > self.gate.threshold
+            if gated.any():
+                fallback = self.gate.fallback
+                if fallback is None:
+                    fixed, policy[gated] = -table.defect, GREEDY.policy
+                else:
+                    fixed, policy[gated] = np.where(np.array(table.names) == fallback, 1.0, 0.0), fallback
+                scores = np.where(gated[:, None], fixed, scores)
         return self._shielded(topology, used_vcpus, used_mem_mib, table, scores, policy, stats, gated, distance, residents_used)
 
     def _shielded(
@@ -312,10 +297,10 @@ class DeciderSpec:
         return Decider(model, self.shield, self.use_gate, self.resident_weight)
 
 
-_MODEL_CACHE: dict[str, PolicyModel | RulePolicy] = {}
+_MODEL_CACHE: dict[str, Scorer] = {}
 
 
-def _load_model(directory: str) -> PolicyModel | RulePolicy:
+def _load_model(directory: str) -> Scorer:
     """Load once per process: evaluation builds a decider per task."""
     if directory not in _MODEL_CACHE:
         _MODEL_CACHE[directory] = load_policy(directory)

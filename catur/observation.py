@@ -29,6 +29,7 @@ trained with and refuses to load against another.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -64,21 +65,38 @@ class Candidate(NamedTuple):
     defect: float
 
 
-class CandidateTable(NamedTuple):
-    """The four primitives' candidates for ``B`` requests on ``B`` hosts, as arrays.
+@dataclass(frozen=True, eq=False)
+class CandidateTable:
+    """The candidates for ``B`` requests on ``B`` hosts, costed: what a scorer reads
+    (:class:`catur.scorer.Scorer`), what the shield filters and what a decision reports.
 
-    ``placements`` is a ``[B, 4]`` :class:`~catur.state.PlacementBatch` (columns in
-    :data:`~catur.policies.PRIMITIVES` order); ``cor``, ``rmr`` and ``defect`` are
-    ``float64[B, 4]``. A list of :class:`Candidate` is row ``b`` (:meth:`row`).
+    ``placements`` is a ``[B, C]`` :class:`~catur.state.PlacementBatch` whose columns are
+    ``names``: the four primitives in :data:`~catur.policies.PRIMITIVES` order, or an
+    after-state scorer's wider set (:func:`catur.afterstate.candidate_names`, the primitives
+    first). ``cor``, ``rmr`` and ``defect`` are ``float64[B, C]`` (an invalid column's defect
+    is ``+inf``, so no shield allows it), ``valid`` ``bool[B, C]`` (``None``: every column).
+    ``features`` (``float64[B, C, F]``) holds the after-state features named
+    ``feature_names`` (:data:`catur.afterstate.FEATURES`), only those a scorer asked for, in
+    its order. The decision's context (``topology``, the ``[B, N]`` usage and resident counts,
+    ``requests``) rides along for a scorer that reads the host as a whole: the primitive-action
+    model's observation (:meth:`observation`, computed once per table). A list of
+    :class:`Candidate` is row ``b`` (:meth:`row`).
     """
 
     placements: PlacementBatch
     cor: np.ndarray
     rmr: np.ndarray
     defect: np.ndarray
-    # Column names: the primitives, or an after-state scorer's wider candidate set
-    # (catur.afterstate.candidate_names).
     names: tuple[str, ...] = PRIMITIVES
+    valid: np.ndarray | None = None
+    features: np.ndarray | None = None
+    feature_names: tuple[str, ...] = ()
+    topology: Topology | None = None
+    used_vcpus: np.ndarray | None = None
+    used_mem_mib: np.ndarray | None = None
+    residents: np.ndarray | None = None  # the counts the scores used (None: the request carried none)
+    requests: RequestBatch | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
 
     def row(self, b: int) -> list[Candidate]:
         return [
@@ -90,6 +108,15 @@ class CandidateTable(NamedTuple):
             )
             for i, name in enumerate(self.names)
         ]
+
+    def observation(self) -> np.ndarray:
+        """``float32[B, OBS_DIM]``: :func:`encode_batch` of this table's context and primitive
+        candidates, computed on first use (the model and its gate read the same array)."""
+        if "observation" not in self._cache:
+            if self.requests is None:
+                raise CaturError("this candidate table carries no request context to encode")
+            self._cache["observation"] = encode_batch(self.topology, self.used_vcpus, self.used_mem_mib, self.requests, self)
+        return self._cache["observation"]
 
     @classmethod
     def from_candidates(cls, cands: list[Candidate]) -> "CandidateTable":
@@ -104,14 +131,17 @@ class CandidateTable(NamedTuple):
 
 
 def candidate_table(
-    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, requests: RequestBatch
+    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, requests: RequestBatch,
+    residents: np.ndarray | None = None,
 ) -> CandidateTable:
-    """:func:`candidates` for a batch: ``used_*[B, N]``, one request per host."""
+    """:func:`candidates` for a batch: ``used_*[B, N]``, one request per host (``residents``
+    ``[B, N]``, when known, ride along for a scorer that weighs them)."""
     placements = primitive_batches(topology, used_vcpus, used_mem_mib, requests.inst_vcpus, requests.inst_mem)
     cor, rmr, defect = placement_costs(
         topology.node_cores, used_vcpus, placements, requests.alpha[:, None], requests.beta[:, None]
     )
-    return CandidateTable(placements, cor, rmr, defect)
+    return CandidateTable(placements, cor, rmr, defect, topology=topology, used_vcpus=used_vcpus, used_mem_mib=used_mem_mib,
+                          residents=residents, requests=requests)
 
 
 def candidates(

@@ -170,16 +170,30 @@ def primitive_batches(
     instances): one :class:`~catur.state.PlacementBatch` of shape ``[B, 4]``, the primitives
     in :data:`~catur.policies.PRIMITIVES` order. The four rankings are stacked and completed
     together, so the four candidates cost one pass of the placement core, not four."""
+    ranking = _primitive_rankings(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)
+    return _complete(topology, ranking, used_mem_mib, inst_vcpus, inst_mem, "")
+
+
+def primitive_first_nodes(
+    topology: Topology, used_vcpus: np.ndarray, used_mem_mib: np.ndarray, inst_vcpus: np.ndarray, inst_mem: np.ndarray
+) -> np.ndarray:
+    """``int64[B, 4]``: the node each primitive ranks first for ``B`` one-instance VMs, which
+    is the CPU node :func:`primitive_batches` gives them (without spreading their memory:
+    a caller that has every single-node placement already takes the primitives' from it)."""
+    return node_order(_primitive_rankings(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem))[..., 0]
+
+
+def _primitive_rankings(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem) -> Ranking:
+    """The four primitives' rankings, stacked ``[B, 4, N]``."""
     ctx = _context(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)
     rankings = [POLICIES[name].rank(ctx) for name in PRIMITIVES]
     # [4, B, N] → [B, 4, N]: the primitives become an extra axis after the host axis. (Each
     # primitive ranks by one integer key, so the keys stack into one array unchanged.)
-    stacked = Ranking(
+    return Ranking(
         np.array([r.feasible for r in rankings]).swapaxes(0, 1),
         tuple(np.array(keys).swapaxes(0, 1) for keys in zip(*(r.keys for r in rankings), strict=True)),
         np.array([r.overload for r in rankings]).swapaxes(0, 1),
     )
-    return _complete(topology, stacked, used_mem_mib, inst_vcpus, inst_mem, "")
 
 
 def greedy_batch(
@@ -212,10 +226,6 @@ def placement_function(name: str):
         return place(topology, used_vcpus, used_mem_mib, request, policy, rng)
 
     return decide
-
-
-# The old name, easily confused with catur.decision.Decider; kept for one release.
-decider = placement_function
 
 
 def choose_nodes(

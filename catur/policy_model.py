@@ -23,11 +23,13 @@ every model before the after-state scorer was).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -35,8 +37,10 @@ from catur import mlp
 from catur.afterstate import AFTERSTATE_KIND, AfterStateModel
 from catur.configfile import check_keys, read_json
 from catur.errors import CaturError
-from catur.observation import OBS_DIM, OBS_VERSION
+from catur.gate import UncertaintyGate
+from catur.observation import OBS_DIM, OBS_VERSION, CandidateTable
 from catur.policies import PRIMITIVES
+from catur.scorer import GREEDY, MODEL_POLICY, PRIMITIVE_CANDIDATES, ModelGate
 
 MODEL_FORMAT = "catur-policy/1"
 ACTIVATIONS = mlp.ACTIVATIONS
@@ -78,16 +82,38 @@ class PolicyModel:
     """A feed-forward policy: ``scores(obs) -> float[B, 4]``, one column per primitive.
 
     Higher is better: logits for PPO, Q-values for DQN. :meth:`choose` takes the argmax.
+
+    As a :class:`catur.scorer.Scorer` it is the special case whose candidates are the four
+    primitives and whose input is the host's observation (:mod:`catur.observation`), with
+    the uncertainty gate its manifest carries.
     """
 
     manifest: dict
     layers: tuple[tuple[np.ndarray, np.ndarray], ...]
     path: Path | None = None
 
+    # The scorer protocol (catur.scorer.Scorer).
+    candidates: ClassVar[str] = PRIMITIVE_CANDIDATES
+    features: ClassVar[tuple[str, ...]] = ()
+    policy: ClassVar[str] = MODEL_POLICY
+    uses_residents: ClassVar[bool] = False
+    residents_required: ClassVar[bool] = False
+
     def __post_init__(self) -> None:
         check_manifest(self.manifest, str(self.path or "model"))
         source = str(Path(self.path) / "weights.npz") if self.path else "model"
         mlp.check_layers(self.layers, OBS_DIM, len(PRIMITIVES), source)
+
+    @functools.cached_property
+    def gate(self) -> ModelGate | None:
+        """The manifest's uncertainty gate and fallback primitive, or ``None`` without one."""
+        if not self.manifest.get("gate"):
+            return None
+        return ModelGate(UncertaintyGate.from_dict(self.manifest["gate"], str(self.path)), self.manifest.get("fallback_primitive"))
+
+    def score(self, table: CandidateTable, rows: np.ndarray | None = None) -> np.ndarray:
+        """``float64[B, 4]``: the scores of the table's observation (the scorer protocol)."""
+        return np.asarray(self.scores(table.observation()), dtype=float)
 
     @property
     def version(self) -> str:
@@ -188,6 +214,13 @@ class RulePolicy:
     manifest: dict
     path: Path | None = None
 
+    # The scorer protocol (catur.scorer.Scorer): greedy's, under the version's name.
+    candidates: ClassVar[str] = PRIMITIVE_CANDIDATES
+    features: ClassVar[tuple[str, ...]] = ()
+    uses_residents: ClassVar[bool] = False
+    residents_required: ClassVar[bool] = False
+    gate: ClassVar[None] = None
+
     def __post_init__(self) -> None:
         source = str(Path(self.path) / "manifest.json") if self.path else "rule manifest"
         if self.manifest.get("format") != RULE_FORMAT:
@@ -204,6 +237,9 @@ class RulePolicy:
     @property
     def version(self) -> str:
         return str(self.manifest.get("version") or f"rule-{self.policy}")
+
+    def score(self, table: CandidateTable, rows: np.ndarray | None = None) -> np.ndarray:
+        return GREEDY.score(table, rows)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -256,3 +292,6 @@ def check_manifest(manifest: object, source: str) -> None:
         raise CaturError(
             f"{source}: unknown activation {manifest.get('activation')!r}; known: {', '.join(ACTIVATIONS)}"
         )
+    fallback = manifest.get("fallback_primitive")
+    if fallback is not None and fallback not in PRIMITIVES:
+        raise CaturError(f"{source}: fallback_primitive {fallback!r} is not a primitive; known: {', '.join(PRIMITIVES)}")

@@ -198,7 +198,7 @@ def check_evaluation_of(evaluation: dict, model_dir: str | Path, source: str) ->
     tell, or None when it matches.
 
     Only ``catur evaluate --json`` output (``scenario`` + ``policies``) is checked: its
-    ``scenario.model_sha256`` is the evaluated model's :func:`~catur.model.weights_sha256`.
+    ``scenario.model_sha256`` is the evaluated model's :func:`~catur.policy_model.weights_sha256`.
     Other JSON (a retrain report, hand-written results) is kept as given.
     """
     scenario = evaluation.get("scenario")
@@ -574,7 +574,7 @@ class Registry:
         return self._add(RulePolicy(rule_manifest(policy)), None, evaluation=evaluation, note=note, parent=parent)
 
     def _add(self, model, source: Path | None, *, evaluation: dict | None, note: str, parent: str | None) -> ModelVersion:
-        rule = isinstance(model, RulePolicy)
+        rule = is_rule(model.manifest)  # a rule version's directory holds no weights file
         if evaluation is not None:
             if not isinstance(evaluation, dict):
                 raise CaturError(f"evaluation must be a JSON object, got {type(evaluation).__name__}")

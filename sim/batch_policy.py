@@ -124,9 +124,14 @@ class BatchPolicy:
         num_hosts: How many hosts ``rows`` may name (for per-host state).
         seeds: Per host, the seed of the generator a random policy or a callable gets
             (default: 0 for every host).
+        host_ids: Per host, its number in the caller's list of hosts, passed to a Decider as
+            the rows' hosts (default: ``rows`` themselves).
     """
 
-    def __init__(self, topology: Topology, policy, num_hosts: int, seeds: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, topology: Topology, policy, num_hosts: int, seeds: Sequence[int] | None = None,
+        host_ids: Sequence[int] | None = None,
+    ) -> None:
         policy = resolve_policy(policy)
         if isinstance(policy, str) and policy in ORACLES:
             raise CaturError("the oracle looks ahead at each host's events; replay it with catur.sim.replay.replay_host")
@@ -140,6 +145,9 @@ class BatchPolicy:
         # The deep shield's statistics and callables take VMRequest objects.
         self.needs_requests = self.deep or (self.row_by_row and not isinstance(policy, Policy))
         self.stats = [TypeStats(policy.shield_config.window) for _ in range(num_hosts)] if self.deep else None
+        # The caller's number of each host (a Decider's scorer may read it: a population
+        # scores each host with its own member); default: the rows' own numbers.
+        self.host_ids = None if host_ids is None else np.asarray(host_ids, dtype=np.int64)
         seeds = [0] * num_hosts if seeds is None else list(seeds)
         self.rngs = [np.random.default_rng(s) for s in seeds] if self.row_by_row else None
 
@@ -166,7 +174,8 @@ class BatchPolicy:
             placements = resident_greedy_batch(topology, used_vcpus, used_mem, residents, *args)
             return BatchDecision(placements, RESIDENT_GREEDY, None)
         stats = [self.stats[r] for r in rows] if self.deep else None
-        batch = policy.decide_batch(topology, used_vcpus, used_mem, requests, stats, residents)
+        hosts = rows if self.host_ids is None else self.host_ids[rows]
+        batch = policy.decide_batch(topology, used_vcpus, used_mem, requests, stats, residents, hosts)
         if self.deep:
             for window, request in zip(stats, requests.requests):
                 window.observe(request)

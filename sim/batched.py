@@ -113,7 +113,9 @@ def replay_batched(
     time). Hosts are grouped by topology and replayed in batches of up to ``max_batch_vms``
     VMs, which bounds memory (200-300 bytes per VM); a group of fewer than
     ``min_batch_hosts`` hosts (default :data:`MIN_BATCH_HOSTS`) goes through the reference
-    loop, which is faster there.
+    loop, which is faster there. A Decider's scorer is told each row's host as its index in
+    ``hosts`` (``rows``; a population scores each host with its member), which only this
+    engine passes: replay such a scorer with ``min_batch_hosts=1``.
     """
     if not batchable(policy):
         raise CaturError(f"policy {policy!r} cannot be replayed in batches; use catur.sim.replay.replay_host")
@@ -129,7 +131,7 @@ def replay_batched(
                 out[i] = replay_host(hosts[i][0], hosts[i][1], policy)
             continue
         for chunk in _bounded(members, [hosts[i][1].num_vms for i in members], max_batch_vms):
-            decide = BatchPolicy(topology, policy, len(chunk))
+            decide = BatchPolicy(topology, policy, len(chunk), host_ids=chunk)
             for i, result in zip(chunk, _replay_group(topology, [hosts[i][1] for i in chunk], decide, keep_placements)):
                 out[i] = result
     return out  # type: ignore[return-value]
@@ -221,7 +223,8 @@ def _replay_group(
             _request_objects(vms, vcpus, mem_mib, alpha, beta, vnuma) if decide.needs_requests else None,
         )
         before = used_vcpus[rows]
-        decision = decide(before, used_mem[rows], requests, rows, state.residents[rows])
+        # The policy numbers hosts as the chunk does (rows are in longest-first order here).
+        decision = decide(before, used_mem[rows], requests, perm[rows], state.residents[rows])
         placements, counts_now = decision.placements, decision.counts
         cor_at_placement[vms], rmr[vms], _ = placement_costs(
             topology.node_cores, before, placements, alpha[vms], beta[vms]

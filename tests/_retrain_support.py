@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catur.model import MODEL_FORMAT, PolicyModel
+from catur.policy_model import MODEL_FORMAT, PolicyModel
 from catur.observation import OBS_DIM, OBS_VERSION
 from catur.policies import PRIMITIVES
 from catur.traces.canonical import write_canonical

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from catur.gate import fit_gate
-from catur.model import ACTIVATIONS, MODEL_FORMAT, PolicyModel
+from catur.policy_model import ACTIVATIONS, MODEL_FORMAT, PolicyModel
 from catur.observation import OBS_DIM, OBS_VERSION, encode
 from catur.policies import PRIMITIVES
 from catur.request import VMRequest

@@ -17,7 +17,6 @@ from catur.afterstate import (
     AfterStateModel,
     afterstate_candidates,
     candidate_batch,
-    score_candidates,
 )
 from catur.decision import Decider, DeciderSpec
 from catur.errors import CaturError, LosesToGreedy
@@ -320,7 +319,7 @@ def test_the_numpy_scorer_decides_exactly_as_its_torch_network():
     wide = _wide(topo2, used_v, used_m, VMRequest(6, 4096), np.array([3, 9]))
     batch = Decider(linear).decide_batch(topo2, used_v[None], used_m[None], RequestBatch.of(topo2, VMRequest(6, 4096)),
                                          residents=np.array([[3, 9]]))
-    assert batch.choice[0] == np.argmax(score_candidates(linear, wide)[0])
+    assert batch.choice[0] == np.argmax(linear.score(wide)[0])
 
 
 # One validation scenario instead of the recipe's four: the trainer's logic is the same, in a
@@ -397,7 +396,8 @@ def test_a_balanced_generation_replays_one_draw_of_every_source(tmp_path, monkey
 
     def recording_map(pool, tasks):
         if tasks and not isinstance(tasks[0][1], str) and tasks[0][2] is not None:  # perturbed replays on sampled hosts
-            generations.append([afterstate._POOL_SETS[index].label for index, _, _ in tasks])
+            # one task per draw (and pool process): its weights are the population it replays
+            generations.append([afterstate._POOL_SETS[index].label for index, population, _ in tasks for _ in population])
         return real_map(pool, tasks)
 
     monkeypatch.setattr(afterstate, "_map", recording_map)

@@ -27,7 +27,7 @@ from catur.afterstate import AfterStateModel
 from catur.decision import Decider, DeciderSpec
 from catur.errors import CaturError
 from catur.gate import UncertaintyGate
-from catur.model import PolicyModel
+from catur.policy_model import PolicyModel
 from catur.observation import OBS_DIM, candidates
 from catur.placement import GREEDY
 from catur.resident import RESIDENT_GREEDY

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from catur.configfile import check_keys, closest
 from catur.errors import CaturError
-from catur.model import MANIFEST_KEYS, PolicyModel, default_model_dir
+from catur.policy_model import MANIFEST_KEYS, PolicyModel, default_model_dir
 from catur.policy_model import shipped_model_dir
 from catur.sim.cluster import CLUSTER_KEYS, GROUP_KEYS, load_cluster
 from catur.topology import NODE_KEYS, TOPOLOGY_KEYS, load_topology_file

@@ -23,7 +23,8 @@ import catur.sim.env  # noqa: F401  (registers the env ids)
 from catur.errors import CaturError
 from catur.observation import MAX_NODES, OBS_DIM
 from catur.policies import PRIMITIVES
-from catur.sim.env import NodeActionEnv, NumaPlacementEnv, Workload
+from catur.sim.env import NodeActionEnv, NumaPlacementEnv
+from catur.sim.workload import Workload
 from catur.sim.shaping import LoadAwareShaping
 
 ENV_IDS = ("catur/NumaPlacement-v0", "catur/NumaPlacementNodes-v0")

@@ -25,7 +25,7 @@ from _service_support import make_model, random_trace
 from catur.cli import main
 from catur.decision import Decider, DeciderSpec
 from catur.errors import EXIT_LOSES_TO_GREEDY, CaturError, LosesToGreedy
-from catur.model import PolicyModel, RulePolicy, default_model_dir, load_policy
+from catur.policy_model import PolicyModel, RulePolicy, default_model_dir, load_policy
 from catur.registry import Registry
 from catur.request import VMRequest
 from catur.service.client import PlacementClient
@@ -233,7 +233,7 @@ def test_a_rule_version_decides_as_greedy_everywhere(registry):
     v = registry.add_rule("greedy")
     rule = load_policy(v.path)
     greedy, served = Decider(None, ShieldConfig(depth=1)), Decider(rule, ShieldConfig(depth=1))
-    assert served.policy_name == "greedy" and served.model_version == v.version and served.model is None
+    assert served.policy_name == "greedy" and served.model_version == v.version and served.scorer is rule and served.gate is None
     rng = np.random.default_rng(0)
     for topology in (PRESETS["intel-2s"], PRESETS["amd-2s-nps4"]):
         for _ in range(50):

@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 
 from catur.errors import CaturError
 from catur.decision import Decider
-from catur.model import MODEL_FORMAT, PolicyModel
+from catur.policy_model import MODEL_FORMAT, PolicyModel
 from catur.observation import OBS_DIM, OBS_VERSION, candidates, encode
 from catur.placement import greedy_place, primitive_placements
 from catur.policies import PRIMITIVES
 from catur.request import VMRequest
-from catur.sim.env import NumaPlacementEnv, Workload
+from catur.sim.env import NumaPlacementEnv
+from catur.sim.workload import Workload
 from catur.topology import PRESETS, Topology
 from catur.training.export import check_agreement, export_layers, torch_scores
 from catur.training.train import greedy_action

@@ -6,7 +6,7 @@ added); fault tests that SIGKILL a subprocess at the critical point of ``add`` a
 ``promote`` (via the documented ``CATUR_REGISTRY_TEST_PAUSE`` hook) and check that ``current``
 is intact and the leftovers are invisible, then cleaned; readers that never see a broken model
 while another thread promotes back and forth; hypothesis over random sequences of changes; and
-the service's :class:`~catur.service.models.ModelHolder` following a promotion.
+the service's :class:`~catur.service.serving.ModelHolder` following a promotion.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 from _service_support import corrupt_model, make_model
 from catur.cli import main
 from catur.errors import CaturError
-from catur.model import PolicyModel
+from catur.policy_model import PolicyModel
 from catur.policy_model import shipped_model_dir
 from catur.registry import PAUSE_ENV, Registry, headline_metric, normalise_version
-from catur.service.models import ModelHolder, resolve_model_dir
+from catur.service.serving import ModelHolder, resolve_model_dir
 from catur.shield import ShieldConfig
 
 EVALUATION = {"clusters": {"east": {"avg_defect": 0.012}, "west": {"avg_defect": 0.02}}, "days": "16:31"}

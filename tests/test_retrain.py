@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from _retrain_support import RECENT_DAYS, collapsed_model, drift_trace, registry_with
 from catur.cli import main
 from catur.errors import CaturError
-from catur.model import PolicyModel
+from catur.policy_model import PolicyModel
 from catur.policies import PRIMITIVES
 from catur.registry import PAUSE_ENV, Registry
 from catur.training.collapse import GroupResult, badness, healthy, judge, overall, passes, worst_groups
@@ -67,7 +67,7 @@ def test_export_round_trip(algo, trace):
     from sb3_contrib import MaskablePPO
     from stable_baselines3 import DQN
 
-    from catur.model import MODEL_FORMAT
+    from catur.policy_model import MODEL_FORMAT
     from catur.observation import OBS_DIM, OBS_VERSION
     from catur.training.export import check_agreement, export_layers, load_layers
 

@@ -34,10 +34,10 @@ from hypothesis import HealthCheck, given, settings
 from _service_support import bad_requests, corrupt_model, make_model, random_trace, reap, small_streams, valid_request
 from catur.decision import DeciderSpec
 from catur.metrics import summarize
-from catur.model import default_model_dir
+from catur.policy_model import default_model_dir
 from catur.request import VMRequest
 from catur.service.client import PlacementClient
-from catur.service.models import ModelHolder
+from catur.service.serving import ModelHolder
 from catur.sim.remote_replay import replay_remote
 from catur.service.server import Service, TLSConfig, create_server
 from catur.service.servicer import SERVICE_NAME

@@ -178,7 +178,7 @@ def test_explicit_topologies_are_cached_by_content():
 
 
 def _servicer(model: str):
-    from catur.service.models import ModelHolder
+    from catur.service.serving import ModelHolder
     from catur.service.servicer import PlacementServicer
 
     return PlacementServicer(ModelHolder(model, ShieldConfig(depth=1)))

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from catur.decision import Decider, DeciderSpec
 from catur.errors import CaturError
 from catur.gate import UncertaintyGate, fit_gate
-from catur.model import MODEL_FORMAT, PolicyModel
+from catur.policy_model import MODEL_FORMAT, PolicyModel
 from catur.observation import OBS_DIM, OBS_VERSION, candidates, encode
 from catur.placement import greedy_place, primitive_placements
 from catur.policies import PRIMITIVES
@@ -340,7 +340,7 @@ def test_gate_fires_far_from_training_data_and_uses_fallback(gate_setup, tmp_pat
     model = preferring("core-most-idle", gate=gate.to_dict(), fallback_primitive="mem-best-fit")
     directory = model.save(tmp_path / "gated")
     decider = DeciderSpec(model=str(directory)).build()
-    assert decider.gate is not None and decider.fallback == "mem-best-fit"
+    assert decider.gate is not None and decider.gate.fallback == "mem-best-fit"
 
     # In distribution: a training state well inside the threshold → the model's choice.
     inside = next(s for s in states if gate.distance(encode(*s)) < 0.5 * gate.threshold)

@@ -2,7 +2,7 @@
 
 What must hold, and how it is checked:
 
-* the summary folded batch by batch (:mod:`catur.aggregate`) is *identical* to
+* the summary folded batch by batch (:mod:`catur.exact`, :class:`catur.metrics.SummaryAccumulator`) is *identical* to
   :func:`catur.metrics.summarize` of all values, and its sum and percentile are those of
   ``math.fsum`` and ``numpy.percentile`` (hypothesis, many generated arrays and splits);
 * lock-step first fit over many clusters (:func:`catur.sim.admission.first_fit`) takes the
@@ -29,7 +29,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from catur.aggregate import ExactSum, SummaryAccumulator, TopValues, percentile_from_top, top_needed
+from catur.exact import ExactSum, TopValues, percentile_from_top, top_needed
+from catur.metrics import SummaryAccumulator
 from catur.cli import main
 from catur.decision import DeciderSpec
 from catur.errors import CaturError

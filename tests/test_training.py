@@ -28,7 +28,7 @@ import pytest
 
 from catur.decision import DeciderSpec
 from catur.errors import CaturError
-from catur.model import PolicyModel
+from catur.policy_model import PolicyModel
 from catur.observation import CANDIDATE_FEATURES, OBS_DIM, OBS_VERSION
 from catur.policies import PRIMITIVES
 
@@ -205,7 +205,7 @@ def test_ppo_run_writes_a_complete_model(ppo_from_scratch):
     model = PolicyModel.load(result.model_dir)
     assert model.version == manifest["version"]
     decider = DeciderSpec(model=str(result.model_dir)).build()
-    assert decider.gate is not None and decider.fallback is None  # gated requests go to greedy
+    assert decider.gate is not None and decider.gate.fallback is None  # gated requests go to greedy
     # The comparison with greedy is recorded, and says whether --allow-worse was what let it out.
     gate = manifest["evaluation"]["gate"]
     assert gate == result.gate and set(gate["versus"]) == {"greedy", "best_primitive"}

@@ -17,7 +17,7 @@ import pytest
 import catur
 from catur.errors import CaturError
 from catur.metrics import summarize
-from catur.model import default_model_dir, weights_sha256
+from catur.policy_model import default_model_dir, weights_sha256
 from catur.registry import check_evaluation_of, headline_metric
 
 CATUR = Path(sys.executable).with_name("catur")

@@ -72,13 +72,17 @@ from typing import Callable
 
 import numpy as np
 
-from catur.afterstate import FEATURES, FEW_NODE_CORRECTED, FEW_NODE_SUFFIX, AfterStateModel, Candidates, afterstate_candidates, afterstate_manifest
+from catur.afterstate import (
+    FEATURES, FEW_NODE_CORRECTED, FEW_NODE_SUFFIX, AfterStateModel, ScorerPopulation, afterstate_candidates, afterstate_manifest,
+)
 from catur.decision import Decider
 from catur.errors import CaturError
+from catur.observation import CandidateTable
 from catur.placement import GREEDY
 from catur.policies import PRIMITIVES
 from catur.request import split_requests
 from catur.resident import DEFAULT_WEIGHT
+from catur.scorer import AFTERSTATE_CANDIDATES
 from catur.sim.batched import replay_batched
 from catur.training.sources import Source, Window, drawn_cluster, read_window_trace, unique_validation
 from catur.verdict import Comparison, compare, gate_or_refuse
@@ -176,7 +180,7 @@ def scorer_weights(model: object, named: str) -> np.ndarray:
     """A one-layer scorer's weights over all of :data:`FEATURES` (the ones an older model does
     not read at 0), scaled so the ``defect`` weight is −1, the scale the trainer keeps.
     ``named`` says which model in an error."""
-    if not isinstance(model, AfterStateModel) or len(model.layers) != 1:
+    if getattr(model, "candidates", None) != AFTERSTATE_CANDIDATES or len(getattr(model, "layers", ())) != 1:
         raise CaturError(f"{named}: not a one-layer after-state scorer")
     weights = np.zeros(len(FEATURES))
     weights[[FEATURES.index(f) for f in model.manifest["features"]]] = model.layers[0][0][:, 0]
@@ -204,9 +208,35 @@ class Hosts:
         streams = self.streams if picked is None else [self.streams[i] for i in picked]
         policy = weights if isinstance(weights, str) else Decider(model_of(weights))
         results = replay_batched([(s.topology, s.trace) for s in streams], policy)
-        sums = np.array([r.lifetime_defect[s.counted].sum() for r, s in zip(results, streams)])
-        counts = np.array([s.counted.sum() for s in streams], dtype=float)
-        return sums, counts
+        return _sums(results, streams), _counts(streams)
+
+    def replay_population(self, population: np.ndarray, picked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`replay` of every row of ``population`` (``[W, F]`` weight vectors) on the same
+        hosts, as **one** lock-step batch of ``W · H`` hosts: ``(sums[W, H], counts[H])``.
+
+        One replay of ``W`` times the hosts pays the batched engine's fixed cost per step once,
+        not ``W`` times. Row ``w`` is what :meth:`replay` gives ``population[w]``: each copy of a
+        host is scored by its member (:class:`~catur.afterstate.ScorerPopulation`), which
+        decides bit for bit as the one-layer model alone, and the engine gives every host the
+        same numbers whatever else it replays with.
+        """
+        streams = self.streams if picked is None else [self.streams[i] for i in picked]
+        w, h = len(population), len(streams)
+        scorer = ScorerPopulation.of([model_of(weights) for weights in population], np.repeat(np.arange(w), h))
+        # Every copy through the lock-step engine, however few hosts share a topology: the
+        # population scorer reads each host's number, which only the batched engine passes.
+        results = replay_batched([(s.topology, s.trace) for _ in range(w) for s in streams], Decider(scorer),
+                                 min_batch_hosts=1)
+        return _sums(results, streams * w).reshape(w, h), _counts(streams)
+
+
+def _sums(results: list, streams: list) -> np.ndarray:
+    """Per host: the sum of its counted VMs' lifetime defects."""
+    return np.array([r.lifetime_defect[s.counted].sum() for r, s in zip(results, streams)])
+
+
+def _counts(streams: list) -> np.ndarray:
+    return np.array([s.counted.sum() for s in streams], dtype=float)
 
 
 def _streams(source: Source, window: Window, **admission) -> list:
@@ -258,8 +288,11 @@ _POOL_SETS: list[Hosts] = []
 
 
 def _replay_task(task: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """``(index into the sets, weights or a policy name, picked hosts or None)`` → per-host sums."""
+    """``(index into the sets, weights or a policy name, picked hosts or None)`` → per-host sums
+    (``[W, F]`` weights, a population: ``[W, H]`` sums, :meth:`Hosts.replay_population`)."""
     index, weights, picked = task
+    if isinstance(weights, np.ndarray) and weights.ndim == 2:
+        return _POOL_SETS[index].replay_population(weights, picked)
     return _POOL_SETS[index].replay(weights, picked)
 
 
@@ -267,10 +300,15 @@ def _map(pool, tasks: list[tuple]) -> list:
     return pool.map(_replay_task, tasks) if pool is not None else [_replay_task(t) for t in tasks]
 
 
+def _workers(pool) -> int:
+    """How many processes ``pool`` runs (1 without a pool)."""
+    return 1 if pool is None else int(pool._processes)
+
+
 # --- the scales -----------------------------------------------------------------------------------
 
 
-def random_candidate_sets(sets: list[Hosts], rng: np.random.Generator, samples: int = 2000) -> list[Candidates]:
+def random_candidate_sets(sets: list[Hosts], rng: np.random.Generator, samples: int = 2000) -> list[CandidateTable]:
     """Candidate sets of one-instance VMs drawn from the windows' traces, each on a host of
     random usage (0–110% of each node's cores, 0–95% of its memory, 0–29 residents): the
     states a host passes through, without replaying anything."""
@@ -365,7 +403,13 @@ def centred_ranks(values: np.ndarray) -> np.ndarray:
 class EvolutionStep:
     """One generation of evolution strategies over the scorer's weights (see the module doc):
     ``pairs`` antithetic perturbations of size ``noise · scales`` on the weights marked
-    ``free``, each replayed on ``hosts_per_replay`` sampled hosts of every drawn set."""
+    ``free``, each replayed on ``hosts_per_replay`` sampled hosts of every drawn set.
+
+    ``batched`` (the default) replays all ``2 · pairs`` perturbations of a draw as one
+    lock-step batch of hosts × perturbations (:meth:`Hosts.replay_population`); ``False``
+    replays them one after another, as the trainer did before: the same fitness bit for bit
+    (``tests/test_scorer.py``), kept as the yardstick ``benchmarks/bench_es_generation.py``
+    measures the batch against."""
 
     pairs: int
     hosts_per_replay: int
@@ -373,6 +417,7 @@ class EvolutionStep:
     learning_rate: float
     scales: np.ndarray
     free: np.ndarray
+    batched: bool = True
 
     def take(self, pool, weights: np.ndarray, draws: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(new weights, fitness[len(draws), 2 · pairs])``: replays the perturbed weights on
@@ -383,9 +428,20 @@ class EvolutionStep:
                                     replace=False)) for i in draws]
         eps = rng.standard_normal((self.pairs, len(FEATURES))) * self.free
         steps = eps * self.noise * self.scales
-        tasks = [(index, weights + sign * s, picked) for index, picked in zip(draws, picks) for s in steps for sign in (1.0, -1.0)]
+        # The whole population (pair i: +step, -step) replays as one lock-step batch per draw
+        # (split over the pool's processes, when there is a pool), not one replay per
+        # perturbation: the engine's fixed cost per step is paid once per batch.
+        population = np.array([weights + sign * s for s in steps for sign in (1.0, -1.0)])
+        if self.batched:
+            parts = np.array_split(np.arange(len(population)), min(_workers(pool), len(population)))
+            tasks = [(index, population[part], picked) for index, picked in zip(draws, picks) for part in parts]
+        else:
+            tasks = [(index, member, picked) for index, picked in zip(draws, picks) for member in population]
         results = _map(pool, tasks)
-        fitness = np.array([r[0].sum() / r[1].sum() for r in results]).reshape(len(draws), 2 * self.pairs)
+        # Per member, the sum over its hosts of one row: the same sum, in the same order, as
+        # one member's own replay gives.
+        fitness = np.array([row.sum() / counts.sum() for sums, counts in results for row in np.atleast_2d(sums)])
+        fitness = fitness.reshape(len(draws), 2 * self.pairs)
         shaped = np.mean([centred_ranks(f) for f in fitness], axis=0).reshape(self.pairs, 2)
         gradient = ((shaped[:, 0] - shaped[:, 1])[:, None] * eps).mean(axis=0)
         return weights - self.learning_rate * gradient * self.noise * self.scales, fitness

@@ -73,9 +73,9 @@ from pathlib import Path
 from typing import Callable
 
 from catur.errors import CaturError
-from catur.afterstate import AfterStateModel
 from catur.policy_model import PolicyModel, RulePolicy, load_policy
 from catur.policies import PRIMITIVES
+from catur.scorer import AFTERSTATE_CANDIDATES, PRIMITIVE_CANDIDATES
 from catur.sim.admission import TARGET_UTILIZATION
 from catur.training.collapse import (
     GROUP_BY,
@@ -242,7 +242,7 @@ def fine_tune(
         "trace": str(config.trace),
         "recent_days": window.days,
     }
-    if isinstance(start, AfterStateModel) and len(start.layers) == 1:
+    if start.candidates == AFTERSTATE_CANDIDATES and len(getattr(start, "layers", ())) == 1:
         # A scorer is fine-tuned as it was trained: evolution strategies on the exact
         # objective, from its own weights, on the losing clusters' hosts.
         from catur.training.afterstate import fine_tune_scorer
@@ -257,7 +257,7 @@ def fine_tune(
     gamma = start.manifest.get("training", {}).get("gamma")
     # A rule version has no weights, and a scorer with hidden layers no primitive-action weights
     # to fine-tune: for either, train a fresh primitive-action network (retrain's gate judges it).
-    rule = isinstance(start, (RulePolicy, AfterStateModel))
+    rule = not (start.candidates == PRIMITIVE_CANDIDATES and getattr(start, "layers", None))
     log(f"  {'a fresh' if rule else 'from its weights, a'} {algo} network: {config.timesteps} RL steps"
         f"{f' after imitating greedy on {config.warm_start} observations' if config.warm_start else ''}")
     tc = _window_train_config(

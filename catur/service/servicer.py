@@ -274,6 +274,6 @@ def policy_name(decider, use_gate: bool = True) -> str:
     name = decider.policy_name
     if decider.shield_config is not None:
         name += "+shield"
-    if decider.model is not None and not use_gate:
+    if decider.model_version and not use_gate:  # a model (or rule version) is loaded, as DeciderSpec names it
         name += "-nogate"
     return name
