@@ -678,7 +678,7 @@ def export_check(weights: np.ndarray, sets: list[Hosts], rng: np.random.Generato
 
 
 __all__ = [
-    "FEW_NODE_GROUP", "ScorerResult", "ScorerTrainConfig", "Source", "decisions_agree", "expand_feature_names",
+    "FEW_NODE_GROUP", "ScorerResult", "ScorerTrainConfig", "decisions_agree", "expand_feature_names",
     "export_check", "fine_tune_scorer",
     "regressed_sources", "source_comparisons", "source_means", "torch_network", "train_scorer", "warm_start",
 ]

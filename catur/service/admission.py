@@ -3,7 +3,7 @@ that knows each call's deadline.
 
 Under overload a server that queues everything spends its time on calls whose clients have
 already given up: the queue grows until every call waits longer than its deadline, and goodput
-(answers that arrive in time) collapses. :class:`Admission` keeps the line short and refuses
+(answers that arrive in time) collapses. :class:`~catur.service.admission.Admission` keeps the line short and refuses
 the rest at once, cheaply, with a code the client can act on:
 
 * **the concurrency limit** — at most ``limit`` calls are in the server (running or waiting
