@@ -224,7 +224,8 @@ def test_departures_only_for_catur_domains_once_per_lifetime(capsys, tmp_path):
                 dom.create()
                 dom.destroy()
             other = conn.defineXML(NEW_VM.format(name="other", vcpus=1, mem=128))  # not placed by Catur
-            time.sleep(0.3)  # the follower reads its XML (one gone before that is reported, as maybe Catur's)
+            # The follower reads its XML first (one gone before that is reported, as maybe Catur's).
+            wait_for(lambda: other.UUIDString() in follower.read)
             other.undefine()
             time.sleep(0.3)
             assert departed == []

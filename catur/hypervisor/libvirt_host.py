@@ -244,6 +244,7 @@ class DepartureFollower:
         self.all_domains = all_domains
         self._known: set[str] = set(vm_ids)
         self._unread: set[str] = set()  # gone before their XML could be read: may be Catur's
+        self.read: set[str] = set()  # domains whose XML was read (Catur's or not)
         self._recent: OrderedDict[str, None] = OrderedDict()  # departed in their current lifetime
 
     def request_stop(self) -> None:
@@ -265,6 +266,7 @@ class DepartureFollower:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:  # removed before this event was handled
                 self._unread.add(uuid)
             return
+        self.read.add(uuid)
         if CATUR_NS in xml:
             self._known.add(uuid)
         else:
