@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _stop_support import check, not_serving_span, run_cycle  # noqa: E402
+from catur.service.loadgen import check, not_serving_span, run_cycle
+
 
 
 def main(argv: list[str] | None = None) -> int:

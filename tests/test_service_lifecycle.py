@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _service_support import valid_request
-from _stop_support import check, not_serving_span, run_cycle
+from catur.service.loadgen import check, not_serving_span, run_cycle
 from catur.service.interceptor import CONCURRENCY_EXCEEDED, STOPPING, RateLimitedLog
 from catur.service.server import Service, Signals, create_server
 from catur.service.servicer import SERVICE_NAME
