@@ -92,6 +92,7 @@ print("FAILED:", failed)
 """
 
 
+@pytest.mark.slow
 def test_every_benchmark_starts():
     """Every script imports and answers --help (the two without options: one imports only, the
     other, bench_rowwise_matmul, runs whole in its smoke test)."""

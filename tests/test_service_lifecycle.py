@@ -322,6 +322,7 @@ def test_stop_cycles_in_process(tmp_path, cycle):
     assert record.calls["OK"] > 0 and record.calls["UNAVAILABLE"] == 4  # each client refused once, then stopped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cycle", range(2))
 def test_stop_cycles_of_catur_serve(tmp_path, cycle):
     """serve -> load -> SIGTERM with collection on: exit 0, no hang, no failed call, every
