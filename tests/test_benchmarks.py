@@ -1,9 +1,9 @@
 """No benchmark can rot: each script of ``benchmarks/`` starts, and most run end to end at tiny
 sizes, in the suite. The numbers they print at these sizes mean nothing; that they run does.
 
-The sizes below are the scripts' own options, turned down. Scripts that need the real traces
-in ``../shared/traces`` run only where those are present; the experiments that train for
-minutes even at their smallest sizes are checked to start (``--help``) only.
+The sizes below are the scripts' own options, turned down. The scripts that need the real
+traces in ``../shared/traces`` or train for minutes even at their smallest sizes are checked
+to start (``--help``) only: giving each a ``--smoke`` size is still to do.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
-TRACES = ROOT.parent / "shared" / "traces"
-HUAWEI = TRACES / "huawei-east-1-lt.csv.gz"
 
 # script -> tiny arguments ("{tmp}" is a scratch directory, "{trace}" a small canonical trace).
 SMOKE = {
@@ -42,13 +40,9 @@ FAST_SMOKE = {"bench_placement.py", "bench_registry.py", "bench_collector.py"}
 SLOW_SMOKE = {
     "bench_ray.py": ["--days", "16:16", "--jobs", "1", "--policies", "xen"],
 }
-# Need the real traces; run when present.
-TRACE_SMOKE = {
-    "bench_numa_c0.py": ["--jobs", "1"],
-}
 # Train or search for minutes at any size, or take no options: checked to start only.
 START_ONLY = {
-    "bench_gate.py", "bench_learning.py", "bench_libvirt.py", "bench_quality.py", "bench_reference_loop.py",
+    "bench_numa_c0.py", "bench_gate.py", "bench_learning.py", "bench_libvirt.py", "bench_quality.py", "bench_reference_loop.py",
     "bench_shield.py", "exp_copy_features.py", "exp_lookahead.py", "exp_resident_weight.py", "exp_retrain_huawei.py",
     "exp_retrain_scorer.py", "exp_validate_all_hosts.py", "exp_value_of_information.py",
 }
@@ -65,7 +59,7 @@ def run(script: str, args: list[str], tmp_path: Path, timeout: float = 300) -> s
 
 
 def test_every_script_is_accounted_for():
-    assert set(SCRIPTS) == set(SMOKE) | set(SLOW_SMOKE) | set(TRACE_SMOKE) | START_ONLY
+    assert set(SCRIPTS) == set(SMOKE) | set(SLOW_SMOKE) | START_ONLY
 
 
 def test_no_benchmark_reaches_into_tests():
@@ -96,7 +90,7 @@ print("FAILED:", failed)
 def test_every_benchmark_starts():
     """Every script imports and answers --help (the two without options: one imports only, the
     other, bench_rowwise_matmul, runs whole in its smoke test)."""
-    scripts = [str(BENCHMARKS / s) for s in sorted(START_ONLY | set(SMOKE) | set(SLOW_SMOKE) | set(TRACE_SMOKE)) if s not in ("exp_validate_all_hosts.py", "bench_rowwise_matmul.py")]
+    scripts = [str(BENCHMARKS / s) for s in sorted(START_ONLY | set(SMOKE) | set(SLOW_SMOKE)) if s not in ("exp_validate_all_hosts.py", "bench_rowwise_matmul.py")]
     done = subprocess.run([sys.executable, "-c", START, *scripts], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "FAILED: []" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     done = subprocess.run([sys.executable, "-c", "import runpy; runpy.run_path('benchmarks/exp_validate_all_hosts.py')"],
@@ -115,13 +109,4 @@ def test_benchmark_smoke_run(script, tmp_path):
 @pytest.mark.parametrize("script", sorted(SLOW_SMOKE))
 def test_slow_benchmark_smoke_run(script, tmp_path):
     done = run(script, SLOW_SMOKE[script], tmp_path, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-@pytest.mark.slow
-@pytest.mark.real_traces
-@pytest.mark.skipif(not TRACES.is_dir(), reason="needs ../shared/traces")
-@pytest.mark.parametrize("script", sorted(TRACE_SMOKE))
-def test_trace_benchmark_smoke_run(script, tmp_path):
-    done = run(script, TRACE_SMOKE[script], tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
