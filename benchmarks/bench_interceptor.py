@@ -24,9 +24,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _service_support import valid_request  # noqa: E402
-
+from catur.service.loadgen import valid_request
 from catur.service.server import Service, create_server  # noqa: E402
 from catur.v1 import placement_pb2_grpc as pb_grpc  # noqa: E402
 

@@ -16,10 +16,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, "tests")
-from _service_support import random_trace  # noqa: E402
-
 from catur.sim.admission import admit, host_streams, parse_days  # noqa: E402
+from catur.traces.synthetic import random_trace  # noqa: E402
 from catur.sim.cluster import load_cluster  # noqa: E402
 from catur.sim.replay import replay_host  # noqa: E402
 

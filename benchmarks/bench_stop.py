@@ -1,7 +1,7 @@
 """Stopping ``catur serve`` under load, many times: hangs, failed calls, lost rows, health.
 
 Runs ``--cycles`` serve -> load -> SIGTERM cycles of ``catur serve --collect-dir`` as a real
-process (``tests/_stop_support.py`` describes one cycle and what it checks): clients placing
+process (``catur/service/loadgen.py`` describes one cycle and what it checks): clients placing
 and departing VMs (some with ``PlaceBatch`` calls that take a while), a health watcher
 polling every 2 ms, SIGTERM, then the exit, the calls' status codes, the health sequence and
 the collected files are checked. The test suite runs a few such cycles
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _stop_support import check, not_serving_span, run_cycle  # noqa: E402
+from catur.service.loadgen import check, not_serving_span, run_cycle
+
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,6 @@ myst_heading_anchors = 3
 
 html_theme = "furo"
 html_title = f"Catur {release}"
-html_static_path = ["_static"]
 
 # autodoc: members in source order, type hints in the description, private names skipped.
 autodoc_member_order = "bysource"

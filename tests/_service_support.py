@@ -18,7 +18,9 @@ from catur.policies import PRIMITIVES
 from catur.request import VMRequest
 from catur.sim.admission import SECONDS_PER_DAY, admit, host_streams, parse_days
 from catur.sim.cluster import load_cluster
+from catur.service.loadgen import valid_request  # noqa: F401  (shared with the benchmarks)
 from catur.topology import PRESETS
+from catur.traces.synthetic import random_trace  # noqa: F401  (shared with the benchmarks)
 
 NAN = float("nan")
 
@@ -53,24 +55,6 @@ def make_model(directory: Path, seed: int = 0, *, version: str | None = None, ga
     if fallback:
         manifest["fallback_primitive"] = fallback
     return PolicyModel(manifest, layers).save(directory)
-
-
-def random_trace(seed: int, n: int = 300, days: float = 3.0, mean_life_days: float = 0.7) -> pd.DataFrame:
-    """A seeded canonical trace: mixed sizes, alpha weights, 10% still running at the end."""
-    rng = np.random.default_rng(seed)
-    arrival = np.sort(rng.uniform(0, days * SECONDS_PER_DAY, n))
-    departure = arrival + rng.exponential(mean_life_days * SECONDS_PER_DAY, n)
-    departure[rng.random(n) < 0.1] = NAN
-    return pd.DataFrame(
-        {
-            "vm_id": np.arange(n),
-            "arrival_s": arrival,
-            "departure_s": departure,
-            "vcpus": rng.choice([1, 2, 4, 8, 16, 32], n, p=[0.2, 0.3, 0.2, 0.15, 0.1, 0.05]),
-            "mem_gib": rng.choice([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0], n),
-            "alpha": rng.choice([0.5, 1.0, 2.0], n),
-        }
-    )
 
 
 def small_streams(seed: int = 5):
@@ -183,21 +167,6 @@ def _certificates_cryptography(d: Path) -> dict[str, Path]:  # pragma: no cover 
 
 
 # --- bad requests ----------------------------------------------------------------------------------
-
-
-def valid_request(preset: str = "amd-2s-nps2"):
-    """A valid PlaceRequest on ``preset`` with some usage."""
-    from catur.v1 import placement_pb2 as pb
-
-    topology = PRESETS[preset]
-    n = topology.num_nodes
-    return pb.PlaceRequest(
-        topology=pb.HostTopology(preset=preset),
-        usage=pb.NodeUsage(used_vcpus=[3] * n, used_mem_mib=[4096] * n),
-        vm=pb.VM(vcpus=4, mem_mib=8192),
-        request_id="r-1",
-        host_id="h-1",
-    )
 
 
 def explicit_request():

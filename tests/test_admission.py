@@ -322,6 +322,7 @@ SPECS = [
 ]
 
 
+@pytest.mark.slow
 @settings(max_examples=250, **SETTINGS)
 @given(small_traces(), st.sampled_from(SPECS))
 def test_admission_never_overcommits_and_is_first_fit(df: pd.DataFrame, spec: ClusterSpec):

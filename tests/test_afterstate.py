@@ -152,6 +152,7 @@ def test_a_defect_only_scorer_picks_a_least_defect_candidate(case):
     assert decision.defect == pytest.approx(wide.defect[0][wide.valid[0]].min(), abs=1e-6)
 
 
+@pytest.mark.slow
 @settings(max_examples=100, **SETTINGS)
 @given(traces())
 def test_a_batch_decides_each_row_as_alone(case):
@@ -333,6 +334,7 @@ def _tiny_sources():
     return [Source("adversarial", "adversarial", "16:17", "18:19", train_seed=1, val_seed=2)]
 
 
+@pytest.mark.slow
 def test_training_writes_a_scorer_that_beats_greedy_on_validation(tmp_path):
     """A short continuation run (from resident-greedy's weights, the warm start's own) writes a
     model that beats greedy, records each generation per source, and keeps no generation that
@@ -362,6 +364,7 @@ def test_training_writes_a_scorer_that_beats_greedy_on_validation(tmp_path):
             assert any("not kept: clearly worse than the starting model on adversarial" in line for line in logged)
 
 
+@pytest.mark.slow
 def test_a_few_node_correction_moves_only_its_own_weights(tmp_path):
     """``train_features=few-nodes`` from a model: every generation keeps the starting weights of
     the base features (so 8-node decisions are unchanged) and moves the few-node copies."""
@@ -385,6 +388,7 @@ def test_a_few_node_correction_moves_only_its_own_weights(tmp_path):
         ScorerTrainConfig(train_features=("defekt",))
 
 
+@pytest.mark.slow
 def test_a_balanced_generation_replays_one_draw_of_every_source(tmp_path, monkeypatch):
     """``balanced``: each generation's perturbed replays cover a training draw of every source
     (antithetic pairs on each), not one draw of one source."""
@@ -422,6 +426,7 @@ def test_train_scorer_names_an_unknown_feature(tmp_path, capsys):
     assert "unknown features ['defekt']" in error and "few-nodes" in error
 
 
+@pytest.mark.slow
 def test_training_refuses_a_scorer_that_loses_to_greedy(tmp_path, monkeypatch):
     from catur.training import afterstate
     from catur.training.afterstate import ScorerTrainConfig, train_scorer

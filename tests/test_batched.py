@@ -151,6 +151,7 @@ def deciders(tmp_path_factory) -> dict[str, Decider]:
 # --- the engine against the reference loop ----------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=250, **SETTINGS)
 @given(host_sets(), st.sampled_from([*RANKING, GREEDY, RESIDENT_GREEDY]))
 def test_heuristics_identical_to_reference(hosts, name):
@@ -163,6 +164,7 @@ def test_heuristics_identical_to_reference(hosts, name):
     ["catur+shield", "catur", "catur-nogate+shield", "catur+shield(d2)", "greedy+shield", "small+fallback+shield",
      "small+greedy-gate"]
 ))
+@pytest.mark.slow
 def test_deciders_identical_to_reference(deciders, hosts, label):
     """The model (gated or not, shielded at depth 1 or 2, a fixed fallback primitive) decides in
     the batch exactly as one host at a time, interventions counted alike."""
@@ -260,6 +262,7 @@ def test_model_and_gate_give_a_row_the_same_bits_alone_or_in_a_batch(seed, rows)
         assert distances[i] == gate.distance(obs[i])
 
 
+@pytest.mark.slow
 @settings(max_examples=300, **SETTINGS)
 @given(topologies, st.data())
 def test_depth1_shield_batch_matches_the_general_shield(topo, data):

@@ -86,6 +86,7 @@ def traces(tmp_path_factory) -> dict[str, Path]:
 # --- help and listings --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--help"], ["evaluate", "--help"], ["topology", "--help"]])
 def test_help(args: list[str]):
     """--help exits 0 and prints usage."""
@@ -190,6 +191,7 @@ def fake_sysfs(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_topology_detect_fake_sysfs(tmp_path: Path):
     """catur topology detect --sysfs reads nodes, memory, distances and sockets from a sysfs tree, and --save writes a file that show reads back."""
     root = fake_sysfs(tmp_path / "sys")
@@ -226,6 +228,7 @@ def test_topology_detect_this_machine():
 # --- evaluate -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["canonical", "huawei-lt"])
 def test_evaluate_trace_json_and_plots(traces, tmp_path: Path, fmt: str):
     """catur evaluate on a trace file writes the documented JSON and three non-empty PNG plots."""
@@ -258,6 +261,7 @@ def test_evaluate_trace_json_and_plots(traces, tmp_path: Path, fmt: str):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_both_formats_give_the_same_numbers(traces, tmp_path: Path):
     """The canonical and the Huawei-lt copies of one trace evaluate to the same metrics."""
     results = []
@@ -303,6 +307,7 @@ def test_evaluate_days_window(traces, tmp_path: Path):
     assert data["scenario"]["window_s"] == [86400.0, 172800.0]
 
 
+@pytest.mark.slow
 def test_evaluate_parallel_matches_serial(traces, tmp_path: Path):
     """--jobs 2 gives the same JSON metrics as --jobs 1."""
     results = []
@@ -414,6 +419,7 @@ def test_evaluate_duplicate_policy_names_count_once(traces, tmp_path):
     assert data["policies"]["xen"]["vms"] == data["scenario"]["vms_in_trace"] - data["scenario"]["rejected_vms"]
 
 
+@pytest.mark.slow
 def test_evaluate_full_oracle_is_kept_beside_the_sample(traces, tmp_path):
     """--policies ...,oracle with --oracle-hosts keeps the oracle's whole-cluster result."""
     out = tmp_path / "oracle.json"

@@ -487,6 +487,7 @@ def collected_events(draw):
     return files, expected, counts, numeric
 
 
+@pytest.mark.slow
 @given(collected_events())
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 def test_read_collected_joins_any_interleaving(tmp_path_factory, case):

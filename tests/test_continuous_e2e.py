@@ -92,6 +92,7 @@ def wait_for(predicate, timeout: float) -> bool:
     return predicate()
 
 
+@pytest.mark.slow
 def test_drift_collapse_retrain_promote_and_the_service_switches(tmp_path):
     trace = drift_trace(tmp_path / "drift.parquet")
     df, _ = read_trace(trace)

@@ -543,6 +543,7 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_local():
     assert not any(f.startswith(("tests/", ".hypothesis/", "catur.egg-info/")) or "__pycache__" in f for f in context)
 
 
+@pytest.mark.slow
 def test_the_build_context_builds_a_wheel_with_the_whole_package(tmp_path):
     """What `pip install .` in the image installs: every sub-package, the stubs, the shipped
     model and the `catur` command (a wheel built from the context .dockerignore leaves)."""

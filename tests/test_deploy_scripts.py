@@ -54,6 +54,7 @@ def test_scripts_are_executable_posix_shell(path):
         assert proc.returncode == 0, proc.stdout
 
 
+@pytest.mark.slow
 def test_bootstrap_seeds_an_empty_registry_once_and_refuses_a_damaged_one(tmp_path):
     registry = tmp_path / "registry"
     run = lambda: subprocess.run([str(BIN / "catur-bootstrap")], env=real_env(CATUR_REGISTRY=str(registry)), capture_output=True, text=True, timeout=60)  # noqa: E731
@@ -237,6 +238,7 @@ def job_settings(deployment: str) -> dict[str, str]:
     return unit_env(read_unit(SYSTEMD / "catur-retrain.service"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("deployment", ["kubernetes", "compose", "systemd"])
 def test_the_retrain_job_judges_what_was_collected_with_each_deployments_settings(deployment, collected, tmp_path):
     """catur-retrain-job with the deployment's settings (paths moved; check only: --max-iterations

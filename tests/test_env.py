@@ -205,6 +205,7 @@ def test_observations_stay_in_the_box(small_streams):
 # --- vector envs and masks -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_gymnasium_sync_vector_env(env_id):
     """The env runs in gymnasium's SyncVectorEnv, reproducibly for a seed, with autoreset."""

@@ -59,6 +59,7 @@ def streams():
 # --- parallel replay ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_jobs_do_not_change_the_numbers(streams):
     """evaluate_policies gives identical per-VM defects and summaries with jobs=1 and jobs=2, random policy and correctable counts included."""
     policies = ["xen", GREEDY, "random", "core-best-fit"]
@@ -245,6 +246,7 @@ def host_traces(draw):
     return topology, HostTrace(arrival, departure, vcpus, mem_mib, alpha=alpha)
 
 
+@pytest.mark.slow
 @settings(max_examples=120, **SETTINGS)
 @given(host_traces())
 def test_oracle_with_k1_is_greedy(case):
@@ -299,6 +301,7 @@ def test_lookahead_costs_on_the_hand_case():
     assert int(oracle_place(T2, used_vcpus, used_mem, look).cpu_nodes[0]) == 0
 
 
+@pytest.mark.slow
 @settings(max_examples=60, **SETTINGS)
 @given(host_traces(), st.integers(1, 4))
 def test_lookahead_costs_agree_with_the_oracle(case, k):

@@ -132,6 +132,7 @@ def test_the_shipped_model_still_loads_and_passes_its_recorded_gate():
 # --- catur train refuses a model that loses to greedy ----------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CATUR.exists(), reason=f"no installed catur command at {CATUR}")
 def test_train_refuses_a_model_worse_than_greedy(tmp_path):
     """100 PPO steps from scratch, no warm start: the network picks nearly at random and loses

@@ -89,9 +89,22 @@ def page_python_blocks(page: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
 
 
+@pytest.mark.slow
 def test_from_python_page_examples_run(capsys):
     blocks = page_python_blocks(FROM_PYTHON)
     assert any("gymnasium.make(" in b for b in blocks), "the From Python page lost its make() example"
     for block in blocks:
         exec(compile(block, str(FROM_PYTHON), "exec"), {"__name__": "from_python_page"})
     assert "True" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("page", ["add-a-policy.md", "trace-formats.md"])
+def test_how_to_python_examples_run(page, tmp_path, monkeypatch, capsys):
+    """The Python blocks of the how-to guides run as written (in a scratch directory)."""
+    path = FROM_PYTHON.parent / page
+    blocks = page_python_blocks(path)
+    assert blocks, f"{page} has no Python example"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(path), "exec"), {"__name__": "how_to_page"})
+    assert capsys.readouterr().out.strip()

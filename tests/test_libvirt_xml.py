@@ -413,6 +413,7 @@ def domains(draw):
     return f"<domain><name>g</name><memory>{mem_kib}</memory>{vcpu}{''.join(parts)}</domain>"
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(domains())
 def test_usage_rule_conserves_vcpus_and_memory(text):

@@ -132,6 +132,7 @@ def test_the_foresight_cost_of_a_whole_trace_is_what_the_replay_measures(case, p
     assert cost == pytest.approx(out.lifetime_defect.sum(), rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, **SETTINGS)
 @given(staggered_hosts())
 def test_the_foresight_oracle_with_the_whole_future_beats_every_primitive_sequence(case):

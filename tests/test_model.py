@@ -446,6 +446,7 @@ def _dqn(small_streams):
     "kind,expected_activation",
     [("ppo", "tanh"), ("ppo-relu", "relu"), ("dqn", "relu")],
 )
+@pytest.mark.slow
 def test_export_matches_torch_policy(kind, expected_activation, small_streams, env_observations):
     """The exported numpy policy scores and decides exactly like the SB3 torch policy."""
     torch.set_num_threads(1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -101,6 +103,7 @@ def traces(draw):
 # --- (a) + (b): every policy places every valid request, and the placement is well formed -------
 
 
+@pytest.mark.slow
 @settings(max_examples=700, **SETTINGS)
 @given(cases())
 def test_every_policy_places_every_valid_request(case):
@@ -133,6 +136,7 @@ def test_every_policy_places_every_valid_request(case):
 # --- (c): apply and release are exact inverses ----------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=400, **SETTINGS)
 @given(cases())
 def test_apply_then_release_restores_the_state(case):
@@ -149,6 +153,7 @@ def test_apply_then_release_restores_the_state(case):
         assert state == original
 
 
+@pytest.mark.slow
 @settings(max_examples=300, **SETTINGS)
 @given(st.data())
 def test_many_vms_released_in_any_order_leave_an_empty_host(data):
@@ -173,6 +178,7 @@ def test_many_vms_released_in_any_order_leave_an_empty_host(data):
 # --- (d): metric ranges --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=500, **SETTINGS)
 @given(cases())
 def test_metrics_stay_in_range(case):
@@ -195,6 +201,7 @@ def test_metrics_stay_in_range(case):
 # --- placement rules: fallback, memory layout ------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=500, **SETTINGS)
 @given(cases())
 def test_one_instance_goes_to_a_feasible_or_least_overloaded_node(case):
@@ -223,6 +230,7 @@ def test_one_instance_goes_to_a_feasible_or_least_overloaded_node(case):
             assert overload[node] == overload.min(), name
 
 
+@pytest.mark.slow
 @settings(max_examples=500, **SETTINGS)
 @given(cases())
 def test_memory_is_local_first_then_nearest(case):
@@ -252,6 +260,7 @@ def test_memory_is_local_first_then_nearest(case):
 # --- (f): fitting placements have no defect --------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=600, **SETTINGS)
 @given(cases())
 def test_fitting_policies_give_zero_rmr_and_cor(case):
@@ -308,6 +317,7 @@ def _lifetime_cor_oracle(topo: Topology, trace: HostTrace, placements) -> np.nda
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=300, **SETTINGS)
 @given(traces(), st.sampled_from(ALL), st.integers(0, 1000))
 def test_replay_places_every_vm_once_on_the_right_state(case, name, seed):
@@ -349,6 +359,7 @@ def test_replay_places_every_vm_once_on_the_right_state(case, name, seed):
     assert math.isclose(s.avg_defect, float(result.lifetime_defect.mean()), rel_tol=1e-12, abs_tol=1e-15)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, **SETTINGS)
 @given(traces(), st.integers(0, 1000))
 def test_same_seed_same_replay(case, seed):

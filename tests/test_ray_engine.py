@@ -122,6 +122,7 @@ def test_engine_options(monkeypatch):
 # --- on a local Ray instance -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_local_and_ray_engines_give_identical_metrics(ray_instance, streams, monkeypatch):
     """The headline claim: same trace, same policies (greedy, random, a baseline, the shipped
     model, the model with the shield), same per-VM defects, summaries and counters

@@ -399,6 +399,7 @@ def test_killed_between_the_new_link_and_the_switch(registry, capsys):
 # --- concurrent readers ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_readers_never_see_a_broken_model_while_promotions_flip(registry):
     root = str(registry.root)
     expected = {"v0001", "v0002"}
@@ -457,6 +458,7 @@ OPS = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS)
 def test_random_changes_keep_the_invariants(template, ops):

@@ -43,6 +43,7 @@ def _bound_count(placements, num_nodes):
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=300, **SETTINGS)
 @given(st.data())
 def test_resident_counts_follow_the_live_vms_and_never_go_negative(data):
@@ -91,6 +92,7 @@ def test_from_usage_checks_the_resident_counts():
         HostsState.from_usage(topo, [4, 0], [1024, 0], [1, 0, 0])
 
 
+@pytest.mark.slow
 @settings(max_examples=300, **SETTINGS)
 @given(st.data())
 def test_without_residents_the_rule_is_greedy(data):

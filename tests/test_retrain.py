@@ -61,6 +61,7 @@ def run_cli(*args) -> int:
 # --- fine-tuning: load_layers is the inverse of export_layers ---------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["ppo", "dqn"])
 def test_export_round_trip(algo, trace):
     """export(load_into(export(m))) is the same arrays and the same decisions as export(m)."""
@@ -105,6 +106,7 @@ def test_train_config_hosts_and_init_from(collapsed):
         _start_model(TrainConfig(init_from="/nonexistent/model"))
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_given_weights_on_the_given_hosts(tmp_path, trace, collapsed):
     """With init_from and no warm start, step 0 *is* the starting model: its evaluation equals
     core-best-fit's (the model always picks it), and only the chosen hosts are used."""
@@ -280,6 +282,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, registry, trace, capsys):
     assert [v.version for v in registry.versions()] == ["v0001"]
 
 
+@pytest.mark.slow
 def test_check_only_reports_the_collapse_and_exits_3(tmp_path, registry, trace, capsys):
     report = tmp_path / "report"
     code = run_cli("retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS,
@@ -306,6 +309,7 @@ def test_check_only_reports_the_collapse_and_exits_3(tmp_path, registry, trace, 
     assert [v.version for v in registry.versions()] == ["v0001"] and registry.current().version == "v0001"
 
 
+@pytest.mark.slow
 def test_dry_run_fine_tunes_but_changes_nothing(tmp_path, registry, trace, capsys):
     code = run_cli("retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS,
                    "--dry-run", "--max-iterations", "1", *TINY)
@@ -324,6 +328,7 @@ def test_dry_run_fine_tunes_but_changes_nothing(tmp_path, registry, trace, capsy
         assert data["versus_greedy"]["after"]["outcome"] == "tie"  # greedy against itself
 
 
+@pytest.mark.slow
 def test_a_rule_version_is_judged_as_greedy(tmp_path, trace, capsys):
     """With greedy itself current (a rule version), the job replays it as greedy: on the
     drifted window no primitive is clearly better on any cluster, so it is healthy."""
@@ -338,6 +343,7 @@ def test_a_rule_version_is_judged_as_greedy(tmp_path, trace, capsys):
     assert [v.version for v in registry.versions()] == ["v0001"] and registry.current().version == "v0001"
 
 
+@pytest.mark.slow
 def test_a_job_killed_while_writing_leaves_current_intact(tmp_path, registry, trace):
     """Kill -9 the job while the registry is writing the new version (the registry's test pause
     holds it after the copy, before the rename): current is untouched, the half-written copy
@@ -423,6 +429,7 @@ def test_outcome_metrics_by_hand(status, code):
     assert got[("catur_retrain_duration_seconds", ())] == 12.5
 
 
+@pytest.mark.slow
 def test_a_retrain_run_writes_its_outcome_to_a_textfile_and_a_pushgateway(tmp_path, registry, trace, capsys):
     """The check-only run of the collapsed model (kept, exit 3): the textfile is what
     node_exporter would read, and the Pushgateway gets the same metrics under job
@@ -477,6 +484,7 @@ def test_a_retrain_run_writes_its_outcome_to_a_textfile_and_a_pushgateway(tmp_pa
 # --- a scorer is fine-tuned as a scorer -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_scorer_is_fine_tuned_by_evolution_strategies_from_its_own_weights(tmp_path, trace, capsys):
     """With an after-state scorer current (the shipped default's kind), a collapse is answered
     with evolution strategies from the scorer's own weights on the losing clusters' hosts: the

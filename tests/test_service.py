@@ -99,6 +99,7 @@ def offline(streams, spec: DeciderSpec):
     return rows[order], lifetime, placed, summarize(lifetime, placed), counters
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [1, 2])
 @pytest.mark.parametrize("policy", ["greedy", "model", "shipped"])
 def test_replay_through_the_service_equals_offline_evaluation(policy, depth, streams, model_dir):
@@ -129,6 +130,7 @@ def test_replay_through_the_service_equals_offline_evaluation(policy, depth, str
         assert counters["shield_depth1"] > 0  # the look-ahead is exercised
 
 
+@pytest.mark.slow
 def test_catur_replay_command_prints_the_offline_table(tmp_path, capsys, model_dir):
     """`catur replay` against a model served with a depth-2 shield prints the numbers (and the
     JSON, intervention counts included) of `catur evaluate --model DIR --shield-depth 2`; an

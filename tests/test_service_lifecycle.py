@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _service_support import Blocker, valid_request
-from _stop_support import check, not_serving_span, run_cycle
+from catur.service.loadgen import check, not_serving_span, run_cycle
 from catur.service.interceptor import CONCURRENCY_EXCEEDED, STOPPING, RateLimitedLog
 from catur.service.server import Service, Signals, create_server
 from catur.service.servicer import SERVICE_NAME
@@ -298,12 +298,13 @@ def test_a_call_still_running_after_the_grace_is_cancelled(monkeypatch):
 @pytest.mark.parametrize("cycle", range(6))
 def test_stop_cycles_in_process(tmp_path, cycle):
     # Drains long enough that "a call started in the first half of the drain" is not confused
-    # by a busy CI machine delaying its arrival (see _stop_support.check).
+    # by a busy CI machine delaying its arrival (see catur.service.loadgen.check).
     record = run_cycle(tmp_path / "collected", process=False, clients=4, load_s=0.2, drain_s=0.6, grace_s=5, tag=f"p{cycle}")
     assert check(record, tmp_path / "collected") == []
     assert record.calls["OK"] > 0 and record.calls["UNAVAILABLE"] == 4  # each client refused once, then stopped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cycle", range(2))
 def test_stop_cycles_of_catur_serve(tmp_path, cycle):
     """serve -> load -> SIGTERM with collection on: exit 0, no hang, no failed call, every

@@ -393,6 +393,7 @@ def test_decider_spec_names():
     threshold=st.sampled_from([0.0, 0.1, 0.4, 1.0]),
     with_model=st.booleans(),
 )
+@pytest.mark.slow
 @settings(max_examples=300, **SETTINGS)
 def test_shielded_decider_always_places_like_a_primitive(state, depth, width, threshold, with_model):
     """With any shield, the Decider never raises and returns one of the four primitives' placements."""

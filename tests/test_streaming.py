@@ -182,6 +182,7 @@ def cluster_traces(draw):
     return arrival, departure, vcpus, mem, draw(st.sampled_from(SPECS))
 
 
+@pytest.mark.slow
 @settings(max_examples=250, **SETTINGS)
 @given(st.lists(cluster_traces(), min_size=1, max_size=5), st.randoms(use_true_random=False))
 def test_lock_step_first_fit_equals_the_plain_loop(clusters, rnd):
@@ -366,6 +367,7 @@ def in_memory(month: Path, days: str, cpu_overcommit: float | None = None):
     return df, scenario, evaluate_policies(scenario.streams, POLICIES, jobs=1, seed=5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_vms, days", [(1, "2:4"), (2_000, "3:"), (10**9, None)])
 def test_streamed_evaluation_equals_in_memory(month, batch_vms, days):
     """Batches of 1, ~3 or all clusters give the in-memory summaries exactly, the same per-VM
@@ -418,6 +420,7 @@ def test_accumulators_stay_small(month):
     assert len(evaluation.per_day()) <= 5
 
 
+@pytest.mark.slow
 def test_evaluate_command_streams_a_directory(month, tmp_path, capsys):
     """`catur evaluate DIR` streams and writes the usual table, JSON and plots; its numbers
     equal `catur evaluate FILE` on the same trace written as one parquet file."""

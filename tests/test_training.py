@@ -111,6 +111,7 @@ def test_effective_gamma():
 # --- the warm start ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_imitating_greedy_reproduces_greedy():
     """After imitating greedy, the exported model agrees with greedy on >= 95% of held-out observations."""
     import torch
@@ -143,6 +144,7 @@ def test_imitating_greedy_reproduces_greedy():
     assert (regrets(held_out)[np.arange(len(chosen)), chosen] == 0).mean() >= 0.97
 
 
+@pytest.mark.slow
 def test_oracle_demonstrations_are_the_oracles_choices_and_reproducible():
     """Oracle demonstrations: each label is the least look-ahead cost (ties as the oracle
     breaks them), recomputed here from a fresh environment at the same state; the split over
@@ -167,6 +169,7 @@ def test_oracle_demonstrations_are_the_oracles_choices_and_reproducible():
     assert worse.any() and (labels[:1500][worse] != greedy[worse]).all()
 
 
+@pytest.mark.slow
 def test_oracle_warm_start_through_the_cli(tmp_path):
     """`catur train --teacher oracle` trains from an oracle-imitating start and records it."""
     if not CATUR.exists():
@@ -196,6 +199,7 @@ def ppo_from_scratch(tmp_path_factory):
     return config, train(config, out, progress=False, log=lambda *a: None)
 
 
+@pytest.mark.slow
 def test_ppo_run_writes_a_complete_model(ppo_from_scratch):
     """The run writes a loadable model whose manifest has every documented key."""
     config, result = ppo_from_scratch
@@ -218,6 +222,7 @@ def test_ppo_run_writes_a_complete_model(ppo_from_scratch):
     assert recomputed.baseline_defect == pytest.approx(result.baselines["greedy"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_ppo_run_history_and_best_checkpoint(ppo_from_scratch):
     """Evaluations happen every eval_every steps, and the best one is what gets written."""
     from catur.sim.evaluate import evaluate_policies
@@ -235,6 +240,7 @@ def test_ppo_run_history_and_best_checkpoint(ppo_from_scratch):
     assert summary.avg_defect == pytest.approx(result.final["avg_defect"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_dqn_run_with_warm_start(tmp_path):
     """A tiny DQN run with a warm start writes a DQN model evaluated from step 0."""
     from catur.training.train import TrainConfig, train
@@ -264,6 +270,7 @@ def cli_model(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_cli_train_writes_a_model(cli_model):
     """`catur train` exits 0, prints a one-line summary and writes a complete model."""
     out, result = cli_model
@@ -281,6 +288,7 @@ def test_cli_train_writes_a_model(cli_model):
         PolicyModel.load(checkpoint)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CATUR.exists(), reason=f"no installed catur command at {CATUR}")
 def test_cli_evaluate_with_the_trained_model(cli_model, tmp_path):
     """`catur evaluate --model DIR` adds a `catur` entry to the JSON report."""
@@ -334,6 +342,7 @@ def test_cli_train_rejects_bad_arguments(tmp_path):
 TINY_CLI = ("--synthetic", "default", "--timesteps", 100, "--eval-every", 100, "--eval-hosts", 1, "--envs", 1, "--warm-start", 0, "--quiet")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CATUR.exists(), reason=f"no installed catur command at {CATUR}")
 def test_cli_train_does_not_wipe_an_unrelated_directory(tmp_path):
     """`catur train --out DIR` must not delete unrelated files already in DIR."""
@@ -344,6 +353,7 @@ def test_cli_train_does_not_wipe_an_unrelated_directory(tmp_path):
     assert (victim / "notes.txt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CATUR.exists(), reason=f"no installed catur command at {CATUR}")
 def test_cli_train_out_is_a_file(tmp_path):
     """`catur train --out FILE` (an existing file) fails with exit 2 and a one-line error."""

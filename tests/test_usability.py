@@ -61,6 +61,7 @@ def test_policies_help_teaches():
     assert "greedy" in out and "oracle" in out and "--policies" in out and "examples:" in out
 
 
+@pytest.mark.slow
 @needs_cli
 def test_train_seed_and_learning_rate_have_help():
     out = " ".join(catur_cli("train", "--help").stdout.split())
@@ -122,6 +123,7 @@ def test_evaluation_check(tmp_path: Path):
     assert check_evaluation_of({"avg_defect": 0.01}, other, "ev.json") is None
 
 
+@pytest.mark.slow
 @needs_cli
 def test_models_add_reads_catur_evaluate_json(tmp_path: Path):
     """End to end: catur evaluate --model --json, then models add shows its headline, and the

@@ -894,3 +894,22 @@ __all__ = [
     "HUAWEI_LIFETIMES", "HUAWEI_STATS", "LifetimeTable", "SCENARIOS", "SyntheticConfig",
     "TemporalShift", "generate", "live_vms", "peak_concurrency",
 ]  # fmt: skip
+
+
+def random_trace(seed: int, n: int = 300, days: float = 3.0, mean_life_days: float = 0.7) -> pd.DataFrame:
+    """A small seeded canonical trace for tests and benchmarks: ``n`` VMs over ``days`` days,
+    mixed sizes, alpha weights, exponential lifetimes, 10% still running at the end."""
+    rng = np.random.default_rng(seed)
+    arrival = np.sort(rng.uniform(0, days * SECONDS_PER_DAY, n))
+    departure = arrival + rng.exponential(mean_life_days * SECONDS_PER_DAY, n)
+    departure[rng.random(n) < 0.1] = np.nan
+    return pd.DataFrame(
+        {
+            "vm_id": np.arange(n),
+            "arrival_s": arrival,
+            "departure_s": departure,
+            "vcpus": rng.choice([1, 2, 4, 8, 16, 32], n, p=[0.2, 0.3, 0.2, 0.15, 0.1, 0.05]),
+            "mem_gib": rng.choice([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0], n),
+            "alpha": rng.choice([0.5, 1.0, 2.0], n),
+        }
+    )

@@ -1,7 +1,9 @@
-"""One serve -> load -> SIGTERM cycle of ``catur serve`` as a process, and what it shows.
+"""Load for a placement service, shared by the tests and the benchmarks: a valid request, and
+serve -> load -> SIGTERM cycles of ``catur serve`` with what each shows.
 
-Used by ``tests/test_service_lifecycle.py`` (a few cycles) and ``benchmarks/bench_stop.py``
-(200 cycles). A cycle:
+It lives in the package (not in ``tests/``) so that benchmarks import it like any module:
+``tests/test_service_lifecycle.py`` runs a few cycles, ``benchmarks/bench_stop.py`` 200, and
+``benchmarks/bench_interceptor.py`` and the service tests send :func:`valid_request`. A cycle:
 
 1. starts ``catur serve --collect-dir DIR --drain-seconds D --grace G`` (greedy, no metrics
    port: the lightest server that still collects), or with ``process=False`` the same
@@ -41,6 +43,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from catur.v1 import placement_pb2 as pb
 from catur.v1 import placement_pb2_grpc as pb_grpc
+
+
+def valid_request(preset: str = "amd-2s-nps2") -> pb.PlaceRequest:
+    """A valid PlaceRequest on the shipped ``preset`` with some usage on every node."""
+    from catur.topology import PRESETS
+
+    n = PRESETS[preset].num_nodes
+    return pb.PlaceRequest(
+        topology=pb.HostTopology(preset=preset),
+        usage=pb.NodeUsage(used_vcpus=[3] * n, used_mem_mib=[4096] * n),
+        vm=pb.VM(vcpus=4, mem_mib=8192),
+        request_id="r-1",
+        host_id="h-1",
+    )
 
 
 @dataclass
