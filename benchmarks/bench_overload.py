@@ -40,8 +40,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from _service_support import start_serve  # noqa: E402
+from catur.service.loadgen import start_serve  # noqa: E402
 
 CLIENT = ROOT / "benchmarks" / "grpc-js-load" / "load.js"
 

@@ -29,8 +29,7 @@ from pathlib import Path
 import grpc
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from _service_support import start_serve, valid_request  # noqa: E402
+from catur.service.loadgen import start_serve, valid_request  # noqa: E402
 
 from catur.service.client import PlacementClient  # noqa: E402
 

@@ -39,12 +39,16 @@ FAST_SMOKE = {"bench_placement.py", "bench_registry.py", "bench_collector.py"}
 # Slower than a few seconds even at these sizes (a Ray instance, a git checkout of an old engine).
 SLOW_SMOKE = {
     "bench_ray.py": ["--days", "16:16", "--jobs", "1", "--policies", "xen"],
+    "bench_es_generation.py": ["--smoke"],
 }
 # Train or search for minutes at any size, or take no options: checked to start only.
 START_ONLY = {
     "bench_numa_c0.py", "bench_gate.py", "bench_learning.py", "bench_libvirt.py", "bench_quality.py", "bench_reference_loop.py",
     "bench_shield.py", "exp_copy_features.py", "exp_lookahead.py", "exp_resident_weight.py", "exp_retrain_huawei.py",
     "exp_retrain_scorer.py", "exp_validate_all_hosts.py", "exp_value_of_information.py",
+    # A Node.js client (benchmarks/grpc-js-load, npm install first), two serving processes, or a
+    # libvirt host: started only here.
+    "bench_overload.py", "bench_stop_grpcjs.py", "bench_replicas.py", "libvirt_sweep.py",
 }
 
 

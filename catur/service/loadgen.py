@@ -342,3 +342,23 @@ def check(record: CycleRecord, directory: Path) -> list[str]:
     else:
         problems.append("no placement was answered before the stop")
     return problems
+
+
+def start_serve(*options: str, cwd=None, stderr=None):
+    """Start ``catur serve`` as a process on a free loopback port: greedy, no model watch,
+    WARNING logs, metrics off unless ``options`` say otherwise (later options win). Returns
+    ``(process, "127.0.0.1:PORT", metrics port or None)`` once it listens; ``cwd`` picks the
+    ``catur`` package run (another commit's export, for a baseline)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "catur.cli", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "-1", "--model", "none",
+         "--watch-interval", "0", "--log-level", "WARNING", *options],
+        stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=cwd,
+    )
+    line = proc.stdout.readline()
+    if "listening on 127.0.0.1:" not in line:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"catur serve did not start: {line!r}")
+    target = "127.0.0.1:" + line.split("listening on 127.0.0.1:")[1].split()[0]
+    metrics = int(line.split("metrics on 127.0.0.1:")[1].split(";")[0]) if "metrics on 127.0.0.1:" in line else None
+    return proc, target, metrics
