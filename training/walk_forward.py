@@ -325,8 +325,8 @@ def plan(traces: list[str], *, train_days: str | None, validate_days: str | None
         raise CaturError(f"{source.workload}: {days} days cannot be split by days")
     train, validate = (train_days, validate_days) if train_days else default_split(days)[:2]
     result = folds_of(days, train, validate, test_days, folds, step)
-    for f in result:
-        log(f"fold {f.number}: train {f.train}, validate {f.validate}, test {f.test}")
+    log(f"{source.name}: {days} days; {len(result)} fold{'s' * (len(result) != 1)}: "
+        + "; ".join(f"test {f.test}" for f in result))
     return source, result
 
 
