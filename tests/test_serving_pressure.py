@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from _service_support import Blocker, start_serve, valid_request
 from catur.errors import CaturError
-from catur.service.admission import CANNOT_MEET_DEADLINE, DEADLINE_PASSED, Admission, AdmissionConfig, adaptive_limit
+from catur.service.admission import CANNOT_MEET_DEADLINE, DEADLINE_PASSED, AdmissionConfig, CallAdmission, adaptive_limit
 from catur.service.client import PlacementClient, service_config
 from catur.service.server import Service, create_server
 from catur.service.servicer import SERVICE_NAME
@@ -59,7 +59,7 @@ def test_the_adaptive_limit_is_slots_plus_the_calls_that_wait_the_target_at_meas
     assert adaptive_limit(config, 10.0) == 16  # a slow server: the floor
     assert adaptive_limit(config, 1e6) == 512  # a fast one: the ceiling
     # Saturated windows (calls waiting for the one slot) measure the capacity: ~100 answers/s.
-    admission = Admission(dataclasses.replace(config, slots=1, initial_capacity=5000.0))
+    admission = CallAdmission(dataclasses.replace(config, slots=1, initial_capacity=5000.0))
     assert admission.acquire(None) is None
     waiter_results = []
     t_end = time.monotonic() + 0.6
@@ -76,7 +76,7 @@ def test_the_adaptive_limit_is_slots_plus_the_calls_that_wait_the_target_at_meas
     assert 40 < admission.capacity < 110, admission.capacity  # ~1 answer per 10 ms, less on a busy machine
     assert admission.limit == adaptive_limit(admission.config, admission.capacity)
     assert admission.service_s < 0.01
-    assert Admission(AdmissionConfig(slots=8, limit=40)).limit == 40  # fixed stays fixed
+    assert CallAdmission(AdmissionConfig(slots=8, limit=40)).limit == 40  # fixed stays fixed
 
 
 @pytest.mark.parametrize("bad", [dict(slots=0), dict(limit=0), dict(target_queue_s=0), dict(target_queue_s=float("nan")),
@@ -88,7 +88,7 @@ def test_bad_admission_settings_are_refused_naming_the_value(bad):
 
 
 def test_a_call_that_cannot_be_answered_in_time_is_refused_at_once():
-    admission = Admission(AdmissionConfig(slots=1, initial_service_s=0.1, initial_capacity=10.0))
+    admission = CallAdmission(AdmissionConfig(slots=1, initial_service_s=0.1, initial_capacity=10.0))
     assert admission.acquire(5.0) is None  # the slot is free
     assert admission.acquire(0.0) == DEADLINE_PASSED
     # One call running, none waiting: a wait of ~0.1 s plus 0.1 s of its own work.
@@ -111,7 +111,7 @@ def test_a_call_that_cannot_be_answered_in_time_is_refused_at_once():
 
 
 def test_on_arrival_a_dead_call_or_one_the_line_leaves_no_time_for_is_refused():
-    admission = Admission(AdmissionConfig(slots=2, initial_service_s=0.01, initial_capacity=100.0, margin_s=0.05))
+    admission = CallAdmission(AdmissionConfig(slots=2, initial_service_s=0.01, initial_capacity=100.0, margin_s=0.05))
     assert admission.early_refusal(-0.1, in_server=0) == DEADLINE_PASSED
     assert admission.early_refusal(0.05, in_server=0) == CANNOT_MEET_DEADLINE  # 10 ms of work + 50 ms margin
     assert admission.early_refusal(0.07, in_server=1) is None  # a free slot: no wait

@@ -3,7 +3,7 @@ that knows each call's deadline.
 
 Under overload a server that queues everything spends its time on calls whose clients have
 already given up: the queue grows until every call waits longer than its deadline, and goodput
-(answers that arrive in time) collapses. :class:`~catur.service.admission.Admission` keeps the line short and refuses
+(answers that arrive in time) collapses. :class:`~catur.service.admission.CallAdmission` keeps the line short and refuses
 the rest at once, cheaply, with a code the client can act on:
 
 * **the concurrency limit** — at most ``limit`` calls are in the server (running or waiting
@@ -25,8 +25,8 @@ the rest at once, cheaply, with a code the client can act on:
   up its place: DEADLINE_EXCEEDED, no work done.
 
 Nothing here knows grpc: :class:`~catur.service.interceptor.CallInterceptor` counts the calls
-in the server and asks :meth:`Admission.over_limit` when one arrives, :meth:`Admission.acquire`
-once its body has been read, and :meth:`Admission.release` when its work is done.
+in the server and asks :meth:`CallAdmission.over_limit` when one arrives, :meth:`CallAdmission.acquire`
+once its body has been read, and :meth:`CallAdmission.release` when its work is done.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def adaptive_limit(config: AdmissionConfig, capacity: float) -> int:
     return int(min(config.max_limit, max(config.min_limit, config.slots + math.ceil(queued))))
 
 
-class Admission:
+class CallAdmission:
     """The limit and the line of one server (thread-safe; see the module docstring)."""
 
     def __init__(self, config: AdmissionConfig = AdmissionConfig()) -> None:

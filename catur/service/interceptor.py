@@ -53,7 +53,7 @@ from concurrent import futures
 
 import grpc
 
-from catur.service.admission import CANNOT_MEET_DEADLINE, DEADLINE_PASSED, Admission
+from catur.service.admission import CANNOT_MEET_DEADLINE, DEADLINE_PASSED, CallAdmission
 from catur.service.telemetry import ServiceMetrics
 
 log = logging.getLogger("catur.service")
@@ -227,7 +227,7 @@ class CallInterceptor(grpc.ServerInterceptor):
     def __init__(
         self,
         metrics: ServiceMetrics,
-        admission: Admission | None = None,
+        admission: CallAdmission | None = None,
         exempt_services: tuple[str, ...] = ("grpc.health.v1.Health",),
         control_workers: int = 2,
     ) -> None:

@@ -54,7 +54,7 @@ from catur.v1 import placement_pb2_grpc as pb_grpc
 from catur.service.collector import CollectorConfig, TraceCollector
 from catur.service.serving import ModelHolder
 from catur.service.servicer import DEFAULT_MAX_BATCH, DEFAULT_MAX_HOSTS, SERVICE_NAME, PlacementServicer
-from catur.service.admission import Admission, AdmissionConfig
+from catur.service.admission import AdmissionConfig, CallAdmission
 from catur.service.interceptor import GRPC_RECEIVE_LIMIT, CallInterceptor
 from catur.service.telemetry import ServiceMetrics
 
@@ -370,7 +370,7 @@ def create_server(
     # the interceptor enforces the limit instead, with grpc's status code and message. Every
     # admitted call gets a thread at once (so it can read its deadline and be refused early);
     # only admission.slots of them run, the others wait in line (catur.service.admission).
-    service.calls = CallInterceptor(service.metrics, Admission(admission), exempt_services=(HEALTH_SERVICE_NAME,))
+    service.calls = CallInterceptor(service.metrics, CallAdmission(admission), exempt_services=(HEALTH_SERVICE_NAME,))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=admission.most_calls + 4, thread_name_prefix="catur-rpc"),
         interceptors=[service.calls],
