@@ -120,6 +120,100 @@ def test_on_arrival_a_dead_call_or_one_the_line_leaves_no_time_for_is_refused():
     assert admission.early_refusal(0.5, in_server=22) is None
 
 
+def _window(admission: CallAdmission, *, wait_s: float, full: bool) -> None:
+    """One measurement window: a call holds the one slot while another waits ``wait_s`` in
+    line (a busy window answering about 1/wait_s calls per second); with ``full``, a call is
+    refused over the limit meanwhile."""
+    assert admission.acquire(None) is None
+    waiter = threading.Thread(target=admission.acquire, args=(None,))
+    waiter.start()
+    while admission.waiting == 0:
+        time.sleep(0.001)
+    if full:
+        assert admission.over_limit(admission.limit)
+    time.sleep(wait_s)
+    admission.release(wait_s)  # the window ends here (window_s is shorter than wait_s)
+    waiter.join(5)
+    admission.release(0.0)  # the waiter's call is done too (window just restarted: no measure)
+
+
+def test_a_limit_measured_while_starved_probes_upwards_while_the_line_moves():
+    """A capacity measured while the process was starved (5 answers/s against 100 assumed)
+    would pull the limit down; with calls refused over it while the line moved faster than
+    the target, the limit grows by the probe instead; a window that refuses nobody returns it
+    to Little's law."""
+    config = AdmissionConfig(slots=1, target_queue_s=1.0, min_limit=2, max_limit=300, initial_capacity=100.0, window_s=0.1)
+    admission = CallAdmission(config)
+    assert admission.limit == 1 + 100
+    _window(admission, wait_s=0.2, full=True)
+    assert admission.capacity < 100  # the starved window did measure less ...
+    assert admission.limit == 101 + 11  # ... but the limit probed upwards by 10%
+    _window(admission, wait_s=0.2, full=True)
+    assert admission.limit == 112 + 12
+    _window(admission, wait_s=0.2, full=False)
+    assert admission.limit == adaptive_limit(config, admission.capacity) < 101
+
+
+def test_a_line_slower_than_the_target_brings_the_limit_down_even_when_full():
+    config = AdmissionConfig(slots=1, target_queue_s=0.05, min_limit=2, max_limit=300, initial_capacity=100.0, window_s=0.1)
+    admission = CallAdmission(config)
+    assert admission.limit == 1 + 5
+    _window(admission, wait_s=0.2, full=True)  # the waiter waited 0.2 s > 0.05 s
+    assert admission.limit == adaptive_limit(config, admission.capacity) < 6
+
+
+def test_the_capacity_never_counts_below_its_floor():
+    admission = CallAdmission(AdmissionConfig(slots=1, initial_capacity=100.0, min_capacity=40.0, window_s=0.05))
+    for _ in range(3):  # starved windows: ~10 answers/s each
+        _window(admission, wait_s=0.1, full=False)
+    assert admission.capacity == 40.0
+    assert AdmissionConfig().capacity_floor == 50.0  # default: a tenth of the initial capacity
+    with pytest.raises(CaturError, match="min_capacity.*-1"):
+        AdmissionConfig(min_capacity=-1)
+    with pytest.raises(CaturError, match="probe.*2"):
+        AdmissionConfig(probe=2)
+
+
+class _LateContext:
+    """A servicer context whose deadline passes while the handler runs."""
+
+    def __init__(self) -> None:
+        self.code_ = None
+        self.details = None
+
+    def time_remaining(self):
+        return -0.01
+
+    def abort(self, code, details):
+        self.code_, self.details = code, details
+        raise RuntimeError("aborted")  # grpc raises too
+
+    def code(self):
+        return self.code_
+
+    def is_active(self):
+        return True
+
+
+def test_an_answer_ready_after_the_deadline_is_not_sent_as_ok():
+    from catur.service.interceptor import ANSWERED_TOO_LATE, CallInterceptor
+    from catur.service.telemetry import ServiceMetrics
+
+    metrics = ServiceMetrics()
+    calls = CallInterceptor(metrics, None)
+    answered = []
+    serve = calls._serve(lambda request, context: answered.append(request) or "the answer", ("unary", SERVICE_NAME, "Place"),
+                         time.perf_counter(), counted=False)
+    context = _LateContext()
+    with pytest.raises(RuntimeError, match="aborted"):
+        serve(iter([valid_request()]), context)
+    assert answered and context.code_ == grpc.StatusCode.DEADLINE_EXCEEDED and context.details == ANSWERED_TOO_LATE
+    counts = {s.labels["grpc_code"]: s.value for m in metrics.registry.collect() for s in m.samples
+              if s.name == "grpc_server_handled_total"}
+    assert counts == {"DEADLINE_EXCEEDED": 1.0}
+    calls.shutdown()
+
+
 def test_the_interceptor_reads_each_calls_deadline_on_arrival(server_of, monkeypatch):
     """The early refusal needs the deadline before grpcio hands the call to a thread; it is read
     from grpcio's serving loop (:func:`catur.service.interceptor._arriving_deadline`). If a

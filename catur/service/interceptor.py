@@ -23,6 +23,8 @@ expects and counted in ``grpc_server_handled_total{grpc_code=...}``:
 * **strict unary calls** — a client stream of more than one message sent to a unary method is
   ``INVALID_ARGUMENT`` (grpc would silently use the first message); a body over
   :data:`MAX_REQUEST_BYTES` is ``RESOURCE_EXHAUSTED``;
+* **never OK after the deadline** — an answer ready only after its call's deadline is not
+  sent: the call ends ``DEADLINE_EXCEEDED``, as its client already saw it;
 * **codes as the client sees them** — a call whose client has gone is counted
   ``DEADLINE_EXCEEDED`` when its deadline passed, ``CANCELLED`` otherwise (:func:`wire_code`);
 * **malformed bodies** — the request deserializer never raises: bytes that do not parse become
@@ -63,6 +65,7 @@ STOPPING = "the server is stopping; retry on another replica"
 OVERSIZE = "the request body is larger than the server reads"
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"  # gRFC A6: when the client's next attempt may come
 STOPPING_PUSHBACK_MS = "1000"
+ANSWERED_TOO_LATE = "the answer was ready only after the call's deadline; it is not sent"
 TOO_MANY_MESSAGES = "a unary method takes exactly one request message; this call streamed more"
 REFUSALS = {
     CANNOT_MEET_DEADLINE: (
@@ -463,6 +466,10 @@ class CallInterceptor(grpc.ServerInterceptor):
                     finally:
                         if admission is not None:
                             admission.release(time.perf_counter() - held)
+                    if (remaining := context.time_remaining()) is not None and remaining <= 0:
+                        # Never OK after the deadline: the client has given up (its library
+                        # reports DEADLINE_EXCEEDED); say so and count it so.
+                        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, ANSWERED_TOO_LATE)
                 except grpc.RpcError:  # the client went away (or its body was refused) while reading
                     code = wire_code(context, grpc.StatusCode.CANCELLED)
                     raise
