@@ -32,6 +32,9 @@ SMOKE = {
     "bench_scale.py": ["--sizes", "2000", "--policies", "xen", "--jobs", "1", "--batch-vms", "2000", "--work", "{tmp}"],
     "bench_service.py": ["--decisions", "100", "--in-process-only", "--policies", "greedy"],
     "bench_stop.py": ["--cycles", "1", "--clients", "1", "--batch", "2", "--load", "0.2", "--drain", "0.1", "--grace", "1", "--in-process"],
+    # The grpc-js ones print "skipped: ..." and exit 0 without Node.js or the npm modules.
+    "bench_stop_grpcjs.py": ["--smoke"],
+    "bench_replicas.py": ["--smoke"],
 }
 # Of those, the ones that take a few seconds at most (the others are marked slow: a server, a
 # process pool or a timing loop takes longer even at these sizes).
@@ -40,15 +43,15 @@ FAST_SMOKE = {"bench_placement.py", "bench_registry.py", "bench_collector.py"}
 SLOW_SMOKE = {
     "bench_ray.py": ["--days", "16:16", "--jobs", "1", "--policies", "xen"],
     "bench_es_generation.py": ["--smoke"],
+    "bench_overload.py": ["--smoke"],  # ~12 s: a server, the grpc-js client three times
 }
 # Train or search for minutes at any size, or take no options: checked to start only.
 START_ONLY = {
     "bench_numa_c0.py", "bench_gate.py", "bench_learning.py", "bench_libvirt.py", "bench_quality.py", "bench_reference_loop.py",
     "bench_shield.py", "exp_copy_features.py", "exp_lookahead.py", "exp_resident_weight.py", "exp_retrain_huawei.py",
     "exp_retrain_scorer.py", "exp_validate_all_hosts.py", "exp_value_of_information.py",
-    # A Node.js client (benchmarks/grpc-js-load, npm install first), two serving processes, or a
-    # libvirt host: started only here.
-    "bench_overload.py", "bench_stop_grpcjs.py", "bench_replicas.py", "libvirt_sweep.py",
+    # A libvirt host: started only here.
+    "libvirt_sweep.py",
 }
 
 

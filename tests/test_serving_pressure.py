@@ -502,3 +502,30 @@ def test_max_concurrent_rpcs_takes_a_positive_number_or_auto(value, capsys):
         main(["serve", "--max-concurrent-rpcs", value])
     assert info.value.code == 2
     assert "--max-concurrent-rpcs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["max_concurrent_streams=3", "grpc.max_concurrent_streams", "grpc.x="])
+def test_grpc_arg_takes_a_grpc_key_and_a_value(value, capsys):
+    from catur.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--grpc-arg", value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--grpc-arg" in err and repr(value) in err
+
+
+def test_grpc_args_reach_the_server_and_its_own_are_not_overridden(server_of):
+    from catur.cli import main
+    from catur.cli.service import _grpc_arg
+
+    assert _grpc_arg("grpc.max_concurrent_streams=4") == ("grpc.max_concurrent_streams", 4)
+    assert _grpc_arg("grpc.primary_user_agent=x=y") == ("grpc.primary_user_agent", "x=y")
+    # One stream per connection: calls from one channel queue at the client, and are answered.
+    channel = server_of(Service(model=None), grpc_options=(("grpc.max_concurrent_streams", 1),))
+    stub = pb_grpc.PlacementStub(channel)
+    assert _codes([stub.Place.future(valid_request(), timeout=10) for _ in range(5)]) == Counter(OK=5)
+    with pytest.raises(CaturError, match="grpc.so_reuseport is set by the server itself"):
+        create_server("127.0.0.1:0", Service(model=None), grpc_options=(("grpc.so_reuseport", 1),))
+    assert main(["serve", "--listen", "127.0.0.1:0", "--metrics-port", "-1", "--model", "none",
+                 "--grpc-arg", "grpc.max_receive_message_length=5"]) == 2

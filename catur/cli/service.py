@@ -89,6 +89,17 @@ def _limit(text: str) -> int | None:
     return value
 
 
+def _grpc_arg(text: str) -> tuple[str, int | str]:
+    """``--grpc-arg KEY=VALUE``: a grpc channel argument; VALUE an integer or a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.startswith("grpc.") or not value:
+        raise argparse.ArgumentTypeError(f"expected grpc.KEY=VALUE (e.g. grpc.max_concurrent_streams=32), got {text!r}")
+    try:
+        return key, int(value)
+    except ValueError:
+        return key, value
+
+
 def add_client_tls_arguments(p: argparse.ArgumentParser) -> None:
     """Add the client-side TLS options (``--tls``, ``--tls-ca``, ``--tls-cert``, ``--tls-key``) to
     ``p``."""
@@ -126,6 +137,9 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
                    help="with the auto limit, the longest a call should wait in line at full load (default 200)")
     g.add_argument("--min-limit", type=int, default=16, metavar="N", help="floor of the auto limit (default 16)")
     g.add_argument("--max-limit", type=int, default=512, metavar="N", help="ceiling of the auto limit (default 512)")
+    g.add_argument("--grpc-arg", type=_grpc_arg, action="append", default=[], metavar="grpc.KEY=VALUE",
+                   help="an extra grpc server channel argument (repeatable), e.g. grpc.max_concurrent_streams=32 or "
+                   "grpc.server_max_unrequested_time_in_server=1; measured effects in docs/results/serving.md (none is on by default)")
     p.add_argument("--metrics-port", type=int, default=9464, metavar="PORT", help="Prometheus endpoint port (default 9464; 0 = any free port; -1 = off)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="Prometheus endpoint address (default 127.0.0.1)")
     p.add_argument("--watch-interval", type=float, default=5.0, metavar="S", help="seconds between checks of the model files for a new model (default 5; 0 = off)")
@@ -283,7 +297,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         slots=args.workers, limit=args.max_concurrent_rpcs, target_queue_s=args.target_queue_ms / 1000.0,
         min_limit=args.min_limit, max_limit=args.max_limit,
     )
-    server, port = create_server(args.listen, service, tls=tls, admission=admission)
+    server, port = create_server(args.listen, service, tls=tls, admission=admission, grpc_options=tuple(args.grpc_arg))
     metrics_server = None
     metrics_port = None
     if args.metrics_port >= 0:

@@ -45,6 +45,18 @@ from catur.v1 import placement_pb2 as pb
 from catur.v1 import placement_pb2_grpc as pb_grpc
 
 
+def node_client_problem(client: Path) -> str | None:
+    """Why the Node.js load client at ``client`` (``benchmarks/grpc-js-load/load.js``) cannot
+    run here, or None: no ``node`` on PATH, or its npm modules not installed."""
+    import shutil
+
+    if shutil.which("node") is None:
+        return "no 'node' on PATH (the grpc-js client needs Node.js)"
+    if not (client.parent / "node_modules" / "@grpc" / "grpc-js").exists():
+        return f"the grpc-js client's modules are missing: run 'npm install --prefix {client.parent}' first"
+    return None
+
+
 def valid_request(preset: str = "amd-2s-nps2") -> pb.PlaceRequest:
     """A valid PlaceRequest on the shipped ``preset`` with some usage on every node."""
     from catur.topology import PRESETS

@@ -67,6 +67,8 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # servicer answers under v1's names too (grpcurl and others try v1 first).
 REFLECTION_V1_SERVICE_NAME = "grpc.reflection.v1.ServerReflection"
 MAX_HEALTH_LIST = 100
+# Channel arguments create_server sets itself (a second value would be ambiguous).
+SERVER_SET_OPTIONS = ("grpc.so_reuseport", "grpc.max_receive_message_length")
 # Before the port closes, the stop waits until no call has arrived for this long (at most half
 # the grace): see CallInterceptor.wait_idle. Half a second covers a client that builds its
 # next request after an answer on a busy machine.
@@ -344,6 +346,7 @@ def create_server(
     max_workers: int = DEFAULT_WORKERS,
     max_concurrent_rpcs: int | None = DEFAULT_MAX_CONCURRENT_RPCS,
     admission: AdmissionConfig | None = None,
+    grpc_options: tuple[tuple[str, int | str], ...] = (),
     **service_options,
 ) -> tuple[grpc.Server, int]:
     """Build and start a server on ``address`` (``HOST:PORT``; port 0 = any free port).
@@ -355,7 +358,13 @@ def create_server(
     RPC limit exceeded!", as grpc would). ``admission`` sets all of it at once
     (:class:`~catur.service.admission.AdmissionConfig`; then ``max_workers`` and
     ``max_concurrent_rpcs`` must be left at their defaults). Health checks are not counted.
+    ``grpc_options`` are extra grpc channel arguments for the server (``catur serve
+    --grpc-arg``), e.g. ``(("grpc.max_concurrent_streams", 32),)``; the two the server sets
+    itself (:data:`SERVER_SET_OPTIONS`) are refused.
     """
+    for key, _ in grpc_options:
+        if key in SERVER_SET_OPTIONS:
+            raise CaturError(f"the grpc option {key} is set by the server itself; it cannot be overridden")
     if service is None:
         service = Service(**service_options)
     elif service_options:
@@ -375,7 +384,7 @@ def create_server(
         futures.ThreadPoolExecutor(max_workers=admission.most_calls + 4, thread_name_prefix="catur-rpc"),
         interceptors=[service.calls],
         maximum_concurrent_rpcs=service.calls.fast_refusals,  # the interceptor decides: see FastRefusals
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", GRPC_RECEIVE_LIMIT)],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", GRPC_RECEIVE_LIMIT), *grpc_options],
     )
     pb_grpc.add_PlacementServicer_to_server(service.servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
