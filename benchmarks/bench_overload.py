@@ -10,13 +10,17 @@ otherwise) on a free loopback port, then drives it with the Node.js client in
    second for ``--seconds`` (default 20) seconds, each with a ``--deadline-ms`` (default 2000)
    deadline: OK per second (answers within the sending window), OK after their deadline,
    calls by status code, CANCELLED share; and the server's ``grpc_server_handled_total``
-   deltas for the same run, by code.
+   deltas for the same run, by code (summed over the processes of ``--processes N``).
+
+``--channels K`` has the client spread its calls over K connections (many clients, as a fleet
+of hypervisors is); one connection is served by one process of a ``--processes N`` server.
 
 Bounded: each client run stops at its duration + the deadline + 5 s; the whole script at
 about ``saturation-s + len(factors) x (seconds + 10)`` seconds. Loopback only.
 
     npm install --prefix benchmarks/grpc-js-load      # once (node_modules is not committed)
     .venv/bin/python benchmarks/bench_overload.py [--seconds 20] [--factors 2,3] [--serve-args "--workers 4"]
+    .venv/bin/python benchmarks/bench_overload.py --channels 4 --serve-args "--processes 2"   # 4 connections, 2 processes
     git archive main | tar -x -C /tmp/catur-main      # a baseline: main's server, same client
     .venv/bin/python benchmarks/bench_overload.py --server-root /tmp/catur-main
 
@@ -49,14 +53,16 @@ from catur.service.loadgen import node_client_problem, start_serve  # noqa: E402
 CLIENT = ROOT / "benchmarks" / "grpc-js-load" / "load.js"
 
 
-def handled(metrics_port: int) -> Counter:
-    """``grpc_server_handled_total`` of Place, by code, from the server's metrics endpoint."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+def handled(metrics_ports: list[int]) -> Counter:
+    """``grpc_server_handled_total`` of Place, by code, summed over the server's metrics
+    endpoints (one per process)."""
     out: Counter = Counter()
-    for line in text.splitlines():
-        if line.startswith("grpc_server_handled_total{") and 'grpc_method="Place"' in line:
-            code = line.split('grpc_code="')[1].split('"')[0]
-            out[code] += int(float(line.rsplit(" ", 1)[1]))
+    for port in metrics_ports:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        for line in text.splitlines():
+            if line.startswith("grpc_server_handled_total{") and 'grpc_method="Place"' in line:
+                code = line.split('grpc_code="')[1].split('"')[0]
+                out[code] += int(float(line.rsplit(" ", 1)[1]))
     return out
 
 
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--factors", default="2,3", help="offered load as multiples of the saturation rate (default 2,3)")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of each overload run (default 20)")
     ap.add_argument("--deadline-ms", type=float, default=2000.0)
+    ap.add_argument("--channels", type=int, default=1, help="connections the client spreads its calls over (default 1)")
     ap.add_argument("--serve-args", default="", help="extra 'catur serve' options, e.g. \"--max-concurrent-rpcs 512\"")
     ap.add_argument("--server-root", type=Path, default=ROOT, help="run the catur package found in this directory "
                     "(e.g. an export of another commit: git archive main | tar -x -C /tmp/catur-main), for a baseline")
@@ -95,15 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     factors = [float(f) for f in args.factors.split(",") if f.strip()]
     proc, target, metrics_port = start_serve("--metrics-port", "0", "--drain-seconds", "0", "--grace", "2",
                                              *shlex.split(args.serve_args), cwd=args.server_root)
+    metrics_ports = [metrics_port]
+    serve_args = shlex.split(args.serve_args)
+    processes = int(serve_args[serve_args.index("--processes") + 1]) if "--processes" in serve_args else 1
+    for _ in range(processes - 1):  # `catur serve --processes N` prints one line per other process
+        metrics_ports.append(int(proc.stdout.readline().split("metrics on 127.0.0.1:")[1].split(";")[0]))
     try:
-        print(f"# {os.cpu_count()} CPUs; catur serve from {args.server_root} {args.serve_args or '(defaults)'} on {target}", flush=True)
+        print(f"# {os.cpu_count()} CPUs; catur serve from {args.server_root} {args.serve_args or '(defaults)'} on {target}; "
+              f"client connections {args.channels}", flush=True)
         def server_gauge(name: str) -> str:
             try:
-                return f"{gauge(metrics_port, name):.0f}"
+                return "/".join(f"{gauge(port, name):.0f}" for port in metrics_ports)
             except StopIteration:  # a server without load shedding (a baseline)
                 return "-"
 
-        sat = node("closed", "--target", target, "--concurrency", str(args.concurrency), "--seconds", str(args.saturation_s),
+        sat = node("closed", "--target", target, "--channels", str(args.channels), "--concurrency", str(args.concurrency), "--seconds", str(args.saturation_s),
                    "--deadline-ms", str(args.deadline_ms), timeout=args.saturation_s + args.deadline_ms / 1000 + 30)
         rate = sat["ok_per_s"]
         print(f"saturation: {rate:.0f} OK/s (closed loop, {args.concurrency} in flight, {args.saturation_s:g} s; "
@@ -112,11 +125,11 @@ def main(argv: list[str] | None = None) -> int:
               f"capacity {server_gauge('catur_capacity_calls_per_second')}/s)", flush=True)
         failed = False
         for factor in factors:
-            before = handled(metrics_port)
-            run = node("open", "--target", target, "--rate", f"{factor * rate:.0f}", "--seconds", str(args.seconds),
+            before = handled(metrics_ports)
+            run = node("open", "--target", target, "--channels", str(args.channels), "--rate", f"{factor * rate:.0f}", "--seconds", str(args.seconds),
                        "--deadline-ms", str(args.deadline_ms), timeout=args.seconds + args.deadline_ms / 1000 + 30)
             time.sleep(0.5)  # the server counts an answer just after sending it
-            delta = handled(metrics_port) - before
+            delta = handled(metrics_ports) - before
             ok_share = run["ok_per_s"] / rate
             cancelled = run["cancelled_fraction"]
             good = ok_share >= 0.8 and run["ok_after_deadline"] == 0 and cancelled < 0.01

@@ -486,6 +486,7 @@ def test_tls_and_mutual_tls_end_to_end_through_catur_serve(certificates):
     (["--target-queue-ms", "nan"], "--target-queue-ms must be > 0, got nan"),
     (["--min-limit", "9", "--max-limit", "3"], "--min-limit and --max-limit: need 1 <= min <= max, got 9 and 3"),
     (["--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--processes", "0"], "--processes must be >= 1, got 0"),
 ])
 def test_bad_load_shedding_settings_are_one_line_errors_naming_the_flag(args, message, capsys):
     from catur.cli import main
@@ -529,3 +530,58 @@ def test_grpc_args_reach_the_server_and_its_own_are_not_overridden(server_of):
         create_server("127.0.0.1:0", Service(model=None), grpc_options=(("grpc.so_reuseport", 1),))
     assert main(["serve", "--listen", "127.0.0.1:0", "--metrics-port", "-1", "--model", "none",
                  "--grpc-arg", "grpc.max_receive_message_length=5"]) == 2
+
+
+def test_several_processes_serve_one_port_and_stop_together():
+    """``catur serve --processes 2``: two grpc servers on one port (SO_REUSEPORT), the kernel
+    spreading connections over them; each counts its own calls on its own metrics port; one
+    SIGTERM to the command stops both cleanly."""
+    import os
+    import signal
+    import urllib.request
+
+    proc, target, metrics = start_serve("--processes", "2", "--metrics-port", "0", "--drain-seconds", "0.1", "--grace", "2")
+    try:
+        first = proc.stdout.readline()
+        assert "process 2 of 2" in first and target in first, first
+        metrics_ports = [metrics, int(first.split("metrics on 127.0.0.1:")[1].split(";")[0])]
+        pids = [int(first.split("(pid ")[1].split(")")[0])]
+        # 16 connections: the chance that all land on one of the two processes is 2^-15.
+        channels = [grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(16)]
+        for channel in channels:
+            assert pb_grpc.PlacementStub(channel).Place(valid_request(), timeout=10).primitive
+            channel.close()
+        per_process = []
+        for port in metrics_ports:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            per_process.append(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                                   if line.startswith("grpc_server_handled_total{") and 'grpc_method="Place"' in line))
+        assert sum(per_process) == 16 and min(per_process) > 0, per_process
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        for pid in pids:  # the copies are gone too
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+def test_a_port_already_served_is_refused_unless_both_reuse_it():
+    proc, target, _ = start_serve("--reuse-port")
+    try:
+        port = target.rsplit(":", 1)[1]
+        second = subprocess.run([*_serve_command(), "--listen", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and "cannot listen on" in second.stderr
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        proc.stdout.close()
+
+
+def _serve_command() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "catur.cli", "serve", "--metrics-port", "-1", "--model", "none", "--watch-interval", "0"]

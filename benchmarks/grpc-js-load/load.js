@@ -5,6 +5,7 @@
 //   npm install --prefix benchmarks/grpc-js-load         # once
 //   node benchmarks/grpc-js-load/load.js closed --target 127.0.0.1:50051 --concurrency 16 --seconds 8
 //   node benchmarks/grpc-js-load/load.js open --target 127.0.0.1:50051 --rate 1000 --seconds 20 --deadline-ms 2000
+//   ... --channels 4        # four connections instead of one, calls spread over them in turn
 //
 // closed: `concurrency` calls kept in flight back to back for `seconds`: the saturation rate
 //         (OK answers per second).
@@ -28,7 +29,7 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
 function parseArgs(argv) {
-  const args = { mode: argv[0], target: '127.0.0.1:50051', concurrency: 16, seconds: 10, rate: 500, deadlineMs: 2000 };
+  const args = { mode: argv[0], target: '127.0.0.1:50051', concurrency: 16, seconds: 10, rate: 500, deadlineMs: 2000, channels: 1 };
   for (let i = 1; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '').replace(/-([a-z])/g, (_, c) => c.toUpperCase());
     if (!(key in args)) throw new Error(`unknown option ${argv[i]}`);
@@ -36,6 +37,7 @@ function parseArgs(argv) {
     if (key !== 'target' && !Number.isFinite(args[key])) throw new Error(`${argv[i]} needs a number, got ${argv[i + 1]}`);
   }
   if (!['closed', 'open', 'retry'].includes(args.mode)) throw new Error('mode must be closed, open or retry');
+  if (!(Number.isInteger(args.channels) && args.channels >= 1)) throw new Error(`--channels needs a whole number >= 1, got ${args.channels}`);
   return args;
 }
 
@@ -55,7 +57,10 @@ const SERVICE_CONFIG = JSON.stringify({
   }],
 });
 
-function loadStub(target, retry) {
+// `channels` connections (each channel with its own subchannel pool, so they do not share
+// one), calls spread over them in turn: many clients, as a server behind many hypervisors sees
+// them (one connection lands on one process of a server that runs several on one port).
+function loadStub(target, retry, channels) {
   const protoPath = path.resolve(__dirname, '../../proto/catur/v1/placement.proto');
   const definition = protoLoader.loadSync(protoPath, { keepCase: true, longs: Number, enums: String, defaults: false });
   const place = definition['catur.v1.Placement'].Place;
@@ -63,7 +68,14 @@ function loadStub(target, retry) {
   const Client = grpc.makeGenericClientConstructor(raw, 'Placement');
   const encoded = Array.from({ length: 64 }, (_, i) => place.requestSerialize(request(i)));
   const options = retry ? { 'grpc.service_config': SERVICE_CONFIG, 'grpc.enable_retries': 1 } : {};
-  return { client: new Client(target, grpc.credentials.createInsecure(), options), encoded };
+  if (channels > 1) options['grpc.use_local_subchannel_pool'] = 1;
+  const clients = Array.from({ length: channels }, () => new Client(target, grpc.credentials.createInsecure(), options));
+  let turn = 0;
+  const client = {
+    Place: (body, callOptions, callback) => clients[turn++ % clients.length].Place(body, callOptions, callback),
+    close: () => clients.forEach((c) => c.close()),
+  };
+  return { client, encoded };
 }
 
 function request(i) {
@@ -82,7 +94,7 @@ function percentile(sorted, q) {
 
 function main() {
   const args = parseArgs(process.argv.slice(2));
-  const { client: stub, encoded } = loadStub(args.target, args.mode === 'retry');
+  const { client: stub, encoded } = loadStub(args.target, args.mode === 'retry', args.channels);
   const codes = {};
   const latencies = [];
   const sendLags = [];
@@ -130,7 +142,7 @@ function main() {
     sendLags.sort((a, b) => a - b);
     const ok = codes.OK || 0;
     const out = {
-      mode: args.mode, target: args.target, seconds: args.seconds,
+      mode: args.mode, target: args.target, seconds: args.seconds, channels: args.channels,
       rate: args.mode === 'open' ? args.rate : null,
       concurrency: args.mode === 'closed' ? args.concurrency : null,
       deadline_ms: args.deadlineMs, sent, answered, unanswered: sent - answered, codes, examples,

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     2 bad input (one ``catur: error:`` line), 3 a model that loses to greedy or a kept collapse."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a command that starts copies of itself passes on
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

@@ -137,6 +137,13 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
                    help="with the auto limit, the longest a call should wait in line at full load (default 200)")
     g.add_argument("--min-limit", type=int, default=16, metavar="N", help="floor of the auto limit (default 16)")
     g.add_argument("--max-limit", type=int, default=512, metavar="N", help="ceiling of the auto limit (default 512)")
+    g.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="serving processes on the one port, each its own grpc server with its own --workers (grpcio serves "
+                   "a process's calls from one Python thread); the kernel spreads connections, not calls, over them; metrics "
+                   "on --metrics-port, +1, ... (default 1)")
+    g.add_argument("--reuse-port", action="store_true",
+                   help="let other processes serve the same port (SO_REUSEPORT), e.g. one catur serve per core under systemd "
+                   "(default: off, a port already served is an error)")
     g.add_argument("--grpc-arg", type=_grpc_arg, action="append", default=[], metavar="grpc.KEY=VALUE",
                    help="an extra grpc server channel argument (repeatable), e.g. grpc.max_concurrent_streams=32 or "
                    "grpc.server_max_unrequested_time_in_server=1; measured effects in docs/results/serving.md (none is on by default)")
@@ -270,10 +277,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise CaturError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     if args.workers < 1:
         raise CaturError(f"--workers must be >= 1, got {args.workers}")
+    if args.processes < 1:
+        raise CaturError(f"--processes must be >= 1, got {args.processes}")
     if not (args.target_queue_ms > 0 and args.target_queue_ms < float("inf")):
         raise CaturError(f"--target-queue-ms must be > 0, got {args.target_queue_ms}")
     if not 1 <= args.min_limit <= args.max_limit:
         raise CaturError(f"--min-limit and --max-limit: need 1 <= min <= max, got {args.min_limit} and {args.max_limit}")
+    if args.processes > 1:
+        from catur.service.processes import run_processes
+
+        return run_processes(args.argv, args.processes, args.listen, args.metrics_port)
     shield = ShieldConfig(depth=args.shield_depth, width=args.shield_width / 100.0, window=args.shield_window)
     collect = None
     if args.collect_dir:
@@ -297,7 +310,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         slots=args.workers, limit=args.max_concurrent_rpcs, target_queue_s=args.target_queue_ms / 1000.0,
         min_limit=args.min_limit, max_limit=args.max_limit,
     )
-    server, port = create_server(args.listen, service, tls=tls, admission=admission, grpc_options=tuple(args.grpc_arg))
+    server, port = create_server(args.listen, service, tls=tls, admission=admission, grpc_options=tuple(args.grpc_arg),
+                                 reuse_port=args.reuse_port)
     metrics_server = None
     metrics_port = None
     if args.metrics_port >= 0:

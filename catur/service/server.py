@@ -26,7 +26,9 @@ client sees a call cut off:
    the trace collector writes what it holds.
 
 ``SO_REUSEPORT`` is turned off, so binding a port another process already serves fails
-instead of silently sharing it.
+instead of silently sharing it, unless ``reuse_port`` asks for it: then several processes
+serve one port (``catur serve --processes N`` or ``--reuse-port``,
+:mod:`catur.service.processes`) and the kernel spreads the connections over them.
 """
 
 from __future__ import annotations
@@ -347,6 +349,7 @@ def create_server(
     max_concurrent_rpcs: int | None = DEFAULT_MAX_CONCURRENT_RPCS,
     admission: AdmissionConfig | None = None,
     grpc_options: tuple[tuple[str, int | str], ...] = (),
+    reuse_port: bool = False,
     **service_options,
 ) -> tuple[grpc.Server, int]:
     """Build and start a server on ``address`` (``HOST:PORT``; port 0 = any free port).
@@ -360,7 +363,8 @@ def create_server(
     ``max_concurrent_rpcs`` must be left at their defaults). Health checks are not counted.
     ``grpc_options`` are extra grpc channel arguments for the server (``catur serve
     --grpc-arg``), e.g. ``(("grpc.max_concurrent_streams", 32),)``; the two the server sets
-    itself (:data:`SERVER_SET_OPTIONS`) are refused.
+    itself (:data:`SERVER_SET_OPTIONS`) are refused. ``reuse_port`` lets other processes bind
+    the same port (``SO_REUSEPORT``; off by default, so a port already served is an error).
     """
     for key, _ in grpc_options:
         if key in SERVER_SET_OPTIONS:
@@ -384,7 +388,7 @@ def create_server(
         futures.ThreadPoolExecutor(max_workers=admission.most_calls + 4, thread_name_prefix="catur-rpc"),
         interceptors=[service.calls],
         maximum_concurrent_rpcs=service.calls.fast_refusals,  # the interceptor decides: see FastRefusals
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", GRPC_RECEIVE_LIMIT), *grpc_options],
+        options=[("grpc.so_reuseport", int(reuse_port)), ("grpc.max_receive_message_length", GRPC_RECEIVE_LIMIT), *grpc_options],
     )
     pb_grpc.add_PlacementServicer_to_server(service.servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
