@@ -14,6 +14,10 @@ otherwise) on a free loopback port, then drives it with the Node.js client in
 
 ``--channels K`` has the client spread its calls over K connections (many clients, as a fleet
 of hypervisors is); one connection is served by one process of a ``--processes N`` server.
+``--client-procs P`` splits the load over P client processes (each with K connections): a
+single Node.js process on a busy machine gets one thread's share of the CPU and sends late.
+Each overload line ends with "client starved" when the client's send lag p99 exceeds a tenth
+of the deadline: such a run measures the client as much as the server.
 
 Bounded: each client run stops at its duration + the deadline + 5 s; the whole script at
 about ``saturation-s + len(factors) x (seconds + 10)`` seconds. Loopback only.
@@ -40,6 +44,7 @@ import json
 import os
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -51,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from catur.service.loadgen import node_client_problem, start_serve  # noqa: E402
 
 CLIENT = ROOT / "benchmarks" / "grpc-js-load" / "load.js"
+STARVED_FRACTION = 0.1  # client send lag p99 beyond this share of the deadline: the client, not the server, is measured
 
 
 def handled(metrics_ports: list[int]) -> Counter:
@@ -71,11 +77,36 @@ def gauge(metrics_port: int, name: str) -> float:
     return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
-def node(*args: str, timeout: float) -> dict:
-    out = subprocess.run(["node", str(CLIENT), *args], capture_output=True, text=True, timeout=timeout)
-    if out.returncode != 0:
-        raise SystemExit(f"grpc-js client failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def node(mode: str, share: str, total: float, procs: int, *args: str, timeout: float) -> dict:
+    """Run the grpc-js client in ``procs`` processes at once, each with ``total / procs`` of
+    ``share`` (``--rate`` or ``--concurrency``), and merge their reports: counts and rates
+    summed; of the percentiles, the median client's p50 and the worst client's p99."""
+    parts = [total / procs] * procs if share == "--rate" else [total // procs + (i < total % procs) for i in range(procs)]
+    running = [subprocess.Popen(["node", str(CLIENT), mode, share, f"{part:g}", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for part in parts]
+    reports = []
+    for proc in running:
+        out, err = proc.communicate(timeout=timeout)
+        if proc.returncode != 0:
+            raise SystemExit(f"grpc-js client failed: {err[-2000:]}")
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    if procs == 1:
+        return reports[0]
+    codes: Counter = Counter()
+    for report in reports:
+        codes.update(report["codes"])
+    sent = sum(r["sent"] for r in reports)
+
+    def worst(key: str, q: str) -> float:
+        return max((r[key][q] or 0) for r in reports)
+
+    return {
+        "codes": dict(codes), "sent": sent, "ok_per_s": sum(r["ok_per_s"] for r in reports),
+        "ok_after_deadline": sum(r["ok_after_deadline"] for r in reports),
+        "cancelled_fraction": codes["CANCELLED"] / sent if sent else 0.0,
+        "send_lag_ms": {"p50": statistics.median(r["send_lag_ms"]["p50"] or 0 for r in reports), "p99": worst("send_lag_ms", "p99")},
+        "latency_ms": {"p50": statistics.median(r["latency_ms"]["p50"] or 0 for r in reports), "p99": worst("latency_ms", "p99")},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,12 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--factors", default="2,3", help="offered load as multiples of the saturation rate (default 2,3)")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of each overload run (default 20)")
     ap.add_argument("--deadline-ms", type=float, default=2000.0)
-    ap.add_argument("--channels", type=int, default=1, help="connections the client spreads its calls over (default 1)")
+    ap.add_argument("--channels", type=int, default=1, help="connections each client process spreads its calls over (default 1)")
+    ap.add_argument("--client-procs", type=int, default=1, help="client processes sharing the load (default 1): on a busy "
+                    "machine one Node.js process gets one thread's share of the CPU, and sends late")
     ap.add_argument("--serve-args", default="", help="extra 'catur serve' options, e.g. \"--max-concurrent-rpcs 512\"")
     ap.add_argument("--server-root", type=Path, default=ROOT, help="run the catur package found in this directory "
                     "(e.g. an export of another commit: git archive main | tar -x -C /tmp/catur-main), for a baseline")
     ap.add_argument("--smoke", action="store_true", help="a tiny bounded run (a few seconds): the path works, the numbers mean nothing")
     args = ap.parse_args(argv)
+    if args.client_procs < 1 or args.channels < 1 or args.concurrency < args.client_procs:
+        ap.error(f"need --client-procs >= 1, --channels >= 1 and --concurrency >= --client-procs, got "
+                 f"{args.client_procs}, {args.channels} and {args.concurrency}")
     if args.smoke:
         args.saturation_s, args.concurrency, args.factors, args.seconds = 1.5, 8, "2", 2.0
     problem = node_client_problem(CLIENT)
@@ -109,15 +145,16 @@ def main(argv: list[str] | None = None) -> int:
         metrics_ports.append(int(proc.stdout.readline().split("metrics on 127.0.0.1:")[1].split(";")[0]))
     try:
         print(f"# {os.cpu_count()} CPUs; catur serve from {args.server_root} {args.serve_args or '(defaults)'} on {target}; "
-              f"client connections {args.channels}", flush=True)
+              f"{args.client_procs} client process(es) x {args.channels} connection(s)", flush=True)
         def server_gauge(name: str) -> str:
             try:
                 return "/".join(f"{gauge(port, name):.0f}" for port in metrics_ports)
             except StopIteration:  # a server without load shedding (a baseline)
                 return "-"
 
-        sat = node("closed", "--target", target, "--channels", str(args.channels), "--concurrency", str(args.concurrency), "--seconds", str(args.saturation_s),
-                   "--deadline-ms", str(args.deadline_ms), timeout=args.saturation_s + args.deadline_ms / 1000 + 30)
+        sat = node("closed", "--concurrency", args.concurrency, args.client_procs, "--target", target, "--channels", str(args.channels),
+                   "--seconds", str(args.saturation_s), "--deadline-ms", str(args.deadline_ms),
+                   timeout=args.saturation_s + args.deadline_ms / 1000 + 30)
         rate = sat["ok_per_s"]
         print(f"saturation: {rate:.0f} OK/s (closed loop, {args.concurrency} in flight, {args.saturation_s:g} s; "
               f"codes {sat['codes']}; p50 {sat['latency_ms']['p50']:.0f} ms; load average {os.getloadavg()[0]:.1f}; "
@@ -126,20 +163,27 @@ def main(argv: list[str] | None = None) -> int:
         failed = False
         for factor in factors:
             before = handled(metrics_ports)
-            run = node("open", "--target", target, "--channels", str(args.channels), "--rate", f"{factor * rate:.0f}", "--seconds", str(args.seconds),
-                       "--deadline-ms", str(args.deadline_ms), timeout=args.seconds + args.deadline_ms / 1000 + 30)
+            run = node("open", "--rate", round(factor * rate), args.client_procs, "--target", target, "--channels", str(args.channels),
+                       "--seconds", str(args.seconds), "--deadline-ms", str(args.deadline_ms),
+                       timeout=args.seconds + args.deadline_ms / 1000 + 30)
             time.sleep(0.5)  # the server counts an answer just after sending it
             delta = handled(metrics_ports) - before
             ok_share = run["ok_per_s"] / rate
             cancelled = run["cancelled_fraction"]
             good = ok_share >= 0.8 and run["ok_after_deadline"] == 0 and cancelled < 0.01
             failed |= not good
+            lag = run["send_lag_ms"]["p99"] or 0
+            # A client that sends its calls late did not offer the load it claims, and one whose
+            # own timers fire late sees late OKs and CANCELLED that the server did not cause.
+            starved = lag > STARVED_FRACTION * args.deadline_ms
             print(f"{factor:g}x = {factor * rate:.0f}/s for {args.seconds:g} s, deadline {args.deadline_ms:g} ms: "
                   f"{run['ok_per_s']:.0f} OK/s = {100 * ok_share:.0f}% of saturation; OK after deadline {run['ok_after_deadline']}; "
                   f"CANCELLED {100 * cancelled:.2f}%; client codes {run['codes']}; server counted {dict(delta)}; "
                   f"OK p50/p99 {run['latency_ms']['p50'] or 0:.0f}/{run['latency_ms']['p99'] or 0:.0f} ms; "
                   f"client send lag p99 {run['send_lag_ms']['p99'] or 0:.0f} ms; load average {os.getloadavg()[0]:.1f}; "
-                  f"server limit {server_gauge('catur_concurrency_limit')} -> {'meets' if good else 'MISSES'} the bars",
+                  f"server limit {server_gauge('catur_concurrency_limit')} -> {'meets' if good else 'MISSES'} the bars"
+                  + (f" (client starved: send lag p99 {lag:.0f} ms > {STARVED_FRACTION:.0%} of the deadline; not a measurement "
+                     "of the server alone)" if starved else ""),
                   flush=True)
         return 1 if failed and not args.smoke else 0
     finally:
