@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import signal
 import statistics
@@ -85,13 +86,15 @@ def node(mode: str, share: str, total: float, procs: int, *args: str, timeout: f
     running = [subprocess.Popen(["node", str(CLIENT), mode, share, f"{part:g}", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for part in parts]
     reports = []
+    cpu_before = _children_cpu()
     for proc in running:
         out, err = proc.communicate(timeout=timeout)
         if proc.returncode != 0:
             raise SystemExit(f"grpc-js client failed: {err[-2000:]}")
         reports.append(json.loads(out.strip().splitlines()[-1]))
+    cpu = _children_cpu() - cpu_before  # the client processes just waited for
     if procs == 1:
-        return reports[0]
+        return {**reports[0], "client_cpu_s": cpu}
     codes: Counter = Counter()
     for report in reports:
         codes.update(report["codes"])
@@ -106,7 +109,14 @@ def node(mode: str, share: str, total: float, procs: int, *args: str, timeout: f
         "cancelled_fraction": codes["CANCELLED"] / sent if sent else 0.0,
         "send_lag_ms": {"p50": statistics.median(r["send_lag_ms"]["p50"] or 0 for r in reports), "p99": worst("send_lag_ms", "p99")},
         "latency_ms": {"p50": statistics.median(r["latency_ms"]["p50"] or 0 for r in reports), "p99": worst("latency_ms", "p99")},
+        "client_cpu_s": cpu,
     }
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children that have been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{run['ok_per_s']:.0f} OK/s = {100 * ok_share:.0f}% of saturation; OK after deadline {run['ok_after_deadline']}; "
                   f"CANCELLED {100 * cancelled:.2f}%; client codes {run['codes']}; server counted {dict(delta)}; "
                   f"OK p50/p99 {run['latency_ms']['p50'] or 0:.0f}/{run['latency_ms']['p99'] or 0:.0f} ms; "
-                  f"client send lag p99 {run['send_lag_ms']['p99'] or 0:.0f} ms; load average {os.getloadavg()[0]:.1f}; "
+                  f"client send lag p99 {run['send_lag_ms']['p99'] or 0:.0f} ms; "
+                  f"client CPU {run['client_cpu_s']:.1f} s ({1000 * run['client_cpu_s'] / max(1, run['sent']):.2f} ms/call); "
+                  f"load average {os.getloadavg()[0]:.1f}; "
                   f"server limit {server_gauge('catur_concurrency_limit')} -> {'meets' if good else 'MISSES'} the bars"
                   + (f" (client starved: send lag p99 {lag:.0f} ms > {STARVED_FRACTION:.0%} of the deadline; not a measurement "
                      "of the server alone)" if starved else ""),
