@@ -21,6 +21,7 @@ EPILOG_SERVE = """examples:
   catur serve --model models/registry --watch-interval 5 --metrics-port 9464
   catur serve --listen 0.0.0.0:50051 --tls-cert srv.pem --tls-key srv.key --tls-client-ca ca.pem
   catur serve --collect-dir /var/lib/catur/trace --collect-max-mb 2048   # also record the workload
+  catur serve --listen 0.0.0.0:50051 --processes 4   # 4 processes on one port (SO_REUSEPORT); metrics on 9464..9467
 
 Signals: SIGTERM/SIGINT = graceful stop in three phases:
   1. drain: health NOT_SERVING for --drain-seconds while every call is still answered, so
