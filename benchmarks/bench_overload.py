@@ -54,7 +54,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from catur.service.loadgen import node_client_problem, start_serve  # noqa: E402
+from catur.service.loadgen import node_client_ready, start_serve  # noqa: E402
 
 CLIENT = ROOT / "benchmarks" / "grpc-js-load" / "load.js"
 STARVED_FRACTION = 0.1  # client send lag p99 beyond this share of the deadline: the client, not the server, is measured
@@ -139,12 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"{args.client_procs}, {args.channels} and {args.concurrency}")
     if args.smoke:
         args.saturation_s, args.concurrency, args.factors, args.seconds = 1.5, 8, "2", 2.0
-    problem = node_client_problem(CLIENT)
-    if problem is not None:
-        if args.smoke:
-            print(f"skipped: {problem}")
-            return 0
-        raise SystemExit(problem)
+    if not node_client_ready(CLIENT, smoke=args.smoke):
+        return 0
     factors = [float(f) for f in args.factors.split(",") if f.strip()]
     proc, target, metrics_port = start_serve("--metrics-port", "0", "--drain-seconds", "0", "--grace", "2",
                                              *shlex.split(args.serve_args), cwd=args.server_root)

@@ -33,7 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from catur.service.loadgen import node_client_problem, start_serve  # noqa: E402
+from catur.service.loadgen import node_client_ready, start_serve  # noqa: E402
 
 CLIENT = ROOT / "benchmarks" / "grpc-js-load" / "load.js"
 
@@ -50,12 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     tail = 8.0  # the client runs this long after the load: the stop happens within it
     if args.smoke:
         args.cycles, args.clients, args.load, args.drain, args.grace, tail = 1, 2, 0.3, 0.1, 1.0, 3.0
-    problem = node_client_problem(CLIENT)
-    if problem is not None:
-        if args.smoke:
-            print(f"skipped: {problem}")
-            return 0
-        raise SystemExit(problem)
+    if not node_client_ready(CLIENT, smoke=args.smoke):
+        return 0
     print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     total: Counter = Counter()
     hangs = 0

@@ -57,6 +57,18 @@ def node_client_problem(client: Path) -> str | None:
     return None
 
 
+def node_client_ready(client: Path, smoke: bool) -> bool:
+    """Whether a benchmark can run the Node.js client at ``client``. If not, a ``--smoke`` run
+    prints why ("skipped: ...") and the benchmark returns 0; a real run stops with the reason."""
+    problem = node_client_problem(client)
+    if problem is None:
+        return True
+    if smoke:
+        print(f"skipped: {problem}")
+        return False
+    raise SystemExit(problem)
+
+
 def valid_request(preset: str = "amd-2s-nps2") -> pb.PlaceRequest:
     """A valid PlaceRequest on the shipped ``preset`` with some usage on every node."""
     from catur.topology import PRESETS
