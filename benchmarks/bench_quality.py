@@ -31,6 +31,10 @@ the one evaluation pipeline (:func:`catur.sim.admission.prepare_scenario`,
     .venv/bin/python benchmarks/bench_quality.py --traces ../shared/traces --only huawei --clusters mixed --overcommits 1.02
 
 A real trace that is missing is skipped with a note; the synthetic workloads always run.
+``--smoke`` checks in seconds that the script still runs: one cell (day 3 of a generated
+trace, ``mixed``, overcommit 1.02), a 2-step oracle on 2 hosts, 100 bootstrap draws.
+
+    .venv/bin/python benchmarks/bench_quality.py --smoke
 """
 
 from __future__ import annotations
@@ -183,13 +187,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="default", help="the model of the catur rows (default: the shipped default)")
     parser.add_argument("--json", help="also write every cell here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds to check the script works: one cell of a generated trace (day 3, mixed, "
+                        "overcommit 1.02), a 2-step oracle on 2 hosts; its numbers mean nothing")
     args = parser.parse_args()
+    workloads = WORKLOADS
+    if args.smoke:
+        import _smoke
+
+        workloads = {"smoke": (_smoke.trace(vms=150), "3:3")}
+        args.only, args.clusters, args.overcommits, args.oracle_hosts, args.oracle_k, args.boot, args.jobs = (
+            None, "mixed", "1.02", 2, 2, 100, 1)
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
-    names = args.only.split(",") if args.only else list(WORKLOADS)
+    names = args.only.split(",") if args.only else list(workloads)
     cells = []
     for name in names:
-        source, days = WORKLOADS[name]
+        source, days = workloads[name]
         if source.endswith((".gz", ".csv")):
             path = Path(args.traces) / source
             if not path.exists():
