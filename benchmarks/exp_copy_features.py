@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--smoke", action="store_true",
                         help="a run of seconds to check the script works: one source (a generated trace, validated on "
-                        "day 3) instead of the public ones, and the first hand-set weight of each copy feature; its "
+                        "day 3, mixed cluster) instead of the public ones, and the first hand-set weight of each copy feature; its "
                         "numbers mean nothing")
     args = parser.parse_args()
     sources = public_sources(args.traces)
@@ -104,7 +104,10 @@ def main() -> None:
 
         sources = [Source("smoke", _smoke.trace(), "1:2", "3:3")]
         HAND_WEIGHTS[:] = [next(w for w in HAND_WEIGHTS if w[0] == f) for f in dict(HAND_WEIGHTS)]
-    _, val = ta.build_scenarios(sources, ta.ScorerTrainConfig(scenarios_per_source=1), print)
+    config = ta.ScorerTrainConfig(scenarios_per_source=1)
+    if args.smoke:  # two validation sets instead of the recipe's four per source
+        config = ta.ScorerTrainConfig(scenarios_per_source=1, validation=config.validation[:2])
+    _, val = ta.build_scenarios(sources, config, print)
     ta._POOL_SETS[:] = val  # the trainer's fork-inherited sets: workers replay them by index
     labels = [h.label for h in val]
     pool = multiprocessing.get_context("fork").Pool(2)

@@ -121,7 +121,7 @@ def main() -> None:
     if args.smoke:
         import _smoke
 
-        args.trace = args.trace or _smoke.trace()
+        args.trace = args.trace or _smoke.trace(vms=150)
         args.train_days, args.val_days, args.test_days, args.weights, args.window, args.jobs = "1:1", "2:2", "3:3", "0.5", 50, 1
     elif not args.trace:
         parser.error("--trace is required (or --smoke)")
