@@ -12,6 +12,8 @@ over hosts. Prints one markdown row per setting for the results pages (docs/resu
     # the shipped model on Huawei-East-1's validation days (bench_learning.py's setting)
     .venv/bin/python benchmarks/bench_gate.py --model default --trace ../shared/traces/huawei-east-1-lt.csv.gz \\
         --cpu-overcommit 1.02 --target-utilization 0.95 --days 13:15
+    # seconds, to check that the script runs: day 3 of a generated trace, 3 hosts
+    .venv/bin/python benchmarks/bench_gate.py --smoke
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, help="sample this many hosts as catur train does (default: every host)")
     parser.add_argument("--seed", type=int, default=0, help="the host sample's seed (training's --seed)")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds to check the script works: 3 hosts of day 3 of a generated trace "
+                        "(or of --trace); its numbers mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        import _smoke
+
+        args.trace = args.trace or _smoke.trace()
+        args.days, args.hosts, args.jobs = "3:3", 3, 1
 
     config = TrainConfig(
         workload=args.trace or "default", cluster=args.cluster, eval_days=args.days, target_utilization=args.target_utilization,

@@ -7,6 +7,7 @@ counted VM). Results print as markdown tables for the results pages (docs/result
     .venv/bin/python benchmarks/bench_learning.py main --trace ../shared/traces/huawei-east-1-lt.csv.gz
     .venv/bin/python benchmarks/bench_learning.py ablations --trace ../shared/traces/huawei-east-1-lt.csv.gz
     .venv/bin/python benchmarks/bench_learning.py node-actions
+    .venv/bin/python benchmarks/bench_learning.py main --smoke    # seconds: days 1 / 2 / 3 of a generated trace
 
 ``main`` — PPO with shaping and greedy warm start; table of every policy on the test window.
 ``ablations`` — shaping vs none, PPO vs DQN (same steps and warm start).
@@ -41,6 +42,8 @@ def scenario(args) -> TrainConfig:
                   eval_every=args.eval_every or max(args.timesteps // 4, 1000), teacher=args.teacher,
                   teacher_k=args.teacher_k, warm_start=args.warm_start, eval_hosts=args.eval_hosts,
                   allow_worse=True)  # a benchmark measures every model, also one that loses to greedy
+    if args.smoke:  # one environment in process (no worker to start) and a small gate fit
+        common.update(n_envs=1, gate_samples=200)
     if args.trace:
         return TrainConfig(workload=args.trace, cpu_overcommit=1.02, target_utilization=0.95, **common)
     return TrainConfig(workload="default", **common)
@@ -176,7 +179,19 @@ def main() -> None:
     parser.add_argument("--warm-start", type=int, default=20_000, help="demonstrations imitated first (default 20000)")
     parser.add_argument("--eval-hosts", type=int, default=8, help="validation hosts (default 8)")
     parser.add_argument("--eval-every", type=int, help="validation period in steps (default timesteps / 4)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="main or ablations in seconds, to check the script works: days 1, 2 and 3 of a generated "
+                        "trace (or of --trace) as training, validation and test windows, 512 steps after 256 "
+                        "demonstrations, 2 validation hosts; its numbers mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        if args.experiment == "node-actions":
+            parser.error("--smoke covers main and ablations (node-actions trains on the synthetic adversarial workload)")
+        import _smoke
+
+        args.trace = args.trace or _smoke.trace()
+        args.train_days, args.val_days, args.test_days = "1:1", "2:2", "3:3"
+        args.timesteps, args.warm_start, args.eval_hosts, args.eval_every = 512, 256, 2, 256
     {"main": cmd_main, "ablations": cmd_ablations, "node-actions": cmd_node_actions}[args.experiment](args)
 
 

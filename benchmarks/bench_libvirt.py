@@ -14,6 +14,7 @@ machine slows both alike:
    same usage). The ratio is the whole ``place`` over the decision.
 
     .venv/bin/python benchmarks/bench_libvirt.py [--domains 50,400] [--rounds 7] [--places 300]
+    .venv/bin/python benchmarks/bench_libvirt.py --smoke   # a second: 8 domains, 1 round, 10 places
 """
 
 from __future__ import annotations
@@ -121,7 +122,12 @@ def main() -> None:
     parser.add_argument("--domains", default="50,400", help="host sizes, comma-separated (default 50,400)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds; medians reported (default 7)")
     parser.add_argument("--places", type=int, default=300, help="new domains placed per round (default 300)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of a second to check the script works: --domains 8 --rounds 1 --places 10 "
+                        "(its ratios mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        args.domains, args.rounds, args.places = "8", 1, 10
     print(f"# bench_libvirt: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
           f"libvirt {libvirt_module().getVersion() // 1000000}.{libvirt_module().getVersion() // 1000 % 1000}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,6 +8,7 @@ prints the markdown tables quoted in docs/results/numa-dataset.md. The numbers a
 is seeded), so a rerun prints the same table; only wall times vary.
 
     .venv/bin/python benchmarks/bench_numa_c0.py ../shared/traces/numa-topology-c0
+    .venv/bin/python benchmarks/bench_numa_c0.py --smoke   # seconds: a generated 12-server stand-in
 """
 
 from __future__ import annotations
@@ -64,9 +65,18 @@ def facts(name: str, result: dict, wall: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", help="the dataset folder (PM_res.csv, VM_data_C1..C3.csv)")
+    parser.add_argument("folder", nargs="?", help="the dataset folder (PM_res.csv, VM_data_C1..C3.csv); required unless --smoke")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds to check the script works: a generated stand-in of the dataset (12 "
+                        "servers, 60 VMs per sequence) unless a folder is given; its numbers mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        import _smoke
+
+        args.folder, args.jobs = args.folder or _smoke.numa_dataset(), 1
+    elif not args.folder:
+        parser.error("the dataset folder is required (or --smoke)")
     folder = Path(args.folder)
     start = folder / "PM_res.csv"
     state = load_start_state(start)

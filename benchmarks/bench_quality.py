@@ -31,6 +31,11 @@ the one evaluation pipeline (:func:`catur.sim.admission.prepare_scenario`,
     .venv/bin/python benchmarks/bench_quality.py --traces ../shared/traces --only huawei --clusters mixed --overcommits 1.02
 
 A real trace that is missing is skipped with a note; the synthetic workloads always run.
+``--smoke`` checks in seconds that the script still runs: two cells (day 3 of a generated
+trace on ``mixed`` at overcommit 1.02, and a generated stand-in of the NUMA dataset's C1 on
+its servers), a 2-step oracle on 2 hosts, 100 bootstrap draws.
+
+    .venv/bin/python benchmarks/bench_quality.py --smoke
 """
 
 from __future__ import annotations
@@ -183,13 +188,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="default", help="the model of the catur rows (default: the shipped default)")
     parser.add_argument("--json", help="also write every cell here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds to check the script works: one cell of a generated trace (day 3, mixed, "
+                        "overcommit 1.02) and one of a generated stand-in of the NUMA dataset, a 2-step oracle on 2 "
+                        "hosts; its numbers mean nothing")
     args = parser.parse_args()
+    workloads, start_states = WORKLOADS, START_STATES
+    if args.smoke:
+        import _smoke
+
+        numa = Path(_smoke.numa_dataset(servers=8, vms=40))
+        workloads = {"smoke": (_smoke.trace(vms=150), "3:3"), "smoke-numa-c1": (str(numa / "VM_data_C1.csv"), None)}
+        start_states, args.traces = {"smoke-numa-c1": "PM_res.csv"}, str(numa)
+        args.only, args.clusters, args.overcommits, args.oracle_hosts, args.oracle_k, args.boot, args.jobs = (
+            None, "mixed", "1.02", 2, 2, 100, 1)
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
-    names = args.only.split(",") if args.only else list(WORKLOADS)
+    names = args.only.split(",") if args.only else list(workloads)
     cells = []
     for name in names:
-        source, days = WORKLOADS[name]
+        source, days = workloads[name]
         if source.endswith((".gz", ".csv")):
             path = Path(args.traces) / source
             if not path.exists():
@@ -197,7 +215,7 @@ def main() -> None:
                 continue
             source = str(path)
         df = Workload(source).read()[0]
-        start = str(Path(args.traces) / START_STATES[name]) if name in START_STATES else None
+        start = str(Path(args.traces) / start_states[name]) if name in start_states else None
         scenarios = [("PM_res", None)] if start else [(c, float(x)) for c in args.clusters.split(",") for x in args.overcommits.split(",")]
         for cluster, oc in scenarios:
             cell = run_cell(df, name, days, cluster, oc, args, rng, start)

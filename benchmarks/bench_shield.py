@@ -9,12 +9,14 @@
 
     .venv/bin/python benchmarks/bench_shield.py correctable --model DIR
     .venv/bin/python benchmarks/bench_shield.py pareto --model DIR --hosts 8 --plot shield_pareto.png
+    .venv/bin/python benchmarks/bench_shield.py pareto --smoke   # seconds: the shipped model, day 3 of a generated trace
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -26,10 +28,11 @@ from catur.sim.workload import Workload
 from catur.sim.evaluate import evaluate_policies
 
 TRACE = "../shared/traces/huawei-east-1-lt.csv.gz"
+TEST_DAYS = "16:31"  # --smoke: 3:3
 
 
 def streams(trace: str):
-    return Workload(trace, days="16:31", cpu_overcommit=1.02, target_utilization=0.95).streams()
+    return Workload(trace, days=TEST_DAYS, cpu_overcommit=1.02, target_utilization=0.95).streams()
 
 
 def sample(all_streams, count: int, seed: int = 0):
@@ -47,7 +50,7 @@ def cmd_correctable(args) -> None:
     full = evaluate_policies(everything, policies)
     hosts = sample(everything, args.oracle_hosts)
     sampled = evaluate_policies(hosts, policies, count_correctable=True)
-    print(f"{len(everything)} hosts, test days 16:31; oracle (k=5) on {len(hosts)} sampled hosts; {time.perf_counter() - started:.0f} s")
+    print(f"{len(everything)} hosts, test days {TEST_DAYS}; oracle (k=5) on {len(hosts)} sampled hosts; {time.perf_counter() - started:.0f} s")
     print("| policy | avg defect | anomalies (all hosts) | anomalies (sample) | correctable (sample) |")
     print("|---|---:|---:|---:|---:|")
     for name, r in sorted(full.items(), key=lambda kv: kv[1].summary.anomalies):
@@ -67,7 +70,7 @@ def cmd_pareto(args) -> None:
         result = evaluate_policies(hosts, [spec])[spec.name]
         rows[spec.name] = (result, time.perf_counter() - started)
         print(f"  {spec.name}: {100 * result.summary.avg_defect:.3f}% avg defect, {result.summary.anomalies} anomalies ({rows[spec.name][1]:.0f} s)", flush=True)
-    print(f"\n{len(hosts)} sampled hosts, test days 16:31")
+    print(f"\n{len(hosts)} sampled hosts, test days {TEST_DAYS}")
     print("| policy | avg defect | anomalies | interventions | unshielded | wall s |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, (r, wall) in rows.items():
@@ -84,7 +87,8 @@ def cmd_pareto(args) -> None:
         ax.annotate(name, (r.summary.anomalies, 100 * r.summary.avg_defect), fontsize=8, xytext=(4, 2), textcoords="offset points")
     ax.set_xlabel("performance anomalies (defect at placement > 0.40)")
     ax.set_ylabel("average resource defect (%)")
-    ax.set_title(f"Shield depth d and width n: Huawei-East-1 days 16-31, {len(hosts)} hosts")
+    workload = "Huawei-East-1" if args.trace == TRACE else Path(args.trace).name
+    ax.set_title(f"Shield depth d and width n: {workload} days {TEST_DAYS.replace(':', '-')}, {len(hosts)} hosts")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(args.plot, dpi=120)
@@ -94,12 +98,26 @@ def cmd_pareto(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=("correctable", "pareto"))
-    parser.add_argument("--model", required=True, help="model directory (e.g. from bench_learning.py main --out)")
+    parser.add_argument("--model", help="model directory (e.g. from bench_learning.py main --out), or 'default'; "
+                        "required unless --smoke")
     parser.add_argument("--trace", default=TRACE)
     parser.add_argument("--oracle-hosts", type=int, default=6)
     parser.add_argument("--hosts", type=int, default=8)
     parser.add_argument("--plot", default="shield_pareto.png")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds to check the script works: the shipped model (unless --model), day 3 of a "
+                        "generated trace (unless --trace), 1 host (1 oracle host), the plot in a scratch folder (unless "
+                        "--plot); its numbers mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        import _smoke
+
+        global TEST_DAYS
+        TEST_DAYS, args.model, args.hosts, args.oracle_hosts = "3:3", args.model or "default", 1, 1
+        args.trace = _smoke.trace(vms=120) if args.trace == parser.get_default("trace") else args.trace
+        args.plot = str(_smoke.scratch() / "shield_pareto.png") if args.plot == parser.get_default("plot") else args.plot
+    elif not args.model:
+        parser.error("--model is required (or --smoke)")
     {"correctable": cmd_correctable, "pareto": cmd_pareto}[args.experiment](args)
 
 

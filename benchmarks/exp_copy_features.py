@@ -13,6 +13,7 @@ best selection score among the rest — the same score ``train-scorer`` selects 
         [--run /tmp/runs/copy2] [--blend 0.5] [--no-hand] [--json select.json]
     .venv/bin/python benchmarks/exp_copy_features.py --traces ../shared/traces --no-hand \
         --weight rmr_on_few_nodes=-0.5 --weight rmr_on_few_nodes=-0.5,cor_rise_on_few_nodes=0.3
+    .venv/bin/python benchmarks/exp_copy_features.py --smoke   # seconds: one generated source, 3 candidates
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import catur.training.afterstate as ta
-from catur.training.sources import public_sources
+from catur.training.sources import Source, public_sources
 from catur.afterstate import FEATURES
 from catur.policy_model import load_policy
 
@@ -92,8 +93,21 @@ def main() -> None:
     parser.add_argument("--weight", type=parse_setting, action="append", default=[], metavar="FEATURE=VALUE[,...]",
                         help="a candidate: the default with these weights set (repeatable; one candidate each)")
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds to check the script works: one source (a generated trace, validated on "
+                        "day 3, mixed cluster) instead of the public ones, and the first hand-set weight of each copy feature; its "
+                        "numbers mean nothing")
     args = parser.parse_args()
-    _, val = ta.build_scenarios(public_sources(args.traces), ta.ScorerTrainConfig(scenarios_per_source=1), print)
+    sources = public_sources(args.traces)
+    if args.smoke:
+        import _smoke
+
+        sources = [Source("smoke", _smoke.trace(), "1:2", "3:3")]
+        HAND_WEIGHTS[:] = [next(w for w in HAND_WEIGHTS if w[0] == f) for f in dict(HAND_WEIGHTS)]
+    config = ta.ScorerTrainConfig(scenarios_per_source=1)
+    if args.smoke:  # two validation sets instead of the recipe's four per source
+        config = ta.ScorerTrainConfig(scenarios_per_source=1, validation=config.validation[:2])
+    _, val = ta.build_scenarios(sources, config, print)
     ta._POOL_SETS[:] = val  # the trainer's fork-inherited sets: workers replay them by index
     labels = [h.label for h in val]
     pool = multiprocessing.get_context("fork").Pool(2)
@@ -114,7 +128,7 @@ def main() -> None:
             "vs_default": {s: [c.diff, c.diff_low, c.diff_high] for s, c in comparisons.items()},
             "clearly_worse_on": ta.regressed_sources(comparisons),
         })
-    print("\n| candidate | all 16 sets | worst set | " + " | ".join(rows[0]["by_source"]) + " | clearly worse than the default on |")
+    print(f"\n| candidate | all {len(val)} sets | worst set | " + " | ".join(rows[0]["by_source"]) + " | clearly worse than the default on |")
     print("|---|---:|---:|" + "---:|" * len(rows[0]["by_source"]) + "---|")
     for r in rows:
         cells = " | ".join(f"{100 * (v - 1):+.2f}%" for v in r["by_source"].values())

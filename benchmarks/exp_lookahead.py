@@ -10,6 +10,7 @@ test days themselves (which no deployed policy could know), and a mix learned on
 each host's last ``--window`` requests.
 
     .venv/bin/python benchmarks/exp_lookahead.py --trace ../shared/traces/huawei-east-1-lt.csv.gz
+    .venv/bin/python benchmarks/exp_lookahead.py --smoke     # seconds: days 1 / 2 / 3 of a generated trace
 
 Everything is the placement core's array code (``primitive_batches``, ``placement_costs``,
 ``candidate_table``): ``hosts × 4 candidates × types`` rows per decision in one batch.
@@ -106,14 +107,24 @@ def window_requests(streams):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trace", required=True)
+    parser.add_argument("--trace", help="the trace (required unless --smoke)")
     parser.add_argument("--train-days", default="1:12")
     parser.add_argument("--val-days", default="13:15")
     parser.add_argument("--test-days", default="16:31")
     parser.add_argument("--weights", default="0.25,0.5,1.0", help="look-ahead weights tried on validation")
     parser.add_argument("--window", type=int, default=1000, help="online mix: requests remembered per host")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds to check the script works: days 1, 2 and 3 of a generated trace (or of "
+                        "--trace) as the training, validation and test windows, one weight; its numbers mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        import _smoke
+
+        args.trace = args.trace or _smoke.trace(vms=150)
+        args.train_days, args.val_days, args.test_days, args.weights, args.window, args.jobs = "1:1", "2:2", "3:3", "0.5", 50, 1
+    elif not args.trace:
+        parser.error("--trace is required (or --smoke)")
     started = time.perf_counter()
     windows = {name: Workload(args.trace, days=days, **SCENARIO).streams()
                for name, days in (("train", args.train_days), ("val", args.val_days), ("test", args.test_days))}

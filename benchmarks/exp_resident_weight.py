@@ -8,6 +8,7 @@ the lowest mean ratio to greedy over the two scenarios. The test days are report
 ``benchmarks/bench_quality.py``, never here.
 
     .venv/bin/python benchmarks/exp_resident_weight.py --trace ../shared/traces/huawei-east-1-lt.csv.gz
+    .venv/bin/python benchmarks/exp_resident_weight.py --smoke     # seconds, on a generated trace
 """
 
 from __future__ import annotations
@@ -25,12 +26,22 @@ from catur.sim.evaluate import evaluate_policies
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trace", required=True)
+    parser.add_argument("--trace", help="the trace (required unless --smoke)")
     parser.add_argument("--val-days", default="13:15")
     parser.add_argument("--weights", default="0.01,0.02,0.03,0.05,0.1,0.2")
     parser.add_argument("--overcommits", default="1.0,1.02")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", 
+                        help="a run of seconds to check the script works: two weights, one overcommit, day 3 of a "
+                        "generated trace (or of --trace); its numbers mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        import _smoke
+
+        args.trace = args.trace or _smoke.trace()
+        args.val_days, args.weights, args.overcommits, args.jobs = "3:3", "0.05,0.1", "1.02", 1
+    elif not args.trace:
+        parser.error("--trace is required (or --smoke)")
     started = time.perf_counter()
     weights = [float(w) for w in args.weights.split(",")]
     specs = [DeciderSpec(resident_weight=w, label=f"λ={w:g}") for w in weights]

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/exp_retrain_huawei.py --trace ../shared/traces/huawei-east-1-lt.csv.gz \\
         --out /tmp/exp_retrain
+    .venv/bin/python benchmarks/exp_retrain_huawei.py --smoke   # seconds: 4 days of a generated trace
 
 1. **A model trained on little data.** MaskablePPO with load-aware shaping and *no* greedy
    warm start (the paper's recipe, not ours) on day 1 of Huawei-East-1, validated on day 2:
@@ -39,6 +40,27 @@ from catur.training.retrain import RetrainConfig, run_retrain
 from catur.training.train import TrainConfig, train
 
 SCENARIO = dict(cluster="mixed", cpu_overcommit=1.02, target_utilization=0.95)
+# --smoke: days 1 / 2 / 3 / 4 of a generated trace, 512 RL steps, one iteration, everything in process.
+SMOKE_DAYS = dict(initial_days="1:1", initial_eval_days="2:2", recent="3:3", test="4:4")
+SMOKE_SIZES = dict(initial_timesteps=512, timesteps=512, warm_start=256, scratch_warm_start=256, max_iterations=1, jobs=1)
+SMOKE_TRAIN = dict(n_envs=1, gate_samples=200, eval_hosts=2)  # TrainConfig: no environment worker to start, small fits
+SMOKE_RETRAIN = dict(gate_samples=200, eval_hosts=2)  # RetrainConfig
+
+
+def smoke_args(args: argparse.Namespace, parser: argparse.ArgumentParser, sizes: dict) -> None:
+    """Turn ``args`` into a smoke run's (``--smoke``): a generated trace unless ``--trace``, the
+    output in a scratch folder unless ``--out``; without ``--smoke``, insist on ``--trace``."""
+    if not args.smoke:
+        if not args.trace:
+            parser.error("--trace is required (or --smoke)")
+        return
+    import _smoke
+
+    args.trace = args.trace or _smoke.trace(days=4, vms=400)
+    if args.out == parser.get_default("out"):
+        args.out = str(_smoke.scratch() / "out")
+    for name, value in sizes.items():
+        setattr(args, name, value)
 
 
 def per_group(trace: str, days: str, models: dict[str, Path], jobs: int, work: Path) -> dict:
@@ -67,7 +89,7 @@ def table(title: str, results: dict, models: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trace", required=True)
+    parser.add_argument("--trace", help="the trace (required unless --smoke)")
     parser.add_argument("--out", default="/tmp/exp_retrain")
     parser.add_argument("--initial-days", default="1:1", help="training window of the first model (default 1:1)")
     parser.add_argument("--initial-eval-days", default="2:2")
@@ -80,7 +102,13 @@ def main() -> None:
     parser.add_argument("--max-iterations", type=int, default=3)
     parser.add_argument("--budget-minutes", type=float, default=30.0)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds to check the script works: days 1, 2, 3 and 4 of a generated trace (or "
+                        "of --trace) as initial training, its validation, recent window and test, 512 RL steps, one "
+                        "iteration, --out in a scratch folder unless given; its numbers mean nothing")
     args = parser.parse_args()
+    smoke_args(args, parser, SMOKE_DAYS | SMOKE_SIZES)
+    small, small_retrain = (SMOKE_TRAIN, SMOKE_RETRAIN) if args.smoke else ({}, {})
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -90,7 +118,7 @@ def main() -> None:
     t0 = time.perf_counter()
     initial = out / "initial"
     train(TrainConfig(workload=args.trace, train_days=args.initial_days, eval_days=args.initial_eval_days,
-                      timesteps=args.initial_timesteps, eval_every=max(1, args.initial_timesteps // 4), warm_start=0, allow_worse=True, **SCENARIO),
+                      timesteps=args.initial_timesteps, eval_every=max(1, args.initial_timesteps // 4), warm_start=0, allow_worse=True, **SCENARIO, **small),
           initial, progress=False)
     timings["initial_training_s"] = time.perf_counter() - t0
 
@@ -101,7 +129,7 @@ def main() -> None:
         RetrainConfig(registry=str(registry.root), trace=args.trace, days=args.recent, group_by="topology",
                       budget_minutes=args.budget_minutes, max_iterations=args.max_iterations, timesteps=args.timesteps,
                       warm_start=args.warm_start, jobs=args.jobs, report=str(out / "retrain-report"),
-                      **SCENARIO),
+                      **SCENARIO, **small_retrain),
         log=lambda m: print(f"retrain: {m}", flush=True),
     )
     timings["retrain_s"] = time.perf_counter() - t0
@@ -112,7 +140,7 @@ def main() -> None:
     scratch = out / "scratch"
     train(TrainConfig(workload=args.trace, train_days=args.recent, eval_days=args.recent,
                       timesteps=max(1, iterations) * args.timesteps, eval_every=args.timesteps // 2,
-                      warm_start=args.scratch_warm_start, allow_worse=True, **SCENARIO),
+                      warm_start=args.scratch_warm_start, allow_worse=True, **SCENARIO, **small),
           scratch, progress=False)
     timings["scratch_training_s"] = time.perf_counter() - t0
 

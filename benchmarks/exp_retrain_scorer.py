@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/exp_retrain_scorer.py --trace ../shared/traces/huawei-east-1-lt.csv.gz \\
         --out /tmp/exp_retrain_scorer
+    .venv/bin/python benchmarks/exp_retrain_scorer.py --smoke   # seconds: 4 days of a generated trace
 
 The shipped default is a one-layer after-state scorer, and ``catur retrain`` fine-tunes a
 scorer by evolution strategies from its own weights. Two runs on the recent window
@@ -27,27 +28,30 @@ import shutil
 import time
 from pathlib import Path
 
-from exp_retrain_huawei import SCENARIO, per_group, report
+from exp_retrain_huawei import SCENARIO, SMOKE_RETRAIN, per_group, report, smoke_args
 
 from catur.afterstate import AfterStateModel
 from catur.registry import Registry
 from catur.training.retrain import RetrainConfig, run_retrain
 
 COLLAPSED = {"defect": -0.05, "imbalance_after": 1.0}
+# --smoke: days 3 / 4 of a generated trace, one generation, one iteration, in process.
+SMOKE_SIZES = dict(recent="3:3", test="4:4", generations=1, max_iterations=1, jobs=1)
 
 
 def retrain(registry: Registry, args: argparse.Namespace, out: Path, max_iterations: int):
     return run_retrain(
         RetrainConfig(registry=str(registry.root), trace=args.trace, days=args.recent, group_by="topology",
                       max_iterations=max_iterations, generations=args.generations, budget_minutes=args.budget_minutes,
-                      jobs=args.jobs, gate_samples=0, report=str(out), **SCENARIO),
+                      jobs=args.jobs, gate_samples=0, report=str(out), **SCENARIO,
+                      **(dict(eval_hosts=SMOKE_RETRAIN["eval_hosts"], improve_generations=1) if args.smoke else {})),
         log=lambda m: print(f"retrain: {m}", flush=True), progress=False,
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trace", required=True)
+    parser.add_argument("--trace", help="the trace (required unless --smoke)")
     parser.add_argument("--out", default="/tmp/exp_retrain_scorer")
     parser.add_argument("--recent", default="16:18", help="the retrain window (default 16:18)")
     parser.add_argument("--test", default="19:31", help="held-out days after it (default 19:31)")
@@ -55,7 +59,12 @@ def main() -> None:
     parser.add_argument("--max-iterations", type=int, default=3)
     parser.add_argument("--budget-minutes", type=float, default=30.0)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds to check the script works: days 3 and 4 of a generated trace (or of "
+                        "--trace) as recent window and test, one generation, one iteration, --out in a scratch folder "
+                        "unless given; its numbers mean nothing")
     args = parser.parse_args()
+    smoke_args(args, parser, SMOKE_SIZES)
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)

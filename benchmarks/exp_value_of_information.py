@@ -21,6 +21,7 @@ Three questions, on the default scenario (mixed cluster, target 0.95, overcommit
     .venv/bin/python benchmarks/exp_value_of_information.py --trace ../shared/traces/huawei-east-1-lt.csv.gz
     .venv/bin/python benchmarks/exp_value_of_information.py --trace ../shared/traces/huawei-east-1-lt.csv.gz \
         --skip oracle,ages --cluster amd-2s-nps4 --lifetime-hosts 10
+    .venv/bin/python benchmarks/exp_value_of_information.py --smoke   # seconds: days 1 / 2 / 3 of a generated trace
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from catur.sim.replay import ORACLE, ORACLE_ARRIVALS, ORACLE_LIFETIME
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trace", required=True)
+    parser.add_argument("--trace", help="the trace (required unless --smoke)")
     parser.add_argument("--overcommit", type=float, default=1.02)
     parser.add_argument("--ks", default="1,2,3,5,8", help="look-aheads of the oracle ('' for none)")
     parser.add_argument("--oracle-hosts", type=int, default=2)
@@ -52,11 +53,23 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: oracle,ages,lifetimes")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds to check the script works: days 1, 2 and 3 of a generated trace (or of "
+                        "--trace) as the fitting, validation and test windows, k = 1 and 2, 2 hosts; its numbers mean nothing")
     args = parser.parse_args()
+    fit_days, val_days, test_days = "1:12", "13:15", "16:31"
+    if args.smoke:
+        import _smoke
+
+        args.trace = args.trace or _smoke.trace()
+        fit_days, val_days, test_days = "1:1", "2:2", "3:3"
+        args.ks, args.oracle_hosts, args.lifetime_hosts, args.jobs = "1,2", 2, 2, 1
+    elif not args.trace:
+        parser.error("--trace is required (or --smoke)")
     started = time.perf_counter()
     skip = set(filter(None, args.skip.split(",")))
     scenario = dict(cluster=args.cluster, target_utilization=0.95, cpu_overcommit=args.overcommit)
-    test = Workload(args.trace, days="16:31", **scenario).streams()
+    test = Workload(args.trace, days=test_days, **scenario).streams()
     rows = []
 
     def row(part, name, value, greedy, hosts):
@@ -78,15 +91,15 @@ def main() -> None:
         row("departures", "oracle k=5, arrivals only", value, g, label)
     if "ages" not in skip:
         df = Workload(args.trace).read()[0]
-        _, train_end = parse_days("1:12", df)
+        _, train_end = parse_days(fit_days, df)
         train = df[df["arrival_s"] < train_end]
         departure = train["departure_s"].to_numpy(float).copy()
         departure[departure > train_end] = np.nan  # not yet known on day 12
         weights = fit_age_weights(train["arrival_s"].to_numpy(float), departure, train_end)
-        print("age weights (fitted on days 1-12): " + ", ".join(
+        print(f"age weights (fitted on days {fit_days.replace(':', '-')}): " + ", ".join(
             f"<{e / 3600:g} h: {w:.2f}" for e, w in zip(weights.edges_s, weights.weights)
         ) + f", older: {weights.weights[-1]:.2f}")
-        val = Workload(args.trace, days="13:15", **scenario).streams()
+        val = Workload(args.trace, days=val_days, **scenario).streams()
         lams = [float(x) for x in args.aged_weights.split(",")]
         tried = evaluate_policies(val, [GREEDY, *(AgedResidentGreedy(weights, lam) for lam in lams)], jobs=args.jobs)
         g_val = tried.pop(GREEDY).summary.avg_defect

@@ -29,6 +29,7 @@ exceeds the free memory of its kind ("wrong 3"); ``sequence`` defines them one a
 other (the double-booking check), and is run again with ``--running-only`` as the baseline.
 
     .venv/bin/python benchmarks/libvirt_sweep.py [--domains 104] [--seed 0] [--json FILE]
+    .venv/bin/python benchmarks/libvirt_sweep.py --smoke    # seconds: 4 domains per host
 
 Needs the libvirt bindings (``catur[libvirt]``), virt-xml-validate and xmllint.
 """
@@ -206,7 +207,11 @@ def main(argv=None) -> int:
     ap.add_argument("--domains", type=int, default=104)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a run of seconds to check the script works: 4 domains per host, every check still made")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.domains = 4
     if shutil.which("virt-xml-validate") is None or shutil.which("xmllint") is None:
         raise SystemExit("virt-xml-validate (libvirt-clients) and xmllint (libxml2-utils) are needed")
     rng = np.random.default_rng(args.seed)

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import os
 
-from _service_support import make_certificates
+# `./run test` runs one pytest-xdist worker per core. A worker whose torch or BLAS also used
+# every core would oversubscribe them, so each worker (and what it starts) computes on one
+# thread. This runs before any test module imports numpy or torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_threads, "1")
+
+import pytest  # noqa: E402
+
+from _service_support import make_certificates  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -360,7 +360,7 @@ def test_a_job_killed_while_writing_leaves_current_intact(tmp_path, registry, tr
 
     threading.Thread(target=watch, daemon=True).start()
     try:
-        assert paused.wait(timeout=120), "the job never reached the registry's add"
+        assert paused.wait(timeout=400), "the job never reached the registry's add"
         assert any(p.name.startswith(".tmp-") for p in registry.root.iterdir())  # mid-write
     finally:
         job.send_signal(signal.SIGKILL)

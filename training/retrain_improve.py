@@ -12,9 +12,14 @@ than the current model on held-out days** that played no part in training or sel
                                                       ^ the end of the recent window
 
 * **train + select**: :func:`catur.training.afterstate.train_scorer` from the current
-  scorer's weights (a rule version: from the ``resident-greedy`` warm start), on the
-  operator's own cluster, overcommit and utilisation; it selects on the select day and
-  refuses weights that lose to greedy there (then there is no candidate);
+  scorer's weights, on the operator's own cluster, overcommit and utilisation, at the
+  fine-tuning step sizes (:data:`IMPROVE_NOISE`, :data:`IMPROVE_LEARNING_RATE`: the start
+  already serves, and the recipe's larger steps walked away from it within a few
+  generations on one cluster). When the current version is a *rule* (greedy, say), the
+  start is the shipped default scorer: the best learned start there is, and the selection
+  day and held-out days still decide whether it, or a generation after it, is better than
+  the rule on *this* traffic. It selects on the select day and refuses weights that lose to
+  greedy there (then there is no candidate);
 * **judge** on the held-out days, host by host (:mod:`catur.verdict`): the candidate must be
   *clearly better than the current model* (the 95% paired interval wholly below 0) **and**
   pass the promotion gate of the collapse path (no clear loss to any primitive or greedy on
@@ -37,7 +42,7 @@ from catur.decision import DeciderSpec
 from catur.errors import CaturError, LosesToGreedy
 from catur.placement import GREEDY
 from catur.policies import PRIMITIVES
-from catur.policy_model import RulePolicy
+from catur.policy_model import DEFAULT_MODEL, RulePolicy
 from catur.sim.cluster import load_cluster
 from catur.training.afterstate import ScorerTrainConfig, train_scorer
 from catur.training.collapse import evaluate_by_group, judge, load_window, overall, passes, pooled
@@ -45,6 +50,9 @@ from catur.training.sources import Source, parse_window
 from catur.verdict import compare
 
 CURRENT, CANDIDATE = "current", "candidate"
+#: ES step sizes of the improvement step: those of fine-tuning, smaller than the recipe's
+#: (noise 0.3, learning rate 0.5), because the start is a trained model.
+IMPROVE_NOISE, IMPROVE_LEARNING_RATE = 0.2, 0.3
 
 
 @dataclass
@@ -103,10 +111,11 @@ def try_improvement(config, window, current, current_model, work: Path, log: Cal
         generations=config.improve_generations, eval_every=max(1, config.improve_generations // 4), scenarios_per_source=2,
         overcommit=(overcommit, overcommit), target_utilization=(config.target_utilization,) * 2, clusters=(config.cluster,),
         validation=((config.cluster, overcommit),), validation_target=config.target_utilization,
-        init_from=str(current.path) if scorer else None, seed=config.seed, jobs=config.jobs or 1,
+        init_from=str(current.path) if scorer else DEFAULT_MODEL, noise=IMPROVE_NOISE, learning_rate=IMPROVE_LEARNING_RATE,
+        seed=config.seed, jobs=config.jobs or 1,
     )
     source = Source("recent", str(window.trace_path), train_days, select_days, test_days=holdout_days, cluster=config.cluster)
-    log(f"improving: train a candidate on days {train_days} (from {current.version if scorer else 'the resident-greedy warm start'}), "
+    log(f"improving: train a candidate on days {train_days} (from {current.version if scorer else 'the shipped default scorer'}), "
         f"select on days {select_days}, judge on held-out days {holdout_days}")
     record = Improvement(True, "", train_days, select_days, holdout_days)
     out = work / "improvement-candidate"
@@ -148,4 +157,4 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-__all__ = ["CANDIDATE", "CURRENT", "Improvement", "improvable", "improvement_windows", "try_improvement"]
+__all__ = ["CANDIDATE", "CURRENT", "IMPROVE_LEARNING_RATE", "IMPROVE_NOISE", "Improvement", "improvable", "improvement_windows", "try_improvement"]
