@@ -541,14 +541,15 @@ def _one_host_table(topology, used_vcpus, used_mem_mib, residents, vcpus, alpha,
     n = topology.num_nodes
     _, node_mem, _, ids, eye = _node_numbers(topology)
     first = primitive_first_nodes(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)  # [1, 4]
-    used_mem, v, mem = used_mem_mib[0].tolist(), int(inst_vcpus[0, 0]), int(inst_mem[0, 0])
+    # (.item() and .tolist(): Python numbers straight from the arrays of one row.)
+    used_mem, v, mem = used_mem_mib.tolist()[0], inst_vcpus.item(), inst_mem.item()
     spread = None
     if min(map(_sub, node_mem, used_mem)) < mem:
         # Some node lacks room: spread_memory lays out the spill. (Where the memory fits its
         # node, spread_memory's local-first step puts it all there, which needs no call.)
         spread = spread_memory(topology, np.repeat(used_mem_mib, n, axis=0), ids, np.repeat(inst_mem, n, axis=0))  # [N, 1, N]
-    row = _NodeRow(topology, used_vcpus[0].tolist(), used_mem, residents[0].tolist(), spread, v, mem, vcpus[0].item(),
-                   float(alpha[0]), float(beta[0]))
+    row = _NodeRow(topology, used_vcpus.tolist()[0], used_mem, residents.tolist()[0], spread, v, mem, vcpus.item(),
+                   float(alpha.item()), float(beta.item()))
     per_feature = [feature(row) for feature in _row_plan(tuple(names), n <= FEW_NODES)]
     columns = [*first[0].tolist(), *range(n)]  # the primitives' first nodes, then every node
     c, gather = len(columns), itemgetter(*columns)
@@ -556,8 +557,17 @@ def _one_host_table(topology, used_vcpus, used_mem_mib, residents, vcpus, alpha,
     costs = np.array([gather(row.cor), gather(row.rmr), gather(row.defect)])  # [3, C]
     cpu_nodes = np.array(columns).reshape(1, c, 1)
     placed_mem = eye[cpu_nodes] * mem if spread is None else spread[cpu_nodes[..., 0]]  # [1, C, 1, N]
-    placements = PlacementBatch(cpu_nodes, np.full((1, c, 1), v, dtype=inst_vcpus.dtype), placed_mem)
-    return placements, costs[:1], costs[1:2], costs[2:], features, np.ones((1, c), dtype=bool)
+    placements = PlacementBatch(cpu_nodes, _constant((1, c, 1), v, inst_vcpus.dtype), placed_mem)
+    return placements, costs[:1], costs[1:2], costs[2:], features, _constant((1, c), True, np.dtype(bool))
+
+
+@functools.lru_cache(maxsize=1024)
+def _constant(shape: tuple[int, ...], value, dtype: np.dtype) -> np.ndarray:
+    """A read-only array of one value, built once: a one-host table's vCPUs in every column
+    and its all-valid mask (nothing writes to a table's arrays; a write would raise)."""
+    out = np.full(shape, value, dtype=dtype)
+    out.flags.writeable = False
+    return out
 
 
 # --- the model ------------------------------------------------------------------------------------
@@ -656,8 +666,8 @@ class AfterStateModel:
         return np.where(table.valid, self._forward(table_inputs(table, self.features)), -np.inf)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        flat = mlp.forward(self.layers, x.reshape(-1, x.shape[-1]), self.manifest["activation"])
-        return flat[:, 0].astype(float).reshape(x.shape[:-1])
+        flat = mlp.forward(self.layers, x.reshape(-1, x.shape[-1]), self.manifest["activation"])  # [R, 1]
+        return flat.reshape(x.shape[:-1]).astype(float)
 
     def save(self, directory: str | Path) -> Path:
         return mlp.save(directory, self.layers, self.manifest)
