@@ -288,8 +288,9 @@ def _column(name: str):
 # candidates are featurised by the row path below, operation for operation the array path's
 # arithmetic on Python floats: the same IEEE-754 double operations in the same order, sums
 # over nodes in numpy's own reduction order (:func:`_reduction_sum`), so every feature has
-# the very bits the array path gives it (tests/test_scorer.py checks this over generated
-# hosts of 1 to 16 nodes, and batched = one by one). Candidate ``j`` changes node ``j`` only,
+# the very bits the array path gives it (tests/test_one_host_table.py checks this over
+# generated hosts of 1 to 16 nodes, and numpy's order itself, which a numpy upgrade could
+# change; tests/test_batched.py checks batched = one by one). Candidate ``j`` changes node ``j`` only,
 # so a sum over nodes of a quantity that is zero elsewhere is that one term (adding exact
 # zeros changes nothing), and a sum of whole numbers is exact in any order.
 
