@@ -41,7 +41,10 @@ score has the same bits alone or in a batch of thousands.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
+from functools import reduce as _fold
+from operator import add as _add, itemgetter, sub as _sub
 from pathlib import Path
 from typing import ClassVar
 
@@ -262,12 +265,188 @@ _BASE = {
     "copy_cor_after": _least_copy_cor,
     "copy_remote_after": _copy_remote,
 }
-#: Every feature's column: its base feature's function, and whether it is a few-node copy.
+#: Every feature's column: its base feature, and whether it is a few-node copy.
 _COLUMNS = {
-    **{name: (_BASE[name], False) for name in BASE_FEATURES},
-    **{name + FEW_NODE_SUFFIX: (_BASE[name], True) for name in FEW_NODE_CORRECTED},
+    **{name: (name, False) for name in BASE_FEATURES},
+    **{name + FEW_NODE_SUFFIX: (name, True) for name in FEW_NODE_CORRECTED},
 }
 assert tuple(_COLUMNS) == FEATURES
+
+
+def _column(name: str):
+    """``(base feature's name, is a few-node copy)`` of a feature name; a clear error for an unknown one."""
+    if name not in _COLUMNS:
+        raise CaturError(f"unknown after-state feature {name!r}; known: {', '.join(FEATURES)}")
+    return _COLUMNS[name]
+
+
+# --- one host, one instance: the same features as Python numbers ---------------------------------
+#
+# The service decides one request at a time: a batch of one host, where every numpy call on
+# the [1, N, N] arrays above costs more than the arithmetic it does (a 4-node host's features
+# are about 60 such calls). For that case (one host, a one-instance VM) the single-node
+# candidates are featurised by the row path below, operation for operation the array path's
+# arithmetic on Python floats: the same IEEE-754 double operations in the same order, sums
+# over nodes in numpy's own reduction order (:func:`_reduction_sum`), so every feature has
+# the very bits the array path gives it (tests/test_one_host_table.py checks this over
+# generated hosts of 1 to 16 nodes, and numpy's order itself, which a numpy upgrade could
+# change; tests/test_batched.py checks batched = one by one). Candidate ``j`` changes node ``j`` only,
+# so a sum over nodes of a quantity that is zero elsewhere is that one term (adding exact
+# zeros changes nothing), and a sum of whole numbers is exact in any order.
+
+#: numpy sums a contiguous axis of up to this many doubles in the fixed order that
+#: :func:`_reduction_sum` reproduces; larger hosts take the array path.
+_REDUCTION_BLOCK = 128
+
+
+def _reduction_sum(values: list[float]) -> float:
+    """``np.add.reduce`` of ``values`` (at most :data:`_REDUCTION_BLOCK`, a contiguous last axis),
+    in numpy's order: from 0.0, left to right below 8 terms; from 8 on, eight running sums
+    over strides of 8, combined pairwise, then the rest left to right (numpy's pairwise sum).
+    Not the builtin ``sum``, which compensates its rounding from Python 3.12 on."""
+    n = len(values)
+    if n < 8:
+        return _fold(_add, values, 0.0)
+    acc = values[:8]
+    end = n - n % 8
+    for i in range(8, end, 8):
+        for j in range(8):
+            acc[j] += values[i + j]
+    return _fold(_add, values[end:], ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])))
+
+
+def _spread_row(values: list[float], n: int) -> float:
+    """:func:`_spread` of one row."""
+    mean = _reduction_sum(values) / n
+    return math.sqrt(_reduction_sum([(x - mean) * (x - mean) for x in values]) / n)
+
+
+@functools.lru_cache(maxsize=256)
+def _node_numbers(topology: Topology) -> tuple[list[float], list[int], float, np.ndarray, np.ndarray]:
+    """Once per host model: the nodes' cores (floats), memory (MiB) and total cores as Python
+    numbers, the node ids as a column (for :func:`~catur.placement.spread_memory`) and the
+    identity matrix (row ``j``: a one-instance VM's memory all on node ``j``, per MiB)."""
+    cores, total = _cores(topology)
+    ids = np.arange(topology.num_nodes)[:, None]
+    eye = np.eye(topology.num_nodes, dtype=np.int64)
+    ids.flags.writeable = eye.flags.writeable = False
+    return cores.tolist(), topology.node_mem_mib.tolist(), float(total), ids, eye
+
+
+class _NodeRow:
+    """One host's ``N`` single-node candidates of a one-instance VM (candidate ``j``: the VM
+    alone on node ``j``), as Python numbers: what :class:`_AfterState` holds for the batch,
+    per node. Each list is indexed by the candidate's node. ``spread`` is
+    :func:`~catur.placement.spread_memory`'s ``[N, 1, N]`` layout of the VM's memory, or
+    ``None`` when it fits on every node (then candidate ``j`` holds it all on node ``j``).
+
+    ``np.maximum(x, 0.0)`` is written ``x if x >= 0.0 else 0.0`` (and so on): the same value
+    for the numbers here (never NaN), without the builtin ``max``'s cost."""
+
+    def __init__(self, topology: Topology, used: list, used_mem: list, residents: list, spread: np.ndarray | None,
+                 vcpus: int, mem: int, request_vcpus: int, alpha: float, beta: float) -> None:
+        self.n = topology.num_nodes
+        self.cores, self.node_mem, self.total_cores = _node_numbers(topology)[:3]
+        self.used, self.used_mem, self.residents, self.spread = used, used_mem, residents, spread
+        self.v, self.mem, self.request_vcpus = vcpus, mem, request_vcpus
+        # metrics.node_cor before and with the VM on each node, and vCPUs / cores likewise.
+        self.cor_before, self.cor_with = before, with_vm = [], []
+        for u, c in zip(used, self.cores):
+            x, y = (u - c) / c, (u + vcpus - c) / c
+            x, y = x if x >= 0.0 else 0.0, y if y >= 0.0 else 0.0
+            before.append(x if x <= 1.0 else 1.0)
+            with_vm.append(y if y <= 1.0 else 1.0)
+        self.share_before = [u / c for u, c in zip(used, self.cores)]
+        self.share_with = [(u + vcpus) / c for u, c in zip(used, self.cores)]
+        self.rise = [a - b for a, b in zip(with_vm, before)]
+        # The costs at placement (metrics.placement_costs of a one-instance placement).
+        self.own_mem = [mem] * self.n if spread is None else [row[j] for j, row in enumerate(self.mem_rows)]
+        self.cor = [(vcpus * x) / vcpus for x in with_vm]
+        self.rmr = [(mem - own) / mem for own in self.own_mem]
+        self.defect = [alpha * c + beta * r for c, r in zip(self.cor, self.rmr)]
+
+    @functools.cached_property
+    def mem_rows(self) -> list[list[int]]:
+        """Each candidate's MiB on every node."""
+        if self.spread is None:
+            return [[self.mem if i == j else 0 for i in range(self.n)] for j in range(self.n)]
+        return self.spread[:, 0].tolist()
+
+    def shares(self, j: int) -> list[float]:
+        """Every node's vCPUs / cores after candidate ``j``."""
+        out = self.share_before.copy()
+        out[j] = self.share_with[j]
+        return out
+
+    @functools.cached_property
+    def mem_after(self) -> list[list[float]]:
+        """Every node's memory used / memory after each candidate."""
+        return [[(um + m) / size for um, m, size in zip(self.used_mem, row, self.node_mem)] for row in self.mem_rows]
+
+    def overload_after(self) -> list[float]:
+        # Whole numbers of vCPUs over cores: their sum is exact in any order, so node j's
+        # change is added to the host's total.
+        over, over_with = [], []
+        for u, c in zip(self.used, self.cores):
+            x, y = u - c, u + self.v - c
+            over.append(x if x >= 0.0 else 0.0)
+            over_with.append(y if y >= 0.0 else 0.0)
+        total = _fold(_add, over, 0.0)
+        return [(total - x + y) / self.total_cores for x, y in zip(over, over_with)]
+
+    def imbalance_after(self) -> list[float]:
+        return [_spread_row(self.shares(j), self.n) for j in range(self.n)]
+
+    def chosen_cpu_after(self) -> list[float]:
+        v = self.v
+        scale = v if v >= 1 else 1
+        return [(s * v) / scale for s in self.share_with]
+
+    def least_copy_cor(self) -> list[float]:
+        copy = [self.v / c for c in self.cores]
+        return [min(max(min(s + x for s, x in zip(self.shares(j), copy)) - 1.0, 0.0), 1.0) for j in range(self.n)]
+
+    def copy_remote(self) -> list[float]:
+        out = []
+        for row in self.mem_rows:
+            copy_mem = _fold(_add, row, 0)
+            free_mem = max(max(size - (um + m) for size, um, m in zip(self.node_mem, self.used_mem, row)), 0)
+            out.append(max(copy_mem - free_mem, 0) / max(copy_mem, 1))
+        return out
+
+
+#: :data:`_BASE` for :class:`_NodeRow`: a list over the candidates' nodes.
+_ROW_BASE = {
+    "defect": lambda r: r.defect,
+    "rmr": lambda r: r.rmr,
+    "resident_rise": lambda r: [x * k for x, k in zip(r.rise, r.residents)],
+    "cor_rise": lambda r: r.rise,
+    "overload_after": _NodeRow.overload_after,
+    "imbalance_after": _NodeRow.imbalance_after,
+    "chosen_cpu_after": _NodeRow.chosen_cpu_after,
+    "chosen_mem_after": lambda r: [(um + own) / size for um, own, size in zip(r.used_mem, r.own_mem, r.node_mem)],
+    "chosen_residents": lambda r: [k / RESIDENT_SCALE for k in r.residents],
+    "spans_nodes": lambda r: [0 / r.n] * r.n,
+    "host_cpu_load": lambda r: [_fold(_add, r.used, 0) / r.total_cores] * r.n,
+    "vm_size": lambda r: [r.request_vcpus / (r.total_cores / r.n)] * r.n,
+    "largest_free_cores_after": lambda r: [max(max(1.0 - s, 0.0) for s in r.shares(j)) for j in range(r.n)],
+    "largest_free_mem_after": lambda r: [max(max(1.0 - m, 0.0) for m in row) for row in r.mem_after],
+    "mem_imbalance_after": lambda r: [_spread_row(row, r.n) for row in r.mem_after],
+    "copy_cor_after": _NodeRow.least_copy_cor,
+    "copy_remote_after": _NodeRow.copy_remote,
+}
+assert tuple(_ROW_BASE) == BASE_FEATURES
+
+
+@functools.lru_cache(maxsize=256)
+def _row_plan(names: tuple[str, ...], few: bool) -> tuple:
+    """The :data:`_ROW_BASE` function of each of ``names`` (a few-node copy on a host of more
+    than :data:`FEW_NODES` nodes: zeros), once per model and host size."""
+    return tuple(_zeros if copy and not few else _ROW_BASE[base] for base, copy in map(_column, names))
+
+
+def _zeros(row: _NodeRow) -> list[float]:
+    return [0.0] * row.n
 
 
 def candidate_features(
@@ -296,12 +475,10 @@ def candidate_features(
     # One array, filled column by column in the asked order (the decision hot path: no stacking).
     out = np.empty(defect.shape + (len(names),))
     for j, name in enumerate(names):
-        if name not in _COLUMNS:
-            raise CaturError(f"unknown after-state feature {name!r}; known: {', '.join(FEATURES)}")
-        base, copy = _COLUMNS[name]
+        base, copy = _column(name)
         # A few-node copy is its base feature on a host of at most FEW_NODES nodes, else 0
         # (the host's node count is the same for every row of a batch).
-        out[..., j] = 0.0 if copy and not few else base(state)
+        out[..., j] = 0.0 if copy and not few else _BASE[base](state)
     return out
 
 
@@ -327,10 +504,14 @@ def afterstate_candidates(
     primitive's is the one on the node it ranks first), so the ``N`` single-node placements
     are built, costed and featurised once and the primitives' columns are gathered from
     them: the same numbers as building the primitives separately (every column depends on
-    its own placement only), for a fraction of the array calls.
+    its own placement only), for a fraction of the array calls. For one host (a service
+    request) those single-node candidates are costed and featurised as Python numbers
+    (:class:`_NodeRow`), bit for bit the array path's values, for a fraction of its time.
     """
     b, n = used_vcpus.shape
-    if inst_vcpus.shape[1] == 1:
+    if inst_vcpus.shape[1] == 1 and b == 1 and n <= _REDUCTION_BLOCK:
+        table = _one_host_table(topology, used_vcpus, used_mem_mib, residents, vcpus, alpha, beta, inst_vcpus, inst_mem, names)
+    elif inst_vcpus.shape[1] == 1:
         first = primitive_first_nodes(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)  # [B, 4]
         node_ids = np.tile(np.arange(n), b)  # [B·N]: host b's node j is row b·N + j
         mem = spread_memory(topology, np.repeat(used_mem_mib, n, axis=0), node_ids[:, None], np.repeat(inst_mem, n, axis=0))
@@ -344,17 +525,52 @@ def afterstate_candidates(
         flat = (columns + (n * np.arange(b))[:, None]).ravel()
         c = columns.shape[1]
         placements = PlacementBatch(columns[..., None], vcpus_each[flat].reshape(b, c, 1), mem[flat].reshape(b, c, 1, n))
-        valid = np.ones(columns.shape, dtype=bool)
         table = (placements, cor.ravel()[flat].reshape(b, c), rmr.ravel()[flat].reshape(b, c), defect.ravel()[flat].reshape(b, c),
-                 features.reshape(b * n, -1)[flat].reshape(b, c, -1))
+                 features.reshape(b * n, -1)[flat].reshape(b, c, -1), np.ones(columns.shape, dtype=bool))
     else:
         placements, valid = candidate_batch(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)
         cor, rmr, defect = placement_costs(topology.node_cores, used_vcpus, placements, alpha[:, None], beta[:, None])
         features = candidate_features(topology, used_vcpus, used_mem_mib, residents, placements, cor, rmr, defect, vcpus, names)
-        table = (placements, cor, rmr, np.where(valid, defect, np.inf), features)
-    placements, cor, rmr, defect, features = table
+        table = (placements, cor, rmr, np.where(valid, defect, np.inf), features, valid)
+    placements, cor, rmr, defect, features, valid = table
     return CandidateTable(placements, cor, rmr, defect, candidate_names(topology, inst_vcpus.shape[1]), valid, features,
                           tuple(names), topology, used_vcpus, used_mem_mib, residents, requests)
+
+
+def _one_host_table(topology, used_vcpus, used_mem_mib, residents, vcpus, alpha, beta, inst_vcpus, inst_mem, names):
+    """:func:`afterstate_candidates`' one-pass table for one host and a one-instance VM, its
+    costs and features from :class:`_NodeRow`: the same placements and bits as the array
+    path, for a fraction of its array calls."""
+    n = topology.num_nodes
+    _, node_mem, _, ids, eye = _node_numbers(topology)
+    first = primitive_first_nodes(topology, used_vcpus, used_mem_mib, inst_vcpus, inst_mem)  # [1, 4]
+    # (.item() and .tolist(): Python numbers straight from the arrays of one row.)
+    used_mem, v, mem = used_mem_mib.tolist()[0], inst_vcpus.item(), inst_mem.item()
+    spread = None
+    if min(map(_sub, node_mem, used_mem)) < mem:
+        # Some node lacks room: spread_memory lays out the spill. (Where the memory fits its
+        # node, spread_memory's local-first step puts it all there, which needs no call.)
+        spread = spread_memory(topology, np.repeat(used_mem_mib, n, axis=0), ids, np.repeat(inst_mem, n, axis=0))  # [N, 1, N]
+    row = _NodeRow(topology, used_vcpus.tolist()[0], used_mem, residents.tolist()[0], spread, v, mem, vcpus.item(),
+                   float(alpha.item()), float(beta.item()))
+    per_feature = [feature(row) for feature in _row_plan(tuple(names), n <= FEW_NODES)]
+    columns = [*first[0].tolist(), *range(n)]  # the primitives' first nodes, then every node
+    c, gather = len(columns), itemgetter(*columns)
+    features = np.array(gather(list(zip(*per_feature)) if names else [()] * n), dtype=float).reshape(1, c, len(names))
+    costs = np.array([gather(row.cor), gather(row.rmr), gather(row.defect)])  # [3, C]
+    cpu_nodes = np.array(columns).reshape(1, c, 1)
+    placed_mem = eye[cpu_nodes] * mem if spread is None else spread[cpu_nodes[..., 0]]  # [1, C, 1, N]
+    placements = PlacementBatch(cpu_nodes, _constant((1, c, 1), v, inst_vcpus.dtype), placed_mem)
+    return placements, costs[:1], costs[1:2], costs[2:], features, _constant((1, c), True, np.dtype(bool))
+
+
+@functools.lru_cache(maxsize=1024)
+def _constant(shape: tuple[int, ...], value, dtype: np.dtype) -> np.ndarray:
+    """A read-only array of one value, built once: a one-host table's vCPUs in every column
+    and its all-valid mask (nothing writes to a table's arrays; a write would raise)."""
+    out = np.full(shape, value, dtype=dtype)
+    out.flags.writeable = False
+    return out
 
 
 # --- the model ------------------------------------------------------------------------------------
@@ -453,8 +669,8 @@ class AfterStateModel:
         return np.where(table.valid, self._forward(table_inputs(table, self.features)), -np.inf)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        flat = mlp.forward(self.layers, x.reshape(-1, x.shape[-1]), self.manifest["activation"])
-        return flat[:, 0].astype(float).reshape(x.shape[:-1])
+        flat = mlp.forward(self.layers, x.reshape(-1, x.shape[-1]), self.manifest["activation"])  # [R, 1]
+        return flat.reshape(x.shape[:-1]).astype(float)
 
     def save(self, directory: str | Path) -> Path:
         return mlp.save(directory, self.layers, self.manifest)
