@@ -70,7 +70,7 @@ def test_a_tiny_walk_forward_writes_its_report(tmp_path, capsys):
     out = tmp_path / "wf"
     assert main(["walk-forward", a, "--train-days", "1:4", "--validate-days", "5:5", "--test-days", "6:6", "--folds", "2",
                  "--generations", "1", "--pairs", "1", "--hosts-per-replay", "2", "--scenarios-per-source", "1", "--eval-every", "1",
-                 "--cluster", "intel-2s", "--jobs", "1", "--allow-worse", "--out", str(out), "--quiet"]) == 0
+                 "--cluster", "intel-2s", "--jobs", "1", "--allow-worse", "--init-from", "default", "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "walk-forward.json").read_text())
     assert [f["fold"]["test"] for f in report["folds"]] == ["6:6", "7:7"]
     for fold in report["folds"]:
@@ -78,6 +78,36 @@ def test_a_tiny_walk_forward_writes_its_report(tmp_path, capsys):
         for cell in fold["cells"]:
             assert cell["versus_greedy"]["greedy"]["diff"] == 0
             assert cell["best_rule"] in cell["avg_defect"] and "xen" in cell["avg_defect"] and "catur" in cell["avg_defect"]
-    assert report["summary"]["cells"] == 4
-    assert (out / "walk-forward.png").stat().st_size > 0 and "## Fold 2" in (out / "walk-forward.md").read_text()
-    assert "walk-forward a: 2 folds, 4 test cells" in capsys.readouterr().out
+            assert "start" in cell["avg_defect"]  # the untouched --init-from model, replayed beside its continuation
+    summary = report["summary"]
+    assert summary["cells"] == 4 and summary["better_than_start"] + summary["worse_than_start"] <= 4
+    markdown = (out / "walk-forward.md").read_text()
+    assert (out / "walk-forward.png").stat().st_size > 0 and "## Fold 2" in markdown and "scorer vs start" in markdown
+    printed = capsys.readouterr().out
+    assert "walk-forward a: 2 folds, 4 test cells" in printed and "against its start (default)" in printed
+
+
+def _cell(scorer: float, start: float | None, greedy: float = 0.02):
+    from catur.training.walk_forward import CellResult
+
+    avg = {"catur": scorer, "greedy": greedy, "xen": 0.03, **({"start": start} if start is not None else {})}
+    versus = {name: {"diff_ci": [None, None], "baseline_avg_defect": greedy} for name in avg}
+    return CellResult("mixed", 1.0, 10, 100, avg, versus, versus, "greedy", 0.0)
+
+
+def test_the_summary_says_whether_training_beat_its_start():
+    """With a start model on every cell: the scorer's mean change against it and the cells it
+    made better or worse; without one, no such entry (nothing to compare with)."""
+    from catur.training.walk_forward import Fold, FoldResult, markdown, summarize
+    from catur.training.sources import Source
+
+    fold = FoldResult(Fold(1, "1:2", "3:3", "4:4"), "m", "", 1.0, [_cell(0.018, 0.016), _cell(0.010, 0.012)])
+    s = summarize([fold])
+    assert s["mean_vs_start"] == pytest.approx(((0.018 / 0.016 - 1) + (0.010 / 0.012 - 1)) / 2)
+    assert (s["better_than_start"], s["worse_than_start"]) == (1, 1)
+    assert s["start_vs_greedy"] == pytest.approx(((0.016 / 0.02 - 1) + (0.012 / 0.02 - 1)) / 2)
+    text = markdown([fold], Source("t", "t.csv", "1:2", "3:3"))
+    assert "| start | scorer vs start |" in text and "+12.50% |" in text and "against the untouched start" in text
+    without = summarize([FoldResult(fold.fold, "m", "", 1.0, [_cell(0.018, None)])])
+    assert "mean_vs_start" not in without and "scorer vs start" not in markdown([FoldResult(fold.fold, "m", "", 1.0, [_cell(0.018, None)])],
+                                                                                Source("t", "t.csv", "1:2", "3:3"))

@@ -13,7 +13,10 @@ follow?" is to do exactly that, with nothing of the test days used to choose any
   1.02, or the source's fixed cluster or start state), earlier days replayed first as
   warm-up. Each is compared with greedy and with xen host by host (the paired bootstrap of
   :mod:`catur.verdict`), and with the *best rule* of that cell in hindsight (a stricter
-  yardstick than any rule chosen beforehand).
+  yardstick than any rule chosen beforehand). A run that continues from a model
+  (``init_from``) also replays that **start** untouched, so the report says whether
+  training on this traffic helped at all: on the public traces it often did not (the
+  selection on validation days carried a gain that the test days did not keep).
 
 ``folds > 1`` rolls all three windows forward by ``step`` days and repeats (each fold trains
 afresh, from the warm start or ``init_from``). Traces without time (the CC0 sequences) have
@@ -46,6 +49,7 @@ from catur.training.sources import Source, parse_window, read_window_trace, trac
 
 MODEL = "catur"
 XEN = "xen"
+START = "start"  # the init_from model, untouched by training
 #: Every rule replayed on the test windows (the best of them per cell is the hindsight yardstick).
 RULES = (*PRIMITIVES, GREEDY, RESIDENT_GREEDY, *[b for b in BASELINES if b != "random"])
 
@@ -121,11 +125,13 @@ class FoldResult:
 
 def test_cells(source: Source, window_days: str | None, test_workload: str | None, model: str | None,
                config: ScorerTrainConfig, jobs: int, progress: bool, log: Callable[[str], None]) -> list[CellResult]:
-    """Replay the rules and the scorer (``model``; greedy when ``None``) on the test window of
-    every validation scenario of ``source``."""
+    """Replay the rules, the scorer (``model``; greedy when ``None``) and, with
+    ``config.init_from``, the start it was trained from, on the test window of every
+    validation scenario of ``source``."""
     cells = []
     workload_path = test_workload or source.workload
     scorer = DeciderSpec(model=model, label=MODEL) if model else None
+    start = [DeciderSpec(model=config.init_from, label=START)] if config.init_from else []
     for cluster, overcommit in unique_validation(config.validation, source):
         started = time.perf_counter()
         workload = replace(source.workload_of(source.validate, cluster=cluster, target_utilization=config.validation_target,
@@ -137,7 +143,7 @@ def test_cells(source: Source, window_days: str | None, test_workload: str | Non
         if len(streams) < 2:
             raise CaturError(f"the test window {window_days or workload_path} has VMs on {len(streams)} host(s) of cluster "
                              f"{cluster or 'start-state'}: too small to test on")
-        results, _ = replay(streams, [*RULES, *([scorer] if scorer else [])], options, desc=f"test {cluster or 'start-state'} "
+        results, _ = replay(streams, [*RULES, *([scorer] if scorer else []), *start], options, desc=f"test {cluster or 'start-state'} "
                             f"oc {overcommit}", leave=False)
         if scorer is None:  # training lost to greedy: greedy is what would serve
             results[MODEL] = results[GREEDY]
@@ -152,7 +158,7 @@ def test_cells(source: Source, window_days: str | None, test_workload: str | Non
         cells.append(cell)
         log(f"    test {cluster or 'start-state'} oc {overcommit}: scorer {100 * avg[MODEL]:.3f}%, greedy {100 * avg[GREEDY]:.3f}% "
             f"({100 * cell.ratio(MODEL, GREEDY):+.2f}%), xen {100 * avg[XEN]:.3f}%, best rule {cell.best_rule} "
-            f"{100 * avg[cell.best_rule]:.3f}% ({cell.seconds:.0f} s)")
+            f"{100 * avg[cell.best_rule]:.3f}%{f', start {100 * avg[START]:.3f}%' if start else ''} ({cell.seconds:.0f} s)")
     return cells
 
 
@@ -205,7 +211,19 @@ def summarize(results: list[FoldResult]) -> dict:
                                           for c in cells),
         "worse_than_xen": sum(c.avg_defect[MODEL] > c.avg_defect[XEN] for c in cells),
         "folds_on_greedy_fallback": sum(bool(r.fallback) for r in results),
+        **_versus_start(cells),
     }
+
+
+def _versus_start(cells: list[CellResult]) -> dict:
+    """With a start model: the scorer's mean change against it, and on how many cells
+    training made it better or worse (on average, the start as the baseline)."""
+    if not all(START in c.avg_defect for c in cells):
+        return {}
+    return {"mean_vs_start": float(np.mean([c.ratio(MODEL, START) for c in cells])),
+            "better_than_start": sum(c.avg_defect[MODEL] < c.avg_defect[START] for c in cells),
+            "worse_than_start": sum(c.avg_defect[MODEL] > c.avg_defect[START] for c in cells),
+            "start_vs_greedy": float(np.mean([c.ratio(START, GREEDY) for c in cells]))}
 
 
 def _interval(versus: dict) -> str:
@@ -227,13 +245,16 @@ def markdown(results: list[FoldResult], source: Source) -> str:
                   f"test {f.test or source.test}", ""]
         if r.fallback:
             lines += [f"*{r.fallback}* — the scorer rows are greedy's.", ""]
-        lines += ["| cluster | overcommit | hosts | scorer | greedy | scorer vs greedy [95% CI] | xen | scorer vs xen | best rule |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        has_start = all(START in c.avg_defect for c in r.cells)
+        lines += ["| cluster | overcommit | hosts | scorer | greedy | scorer vs greedy [95% CI] | xen | scorer vs xen | best rule |"
+                  + (" start | scorer vs start |" if has_start else ""),
+                  "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if has_start else "")]
         for c in r.cells:
             a = c.avg_defect
             lines.append(f"| {c.cluster or 'start state'} | {c.overcommit} | {c.hosts} | {100 * a[MODEL]:.3f}% | {100 * a[GREEDY]:.3f}% | "
                          f"{100 * c.ratio(MODEL, GREEDY):+.2f}% {_interval(c.versus_greedy[MODEL])} | {100 * a[XEN]:.3f}% | "
-                         f"{100 * c.ratio(MODEL, XEN):+.2f}% | {c.best_rule} {100 * a[c.best_rule]:.3f}% |")
+                         f"{100 * c.ratio(MODEL, XEN):+.2f}% | {c.best_rule} {100 * a[c.best_rule]:.3f}% |"
+                         + (f" {100 * a[START]:.3f}% | {100 * c.ratio(MODEL, START):+.2f}% |" if has_start else ""))
         lines += ["", f"Training and validation: {r.train_seconds:.0f} s.", ""]
     s = summarize(results)
     if s:
@@ -242,12 +263,18 @@ def markdown(results: list[FoldResult], source: Source) -> str:
                   f"{100 * s['mean_vs_xen']:+.2f}%, vs the best rule in hindsight {100 * s['mean_vs_best_rule']:+.2f}%",
                   f"- clearly better than greedy on {s['clearly_better_than_greedy']} cells, clearly worse on "
                   f"{s['clearly_worse_than_greedy']}; worse than xen on {s['worse_than_xen']}",
-                  f"- folds where training lost to greedy (greedy serves): {s['folds_on_greedy_fallback']}", ""]
+                  f"- folds where training lost to greedy (greedy serves): {s['folds_on_greedy_fallback']}"]
+        if "mean_vs_start" in s:
+            lines.append(f"- against the untouched start (`--init-from`): {100 * s['mean_vs_start']:+.2f}% on average, better on "
+                         f"{s['better_than_start']} cells, worse on {s['worse_than_start']} (the start itself: "
+                         f"{100 * s['start_vs_greedy']:+.2f}% vs greedy)")
+        lines.append("")
     return "\n".join(lines)
 
 
 def plot(results: list[FoldResult], path: Path) -> Path:
-    """The scorer against greedy per cell, with the 95% interval, one colour per fold."""
+    """The scorer against greedy per cell, with the 95% interval, one colour per fold; xen and
+    the start model (with ``init_from``) as markers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,13 +290,16 @@ def plot(results: list[FoldResult], path: Path) -> Path:
         err = None if low is None else [[point - 100 * low / base], [100 * high / base - point]]
         ax.errorbar([i], [point], yerr=err, fmt="o", color=f"C{fold - 1}", capsize=4, label=f"fold {fold}")
         ax.plot([i], [100 * c.ratio(XEN, GREEDY)], "x", color="#d62728", label="xen")
+        if START in c.avg_defect:
+            ax.plot([i], [100 * c.ratio(START, GREEDY)], "s", color="#7f7f7f", fillstyle="none", label="start (--init-from)")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8)
     ax.axhline(0, color="#ff7f0e", lw=1)
     ax.set_xticks(range(len(cells)), [f"{c.cluster or 'start'}\noc {c.overcommit}" for _, c in cells], fontsize=8)
     ax.set_ylabel("avg defect vs greedy (%)")
-    ax.set_title("Walk-forward test windows: the trained scorer (o, 95% CI) and xen (x) against greedy (0)", fontsize=9)
+    ax.set_title("Walk-forward test windows: the trained scorer (o, 95% CI), xen (x) and any start (□) against greedy (0)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -330,5 +360,5 @@ def plan(traces: list[str], *, train_days: str | None, validate_days: str | None
     return source, result
 
 
-__all__ = ["CellResult", "Fold", "FoldResult", "RULES", "folds_of", "markdown", "plan", "summarize", "test_cells", "walk_forward",
+__all__ = ["CellResult", "Fold", "FoldResult", "RULES", "START", "folds_of", "markdown", "plan", "summarize", "test_cells", "walk_forward",
            "write_report"]

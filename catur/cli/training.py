@@ -344,6 +344,9 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
           f"{s['worse_than_xen']}), {100 * s['mean_vs_best_rule']:+.2f}% vs the best rule in hindsight")
     if s["folds_on_greedy_fallback"]:
         print(f"{s['folds_on_greedy_fallback']} fold(s) kept greedy: training lost to it on validation")
+    if "mean_vs_start" in s:
+        print(f"against its start ({config.init_from}): {100 * s['mean_vs_start']:+.2f}% on average, better on "
+              f"{s['better_than_start']} cells, worse on {s['worse_than_start']}")
     print(f"report: {Path(args.out) / 'walk-forward.md'}")
     return 0
 
