@@ -296,10 +296,9 @@ def plot(results: list[FoldResult], path: Path) -> Path:
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8)
     ax.axhline(0, color="#ff7f0e", lw=1)
-    ax.set_xticks(range(len(cells)), [f"{c.cluster or 'start'}\noc {c.overcommit}" for _, c in cells], fontsize=8)
+    ax.set_xticks(range(len(cells)), [f"{c.cluster or 'start state'}\noc {c.overcommit}" for _, c in cells], fontsize=8)
     ax.set_ylabel("avg defect vs greedy (%)")
-    ax.set_title("Walk-forward test windows: the trained scorer (o, 95% CI), xen (x) and any start (□) against greedy (0)",
-                 fontsize=9)
+    ax.set_title("Walk-forward test windows against greedy (0):\nthe trained scorer (o, 95% CI), xen (x), the start (□)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
