@@ -523,3 +523,22 @@ def test_continuing_from_a_scorer_starts_from_its_weights(tmp_path):
     assert weights[FEATURES.index("defect")] == -1.0 and weights[FEATURES.index("cor_rise")] == pytest.approx(-0.5)
     with pytest.raises(CaturError, match="not a one-layer after-state scorer"):
         start_weights(ScorerTrainConfig(init_from="ppo-synthetic"))
+
+
+def test_a_continuation_replaces_its_start_only_when_clearly_better():
+    """``why_not_kept``: clearly worse on a source refuses; with ``needs_clear_gain`` (the
+    default), a gain inside the noise on every source refuses too; a clear gain on one source
+    and no clear loss keeps. The Huawei-East-1 case: −0.024 points [−0.108, +0.054]."""
+    from catur.training.afterstate import ScorerTrainConfig, why_not_kept
+    from catur.verdict import Comparison
+
+    def versus(low: float, high: float) -> Comparison:
+        return Comparison("start", 0.01 + (low + high) / 2, 0.01, low, high, hosts=40, vms=1000)
+
+    huawei = {"huawei": versus(-0.00108, 0.00054)}
+    assert why_not_kept(huawei, needs_clear_gain=True) == "not clearly better than the starting model on any source"
+    assert why_not_kept(huawei, needs_clear_gain=False) == ""
+    assert why_not_kept({"a": versus(-0.002, -0.0003), "b": versus(-0.001, 0.001)}, needs_clear_gain=True) == ""
+    assert why_not_kept({"a": versus(-0.002, -0.0003), "b": versus(0.0001, 0.002)}, needs_clear_gain=True) == (
+        "clearly worse than the starting model on b")
+    assert ScorerTrainConfig().continuation_needs_clear_gain is True

@@ -57,6 +57,13 @@ not a better model for a fleet that looks like one of them. A first version of t
 refused any source whose mean ratio to greedy was worse at all; on three Huawei validation
 days it then refused a 0.1-point change, well inside the noise, in every continuation run.
 
+**...and must be clearly better than its start** (``continuation_needs_clear_gain``, the
+default): the 95% interval of the paired difference wholly below 0 on at least one source.
+Without it, the Huawei-East-1 walk-forward kept a generation whose gain over the start on
+validation days 13–15 was inside the noise (−0.024 points [−0.108, +0.054]), and on test
+days 16–31 it was 5.9% worse than the start it replaced (docs/results/learning.md). A change
+the validation cannot resolve is not worth the risk of moving a model that serves.
+
 A torch network with the same layers (:func:`torch_network`) is what a gradient-based
 trainer would use; :func:`export_check` replays candidate sets through both and records that
 the numpy scorer decides exactly as the torch network does.
@@ -114,6 +121,9 @@ class ScorerTrainConfig:
     # Continue from a one-layer scorer's weights (a model directory or "default") instead of
     # the resident-greedy warm start: more generations, other scenario draws, or new data.
     init_from: str | None = None
+    # With init_from: later weights replace the start only when clearly better than it on
+    # validation on some source (module doc); False lets any not-clearly-worse gain through.
+    continuation_needs_clear_gain: bool = True
     # Only these weights move (default: every weight a one-layer scorer can use). With
     # init_from, ``FEW_NODE_GROUP`` trains a correction for 2- and 4-node hosts and leaves the
     # starting model's decisions on 8-node hosts exactly as they were.
@@ -379,6 +389,17 @@ def regressed_sources(comparisons: dict[str, Comparison]) -> list[str]:
     return sorted(source for source, c in comparisons.items() if c.clearly_worse)
 
 
+def why_not_kept(comparisons: dict[str, Comparison], needs_clear_gain: bool) -> str:
+    """Why a continuation's weights may not replace its start ("" when they may): clearly
+    worse than the start on some source, or (``needs_clear_gain``) clearly better on none."""
+    worse_on = regressed_sources(comparisons)
+    if worse_on:
+        return f"clearly worse than the starting model on {', '.join(worse_on)}"
+    if needs_clear_gain and not any(c.clearly_better for c in comparisons.values()):
+        return "not clearly better than the starting model on any source"
+    return ""
+
+
 # --- training -------------------------------------------------------------------------------------
 
 
@@ -520,15 +541,17 @@ def train_scorer(
             if generation % config.eval_every == 0 or generation == config.generations:
                 score, parts = validate(generation, weights)
                 worse_on: list[str] = []
+                refused = ""
                 if config.init_from:
                     comparisons = source_comparisons([h.label for h in val], parts, start_parts)
                     worse_on = regressed_sources(comparisons)
+                    refused = why_not_kept(comparisons, config.continuation_needs_clear_gain)
                     history[-1]["vs_start_by_source"] = {
                         s: {"diff": c.diff, "diff_low": c.diff_low, "diff_high": c.diff_high} for s, c in comparisons.items()}
                 history[-1]["regressed_sources"] = worse_on
-                if worse_on and score < best_score:
-                    log(f"  not kept: clearly worse than the starting model on {', '.join(worse_on)}")
-                if score < best_score and not worse_on:
+                if refused and score < best_score:
+                    log(f"  not kept: {refused}")
+                if score < best_score and not refused:
                     best_score, best_parts, best_weights, best_generation = score, parts, weights.copy(), generation
         bar.close()
     finally:
@@ -680,5 +703,5 @@ def export_check(weights: np.ndarray, sets: list[Hosts], rng: np.random.Generato
 __all__ = [
     "FEW_NODE_GROUP", "ScorerResult", "ScorerTrainConfig", "decisions_agree", "expand_feature_names",
     "export_check", "fine_tune_scorer",
-    "regressed_sources", "source_comparisons", "source_means", "torch_network", "train_scorer", "warm_start",
+    "regressed_sources", "source_comparisons", "why_not_kept", "source_means", "torch_network", "train_scorer", "warm_start",
 ]
