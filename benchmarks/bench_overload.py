@@ -78,13 +78,49 @@ def gauge(metrics_port: int, name: str) -> float:
     return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
+def parse_cpus(text: str | None, option: str) -> set[int] | None:
+    """``"0"``, ``"0,2"`` or ``"1-3"`` as a set of CPU numbers (``None`` stays ``None``: no pinning)."""
+    if not text:
+        return None
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            cpus.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise SystemExit(f"{option}: {text!r} is not a CPU list like 0 or 0,2 or 1-3") from None
+    unknown = cpus - os.sched_getaffinity(0)
+    if unknown:
+        raise SystemExit(f"{option}: CPU(s) {sorted(unknown)} not available here (this process may use {sorted(os.sched_getaffinity(0))})")
+    return cpus
+
+
+def pin(pid: int, cpus: set[int] | None) -> None:
+    """Pin every thread of process ``pid`` and of its descendants to ``cpus`` (threads and
+    processes started later inherit it)."""
+    if cpus is None:
+        return
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+            children = (task / "children").read_text().split()
+        except (ProcessLookupError, FileNotFoundError):  # a thread that just ended
+            continue
+        for child in children:
+            pin(int(child), cpus)
+
+
+CLIENT_CPUS: set[int] | None = None  # --client-cpus: every client process is pinned here
+
+
 def node(mode: str, share: str, total: float, procs: int, *args: str, timeout: float) -> dict:
     """Run the grpc-js client in ``procs`` processes at once, each with ``total / procs`` of
     ``share`` (``--rate`` or ``--concurrency``), and merge their reports: counts and rates
     summed; of the percentiles, the median client's p50 and the worst client's p99."""
     parts = [total / procs] * procs if share == "--rate" else [total // procs + (i < total % procs) for i in range(procs)]
     running = [subprocess.Popen(["node", str(CLIENT), mode, share, f"{part:g}", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for part in parts]
+                                text=True, preexec_fn=(lambda: os.sched_setaffinity(0, CLIENT_CPUS)) if CLIENT_CPUS else None)
+               for part in parts]
     reports = []
     cpu_before = _children_cpu()
     for proc in running:
@@ -132,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--serve-args", default="", help="extra 'catur serve' options, e.g. \"--max-concurrent-rpcs 512\"")
     ap.add_argument("--server-root", type=Path, default=ROOT, help="run the catur package found in this directory "
                     "(e.g. an export of another commit: git archive main | tar -x -C /tmp/catur-main), for a baseline")
+    ap.add_argument("--server-cpus", metavar="LIST", help="pin the server (all its threads and processes) to these CPUs, "
+                    "e.g. 0: with --client-cpus, client and server stop competing for the same cores")
+    ap.add_argument("--client-cpus", metavar="LIST", help="pin the client processes to these CPUs, e.g. 1")
     ap.add_argument("--smoke", action="store_true", help="a tiny bounded run (a few seconds): the path works, the numbers mean nothing")
     args = ap.parse_args(argv)
     if args.client_procs < 1 or args.channels < 1 or args.concurrency < args.client_procs:
@@ -141,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         args.saturation_s, args.concurrency, args.factors, args.seconds = 1.5, 8, "2", 2.0
     if not node_client_ready(CLIENT, smoke=args.smoke):
         return 0
+    global CLIENT_CPUS
+    server_cpus, CLIENT_CPUS = parse_cpus(args.server_cpus, "--server-cpus"), parse_cpus(args.client_cpus, "--client-cpus")
     factors = [float(f) for f in args.factors.split(",") if f.strip()]
     proc, target, metrics_port = start_serve("--metrics-port", "0", "--drain-seconds", "0", "--grace", "2",
                                              *shlex.split(args.serve_args), cwd=args.server_root)
@@ -149,9 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     processes = int(serve_args[serve_args.index("--processes") + 1]) if "--processes" in serve_args else 1
     for _ in range(processes - 1):  # `catur serve --processes N` prints one line per other process
         metrics_ports.append(int(proc.stdout.readline().split("metrics on 127.0.0.1:")[1].split(";")[0]))
+    pin(proc.pid, server_cpus)
     try:
         print(f"# {os.cpu_count()} CPUs; catur serve from {args.server_root} {args.serve_args or '(defaults)'} on {target}; "
-              f"{args.client_procs} client process(es) x {args.channels} connection(s)", flush=True)
+              f"{args.client_procs} client process(es) x {args.channels} connection(s)"
+              + (f"; server on CPU {args.server_cpus}, client on CPU {args.client_cpus}" if server_cpus or CLIENT_CPUS else ""), flush=True)
         def server_gauge(name: str) -> str:
             try:
                 return "/".join(f"{gauge(port, name):.0f}" for port in metrics_ports)
