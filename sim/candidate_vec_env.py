@@ -83,7 +83,7 @@ class RewardConfig:
     """The reward of :class:`CandidateVecEnv` (module doc): ``−scale · (objective cost +
     shaping_weight · regret at placement)``."""
 
-    scale: float = 100.0
+    scale: float = 10.0
     shaping_weight: float = 0.25
 
     def __post_init__(self) -> None:

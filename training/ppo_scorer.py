@@ -55,18 +55,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
-from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
-from torch import nn
 
-from catur.afterstate import FEATURES, AfterStateModel, afterstate_manifest
+from catur.afterstate import AfterStateModel, afterstate_manifest
 from catur.errors import CaturError
 from catur.placement import GREEDY
 from catur.policies import PRIMITIVES
-from catur.sim.candidate_vec_env import CandidateVecEnv, RewardConfig
-from catur.sim.env import CANDIDATE_SLOTS
 from catur.training.afterstate import (
-    Hosts, ScorerTrainConfig, build_scenarios, export_check, random_candidate_sets, scorer_weights, selection_score,
+    Hosts, ScorerTrainConfig, build_scenarios, export_check, feature_scales, random_candidate_sets, scorer_weights, selection_score,
     source_means,
 )
 from catur.training.sources import Source
@@ -93,7 +88,7 @@ class PPOScorerConfig:
     vf_coef: float = 0.5
     hidden: int = 0  # ReLU units of the actor's hidden branch (0: a linear actor)
     value_hidden: int = 64
-    reward_scale: float = 100.0
+    reward_scale: float = 10.0
     shaping_weight: float = 0.25
     episode_arrivals: int | None = None
     checkpoints: int = 4  # validations during training, besides step 0
@@ -109,156 +104,8 @@ class PPOScorerConfig:
                              f"{self.checkpoints}, {self.value_hidden}")
         if not 0 < self.start_probability < 1:
             raise CaturError(f"start_probability must be in (0, 1), got {self.start_probability}")
-        RewardConfig(self.reward_scale, self.shaping_weight)  # checks them
-
-
-# --- the policy -----------------------------------------------------------------------------------
-
-
-class CandidateNetworks(nn.Module):
-    """The actor (one score per candidate slot, shared weights) and the value head (pooled
-    candidates): SB3's ``mlp_extractor`` slot, see the module doc."""
-
-    def __init__(self, features: int, hidden: int, value_hidden: int) -> None:
-        super().__init__()
-        self.features, self.hidden = features, hidden
-        self.latent_dim_pi = CANDIDATE_SLOTS  # the logits themselves (action_net is the identity)
-        self.latent_dim_vf = value_hidden
-        self.linear = nn.Linear(features, 1)
-        self.branch = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, 1)) if hidden else None
-        self.value = nn.Sequential(nn.Linear(2 * features, value_hidden), nn.Tanh(), nn.Linear(value_hidden, value_hidden), nn.Tanh())
-
-    def slots(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], CANDIDATE_SLOTS, self.features)
-
-    def scores(self, candidates: torch.Tensor) -> torch.Tensor:
-        """``[..., F]`` candidate features → ``[...]`` scores: the same network for every candidate."""
-        out = self.linear(candidates)[..., 0]
-        if self.branch is not None:
-            out = out + self.branch(candidates)[..., 0]
-        return out
-
-    def forward_actor(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scores(self.slots(x))
-
-    def forward_critic(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.slots(x)
-        valid = (c != 0).any(dim=-1, keepdim=True)  # a valid candidate's row is never all zero
-        count = valid.sum(dim=1).clamp(min=1)
-        mean = (c * valid).sum(dim=1) / count
-        top = torch.where(valid, c, torch.full_like(c, -torch.inf)).amax(dim=1)
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        pooled = torch.cat([mean, top], dim=-1)
-        return self.value(torch.sign(pooled) * torch.log1p(pooled.abs()))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.forward_actor(x), self.forward_critic(x)
-
-
-class CandidateScorerPolicy(MaskableActorCriticPolicy):
-    """MaskablePPO's policy whose logits are the shared-weight actor's candidate scores
-    (:class:`CandidateNetworks`; ``action_net`` is the identity). ``actor_init``: the linear
-    part's start weights over :data:`FEATURES` (the warm start); the hidden branch's output
-    layer starts at zero."""
-
-    def __init__(self, *args, hidden: int = 0, value_hidden: int = 64, actor_init: list[float] | None = None, **kwargs):
-        self.hidden, self.value_hidden, self.actor_init = hidden, value_hidden, actor_init
-        super().__init__(*args, **kwargs)
-
-    def _build_mlp_extractor(self) -> None:
-        self.mlp_extractor = CandidateNetworks(len(FEATURES), self.hidden, self.value_hidden)
-
-    def _build(self, lr_schedule) -> None:
-        super()._build(lr_schedule)
-        self.action_net = nn.Identity()
-        actor = self.mlp_extractor
-        with torch.no_grad():
-            if self.actor_init is not None:
-                actor.linear.weight.copy_(torch.tensor(self.actor_init, dtype=torch.float32)[None, :])
-            actor.linear.bias.zero_()
-            if actor.branch is not None:
-                actor.branch[-1].weight.zero_()
-                actor.branch[-1].bias.zero_()
-        # The optimizer again: it held action_net's parameters, which are gone.
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
-
-    def _get_constructor_parameters(self) -> dict:
-        return {**super()._get_constructor_parameters(), "hidden": self.hidden, "value_hidden": self.value_hidden,
-                "actor_init": self.actor_init}
-
-
-# --- export ---------------------------------------------------------------------------------------
-
-
-def actor_layers(networks: CandidateNetworks) -> tuple[tuple[tuple[np.ndarray, np.ndarray], ...], str]:
-    """The actor as :class:`~catur.afterstate.AfterStateModel` layers and their activation:
-    one layer for a linear actor; with a hidden branch, a ReLU layer that carries the linear
-    part as two extra units (``relu(s) − relu(−s) = s``, module doc)."""
-    a = networks.linear.weight.detach().numpy().astype(np.float32)[0]  # [F]
-    c = networks.linear.bias.detach().numpy().astype(np.float32)  # [1]
-    if networks.branch is None:
-        return ((a[:, None].copy(), c.copy()),), "tanh"
-    w1 = networks.branch[0].weight.detach().numpy().astype(np.float32).T  # [F, H]
-    b1 = networks.branch[0].bias.detach().numpy().astype(np.float32)
-    w2 = networks.branch[2].weight.detach().numpy().astype(np.float32).T  # [H, 1]
-    b2 = networks.branch[2].bias.detach().numpy().astype(np.float32)
-    first = (np.concatenate([w1, a[:, None], -a[:, None]], axis=1), np.concatenate([b1, c, -c]))
-    second = (np.concatenate([w2, [[1.0]], [[-1.0]]]).astype(np.float32), b2.copy())
-    return (first, second), "relu"
-
-
-def export_actor(networks: CandidateNetworks, **manifest) -> AfterStateModel:
-    """The actor as a numpy after-state model reading every :data:`FEATURES` column."""
-    layers, activation = actor_layers(networks)
-    return AfterStateModel(afterstate_manifest(activation=activation, **manifest), layers)
-
-
-def policy_agreement(networks: CandidateNetworks, model: AfterStateModel, tables: list) -> float:
-    """Share of candidate sets (tables) on which the trained torch actor and the exported numpy
-    model choose the same candidate (or candidates with identical features)."""
-    agree, total = 0, 0
-    for table in tables:
-        x = np.asarray(table.features, dtype=np.float32)
-        with torch.no_grad():
-            theirs = networks.scores(torch.from_numpy(x)).numpy()
-        theirs = np.argmax(np.where(table.valid, theirs, -np.inf), axis=1)
-        ours = np.argmax(model.score(table), axis=1)
-        rows = np.arange(len(ours))
-        twins = (x[rows, ours] == x[rows, theirs]).all(axis=-1)
-        agree += int(((ours == theirs) | twins).sum())
-        total += len(ours)
-    return agree / max(total, 1)
-
-
-# --- the warm start -------------------------------------------------------------------------------
-
-
-def best_mass(scores: np.ndarray, valid: np.ndarray, temperature: float) -> float:
-    """Mean softmax probability (logits ``temperature · scores``, invalid masked) of the
-    candidates that share the best score: the chance that sampling picks the argmax's decision."""
-    logits = np.where(valid, temperature * scores, -np.inf)
-    top = logits.max(axis=1, keepdims=True)
-    p = np.exp(logits - top)
-    p /= p.sum(axis=1, keepdims=True)
-    best = np.where(valid, scores, -np.inf) >= np.where(valid, scores, -np.inf).max(axis=1, keepdims=True)
-    return float((p * best).sum(axis=1).mean())
-
-
-def start_temperature(model: AfterStateModel, tables: list, probability: float) -> float:
-    """The factor on the start model's scores at which its best candidates hold ``probability``
-    of the policy on ``tables`` on average (bisection on a log scale)."""
-    scores = [(t.valid, np.where(t.valid, model.score(t), 0.0)) for t in tables]
-    if not scores:
-        return 100.0
-
-    def mass(temperature: float) -> float:
-        return float(np.mean([best_mass(s, v, temperature) for v, s in scores]))
-
-    low, high = 1e-2, 1e7
-    for _ in range(60):
-        mid = float(np.sqrt(low * high))
-        low, high = (mid, high) if mass(mid) < probability else (low, mid)
-    return high
+        if not self.reward_scale > 0 or not self.shaping_weight >= 0:
+            raise CaturError(f"reward scale must be > 0 and shaping weight >= 0, got {self.reward_scale} and {self.shaping_weight}")
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -286,10 +133,13 @@ def train_ppo_scorer(
     sources: list[Source], config: PPOScorerConfig, out: str | Path, *, progress: bool = True, log: Callable[[str], None] = print,
 ) -> PPOScorerResult:
     """Train with MaskablePPO, select on validation, gate against greedy, write ``out``."""
+    import torch
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.callbacks import BaseCallback
 
     from catur.policy_model import load_policy
+    from catur.sim.candidate_vec_env import CandidateVecEnv, RewardConfig
+    from catur.training.ppo_policy import CandidateNetworks, CandidateScorerPolicy, export_actor, policy_agreement, start_temperature
 
     if not sources:
         raise CaturError("no training source")
@@ -306,6 +156,10 @@ def train_ppo_scorer(
     start_model = AfterStateModel(afterstate_manifest(), ((weights.astype(np.float32)[:, None], np.zeros(1, np.float32)),))
     rng = np.random.default_rng(scen.seed + 1)
     sampled = random_candidate_sets(train, rng)
+    # Evolution strategies' per-feature step scales (a feature constant within candidate sets
+    # gets 1: its weight cannot change a decision of the linear part).
+    scales = feature_scales(train, np.random.default_rng(scen.seed + 1))
+    scales = np.where(scales > 0, scales, 1.0)
     temperature = start_temperature(start_model, sampled, config.start_probability)
     log(f"warm start: {config.init_from} x {temperature:.4g} (its best candidates hold {100 * config.start_probability:.0f}% "
         f"of the policy on {sum(len(t.valid) for t in sampled)} sampled candidate sets)")
@@ -315,8 +169,8 @@ def train_ppo_scorer(
         CandidateScorerPolicy, env, learning_rate=config.learning_rate, n_steps=config.n_steps, batch_size=config.batch_size,
         n_epochs=config.n_epochs, gamma=config.gamma, gae_lambda=config.gae_lambda, clip_range=config.clip_range,
         ent_coef=config.ent_coef, vf_coef=config.vf_coef, seed=scen.seed, device="cpu", verbose=0,
-        policy_kwargs={"hidden": config.hidden, "value_hidden": config.value_hidden,
-                       "actor_init": (temperature * weights).tolist()},
+        policy_kwargs={"hidden": config.hidden, "value_hidden": config.value_hidden, "actor_init": weights.tolist(),
+                       "temperature": temperature, "input_scale": scales.tolist()},
     )
     networks: CandidateNetworks = ppo.policy.mlp_extractor
 
@@ -402,7 +256,4 @@ def train_ppo_scorer(
     return PPOScorerResult(out, per_set, history, verdict, train_seconds, steps, best["step"])
 
 
-__all__ = [
-    "CandidateNetworks", "CandidateScorerPolicy", "PPOScorerConfig", "PPOScorerResult", "actor_layers", "export_actor",
-    "policy_agreement", "start_temperature", "train_ppo_scorer",
-]
+__all__ = ["PPOScorerConfig", "PPOScorerResult", "train_ppo_scorer"]
