@@ -60,6 +60,7 @@ from catur.afterstate import AfterStateModel, afterstate_manifest
 from catur.errors import CaturError
 from catur.placement import GREEDY
 from catur.policies import PRIMITIVES
+from catur.training import afterstate as es
 from catur.training.afterstate import (
     Hosts, ScorerTrainConfig, build_scenarios, export_check, feature_scales, random_candidate_sets, scorer_weights, selection_score,
     source_means,
@@ -122,9 +123,10 @@ class PPOScorerResult:
     best_step: int = 0
 
 
-def _validate(model, val: list[Hosts], baseline: list) -> tuple[float, np.ndarray, list]:
-    """Replay ``model`` on every validation set: ``(selection score, ratios to greedy, parts)``."""
-    parts = [hosts.replay(model) for hosts in val]
+def _validate(pool, model, offset: int, sets: int, baseline: list) -> tuple[float, np.ndarray, list]:
+    """Replay ``model`` on every validation set (the pool's sets from ``offset``): ``(selection
+    score, ratios to greedy, per-set parts)``."""
+    parts = es._map(pool, [(offset + i, model, None) for i in range(sets)])
     ratios = np.array([p[0].sum() / g[0].sum() for p, g in zip(parts, baseline)])
     return selection_score(ratios), ratios, parts
 
@@ -133,6 +135,30 @@ def train_ppo_scorer(
     sources: list[Source], config: PPOScorerConfig, out: str | Path, *, progress: bool = True, log: Callable[[str], None] = print,
 ) -> PPOScorerResult:
     """Train with MaskablePPO, select on validation, gate against greedy, write ``out``."""
+    import multiprocessing
+
+    if not sources:
+        raise CaturError("no training source")
+    out = Path(out)
+    started = time.perf_counter()
+    scen = config.scenarios
+    log(f"building scenarios for {', '.join(s.name for s in sources)}")
+    train, val = build_scenarios(sources, scen, log)
+    # Validation replays go through evolution strategies' worker pool (forked before torch
+    # does any work; the workers only replay).
+    es._POOL_SETS = train + val
+    pool = multiprocessing.get_context("fork").Pool(scen.jobs) if scen.jobs > 1 else None
+    try:
+        return _train(sources, config, out, train, val, pool, started, log)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+
+def _train(sources, config: PPOScorerConfig, out: Path, train: list[Hosts], val: list[Hosts], pool, started: float,
+           log) -> PPOScorerResult:
+    """:func:`train_ppo_scorer` once the scenarios and the replay pool are there."""
     import torch
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -141,15 +167,9 @@ def train_ppo_scorer(
     from catur.sim.candidate_vec_env import CandidateVecEnv, RewardConfig
     from catur.training.ppo_policy import CandidateNetworks, CandidateScorerPolicy, export_actor, policy_agreement, start_temperature
 
-    if not sources:
-        raise CaturError("no training source")
-    out = Path(out)
-    started = time.perf_counter()
     scen = config.scenarios
     torch.manual_seed(scen.seed)
     torch.set_num_threads(1)  # a tiny network: threads cost more than they give on a shared box
-    log(f"building scenarios for {', '.join(s.name for s in sources)}")
-    train, val = build_scenarios(sources, scen, log)
     streams = [s for hosts in train for s in hosts.streams]
     start = load_policy(config.init_from)
     weights = scorer_weights(start, f"--init-from {config.init_from}")  # over FEATURES, defect weight -1
@@ -176,13 +196,14 @@ def train_ppo_scorer(
 
     log(f"baselines on {len(val)} validation sets")
     baseline_names = [GREEDY, *PRIMITIVES]
-    baseline = {name: [hosts.replay(name) for hosts in val] for name in baseline_names}
+    offset = len(train)
+    baseline = {name: es._map(pool, [(offset + i, name, None) for i in range(len(val))]) for name in baseline_names}
     history: list[dict] = []
     best: dict = {}
 
     def checkpoint(step: int) -> None:
         model = export_actor(networks)
-        score, ratios, parts = _validate(model, val, baseline[GREEDY])
+        score, ratios, parts = _validate(pool, model, offset, len(val), baseline[GREEDY])
         history.append({"timesteps": step, "val_ratio_to_greedy": float(ratios.mean()), "val_worst_ratio": float(ratios.max()),
                         "selection_score": score, "val_ratio_by_source": source_means([h.label for h in val], ratios),
                         "seconds": round(time.perf_counter() - started, 1)})
