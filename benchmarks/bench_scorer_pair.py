@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_quality import WORKLOADS, host_sums
+from bench_quality import WORKLOADS, host_sums, read_workload
 from catur.decision import DeciderSpec
 from catur.placement import GREEDY
 from catur.sim.admission import prepare_scenario
 from catur.sim.evaluate import evaluate_policies
-from catur.sim.workload import Workload
 from catur.verdict import compare
 
 MODEL, VERSUS = "model", "versus"
@@ -92,13 +91,9 @@ def main() -> None:
     cells = []
     for name in args.only.split(","):
         source, days = workloads[name]
-        if source.endswith((".gz", ".csv")) and not Path(source).is_absolute():
-            path = Path(args.traces) / source
-            if not path.exists():
-                print(f"skipping {name}: {path} not found")
-                continue
-            source = str(path)
-        df = Workload(source).read()[0]
+        df = read_workload(name, source, args.traces)
+        if df is None:
+            continue
         for cluster in args.clusters.split(","):
             for oc in (float(x) for x in args.overcommits.split(",")):
                 cell = run_cell(df, name, days, cluster, oc, args)

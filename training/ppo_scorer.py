@@ -21,13 +21,16 @@ candidates pooled: the mean and the max of each feature over the valid slots (si
 compressed), through a small tanh MLP.
 
 **Warm start**: the actor's linear part starts at the shipped default's weights (or
-``init_from``'s, any one-layer after-state scorer), multiplied by a temperature chosen so that
-on sampled candidate sets the default's best candidates hold ``start_probability`` (0.9) of
-the policy's probability on average; the hidden branch's output layer starts at zero. So the
-policy *is* the default at step 0 (its argmax decides exactly as the default does: a scorer's
-argmax does not change when all scores are scaled) and PPO only has to improve on it. A
-fresh network would start far below greedy; behaviour cloning would start near the default,
-not at it.
+``init_from``'s, any one-layer after-state scorer); the hidden branch's output layer starts at
+zero. The logits are a fixed temperature times the scores, chosen so that on sampled candidate
+sets the default's best candidates hold ``start_probability`` (0.9) of the policy's
+probability on average. So the policy *is* the default at step 0 (its argmax decides exactly
+as the default does: an argmax does not change when all scores are scaled) and PPO only has
+to improve on it. A fresh network would start far below greedy; behaviour cloning would start
+near the default, not at it. The linear part reads each feature times evolution strategies'
+per-feature scale (:func:`~catur.training.afterstate.feature_scales`), so one Adam step moves
+every weight's effect on the ranking by a comparable amount; both factors are constants,
+folded into the exported weights.
 
 **Selection and gate, as evolution strategies do** (:mod:`catur.training.afterstate`):
 ``checkpoints`` times during training (and at step 0), the actor is exported and replayed on
