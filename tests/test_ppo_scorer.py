@@ -277,7 +277,8 @@ def test_train_scorer_with_ppo_writes_a_loadable_checked_model(tmp_path, capsys)
     out = tmp_path / "model"
     code = main(["train-scorer", trace, "--train-days", "1:3", "--validate-days", "4:5", "--cluster", "mixed",
                  "--algo", "ppo", "--timesteps", "256", "--envs", "4", "--n-steps", "32", "--checkpoints", "1",
-                 "--hidden", "3", "--scenarios-per-source", "1", "--allow-worse", "--out", str(out), "--quiet"])
+                 "--hidden", "3", "--scenarios-per-source", "1", "--ppo-exclude-start", "--allow-worse", "--out", str(out),
+                 "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "PPO, 256 decisions" in printed and "validation: scorer" in printed
@@ -286,5 +287,17 @@ def test_train_scorer_with_ppo_writes_a_loadable_checked_model(tmp_path, capsys)
     manifest = model.manifest
     assert manifest["training"]["algorithm"] == "ppo" and manifest["training"]["timesteps_done"] == 256
     assert [h["timesteps"] for h in manifest["training"]["history"]] == [0, 256]  # step 0 and the end
+    assert manifest["training"]["best_step"] == 256  # --ppo-exclude-start: step 0 validated, not kept
     assert manifest["export_check"]["agreement"] == 1.0 and manifest["export_check"]["policy_agreement"] == 1.0
     assert "gate" in manifest["evaluation"]
+
+
+def test_bad_ppo_settings_are_named():
+    from catur.training.ppo_scorer import PPOScorerConfig
+
+    for bad, message in (({"envs": 0}, "envs >= 1"), ({"hidden": -1}, "hidden and checkpoints must be >= 0"),
+                         ({"start_probability": 1.0}, "start_probability"), ({"shaping_weight": -0.5}, "shaping weight")):
+        with pytest.raises(CaturError, match=message):
+            PPOScorerConfig(**bad)
+    with pytest.raises(CaturError, match="shaping weight"):
+        RewardConfig(shaping_weight=-1.0)

@@ -97,6 +97,9 @@ class PPOScorerConfig:
     episode_arrivals: int | None = None
     checkpoints: int = 4  # validations during training, besides step 0
     init_from: str = "default"  # the one-layer scorer the actor starts at
+    # Step 0 (the warm start itself) competes in the selection. False selects among PPO's own
+    # checkpoints only: to measure what PPO learned, even when it is worse than its start.
+    keep_start: bool = True
     start_probability: float = 0.9
 
     def __post_init__(self) -> None:
@@ -212,7 +215,7 @@ def _train(sources, config: PPOScorerConfig, out: Path, train: list[Hosts], val:
                         "seconds": round(time.perf_counter() - started, 1)})
         log(f"step {step}: {100 * (ratios.mean() - 1):+.2f}% vs greedy on validation on average, worst set "
             f"{100 * (ratios.max() - 1):+.2f}%")
-        if not best or score < best["score"]:
+        if (step > 0 or config.keep_start or not config.timesteps) and (not best or score < best["score"]):
             best.update(score=score, parts=parts, layers=model.layers, activation=model.manifest["activation"], step=step)
 
     every = max(config.timesteps // max(config.checkpoints, 1), 1) if config.checkpoints else None

@@ -202,6 +202,10 @@ def add_ppo_scorer_options(p: argparse.ArgumentParser) -> None:
            "immediate defect above the best one's) next to the exact objective (default %(default)s)")
     option("checkpoints", type=int, metavar="N", help="validations during training, besides step 0; the best on "
            "validation is kept (default %(default)s)")
+    g.add_argument("--ppo-exclude-start", dest="keep_start", action="store_false",
+                   help="select among PPO's own checkpoints only, not step 0 (the warm start): to measure what PPO "
+                   "learned even when it is worse than its start (default: step 0 competes, so a run that does not "
+                   "improve keeps its start)")
     # Its own name: --learning-rate is evolution strategies' step (another scale entirely).
     g.add_argument("--ppo-learning-rate", dest="ppo_learning_rate", type=float, metavar="LR",
                    default=PPOScorerConfig.learning_rate, help="Adam step size of PPO (default %(default)s)")
@@ -317,7 +321,7 @@ def _train_ppo_scorer(args: argparse.Namespace, scenarios, log) -> int:
     config = PPOScorerConfig(
         scenarios=scenarios, timesteps=args.timesteps, envs=args.envs, n_steps=args.n_steps, hidden=args.hidden,
         shaping_weight=args.shaping_weight, checkpoints=args.checkpoints, learning_rate=args.ppo_learning_rate,
-        init_from=args.init_from or "default",
+        init_from=args.init_from or "default", keep_start=args.keep_start,
     )
     sources = scorer_sources(args, log)
     result = train_ppo_scorer(sources, config, args.out, progress=not args.quiet, log=log)  # LosesToGreedy: exit 3
