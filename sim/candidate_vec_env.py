@@ -47,8 +47,8 @@ was chosen, negative otherwise). The reward is
 
     reward = −scale · (objective cost + shaping_weight · regret at placement)
 
-(:class:`RewardConfig`: ``scale`` 100, percentage points of defect; ``shaping_weight``
-0.25). With weight 0 the return is exactly minus the objective; the shaping term costs a
+(:class:`RewardConfig`: ``scale`` 10, so a step's reward is in tenths of a defect point
+and returns stay within the value head's easy range; ``shaping_weight`` 0.25). With weight 0 the return is exactly minus the objective; the shaping term costs a
 little exactness for a signal the agent can attribute, and is small enough that the agent can
 still accept an immediate regret for a later gain, which is the point of learning beyond
 greedy. ``info["objective_cost"]`` and ``info["regret"]`` hold the two parts of every step.

@@ -38,7 +38,10 @@ every validation set (Huawei days 13–15 etc., both clusters at overcommit 1.0 
 checkpoint with the lowest selection score (:func:`~catur.training.afterstate.selection_score`)
 is kept and must not lose to greedy on the validation hosts (:func:`catur.verdict.gate_or_refuse`).
 Test windows are never read. Step 0 is a candidate too, so a run that does not improve on its
-start keeps its start (the log and the manifest say which step was kept).
+start keeps its start (the log and the manifest say which step was kept); ``keep_start=False``
+(``--ppo-exclude-start``) selects among PPO's own checkpoints only, to measure what PPO learned.
+Measured against evolution strategies in docs/results/decision-slot.md ("PPO over the
+candidates"): on Huawei-East-1's test days PPO did not beat the ES-trained default.
 
 **Export**: the actor becomes an :class:`~catur.afterstate.AfterStateModel` (``weights.npz``
 + ``manifest.json``, loaded by ``catur evaluate --model`` and ``catur serve``). A linear actor
