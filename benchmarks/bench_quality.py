@@ -76,6 +76,18 @@ def host_sums(result, host_of_row: dict, hosts: np.ndarray) -> tuple[np.ndarray,
     return np.bincount(where, result.lifetime_defect, len(hosts)), np.bincount(where, minlength=len(hosts)).astype(float)
 
 
+def read_workload(name: str, source: str, traces: str):
+    """The trace of grid workload ``name``: a file under ``traces`` (``None``, with a note, when
+    it is missing) or a synthetic scenario."""
+    if source.endswith((".gz", ".csv")):
+        path = Path(traces) / source
+        if not path.exists():
+            print(f"skipping {name}: {path} not found")
+            return None
+        source = str(path)
+    return Workload(source).read()[0]
+
+
 def bootstrap_ratio(sums_p, sums_g, counts, draws: int, rng) -> tuple[float, float, float]:
     """Policy mean / greedy mean − 1 over all hosts, and its bootstrap 95% interval over hosts."""
     point = sums_p.sum() / sums_g.sum() - 1.0
@@ -208,13 +220,9 @@ def main() -> None:
     cells = []
     for name in names:
         source, days = workloads[name]
-        if source.endswith((".gz", ".csv")):
-            path = Path(args.traces) / source
-            if not path.exists():
-                print(f"skipping {name}: {path} not found")
-                continue
-            source = str(path)
-        df = Workload(source).read()[0]
+        df = read_workload(name, source, args.traces)
+        if df is None:
+            continue
         start = str(Path(args.traces) / start_states[name]) if name in start_states else None
         scenarios = [("PM_res", None)] if start else [(c, float(x)) for c in args.clusters.split(",") for x in args.overcommits.split(",")]
         for cluster, oc in scenarios:

@@ -41,6 +41,7 @@ SMOKE = {
     "bench_libvirt.py": ["--smoke"],
     "bench_quality.py": ["--smoke"],
     "bench_reference_loop.py": ["--smoke"],
+    "bench_scorer_pair.py": ["--model", "default", "--smoke"],
     "bench_shield.py": [["correctable", "--smoke"], ["pareto", "--smoke", "--plot", "{tmp}/pareto.png"]],  # two runs
     "exp_copy_features.py": ["--smoke"],
     "exp_lookahead.py": ["--smoke"],
@@ -54,7 +55,7 @@ SMOKE = {
 # Of those, the ones that take a few seconds at most (the others are marked slow: a server, a
 # process pool, a timing loop or several evaluations take longer even at these sizes).
 FAST_SMOKE = {"bench_placement.py", "bench_registry.py", "bench_collector.py", "bench_gate.py", "bench_libvirt.py",
-              "bench_quality.py", "exp_resident_weight.py"}
+              "bench_quality.py", "exp_resident_weight.py", "bench_scorer_pair.py"}
 # Slower than ~10 s even at these sizes (a Ray instance, training, four `catur evaluate` processes).
 SLOW_SMOKE = {
     "bench_ray.py": ["--days", "16:16", "--jobs", "1", "--policies", "xen"],

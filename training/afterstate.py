@@ -213,10 +213,14 @@ class Hosts:
     label: str
     streams: list
 
-    def replay(self, weights: np.ndarray | str, picked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per host (of ``picked``, default all): the sum of counted VMs' lifetime defects and their count."""
+    def replay(self, weights: np.ndarray | str | AfterStateModel, picked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per host (of ``picked``, default all): the sum of counted VMs' lifetime defects and
+        their count, under one-layer ``weights``, a policy name or a model of any depth."""
         streams = self.streams if picked is None else [self.streams[i] for i in picked]
-        policy = weights if isinstance(weights, str) else Decider(model_of(weights))
+        if isinstance(weights, AfterStateModel):
+            policy = Decider(weights)
+        else:
+            policy = weights if isinstance(weights, str) else Decider(model_of(weights))
         results = replay_batched([(s.topology, s.trace) for s in streams], policy)
         return _sums(results, streams), _counts(streams)
 
@@ -413,6 +417,12 @@ class ScorerResult:
     train_seconds: float = 0.0
 
 
+def selection_score(ratios: np.ndarray) -> float:
+    """The selection score of validation ratios to greedy (one per set; lower is better): the
+    mean ratio plus how far the worst set is above greedy (module doc)."""
+    return float(ratios.mean() + max(0.0, ratios.max() - 1.0))
+
+
 def centred_ranks(values: np.ndarray) -> np.ndarray:
     """Ranks scaled to [-0.5, 0.5] (lowest value: -0.5): fitness shaping that ignores scale."""
     ranks = np.empty(len(values))
@@ -515,7 +525,7 @@ def train_scorer(
             weights that win on average but lose somewhere pay for it."""
             parts = _map(pool, [(val_offset + i, w, None) for i in range(len(val))])
             ratios = np.array([p[0].sum() / g[0].sum() for p, g in zip(parts, baseline[GREEDY])])
-            score = float(ratios.mean() + max(0.0, ratios.max() - 1.0))
+            score = selection_score(ratios)
             per_source = source_means([h.label for h in val], ratios)
             history.append({"generation": generation, "val_ratio_to_greedy": float(ratios.mean()),
                             "val_worst_ratio": float(ratios.max()), "selection_score": score,
@@ -689,9 +699,10 @@ def decisions_agree(model: AfterStateModel, features: np.ndarray, valid: np.ndar
     return float(np.mean((ours == theirs) | twins))
 
 
-def export_check(weights: np.ndarray, sets: list[Hosts], rng: np.random.Generator, samples: int = 2000) -> dict:
-    """Candidate sets from the training windows at random usage, decided by numpy and torch."""
-    model = model_of(weights)
+def export_check(weights: np.ndarray | AfterStateModel, sets: list[Hosts], rng: np.random.Generator, samples: int = 2000) -> dict:
+    """Candidate sets from the training windows at random usage, decided by numpy and torch
+    (one-layer ``weights``, or a model of any depth)."""
+    model = weights if isinstance(weights, AfterStateModel) else model_of(weights)
     drawn = random_candidate_sets(sets, rng, samples)
     if not drawn:
         return {"samples": 0, "agreement": None}
@@ -703,5 +714,5 @@ def export_check(weights: np.ndarray, sets: list[Hosts], rng: np.random.Generato
 __all__ = [
     "FEW_NODE_GROUP", "ScorerResult", "ScorerTrainConfig", "decisions_agree", "expand_feature_names",
     "export_check", "fine_tune_scorer",
-    "regressed_sources", "source_comparisons", "why_not_kept", "source_means", "torch_network", "train_scorer", "warm_start",
+    "regressed_sources", "selection_score", "source_comparisons", "why_not_kept", "source_means", "torch_network", "train_scorer", "warm_start",
 ]

@@ -174,8 +174,41 @@ def add_scorer_command(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--traces", metavar="DIR", help="with --recipe: the folder of the public traces "
                       "(huawei-east-1-lt.csv.gz, azure2017-dev-events.csv.gz, numa-topology-c0/); without it, "
                       "only the recipe's synthetic workloads")
+    p.add_argument("--algo", choices=SCORER_ALGORITHMS, default="es",
+                   help="es: evolution strategies on the exact objective (default, the shipped default's trainer); "
+                   "ppo: MaskablePPO over the candidates, warm-started at the shipped default (or --init-from)")
     add_scorer_training_options(p)
+    add_ppo_scorer_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or log")
+
+
+#: What ``train-scorer --algo`` (and ``train --algo``) trains the after-state scorer with.
+SCORER_ALGORITHMS = ("es", "ppo")
+
+
+def add_ppo_scorer_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``--algo ppo`` (the scenario, window, seed, jobs and gate options are shared
+    with evolution strategies); defaults from :class:`~catur.training.ppo_scorer.PPOScorerConfig`."""
+    from catur.training.ppo_scorer import PPOScorerConfig
+
+    g = p.add_argument_group("PPO over the candidates (--algo ppo; see docs/howto/train-on-your-traffic.md)")
+    option = functools.partial(config_option, g, PPOScorerConfig)
+    option("timesteps", type=int, help="decisions sampled in all (default %(default)s)")
+    option("envs", type=int, metavar="N", help="hosts stepped together in one vectorised env batch (default %(default)s)")
+    option("n_steps", type=int, metavar="N", help="decisions per host per rollout (default %(default)s)")
+    option("hidden", type=int, metavar="UNITS", help="ReLU units of the actor's hidden branch, besides its linear part "
+           "(default %(default)s: a linear scorer like the shipped default)")
+    option("shaping_weight", type=float, metavar="W", help="weight of the load-aware term (the chosen candidate's "
+           "immediate defect above the best one's) next to the exact objective (default %(default)s)")
+    option("checkpoints", type=int, metavar="N", help="validations during training, besides step 0; the best on "
+           "validation is kept (default %(default)s)")
+    g.add_argument("--ppo-exclude-start", dest="keep_start", action="store_false",
+                   help="select among PPO's own checkpoints only, not step 0 (the warm start): to measure what PPO "
+                   "learned even when it is worse than its start (default: step 0 competes, so a run that does not "
+                   "improve keeps its start)")
+    # Its own name: --learning-rate is evolution strategies' step (another scale entirely).
+    g.add_argument("--ppo-learning-rate", dest="ppo_learning_rate", type=float, metavar="LR",
+                   default=PPOScorerConfig.learning_rate, help="Adam step size of PPO (default %(default)s)")
 
 
 def add_scorer_training_options(p: argparse.ArgumentParser) -> None:
@@ -261,18 +294,39 @@ def scorer_sources(args: argparse.Namespace, log) -> list:
 
 
 def cmd_train_scorer(args: argparse.Namespace) -> int:
-    """``catur train-scorer``: train an after-state scorer with evolution strategies and write it if
-    it does not lose to greedy on validation (exit 3 otherwise)."""
+    """``catur train-scorer``: train an after-state scorer with evolution strategies (or PPO) and
+    write it if it does not lose to greedy on validation (exit 3 otherwise)."""
     from catur.training.afterstate import ScorerTrainConfig, train_scorer
 
     config = config_from_args(ScorerTrainConfig, args)
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    if args.algo == "ppo":
+        return _train_ppo_scorer(args, config, log)
     sources = scorer_sources(args, log)
     result = train_scorer(sources, config, args.out, progress=not args.quiet, log=log)  # LosesToGreedy: exit 3
     from catur.verdict import Comparison
 
     print(f"scorer {result.out}: trained in {result.train_seconds:.0f} s; weights "
           + ", ".join(f"{k} {v:+.4g}" for k, v in result.weights.items() if v))
+    for key in ("greedy", "best_primitive"):
+        print(f"validation: {Comparison.from_dict(result.gate['versus'][key]).describe('scorer')}")
+    return 0
+
+
+def _train_ppo_scorer(args: argparse.Namespace, scenarios, log) -> int:
+    """``train-scorer --algo ppo``: the same sources, windows and gate, trained by MaskablePPO."""
+    from catur.training.ppo_scorer import PPOScorerConfig, train_ppo_scorer
+    from catur.verdict import Comparison
+
+    config = PPOScorerConfig(
+        scenarios=scenarios, timesteps=args.timesteps, envs=args.envs, n_steps=args.n_steps, hidden=args.hidden,
+        shaping_weight=args.shaping_weight, checkpoints=args.checkpoints, learning_rate=args.ppo_learning_rate,
+        init_from=args.init_from or "default", keep_start=args.keep_start,
+    )
+    sources = scorer_sources(args, log)
+    result = train_ppo_scorer(sources, config, args.out, progress=not args.quiet, log=log)  # LosesToGreedy: exit 3
+    print(f"scorer {result.out}: PPO, {result.timesteps:,} decisions in {result.train_seconds:.0f} s; kept step "
+          f"{result.best_step:,} (the best on validation)")
     for key in ("greedy", "best_primitive"):
         print(f"validation: {Comparison.from_dict(result.gate['versus'][key]).describe('scorer')}")
     return 0
