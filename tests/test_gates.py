@@ -1,4 +1,4 @@
-"""Never worse than greedy: the verdict (:mod:`catur.verdict`), ``catur train``'s refusal,
+"""Never worse than greedy: the verdict (:mod:`catur.verdict`), ``catur train-primitives``'s refusal,
 ``catur models promote``'s refusal, and greedy served as a registry *rule version*.
 
 The retraining job's use of the same verdict (clusters judged on clear differences, greedy in
@@ -129,7 +129,7 @@ def test_the_shipped_model_still_loads_and_passes_its_recorded_gate():
     assert comparison is not None and not comparison.loses  # 0.327% against greedy's 0.482% (days 13-15)
 
 
-# --- catur train refuses a model that loses to greedy ----------------------------------------------
+# --- catur train-primitives refuses a model that loses to greedy ----------------------------------------------
 
 
 @pytest.mark.slow
@@ -141,7 +141,7 @@ def test_train_refuses_a_model_worse_than_greedy(tmp_path):
     shutil.copytree(default_model_dir(), out)
     before = (out / "manifest.json").read_text()
     result = subprocess.run(
-        [CATUR, "train", "--synthetic", "default", "--timesteps", "100", "--eval-every", "5000", "--eval-hosts", "3",
+        [CATUR, "train-primitives", "--synthetic", "default", "--timesteps", "100", "--eval-every", "5000", "--eval-hosts", "3",
          "--envs", "1", "--warm-start", "0", "--quiet", "--out", out],
         capture_output=True, text=True, timeout=400,
     )

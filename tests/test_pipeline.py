@@ -88,9 +88,9 @@ def test_unknown_policy_fails_before_any_work(workload):
 
 
 def test_train_defaults_are_train_configs():
-    args = build_parser().parse_args(["train", "--out", "m"])
+    args = build_parser().parse_args(["train-primitives", "--out", "m"])
     assert config_from_args(TrainConfig, args, workload="default") == TrainConfig()
-    args = build_parser().parse_args(["train", "--out", "m", "--envs", "3", "--no-shaping", "--algo", "dqn"])
+    args = build_parser().parse_args(["train-primitives", "--out", "m", "--envs", "3", "--no-shaping", "--algo", "dqn"])
     config = config_from_args(TrainConfig, args, workload="default")
     assert (config.n_envs, config.shaping, config.algo) == (3, False, "dqn")
 

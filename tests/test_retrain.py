@@ -30,7 +30,7 @@ from catur.policy_model import PolicyModel
 from catur.policies import PRIMITIVES
 from catur.registry import PAUSE_ENV, Registry
 from catur.training.collapse import GroupResult, badness, healthy, judge, overall, passes, worst_groups
-from catur.training.retrain import EXIT_BAD_INPUT, EXIT_COLLAPSED, EXIT_LOCKED, EXIT_OK, LOCK_NAME, LockHeld, retrain_lock
+from catur.training.retrain import EXIT_BAD_INPUT, EXIT_COLLAPSED, EXIT_LOCKED, EXIT_OK, LOCK_NAME, LockHeld, RetrainConfig, retrain_lock
 from catur.training.train import TrainConfig, _start_model, make_env, train
 
 CATUR = Path(sys.executable).with_name("catur")
@@ -529,6 +529,13 @@ def test_a_scorer_is_fine_tuned_by_evolution_strategies_from_its_own_weights(tmp
 # --- improving a healthy model ---------------------------------------------------------------------
 
 
+def test_retrain_refuses_an_unknown_improvement_algorithm():
+    with pytest.raises(CaturError, match="--algo must be one of es, ppo, got 'a2c'"):
+        RetrainConfig(trace="t.csv", registry="r", improve_algo="a2c")
+    with pytest.raises(CaturError, match="--improve-timesteps must be a whole number >= 1, got 0"):
+        RetrainConfig(trace="t.csv", registry="r", improve_timesteps=0)
+
+
 def test_improvement_windows_end_at_the_recent_windows_last_day():
     from catur.training.retrain_improve import improvement_windows
 
@@ -540,17 +547,21 @@ def test_improvement_windows_end_at_the_recent_windows_last_day():
 
 
 @pytest.mark.slow
-def test_a_healthy_rule_gets_a_candidate_judged_on_held_out_days(tmp_path, trace):
+@pytest.mark.parametrize("algo", ["es", "ppo"])
+def test_a_healthy_rule_gets_a_candidate_judged_on_held_out_days(tmp_path, trace, algo):
     """Greedy (a rule version) is healthy on the drifted window; the job trains a candidate on
-    days 2-4, selects on day 5 and judges it on day 6, and promotes it only when it is clearly
-    better there (and passes the gate); either way the report and the registry agree."""
+    days 2-4 (by evolution strategies or PPO), selects on day 5 and judges it on day 6, and
+    promotes it only when it is clearly better there (and passes the gate); either way the
+    report and the registry agree."""
     registry = Registry(tmp_path / "registry", create=True)
     registry.promote(registry.add_rule("greedy").version)
-    code = run_cli("retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS, "--improve-generations", "1",
+    budget = ["--improve-generations", "1"] if algo == "es" else ["--algo", "ppo", "--improve-timesteps", "256"]
+    code = run_cli("retrain", "--registry", registry.root, "--trace", trace, "--days", RECENT_DAYS, *budget,
                    "--jobs", "1", "--gate-samples", "0", "--quiet", "--report", tmp_path / "r")
     assert code == EXIT_OK
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     improvement = data["improvement"]
+    assert improvement["algo"] == algo
     assert improvement["attempted"] and (improvement["train_days"], improvement["select_days"], improvement["holdout_days"]) == (
         "2:4", "5:5", "6:6")
     versus = improvement["versus_current"]

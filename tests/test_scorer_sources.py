@@ -130,3 +130,24 @@ def test_a_validation_window_on_one_host_is_too_small(tmp_path):
     config = ScorerTrainConfig(scenarios_per_source=1, validation=(("amd-2s-nps4", 1.0),))
     with pytest.raises(CaturError, match="too small to validate on"):
         build_scenarios([source], config, lambda _: None)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--algo", "dqn"], "dqn trains the primitive-action model: use 'catur train-primitives --algo dqn'"),
+    (["--algo", "a2c"], "'a2c': choose es or ppo"),
+    (["--synthetic", "default"], "--synthetic is an option of the primitive-action trainer, which is now 'catur train-primitives'"),
+    (["--teacher", "oracle"], "--teacher is an option of the primitive-action trainer"),
+    (["--no-shaping"], "--no-shaping is an option of the primitive-action trainer"),
+])
+def test_train_is_the_scorer_trainer_and_points_old_usage_to_train_primitives(tmp_path, capsys, args, message):
+    """`catur train` trains the after-state scorer (`train-scorer` is its alias); an option of the
+    older primitive-action trainer gets one error naming where it went, exit 2, nothing written."""
+    from catur.cli.main import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["train", *args, "--out", str(tmp_path / "m")])
+    assert exc.value.code == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "m").exists()
+    assert build_parser().parse_args(["train-scorer", "--algo", "ppo", "--out", "m"]).func is \
+        build_parser().parse_args(["train", "--algo", "ppo", "--out", "m"]).func

@@ -2,7 +2,7 @@
 
 Runs are kept tiny (a few thousand steps, 2 evaluation hosts, one env process), so these
 tests check the *pipeline* — export, periodic evaluation, best-checkpoint keeping, manifest,
-``catur train`` → ``catur evaluate --model`` — not that RL learns.
+``catur train-primitives`` → ``catur evaluate --model`` — not that RL learns.
 
 Why no "PPO from scratch beats its untrained self" assertion: it does not, at this scale. On
 the ``default`` synthetic workload a from-scratch MaskablePPO run (default hyper-parameters,
@@ -171,12 +171,12 @@ def test_oracle_demonstrations_are_the_oracles_choices_and_reproducible():
 
 @pytest.mark.slow
 def test_oracle_warm_start_through_the_cli(tmp_path):
-    """`catur train --teacher oracle` trains from an oracle-imitating start and records it."""
+    """`catur train-primitives --teacher oracle` trains from an oracle-imitating start and records it."""
     if not CATUR.exists():
         pytest.skip(f"no installed catur command at {CATUR}")
     out = tmp_path / "model"
     result = catur(
-        "train", "--synthetic", "default", "--timesteps", 1000, "--eval-every", 1000, "--eval-hosts", 2,
+        "train-primitives", "--synthetic", "default", "--timesteps", 1000, "--eval-every", 1000, "--eval-hosts", 2,
         "--envs", 1, "--warm-start", 300, "--teacher", "oracle", "--teacher-k", 3, "--out", out, "--allow-worse",
     )
     assert result.returncode == 0, result.stderr
@@ -258,12 +258,12 @@ def test_dqn_run_with_warm_start(tmp_path):
 
 @pytest.fixture(scope="module")
 def cli_model(tmp_path_factory):
-    """A model trained with the installed `catur train` (warm start 500, 2000 steps)."""
+    """A model trained with the installed `catur train-primitives` (warm start 500, 2000 steps)."""
     if not CATUR.exists():
         pytest.skip(f"no installed catur command at {CATUR}")
     out = tmp_path_factory.mktemp("cli") / "model"
     result = catur(
-        "train", "--synthetic", "default", "--timesteps", 2000, "--eval-every", 1000,
+        "train-primitives", "--synthetic", "default", "--timesteps", 2000, "--eval-every", 1000,
         "--eval-hosts", 2, "--envs", 1, "--warm-start", 500, "--out", out, "--quiet", "--allow-worse",
     )
     assert result.returncode == 0, result.stderr
@@ -333,7 +333,7 @@ def test_cli_evaluate_rejects_mismatched_model(tmp_path, key, value):
 @pytest.mark.skipif(not CATUR.exists(), reason=f"no installed catur command at {CATUR}")
 def test_cli_train_rejects_bad_arguments(tmp_path):
     """`catur train` with a bad algorithm value or trace+synthetic fails cleanly."""
-    result = catur("train", "--synthetic", "default", "--warm-start", "-5", "--out", tmp_path / "m", "--quiet")
+    result = catur("train-primitives", "--synthetic", "default", "--warm-start", "-5", "--out", tmp_path / "m", "--quiet")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "warm_start" in result.stderr
     assert not (tmp_path / "m").exists()
@@ -345,21 +345,21 @@ TINY_CLI = ("--synthetic", "default", "--timesteps", 100, "--eval-every", 100, "
 @pytest.mark.slow
 @pytest.mark.skipif(not CATUR.exists(), reason=f"no installed catur command at {CATUR}")
 def test_cli_train_does_not_wipe_an_unrelated_directory(tmp_path):
-    """`catur train --out DIR` must not delete unrelated files already in DIR."""
+    """`catur train-primitives --out DIR` must not delete unrelated files already in DIR."""
     victim = tmp_path / "project"
     (victim / "src").mkdir(parents=True)
     (victim / "notes.txt").write_text("precious")
-    catur("train", *TINY_CLI, "--out", victim)
+    catur("train-primitives", *TINY_CLI, "--out", victim)
     assert (victim / "notes.txt").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CATUR.exists(), reason=f"no installed catur command at {CATUR}")
 def test_cli_train_out_is_a_file(tmp_path):
-    """`catur train --out FILE` (an existing file) fails with exit 2 and a one-line error."""
+    """`catur train-primitives --out FILE` (an existing file) fails with exit 2 and a one-line error."""
     target = tmp_path / "afile"
     target.write_text("x")
-    result = catur("train", *TINY_CLI, "--out", target)
+    result = catur("train-primitives", *TINY_CLI, "--out", target)
     assert result.returncode == 2, (result.returncode, result.stderr[-500:])
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("catur: error:")

@@ -64,7 +64,7 @@ def test_policies_help_teaches():
 @pytest.mark.slow
 @needs_cli
 def test_train_seed_and_learning_rate_have_help():
-    out = " ".join(catur_cli("train", "--help").stdout.split())
+    out = " ".join(catur_cli("train-primitives", "--help").stdout.split())
     assert "--seed SEED seed of everything random" in out
     assert "--learning-rate LR step size of the RL optimiser" in out
     out = " ".join(catur_cli("retrain", "--help").stdout.split())

@@ -137,6 +137,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+#: How ``catur retrain --algo`` trains an improvement candidate.
+IMPROVE_ALGORITHMS = ("es", "ppo")
+
+
 @dataclass(frozen=True)
 class RetrainConfig:
     """Everything one ``catur retrain`` run depends on (recorded in its report).
@@ -183,6 +187,11 @@ class RetrainConfig:
     holdout_days: int = 1
     improve_train_days: int = 3
     improve_generations: int = 12
+    # How the candidate is trained: "es" (evolution strategies, improve_generations) or "ppo"
+    # (MaskablePPO over the candidates, improve_timesteps decisions, catur.training.ppo_scorer);
+    # either starts from the current scorer (or the shipped default, for a rule version).
+    improve_algo: str = "es"
+    improve_timesteps: int = 100_000
 
     def __post_init__(self) -> None:
         if self.group_by not in GROUP_BY:
@@ -191,10 +200,12 @@ class RetrainConfig:
             raise CaturError(f"--budget-minutes must be > 0, got {self.budget_minutes!r}")
         for name, low in (("max_iterations", 0), ("timesteps", 1), ("warm_start", 0), ("generations", 1), ("eval_hosts", 1),
                           ("envs", 1), ("gate_samples", 0), ("holdout_days", 1), ("improve_train_days", 1),
-                          ("improve_generations", 1)):
+                          ("improve_generations", 1), ("improve_timesteps", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise CaturError(f"--{name.replace('_', '-')} must be a whole number >= {low}, got {value!r}")
+        if self.improve_algo not in IMPROVE_ALGORITHMS:
+            raise CaturError(f"--algo must be one of {', '.join(IMPROVE_ALGORITHMS)}, got {self.improve_algo!r}")
         if self.worst is not None and (not isinstance(self.worst, int) or self.worst < 1):
             raise CaturError(f"--worst must be a whole number >= 1, got {self.worst!r}")
         if self.jobs is not None and (not isinstance(self.jobs, int) or self.jobs < 1):

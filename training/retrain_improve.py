@@ -45,6 +45,7 @@ from catur.policies import PRIMITIVES
 from catur.policy_model import DEFAULT_MODEL, RulePolicy
 from catur.sim.cluster import load_cluster
 from catur.training.afterstate import ScorerTrainConfig, train_scorer
+from catur.training.ppo_scorer import PPOScorerConfig, train_ppo_scorer
 from catur.training.collapse import evaluate_by_group, judge, load_window, overall, passes, pooled
 from catur.training.sources import Source, parse_window
 from catur.verdict import compare
@@ -72,6 +73,7 @@ class Improvement:
     wall_s: float = 0.0
     clusters: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict, repr=False)  # {policy: {group: GroupResult}} on the held-out days
+    algo: str = "es"  # how the candidate was trained (RetrainConfig.improve_algo)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "results"}
@@ -117,10 +119,18 @@ def try_improvement(config, window, current, current_model, work: Path, log: Cal
     source = Source("recent", str(window.trace_path), train_days, select_days, test_days=holdout_days, cluster=config.cluster)
     log(f"improving: train a candidate on days {train_days} (from {current.version if scorer else 'the shipped default scorer'}), "
         f"select on days {select_days}, judge on held-out days {holdout_days}")
-    record = Improvement(True, "", train_days, select_days, holdout_days)
+    record = Improvement(True, "", train_days, select_days, holdout_days, algo=config.improve_algo)
     out = work / "improvement-candidate"
     try:
-        train_scorer([source], train_config, out, progress=progress, log=lambda m: log(f"  {m}"))
+        if config.improve_algo == "ppo":
+            # A rollout is envs x n_steps decisions: fewer hosts per batch when the budget is small.
+            envs = max(1, min(PPOScorerConfig.envs, config.improve_timesteps // PPOScorerConfig.n_steps))
+            ppo = PPOScorerConfig(scenarios=train_config, timesteps=config.improve_timesteps, envs=envs,
+                                  init_from=train_config.init_from)
+            log(f"  trained by PPO over the candidates: {ppo.timesteps:,} decisions")
+            train_ppo_scorer([source], ppo, out, progress=progress, log=lambda m: log(f"  {m}"))
+        else:
+            train_scorer([source], train_config, out, progress=progress, log=lambda m: log(f"  {m}"))
     except LosesToGreedy as exc:
         record.reason = f"no candidate: {exc}"
         record.wall_s = time.perf_counter() - started

@@ -12,17 +12,17 @@ from catur.cli.options import add_cluster_arguments, add_command, config_from_ar
 from catur.errors import CaturError
 from catur.registry import REGISTRY_ENV
 from catur.training.collapse import GROUP_BY
-from catur.training.retrain import RetrainConfig
+from catur.training.retrain import IMPROVE_ALGORITHMS, RetrainConfig
 from catur.training.train import ALGORITHMS, TEACHERS, TrainConfig
 
 EPILOG = """examples:
-  catur train --synthetic default --out models/mine                 # minutes on 2 cores
-  catur train ../shared/traces/huawei-east-1-lt.csv.gz --train-days 1:12 --eval-days 13:15 \\
+  catur train-primitives --synthetic default --out models/mine                 # minutes on 2 cores
+  catur train-primitives ../shared/traces/huawei-east-1-lt.csv.gz --train-days 1:12 --eval-days 13:15 \\
       --cpu-overcommit 1.02 --target-utilization 0.95 --timesteps 100000 --out models/huawei
-  catur train trace.parquet --algo dqn --out models/dqn              # the paper's algorithm
-  catur train trace.parquet --teacher oracle --teacher-k 5 --out models/oracle-taught
+  catur train-primitives trace.parquet --algo dqn --out models/dqn              # the paper's algorithm
+  catur train-primitives trace.parquet --teacher oracle --teacher-k 5 --out models/oracle-taught
   catur evaluate trace.parquet --model models/huawei --shield-depth 1
-  catur train trace.parquet --train-days 16:18 --eval-days 16:18 --init-from models/huawei \\
+  catur train-primitives trace.parquet --train-days 16:18 --eval-days 16:18 --init-from models/huawei \\
       --warm-start 5000 --timesteps 20000 --out models/huawei-ft   # fine-tune (catur retrain does this)
 
 The output directory holds weights.npz (plain arrays, no pickle) and manifest.json
@@ -40,11 +40,14 @@ TensorBoard logs go to --tensorboard DIR (view with: tensorboard --logdir DIR).
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``catur train``, ``catur train-scorer`` and ``catur retrain`` on ``sub``."""
+    """Register ``catur train`` (alias ``train-scorer``), ``catur train-primitives``,
+    ``catur walk-forward`` and ``catur retrain`` on ``sub``."""
+    add_scorer_command(sub)
     p = add_command(
-        sub, "train", cmd_train,
-        help="train a placement policy (PPO or DQN over the four primitives)",
-        description="Train a policy that picks one of the four primitives per VM, on one window "
+        sub, "train-primitives", cmd_train,
+        help="train the older primitive-action model (PPO or DQN over the four primitives; loses to greedy)",
+        description="Train the older primitive-action model: a policy that picks one of the four primitives per VM "
+        "(it loses to greedy; the shipped policy is the after-state scorer, 'catur train'), on one window "
         "of a trace, evaluating it periodically on a later window against every primitive and "
         "greedy, and write a model directory that 'catur evaluate --model' and 'catur serve' load.",
         epilog=EPILOG,
@@ -79,20 +82,19 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
            help="write the model even if it loses to greedy on the validation window (exit 0; its manifest "
            "records that it lost, and 'catur models promote' refuses it without --force)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_scorer_command(sub)
     add_walk_forward_command(sub)
     add_retrain_command(sub)
 
 
-EPILOG_SCORER = """examples:
-  catur train-scorer my-fleet.parquet --out models/mine                 # your traffic, the default split
-  catur train-scorer collected/ --train-days 1:20 --validate-days 21:24 --out models/mine
-  catur train-scorer a.csv.gz b.csv.gz --train-days a.csv.gz=1:12 --validate-days a.csv.gz=13:15 --out m
-  catur train-scorer VM_data_C1.csv VM_data_C2.csv VM_data_C3.csv --start-state PM_res.csv --out m
+EPILOG_SCORER = """examples (`catur train-scorer` is the same command, its older name):
+  catur train my-fleet.parquet --out models/mine                 # your traffic, the default split
+  catur train collected/ --train-days 1:20 --validate-days 21:24 --out models/mine
+  catur train a.csv.gz b.csv.gz --train-days a.csv.gz=1:12 --validate-days a.csv.gz=13:15 --out m
+  catur train VM_data_C1.csv VM_data_C2.csv VM_data_C3.csv --start-state PM_res.csv --out m
       (sequences without time, split by file: C1 trains, C2 validates, C3 is the test)
-  catur train-scorer my-fleet.parquet --init-from default --out models/mine   # start from the shipped scorer
-  catur train-scorer --recipe public --traces ../shared/traces --out models/scorer   # the shipped default's recipe
-  catur train-scorer --out models/scorer-synthetic                      # synthetic drift workloads only
+  catur train my-fleet.parquet --init-from default --out models/mine   # start from the shipped scorer
+  catur train --recipe public --traces ../shared/traces --out models/scorer   # the shipped default's recipe
+  catur train --out models/scorer-synthetic                      # synthetic drift workloads only
   catur evaluate my-fleet.parquet --days 25:31 --model models/mine --baseline greedy   # then test it
 
 What it reads: anything 'catur evaluate' reads (any trace format, a collected directory, a
@@ -146,8 +148,8 @@ def add_scorer_command(sub: argparse._SubParsersAction) -> None:
     from catur.training.sources import RECIPES
 
     p = add_command(
-        sub, "train-scorer", cmd_train_scorer,
-        help="train an after-state scorer on your traces (every candidate placement scored by what it leaves behind)",
+        sub, "train", cmd_train_scorer, aliases=["train-scorer"],
+        help="train the after-state scorer on your traces, by evolution strategies or PPO (--algo es|ppo)",
         description="Train the after-state candidate scorer on the exact objective over randomised "
         "scenarios of your traces (or a named recipe), select it on later validation windows, "
         "and write a model directory that 'catur evaluate --model' and 'catur serve --model' load.",
@@ -174,12 +176,35 @@ def add_scorer_command(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--traces", metavar="DIR", help="with --recipe: the folder of the public traces "
                       "(huawei-east-1-lt.csv.gz, azure2017-dev-events.csv.gz, numa-topology-c0/); without it, "
                       "only the recipe's synthetic workloads")
-    p.add_argument("--algo", choices=SCORER_ALGORITHMS, default="es",
+    p.add_argument("--algo", type=_scorer_algorithm, default="es", metavar="{es,ppo}",
                    help="es: evolution strategies on the exact objective (default, the shipped default's trainer); "
                    "ppo: MaskablePPO over the candidates, warm-started at the shipped default (or --init-from)")
     add_scorer_training_options(p)
     add_ppo_scorer_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or log")
+    for flag in PRIMITIVE_ONLY:  # before this release `catur train` was the primitive-action trainer
+        p.add_argument(flag, nargs="?", action=_MovedToPrimitives, help=argparse.SUPPRESS)
+
+
+#: Options only the primitive-action trainer has: given to ``catur train``, they say where it went.
+PRIMITIVE_ONLY = ("--synthetic", "--eval-days", "--teacher", "--teacher-k", "--warm-start", "--eval-hosts", "--gamma",
+                  "--no-shaping", "--tensorboard")
+
+
+class _MovedToPrimitives(argparse.Action):
+    """A primitive-action trainer's option given to ``catur train``: one error that says where it went."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is an option of the primitive-action trainer, which is now "
+                     f"'catur train-primitives' ('catur train' trains the after-state scorer)")
+
+
+def _scorer_algorithm(text: str) -> str:
+    if text in SCORER_ALGORITHMS:
+        return text
+    if text == "dqn":
+        raise argparse.ArgumentTypeError("dqn trains the primitive-action model: use 'catur train-primitives --algo dqn'")
+    raise argparse.ArgumentTypeError(f"{text!r}: choose es or ppo (the primitive-action trainer is 'catur train-primitives')")
 
 
 #: What ``train-scorer --algo`` (and ``train --algo``) trains the after-state scorer with.
@@ -521,8 +546,13 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
                   help="the last N days of the recent window judge the candidate; never trained or selected on (default %(default)s)")
     config_option(imp, RetrainConfig, "improve_train_days", type=int, metavar="N",
                   help="days the candidate trains on, before its selection day (default %(default)s)")
+    config_option(imp, RetrainConfig, "improve_algo", "--algo", choices=IMPROVE_ALGORITHMS,
+                  help="how the candidate is trained: es (evolution strategies, default) or ppo (MaskablePPO over the "
+                  "candidates); either starts from the current scorer, or from the shipped default when a rule serves")
     config_option(imp, RetrainConfig, "improve_generations", type=int, metavar="G",
-                  help="evolution-strategy generations of the candidate, from the current scorer's weights (default %(default)s)")
+                  help="--algo es: evolution-strategy generations of the candidate, from the current scorer's weights (default %(default)s)")
+    config_option(imp, RetrainConfig, "improve_timesteps", type=int, metavar="N",
+                  help="--algo ppo: decisions PPO samples for the candidate (default %(default)s)")
     option("fallback_greedy", "--no-fallback-greedy", action="store_false",
            help="after a collapse no candidate fixed, keep the current model (exit 3) instead of promoting "
            "greedy itself as a rule version")
