@@ -125,6 +125,18 @@ def run_cell(df, workload: str, days: str, cluster: str, overcommit: float, args
     return cell
 
 
+def trace_source(name: str, source: str, traces: str) -> str | None:
+    """A workload's source: a file under ``traces`` for a real trace (``None``, with a note,
+    when it is missing), else the synthetic workload's name."""
+    if not source.endswith((".gz", ".csv")):
+        return source
+    path = Path(traces) / source
+    if not path.exists():
+        print(f"skipping {name}: {path} not found")
+        return None
+    return str(path)
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.3f}%"
 
@@ -208,12 +220,9 @@ def main() -> None:
     cells = []
     for name in names:
         source, days = workloads[name]
-        if source.endswith((".gz", ".csv")):
-            path = Path(args.traces) / source
-            if not path.exists():
-                print(f"skipping {name}: {path} not found")
-                continue
-            source = str(path)
+        source = trace_source(name, source, args.traces)
+        if source is None:
+            continue
         df = Workload(source).read()[0]
         start = str(Path(args.traces) / start_states[name]) if name in start_states else None
         scenarios = [("PM_res", None)] if start else [(c, float(x)) for c in args.clusters.split(",") for x in args.overcommits.split(",")]

@@ -208,6 +208,15 @@ def add_scorer_training_options(p: argparse.ArgumentParser) -> None:
                    metavar="LOW:HIGH", help="target utilisation drawn per scenario (default 0.85:0.97)")
     p.add_argument("--clusters", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
                    default=ScorerTrainConfig.clusters, help="cluster mixes drawn per scenario (default mixed,amd-2s-nps4)")
+    option("hidden", type=int, metavar="N", help="a hidden layer of N ReLU units (N >= 3) instead of the one-layer scorer "
+           "(default %(default)s: one layer). It can read the context features (host_cpu_load, vm_size), which a one-layer "
+           "scorer cannot use, and starts from the one-layer scorer (--init-from, else resident-greedy) so that it decides "
+           "as that one does at generation 0: two units carry +w and -w, the other N-2 start with output weight 0. "
+           "Costs about N times the parameters, so more generations; try 6-8")
+    p.add_argument("--features", type=_feature_list, default=None, metavar="LIST",
+                   help="with --hidden: the comma-separated features the network reads (default: the --init-from model's, "
+                   "else every base feature; the shipped default's 12 include host_cpu_load and vm_size); "
+                   "'few-nodes' stands for every *_on_few_nodes feature")
     option("balanced", action="store_true", help="each generation replays one draw of every source and averages the "
            "perturbations' ranks over sources, so no source's gain is bought with another's loss (one draw otherwise)")
     option("seed", type=int, help="seed of the scenario draws, host samples and perturbations (default %(default)s)")
@@ -271,8 +280,9 @@ def cmd_train_scorer(args: argparse.Namespace) -> int:
     result = train_scorer(sources, config, args.out, progress=not args.quiet, log=log)  # LosesToGreedy: exit 3
     from catur.verdict import Comparison
 
-    print(f"scorer {result.out}: trained in {result.train_seconds:.0f} s; weights "
-          + ", ".join(f"{k} {v:+.4g}" for k, v in result.weights.items() if v))
+    print(f"scorer {result.out}: trained in {result.train_seconds:.0f} s; "
+          + ("weights " + ", ".join(f"{k} {v:+.4g}" for k, v in result.weights.items() if v) if result.weights
+             else f"a hidden layer of {config.hidden} units ('catur models show {result.out}' lists its layers)"))
     for key in ("greedy", "best_primitive"):
         print(f"validation: {Comparison.from_dict(result.gate['versus'][key]).describe('scorer')}")
     return 0
