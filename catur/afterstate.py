@@ -759,7 +759,7 @@ class NetworkPopulation(_Population):
     vector-matrix products as :func:`catur.mlp.forward` (``[1, in] @ [in, out]`` per row, now
     a stack of such products, one per row), the same bias addition and activation, so every
     member scores bit for bit as the :class:`AfterStateModel` with its layers would alone
-    (``tests/test_scorer.py`` checks this over generated networks and candidate sets).
+    (``tests/test_hidden_scorer.py`` checks this over generated networks and candidate sets).
     """
 
     layers: tuple[tuple[np.ndarray, np.ndarray], ...]

@@ -64,6 +64,13 @@ validation days 13–15 was inside the noise (−0.024 points [−0.108, +0.054]
 days 16–31 it was 5.9% worse than the start it replaced (docs/results/learning.md). A change
 the validation cannot resolve is not worth the risk of moving a model that serves.
 
+**A hidden layer** (``hidden=N``): the vector ES moves is then a one-hidden-layer ReLU
+network's parameters (:mod:`catur.training.scorer_network`: its layout, the per-parameter
+scales, and a warm start that decides as the one-layer start does), and a population of
+such networks replays in one batch (:class:`~catur.afterstate.NetworkPopulation`).
+Everything else — scenarios, selection, the continuation rules (against the one-layer
+start's own validation replays), the gate, the export check — is the same.
+
 A torch network with the same layers (:func:`torch_network`) is what a gradient-based
 trainer would use; :func:`export_check` replays candidate sets through both and records that
 the numpy scorer decides exactly as the torch network does.

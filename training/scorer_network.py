@@ -23,7 +23,7 @@ term is 0), and the idle units add exact zeros. The one difference is rounding: 
 layer computes ``w·x`` as column 0 of an ``[F, H]`` product, which BLAS sums in another
 order than the one-layer model's ``[F, 1]`` product, so a score can differ in its last float32
 bit. Decisions then differ only between candidates whose scores are within one rounding of
-each other; ``tests/test_scorer.py`` checks that generation 0 decides as its start on
+each other; ``tests/test_hidden_scorer.py`` checks that generation 0 decides as its start on
 generated candidate sets, and the trainer replays both on every validation host and logs
 whether they agree.
 
