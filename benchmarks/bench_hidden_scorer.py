@@ -4,7 +4,8 @@ Issue 29 asks for "the hidden-layer scorer on the grid, against the linear one".
 workload's test window on one cluster at one vCPU overcommit, target utilisation 0.95, as in
 ``bench_quality.py``, whose workloads and test windows this reuses) it replays greedy, the
 one-layer scorer (``--linear``, default: the shipped default) and the hidden-layer scorer
-(``--model``), without the shield (the scorers alone), on the same hosts, and reports each
+(``--model``), without the shield (the scorers alone; ``--shield-depth 1`` puts both behind
+the shield, as the shipped configuration serves), on the same hosts, and reports each
 scorer against greedy and the hidden one against the linear one: the change of average
 lifetime defect with its 95% paired bootstrap interval over hosts (:mod:`catur.verdict`, as
 ``catur evaluate --baseline`` prints it).
@@ -29,6 +30,7 @@ import numpy as np
 from bench_quality import WORKLOADS, trace_source
 from catur.decision import DeciderSpec
 from catur.placement import GREEDY
+from catur.shield import ShieldConfig
 from catur.sim.admission import prepare_scenario
 from catur.sim.evaluate import evaluate_policies, versus_baseline
 from catur.sim.workload import Workload
@@ -40,7 +42,8 @@ def run_cell(df, workload: str, days: str, cluster: str, overcommit: float, args
     started = time.perf_counter()
     scenario = prepare_scenario(df, cluster, days, 0.95, overcommit)
     streams = [s for s in scenario.streams if s.counted.any()]
-    policies = [GREEDY, DeciderSpec(args.linear, label=LINEAR), DeciderSpec(args.model, label=HIDDEN)]
+    shield = ShieldConfig(depth=args.shield_depth) if args.shield_depth else None
+    policies = [GREEDY, DeciderSpec(args.linear, shield, label=LINEAR), DeciderSpec(args.model, shield, label=HIDDEN)]
     results = evaluate_policies(streams, policies, jobs=args.jobs)
     return {
         "workload": workload, "days": days, "cluster": cluster, "overcommit": overcommit, "hosts": len(streams),
@@ -98,6 +101,8 @@ def main() -> None:
     parser.add_argument("--only", default="huawei,azure", help="comma-separated workloads of bench_quality.py (default %(default)s)")
     parser.add_argument("--clusters", default="mixed,amd-2s-nps4")
     parser.add_argument("--overcommits", default="1.0,1.02")
+    parser.add_argument("--shield-depth", type=int, default=0, metavar="D",
+                        help="put both scorers behind the shield of this look-ahead depth (default 0: the scorers alone)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", help="also write every cell here")
     parser.add_argument("--smoke", action="store_true", help="one cell of a generated trace (day 3, mixed, overcommit 1.02) "
