@@ -43,7 +43,9 @@ scale), as the linear trainer's are:
 * fixed (scale 0): the carriers' output weights ±1, which fix the scores' scale (an argmax
   does not change when every score is scaled, so one scale is free, as the ``defect``
   weight at −1 is in a linear scorer), the output bias (it moves every score alike), and
-  input weights of features that never vary in the training windows.
+  input weights of features that never vary in the sampled candidate sets (drawn from the
+  training windows' one-instance VMs, as for the one-layer scales: so ``spans_nodes``, 0
+  for every one-instance VM, is not moved).
 """
 
 from __future__ import annotations
