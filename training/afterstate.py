@@ -473,6 +473,12 @@ class EvolutionStep:
     batched: bool = True
     arch: Architecture = LINEAR  # what the weights are: a one-layer scorer's, or a hidden-layer network's
 
+    @property
+    def arch_task(self) -> tuple:
+        """What a replay task adds to say what the weights are: nothing for a one-layer scorer
+        (its tasks are what they always were), the architecture otherwise."""
+        return (self.arch,) if self.arch.hidden else ()
+
     def take(self, pool, weights: np.ndarray, draws: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(new weights, fitness[len(draws), 2 · pairs])``: replays the perturbed weights on
         sampled hosts of each set in ``draws`` (indices into the pool's sets) and steps towards
@@ -488,9 +494,9 @@ class EvolutionStep:
         population = np.array([weights + sign * s for s in steps for sign in (1.0, -1.0)])
         if self.batched:
             parts = np.array_split(np.arange(len(population)), min(_workers(pool), len(population)))
-            tasks = [(index, population[part], picked, self.arch) for index, picked in zip(draws, picks) for part in parts]
+            tasks = [(index, population[part], picked, *self.arch_task) for index, picked in zip(draws, picks) for part in parts]
         else:
-            tasks = [(index, member, picked, self.arch) for index, picked in zip(draws, picks) for member in population]
+            tasks = [(index, member, picked, *self.arch_task) for index, picked in zip(draws, picks) for member in population]
         results = _map(pool, tasks)
         # Per member, the sum over its hosts of one row: the same sum, in the same order, as
         # one member's own replay gives.
@@ -564,11 +570,13 @@ def train_scorer(
             name: _map(pool, [(val_offset + i, name, None) for i in range(len(val))]) for name in baseline_names
         }
 
+        step = EvolutionStep(config.pairs, config.hosts_per_replay, config.noise, config.learning_rate, scales, free, arch=arch)
+
         def validate(generation: int, w: np.ndarray) -> tuple[float, list]:
             """Replay every validation set; log and record the mean and worst ratio to greedy.
             The selection score is the mean ratio plus how far the worst set is above greedy:
             weights that win on average but lose somewhere pay for it."""
-            parts = _map(pool, [(val_offset + i, w, None, arch) for i in range(len(val))])
+            parts = _map(pool, [(val_offset + i, w, None, *step.arch_task) for i in range(len(val))])
             ratios = np.array([p[0].sum() / g[0].sum() for p, g in zip(parts, baseline[GREEDY])])
             score = float(ratios.mean() + max(0.0, ratios.max() - 1.0))
             per_source = source_means([h.label for h in val], ratios)
@@ -596,7 +604,6 @@ def train_scorer(
         by_source: dict[str, list[int]] = {}
         for i, hosts in enumerate(train):
             by_source.setdefault(source_of(hosts.label), []).append(i)
-        step = EvolutionStep(config.pairs, config.hosts_per_replay, config.noise, config.learning_rate, scales, free, arch=arch)
         for generation in bar:
             draws = ([int(rng.choice(indices)) for indices in by_source.values()] if config.balanced
                      else [int(rng.integers(len(train)))])
