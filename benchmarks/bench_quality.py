@@ -77,15 +77,9 @@ def host_sums(result, host_of_row: dict, hosts: np.ndarray) -> tuple[np.ndarray,
 
 
 def read_workload(name: str, source: str, traces: str):
-    """The trace of grid workload ``name``: a file under ``traces`` (``None``, with a note, when
-    it is missing) or a synthetic scenario."""
-    if source.endswith((".gz", ".csv")):
-        path = Path(traces) / source
-        if not path.exists():
-            print(f"skipping {name}: {path} not found")
-            return None
-        source = str(path)
-    return Workload(source).read()[0]
+    """The trace of grid workload ``name`` (:func:`trace_source`; ``None`` when it is missing)."""
+    source = trace_source(name, source, traces)
+    return None if source is None else Workload(source).read()[0]
 
 
 def bootstrap_ratio(sums_p, sums_g, counts, draws: int, rng) -> tuple[float, float, float]:
@@ -135,6 +129,18 @@ def run_cell(df, workload: str, days: str, cluster: str, overcommit: float, args
         }
     cell["seconds"] = time.perf_counter() - started
     return cell
+
+
+def trace_source(name: str, source: str, traces: str) -> str | None:
+    """A workload's source: a file under ``traces`` for a real trace (``None``, with a note,
+    when it is missing), else the synthetic workload's name."""
+    if not source.endswith((".gz", ".csv")):
+        return source
+    path = Path(traces) / source
+    if not path.exists():
+        print(f"skipping {name}: {path} not found")
+        return None
+    return str(path)
 
 
 def pct(x: float) -> str:

@@ -694,8 +694,18 @@ def table_inputs(table: CandidateTable, names: tuple[str, ...]) -> np.ndarray:
     return np.asarray(table.features[..., [table.feature_names.index(f) for f in names]], dtype=np.float32)
 
 
+class _Population:
+    """The scorer protocol's constants of a population of after-state models (one member per host)."""
+
+    candidates: ClassVar[str] = AFTERSTATE_CANDIDATES
+    policy: ClassVar[str] = MODEL_POLICY
+    uses_residents: ClassVar[bool] = True
+    residents_required: ClassVar[bool] = False
+    gate: ClassVar[None] = None
+
+
 @dataclass(frozen=True, eq=False)
-class ScorerPopulation:
+class ScorerPopulation(_Population):
     """``W`` one-layer scorers as one scorer: each host of a batch is scored by its member.
 
     ``weights`` is ``float32[W, F]`` over ``features``, ``bias`` ``float32[W]``; ``member_of``
@@ -712,12 +722,6 @@ class ScorerPopulation:
     member_of: np.ndarray
     features: tuple[str, ...] = FEATURES
     version: str = "population"
-
-    candidates: ClassVar[str] = AFTERSTATE_CANDIDATES
-    policy: ClassVar[str] = MODEL_POLICY
-    uses_residents: ClassVar[bool] = True
-    residents_required: ClassVar[bool] = False
-    gate: ClassVar[None] = None
 
     def __post_init__(self) -> None:
         w = np.asarray(self.weights, dtype=np.float32)
@@ -744,8 +748,70 @@ class ScorerPopulation:
         return np.where(table.valid, flat.astype(float).reshape(b, c), -np.inf)
 
 
+@dataclass(frozen=True, eq=False)
+class NetworkPopulation(_Population):
+    """``W`` scorers of one architecture, of any depth, as one scorer: :class:`ScorerPopulation`
+    for networks with hidden layers (evolution strategies over a hidden-layer scorer).
+
+    ``layers[i] = (w float32[W, in, out], b float32[W, out])``: member ``m``'s network is
+    ``layers[i][0][m], layers[i][1][m]``; ``member_of`` maps a host (``rows``) to its member.
+    Each candidate row gathers its member's weights and goes through the same per-row
+    vector-matrix products as :func:`catur.mlp.forward` (``[1, in] @ [in, out]`` per row, now
+    a stack of such products, one per row), the same bias addition and activation, so every
+    member scores bit for bit as the :class:`AfterStateModel` with its layers would alone
+    (``tests/test_hidden_scorer.py`` checks this over generated networks and candidate sets).
+    """
+
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]
+    member_of: np.ndarray
+    activation: str
+    features: tuple[str, ...] = FEATURES
+    version: str = "population"
+
+    def __post_init__(self) -> None:
+        layers = tuple((np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in self.layers)
+        width, members = len(self.features), (layers[0][0].shape[0] if layers else 0)
+        for i, (w, b) in enumerate(layers):
+            if w.ndim != 3 or w.shape[:2] != (members, width) or b.shape != (members, w.shape[2]):
+                raise CaturError(f"a network population's layer {i} needs w [W, {width}, n] and b [W, n] for W = {members}, "
+                                 f"got {w.shape} and {b.shape}")
+            width = w.shape[2]
+        if not layers or width != 1 or self.activation not in ACTIVATIONS:
+            raise CaturError(f"a network population needs layers ending in one output and an activation of "
+                             f"{', '.join(ACTIVATIONS)}; got {width if layers else 0} outputs, {self.activation!r}")
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "member_of", np.asarray(self.member_of, dtype=np.int64))
+
+    @classmethod
+    def of(cls, models: list[AfterStateModel], member_of: np.ndarray) -> "NetworkPopulation":
+        """The population of ``models``: the same features, activation and layer shapes."""
+        first = models[0] if models else None
+        if first is None or any(
+            m.features != first.features or m.manifest["activation"] != first.manifest["activation"]
+            or [w.shape for w, _ in m.layers] != [w.shape for w, _ in first.layers] for m in models
+        ):
+            raise CaturError("a network population is made of scorers with the same features, activation and layer shapes")
+        layers = tuple(
+            (np.stack([m.layers[i][0] for m in models]), np.stack([m.layers[i][1] for m in models]))
+            for i in range(len(first.layers))
+        )
+        return cls(layers, member_of, first.manifest["activation"], first.features)
+
+    def score(self, table: CandidateTable, rows: np.ndarray | None = None) -> np.ndarray:
+        x = table_inputs(table, self.features)
+        b, c, f = x.shape
+        member = np.repeat(self.member_of[np.arange(b) if rows is None else rows], c)  # [B·C]
+        act, last = ACTIVATIONS[self.activation], len(self.layers) - 1
+        h = x.reshape(b * c, f)
+        for i, (w, bias) in enumerate(self.layers):
+            h = (h[:, None, :] @ w[member])[:, 0, :] + bias[member]
+            if i < last:
+                h = act(h)
+        return np.where(table.valid, h[:, 0].astype(float).reshape(b, c), -np.inf)
+
+
 __all__ = [
     "AFTERSTATE_FORMAT", "AFTERSTATE_KIND", "AfterStateModel", "FEATURES", "FEW_NODES", "FEW_NODE_CORRECTED",
-    "FEW_NODE_SUFFIX", "ScorerPopulation", "afterstate_candidates", "afterstate_manifest",
+    "FEW_NODE_SUFFIX", "NetworkPopulation", "ScorerPopulation", "afterstate_candidates", "afterstate_manifest",
     "candidate_batch", "candidate_features", "candidate_names", "table_inputs",
 ]

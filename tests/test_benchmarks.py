@@ -38,6 +38,7 @@ SMOKE = {
     "bench_stop.py": ["--cycles", "1", "--clients", "1", "--batch", "2", "--load", "0.2", "--drain", "0.1", "--grace", "1", "--in-process"],
     # --smoke: the script's own tiny run (a generated trace where it normally reads a real one).
     "bench_gate.py": ["--smoke"],
+    "bench_hidden_scorer.py": ["--smoke"],
     "bench_libvirt.py": ["--smoke"],
     "bench_quality.py": ["--smoke"],
     "bench_reference_loop.py": ["--smoke"],

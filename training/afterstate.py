@@ -64,6 +64,13 @@ validation days 13–15 was inside the noise (−0.024 points [−0.108, +0.054]
 days 16–31 it was 5.9% worse than the start it replaced (docs/results/learning.md). A change
 the validation cannot resolve is not worth the risk of moving a model that serves.
 
+**A hidden layer** (``hidden=N``): the vector ES moves is then a one-hidden-layer ReLU
+network's parameters (:mod:`catur.training.scorer_network`: its layout, the per-parameter
+scales, and a warm start that decides as the one-layer start does), and a population of
+such networks replays in one batch (:class:`~catur.afterstate.NetworkPopulation`).
+Everything else — scenarios, selection, the continuation rules (against the one-layer
+start's own validation replays), the gate, the export check — is the same.
+
 A torch network with the same layers (:func:`torch_network`) is what a gradient-based
 trainer would use; :func:`export_check` replays candidate sets through both and records that
 the numpy scorer decides exactly as the torch network does.
@@ -80,7 +87,8 @@ from typing import Callable
 import numpy as np
 
 from catur.afterstate import (
-    FEATURES, FEW_NODE_CORRECTED, FEW_NODE_SUFFIX, AfterStateModel, ScorerPopulation, afterstate_candidates, afterstate_manifest,
+    FEATURES, FEW_NODE_CORRECTED, FEW_NODE_SUFFIX, AfterStateModel, NetworkPopulation, ScorerPopulation, afterstate_candidates,
+    afterstate_manifest,
 )
 from catur.decision import Decider
 from catur.errors import CaturError
@@ -91,6 +99,7 @@ from catur.request import split_requests
 from catur.resident import DEFAULT_WEIGHT
 from catur.scorer import AFTERSTATE_CANDIDATES
 from catur.sim.batched import replay_batched
+from catur.training.scorer_network import LINEAR, Architecture, hidden_features, hidden_start, network_scales
 from catur.training.sources import Source, Window, drawn_cluster, read_window_trace, unique_validation
 from catur.verdict import Comparison, compare, gate_or_refuse
 
@@ -132,6 +141,14 @@ class ScorerTrainConfig:
     # each) and ranks the perturbations per source, so a step is taken only where the sources
     # agree on average, instead of following whichever source a generation happened to draw.
     balanced: bool = False
+    # Hidden ReLU units (0: the one-layer scorer, as before). With H >= 3 the scorer is a
+    # network with one hidden layer of H units that can use the context features, started
+    # from the one-layer scorer (resident-greedy or init_from) so that it decides as that one
+    # does at generation 0 (catur.training.scorer_network).
+    hidden: int = 0
+    # The features a hidden-layer scorer reads (default: the starting model's, else every
+    # base feature); a one-layer scorer reads all of FEATURES.
+    features: tuple[str, ...] | None = None
     seed: int = 0
     jobs: int = 2
     allow_worse: bool = False
@@ -148,6 +165,14 @@ class ScorerTrainConfig:
             if unknown or not self.train_features:
                 raise CaturError(f"train_features: unknown features {unknown or '(none given)'}; known: {', '.join(FEATURES)} "
                                  f"(or {FEW_NODE_GROUP!r} for every *{FEW_NODE_SUFFIX} one)")
+        if self.hidden and self.train_features is not None:
+            raise CaturError("train_features moves some weights of a one-layer scorer; a hidden-layer scorer moves all of them "
+                             "(give one or the other)")
+        if self.features is not None and not self.hidden:
+            raise CaturError("features: choosing the features applies to a hidden-layer scorer (hidden >= 3); "
+                             "a one-layer scorer reads every feature")
+        if self.hidden:
+            Architecture(tuple(self.features or FEATURES), self.hidden)  # refuses a bad size or unknown features
 
 
 #: The name that stands for every few-node correction feature in ``--train-features``.
@@ -199,8 +224,9 @@ def scorer_weights(model: object, named: str) -> np.ndarray:
     return weights / -weights[DEFECT]
 
 
-def model_of(weights: np.ndarray, **manifest) -> AfterStateModel:
-    return AfterStateModel(afterstate_manifest(**manifest), ((np.asarray(weights, np.float32)[:, None], np.zeros(1, np.float32)),))
+def model_of(weights: np.ndarray, arch: Architecture = LINEAR, **manifest) -> AfterStateModel:
+    """The scorer of a flat parameter vector (a one-layer scorer's weights by default)."""
+    return arch.model(weights, **manifest)
 
 
 # --- scenarios ------------------------------------------------------------------------------------
@@ -213,18 +239,21 @@ class Hosts:
     label: str
     streams: list
 
-    def replay(self, weights: np.ndarray | str | AfterStateModel, picked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def replay(self, weights: np.ndarray | str | AfterStateModel, picked: np.ndarray | None = None,
+               arch: Architecture = LINEAR) -> tuple[np.ndarray, np.ndarray]:
         """Per host (of ``picked``, default all): the sum of counted VMs' lifetime defects and
-        their count, under one-layer ``weights``, a policy name or a model of any depth."""
+        their count, under ``weights`` (a flat parameter vector of ``arch``), a policy name or a
+        model of any depth."""
         streams = self.streams if picked is None else [self.streams[i] for i in picked]
         if isinstance(weights, AfterStateModel):
             policy = Decider(weights)
         else:
-            policy = weights if isinstance(weights, str) else Decider(model_of(weights))
+            policy = weights if isinstance(weights, str) else Decider(model_of(weights, arch))
         results = replay_batched([(s.topology, s.trace) for s in streams], policy)
         return _sums(results, streams), _counts(streams)
 
-    def replay_population(self, population: np.ndarray, picked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def replay_population(self, population: np.ndarray, picked: np.ndarray | None = None,
+                          arch: Architecture = LINEAR) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`replay` of every row of ``population`` (``[W, F]`` weight vectors) on the same
         hosts, as **one** lock-step batch of ``W · H`` hosts: ``(sums[W, H], counts[H])``.
 
@@ -232,11 +261,13 @@ class Hosts:
         not ``W`` times. Row ``w`` is what :meth:`replay` gives ``population[w]``: each copy of a
         host is scored by its member (:class:`~catur.afterstate.ScorerPopulation`), which
         decides bit for bit as the one-layer model alone, and the engine gives every host the
-        same numbers whatever else it replays with.
+        same numbers whatever else it replays with. A hidden-layer ``arch`` scores its members
+        with :class:`~catur.afterstate.NetworkPopulation`, just as exactly.
         """
         streams = self.streams if picked is None else [self.streams[i] for i in picked]
         w, h = len(population), len(streams)
-        scorer = ScorerPopulation.of([model_of(weights) for weights in population], np.repeat(np.arange(w), h))
+        members = [model_of(weights, arch) for weights in population]
+        scorer = (ScorerPopulation if arch.hidden == 0 else NetworkPopulation).of(members, np.repeat(np.arange(w), h))
         # Every copy through the lock-step engine, however few hosts share a topology: the
         # population scorer reads each host's number, which only the batched engine passes.
         results = replay_batched([(s.topology, s.trace) for _ in range(w) for s in streams], Decider(scorer),
@@ -302,12 +333,14 @@ _POOL_SETS: list[Hosts] = []
 
 
 def _replay_task(task: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """``(index into the sets, weights or a policy name, picked hosts or None)`` → per-host sums
-    (``[W, F]`` weights, a population: ``[W, H]`` sums, :meth:`Hosts.replay_population`)."""
-    index, weights, picked = task
+    """``(index into the sets, weights or a policy name, picked hosts or None[, architecture])``
+    → per-host sums (``[W, P]`` weights, a population: ``[W, H]`` sums,
+    :meth:`Hosts.replay_population`); without an architecture the weights are a one-layer scorer's."""
+    index, weights, picked, *rest = task
+    arch = rest[0] if rest else LINEAR
     if isinstance(weights, np.ndarray) and weights.ndim == 2:
-        return _POOL_SETS[index].replay_population(weights, picked)
-    return _POOL_SETS[index].replay(weights, picked)
+        return _POOL_SETS[index].replay_population(weights, picked, arch)
+    return _POOL_SETS[index].replay(weights, picked, arch)
 
 
 def _map(pool, tasks: list[tuple]) -> list:
@@ -449,6 +482,13 @@ class EvolutionStep:
     scales: np.ndarray
     free: np.ndarray
     batched: bool = True
+    arch: Architecture = LINEAR  # what the weights are: a one-layer scorer's, or a hidden-layer network's
+
+    @property
+    def arch_task(self) -> tuple:
+        """What a replay task adds to say what the weights are: nothing for a one-layer scorer
+        (its tasks are what they always were), the architecture otherwise."""
+        return (self.arch,) if self.arch.hidden else ()
 
     def take(self, pool, weights: np.ndarray, draws: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(new weights, fitness[len(draws), 2 · pairs])``: replays the perturbed weights on
@@ -457,7 +497,7 @@ class EvolutionStep:
         defect levels), averaged over the draws."""
         picks = [np.sort(rng.choice(len(_POOL_SETS[i].streams), size=min(self.hosts_per_replay, len(_POOL_SETS[i].streams)),
                                     replace=False)) for i in draws]
-        eps = rng.standard_normal((self.pairs, len(FEATURES))) * self.free
+        eps = rng.standard_normal((self.pairs, len(self.scales))) * self.free
         steps = eps * self.noise * self.scales
         # The whole population (pair i: +step, -step) replays as one lock-step batch per draw
         # (split over the pool's processes, when there is a pool), not one replay per
@@ -465,9 +505,9 @@ class EvolutionStep:
         population = np.array([weights + sign * s for s in steps for sign in (1.0, -1.0)])
         if self.batched:
             parts = np.array_split(np.arange(len(population)), min(_workers(pool), len(population)))
-            tasks = [(index, population[part], picked) for index, picked in zip(draws, picks) for part in parts]
+            tasks = [(index, population[part], picked, *self.arch_task) for index, picked in zip(draws, picks) for part in parts]
         else:
-            tasks = [(index, member, picked) for index, picked in zip(draws, picks) for member in population]
+            tasks = [(index, member, picked, *self.arch_task) for index, picked in zip(draws, picks) for member in population]
         results = _map(pool, tasks)
         # Per member, the sum over its hosts of one row: the same sum, in the same order, as
         # one member's own replay gives.
@@ -487,6 +527,22 @@ def trainable(scales: np.ndarray, train_features: tuple[str, ...] | None = None)
     ])
 
 
+def hidden_network(config: ScorerTrainConfig, linear_start: np.ndarray, train: list[Hosts], rng: np.random.Generator,
+                   log: Callable[[str], None]) -> tuple[Architecture, np.ndarray, np.ndarray]:
+    """``(architecture, starting vector, scales)`` of a hidden-layer scorer that starts where the
+    one-layer ``linear_start`` is (:mod:`catur.training.scorer_network`)."""
+    start_features = None
+    if config.init_from is not None:
+        from catur.policy_model import load_policy
+
+        start_features = load_policy(config.init_from).features
+    arch = Architecture(hidden_features(linear_start, config.features, start_features), config.hidden)
+    scales, input_scales = network_scales(random_candidate_sets(train, rng), arch)
+    log(f"{arch.describe()} ({arch.size} parameters, {int((scales > 0).sum())} trained), starting where the "
+        f"one-layer {'--init-from ' + config.init_from if config.init_from else 'resident-greedy'} scorer is")
+    return arch, hidden_start(linear_start, arch, input_scales, rng), scales
+
+
 def train_scorer(
     sources: list[Source], config: ScorerTrainConfig, out: str | Path, *, progress: bool = True, log: Callable[[str], None] = print
 ) -> ScorerResult:
@@ -503,12 +559,18 @@ def train_scorer(
     train, val = build_scenarios(sources, config, log)
     _POOL_SETS = train + val
     val_offset = len(train)
-    scales = feature_scales(train, rng)
-    free = trainable(scales, config.train_features)
+    linear_start = start_weights(config)
+    if config.hidden:
+        arch, weights, scales = hidden_network(config, linear_start, train, rng, log)
+        free = scales > 0
+    else:
+        arch = LINEAR
+        scales = feature_scales(train, rng)
+        free = trainable(scales, config.train_features)
+        weights = linear_start
     if not free.any():
         raise CaturError(f"no trainable weight: the features {list(config.train_features or ())} do not vary between "
                          "candidates on the training hosts (a few-node correction needs --clusters with 2- or 4-node hosts)")
-    weights = start_weights(config)
     context = multiprocessing.get_context("fork")
     pool = context.Pool(config.jobs) if config.jobs > 1 else None
     try:
@@ -519,11 +581,13 @@ def train_scorer(
             name: _map(pool, [(val_offset + i, name, None) for i in range(len(val))]) for name in baseline_names
         }
 
+        step = EvolutionStep(config.pairs, config.hosts_per_replay, config.noise, config.learning_rate, scales, free, arch=arch)
+
         def validate(generation: int, w: np.ndarray) -> tuple[float, list]:
             """Replay every validation set; log and record the mean and worst ratio to greedy.
             The selection score is the mean ratio plus how far the worst set is above greedy:
             weights that win on average but lose somewhere pay for it."""
-            parts = _map(pool, [(val_offset + i, w, None) for i in range(len(val))])
+            parts = _map(pool, [(val_offset + i, w, None, *step.arch_task) for i in range(len(val))])
             ratios = np.array([p[0].sum() / g[0].sum() for p, g in zip(parts, baseline[GREEDY])])
             score = selection_score(ratios)
             per_source = source_means([h.label for h in val], ratios)
@@ -538,11 +602,19 @@ def train_scorer(
         best_score, best_parts = validate(0, weights)
         best_weights, best_generation = weights.copy(), 0
         start_parts = best_parts
+        if arch.hidden:
+            # The continuation rules compare with the one-layer start itself: replay it too, and
+            # say whether generation 0 decided as it did on every validation host.
+            start_parts = _map(pool, [(val_offset + i, linear_start, None) for i in range(len(val))])
+            same = all(np.array_equal(a[0], b[0]) for a, b in zip(best_parts, start_parts))
+            history[0]["same_as_start"] = same
+            log(f"generation 0 ({arch.describe()}) gives the one-layer start's defect on every validation host" if same
+                else f"generation 0 ({arch.describe()}) differs from its one-layer start on some validation host (scores a "
+                "rounding apart); later generations are compared with the one-layer start's own replays")
         bar = tqdm(range(1, config.generations + 1), desc="generations", disable=not progress or None, leave=False)
         by_source: dict[str, list[int]] = {}
         for i, hosts in enumerate(train):
             by_source.setdefault(source_of(hosts.label), []).append(i)
-        step = EvolutionStep(config.pairs, config.hosts_per_replay, config.noise, config.learning_rate, scales, free)
         for generation in bar:
             draws = ([int(rng.choice(indices)) for indices in by_source.values()] if config.balanced
                      else [int(rng.integers(len(train)))])
@@ -584,9 +656,11 @@ def train_scorer(
     }
     model = model_of(
         best_weights,
+        arch,
         version=f"afterstate-s{config.seed}-{int(time.time())}",
         training={
             **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+            **({"architecture": arch.record()} if arch.hidden else {}),
             "sources": [asdict(s) for s in sources],
             "train_sets": [h.label for h in train],
             "best_generation": best_generation,
@@ -601,10 +675,10 @@ def train_scorer(
             "per_set": per_set,
             "gate": verdict,
         },
-        export_check=export_check(best_weights, train, np.random.default_rng(config.seed + 1)),
+        export_check=export_check(best_weights, train, np.random.default_rng(config.seed + 1), arch=arch),
     )
     model.save(out)
-    named = {f: float(w) for f, w in zip(FEATURES, best_weights)}
+    named = {f: float(w) for f, w in zip(FEATURES, best_weights)} if not arch.hidden else {}
     log(f"wrote {out} (generation {best_generation}, selection score {best_score:.4f}, {train_seconds:.0f} s)")
     return ScorerResult(out, named, per_set, history, verdict, train_seconds)
 
@@ -699,10 +773,11 @@ def decisions_agree(model: AfterStateModel, features: np.ndarray, valid: np.ndar
     return float(np.mean((ours == theirs) | twins))
 
 
-def export_check(weights: np.ndarray | AfterStateModel, sets: list[Hosts], rng: np.random.Generator, samples: int = 2000) -> dict:
+def export_check(weights: np.ndarray | AfterStateModel, sets: list[Hosts], rng: np.random.Generator, samples: int = 2000,
+                 arch: Architecture = LINEAR) -> dict:
     """Candidate sets from the training windows at random usage, decided by numpy and torch
-    (one-layer ``weights``, or a model of any depth)."""
-    model = weights if isinstance(weights, AfterStateModel) else model_of(weights)
+    (``weights`` of ``arch``, or a model of any depth)."""
+    model = weights if isinstance(weights, AfterStateModel) else model_of(weights, arch)
     drawn = random_candidate_sets(sets, rng, samples)
     if not drawn:
         return {"samples": 0, "agreement": None}

@@ -105,6 +105,16 @@ def _resolve(registry, version: str):
     return registry.get(version)
 
 
+def _network_shape(path) -> str:
+    """``"12 -> 8 -> 1 (113 parameters)"``: the layer widths of an intact model's weights."""
+    from catur import mlp
+
+    layers = mlp.load(Path(path) / "weights.npz")
+    widths = [layers[0][0].shape[0], *(w.shape[1] for w, _ in layers)]
+    kind = "one layer, a weight per feature" if len(layers) == 1 else f"{len(layers) - 1} hidden layer{'s' * (len(layers) > 2)}"
+    return f"{' -> '.join(map(str, widths))} ({kind}; {sum(w.size + b.size for w, b in layers)} parameters)"
+
+
 def cmd_models_show(args: argparse.Namespace) -> int:
     """``catur models show``: one version's metadata, manifest summary, evaluation, comparison with
     greedy and file integrity; exit 1 if its files are damaged."""
@@ -142,6 +152,8 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     elif manifest.get("kind") == "afterstate":
         print(f"  kind:            after-state scorer: scores every candidate placement from {len(manifest.get('features', []))} "
               f"after-state features, activation {manifest.get('activation')}")
+        if problem is None:
+            print(f"  network:         {_network_shape(v.path)}")
         print(f"  vs greedy:       {comparison.describe('model') + (' -> LOSES' if comparison.loses else '') if comparison else 'not recorded'}")
     else:
         print(f"  algorithm:       {manifest.get('algorithm', '-')}, activation {manifest.get('activation')}, "

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -221,8 +222,6 @@ def add_ppo_scorer_options(p: argparse.ArgumentParser) -> None:
     option("timesteps", type=int, help="decisions sampled in all (default %(default)s)")
     option("envs", type=int, metavar="N", help="hosts stepped together in one vectorised env batch (default %(default)s)")
     option("n_steps", type=int, metavar="N", help="decisions per host per rollout (default %(default)s)")
-    option("hidden", type=int, metavar="UNITS", help="ReLU units of the actor's hidden branch, besides its linear part "
-           "(default %(default)s: a linear scorer like the shipped default)")
     option("shaping_weight", type=float, metavar="W", help="weight of the load-aware term (the chosen candidate's "
            "immediate defect above the best one's) next to the exact objective (default %(default)s)")
     option("checkpoints", type=int, metavar="N", help="validations during training, besides step 0; the best on "
@@ -266,6 +265,16 @@ def add_scorer_training_options(p: argparse.ArgumentParser) -> None:
                    metavar="LOW:HIGH", help="target utilisation drawn per scenario (default 0.85:0.97)")
     p.add_argument("--clusters", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
                    default=ScorerTrainConfig.clusters, help="cluster mixes drawn per scenario (default mixed,amd-2s-nps4)")
+    option("hidden", type=int, metavar="N", help="a hidden layer of N ReLU units (N >= 3) instead of the one-layer scorer "
+           "(default %(default)s: one layer). It can read the context features (host_cpu_load, vm_size), which a one-layer "
+           "scorer cannot use, and starts from the one-layer scorer (--init-from, else resident-greedy) so that it decides "
+           "as that one does at generation 0: two units carry +w and -w, the other N-2 start with output weight 0. "
+           "Costs about N times the parameters, so more generations; try 6-8. With --algo ppo: N ReLU units in the actor "
+           "beside its linear part")
+    p.add_argument("--features", type=_feature_list, default=None, metavar="LIST",
+                   help="with --hidden: the comma-separated features the network reads (default: the --init-from model's, "
+                   "else every base feature; the shipped default's 12 include host_cpu_load and vm_size); "
+                   "'few-nodes' stands for every *_on_few_nodes feature")
     option("balanced", action="store_true", help="each generation replays one draw of every source and averages the "
            "perturbations' ranks over sources, so no source's gain is bought with another's loss (one draw otherwise)")
     option("seed", type=int, help="seed of the scenario draws, host samples and perturbations (default %(default)s)")
@@ -331,8 +340,9 @@ def cmd_train_scorer(args: argparse.Namespace) -> int:
     result = train_scorer(sources, config, args.out, progress=not args.quiet, log=log)  # LosesToGreedy: exit 3
     from catur.verdict import Comparison
 
-    print(f"scorer {result.out}: trained in {result.train_seconds:.0f} s; weights "
-          + ", ".join(f"{k} {v:+.4g}" for k, v in result.weights.items() if v))
+    print(f"scorer {result.out}: trained in {result.train_seconds:.0f} s; "
+          + ("weights " + ", ".join(f"{k} {v:+.4g}" for k, v in result.weights.items() if v) if result.weights
+             else f"a hidden layer of {config.hidden} units ('catur models show {result.out}' lists its layers)"))
     for key in ("greedy", "best_primitive"):
         print(f"validation: {Comparison.from_dict(result.gate['versus'][key]).describe('scorer')}")
     return 0
@@ -344,7 +354,9 @@ def _train_ppo_scorer(args: argparse.Namespace, scenarios, log) -> int:
     from catur.verdict import Comparison
 
     config = PPOScorerConfig(
-        scenarios=scenarios, timesteps=args.timesteps, envs=args.envs, n_steps=args.n_steps, hidden=args.hidden,
+        # --hidden shapes PPO's actor; the scenario config only draws the windows.
+        scenarios=dataclasses.replace(scenarios, hidden=0, features=None), timesteps=args.timesteps, envs=args.envs,
+        n_steps=args.n_steps, hidden=args.hidden,
         shaping_weight=args.shaping_weight, checkpoints=args.checkpoints, learning_rate=args.ppo_learning_rate,
         init_from=args.init_from or "default", keep_start=args.keep_start,
     )
