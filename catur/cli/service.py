@@ -15,6 +15,7 @@ from pathlib import Path
 from catur.cli.options import add_command
 from catur.errors import CaturError
 from catur.service import DEFAULT_LISTEN
+from catur.service.admission import DEFAULT_WORKERS
 
 EPILOG_SERVE = """examples:
   catur serve                                   # shipped model if any, else greedy; 127.0.0.1:50051
@@ -130,7 +131,9 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-hosts", type=int, default=4096, help="most host_id windows kept by a depth >= 2 shield, least recently used dropped; ~90 KiB each (default 4096)")
     p.add_argument("--max-batch", type=int, default=1024, help="most items per PlaceBatch call (default 1024)")
     g = p.add_argument_group("load shedding (see docs/howto/serving-under-pressure.md)")
-    g.add_argument("--workers", type=int, default=8, help="calls decided at once; the others wait in line, first come first served (default 8)")
+    g.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="calls decided at once; the others wait in line, first come first "
+                   "served (default %(default)s: decisions hold Python's GIL, so more deciding threads add no throughput and "
+                   "delay grpc's own thread; for more cores use --processes)")
     g.add_argument("--max-concurrent-rpcs", type=_limit, default=None, metavar="N|auto",
                    help="most calls in the server (running + waiting; health checks not counted); past it, RESOURCE_EXHAUSTED at once. "
                    "auto (default): workers + measured capacity x --target-queue-ms, between --min-limit and --max-limit")

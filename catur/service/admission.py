@@ -53,6 +53,13 @@ CANNOT_MEET_DEADLINE = "cannot_meet_deadline"  # RESOURCE_EXHAUSTED
 DEADLINE_PASSED = "deadline_passed"  # DEADLINE_EXCEEDED
 
 
+# One call decided at a time (``catur serve --workers``): a decision holds the GIL almost
+# throughout, so a second deciding thread adds no throughput, and every extra one takes the GIL
+# from grpc's serving thread, which then hands calls over late and lets them queue unseen in
+# grpc's core until their deadlines pass (docs/results/serving.md, "The client on its own core").
+DEFAULT_WORKERS = 1
+
+
 @dataclass(frozen=True)
 class AdmissionConfig:
     """How many calls run and wait at once.
@@ -77,7 +84,7 @@ class AdmissionConfig:
             ``target_queue_s``.
     """
 
-    slots: int = 8
+    slots: int = DEFAULT_WORKERS
     limit: int | None = None
     target_queue_s: float = 0.2
     min_limit: int = 16

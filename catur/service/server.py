@@ -56,13 +56,12 @@ from catur.v1 import placement_pb2_grpc as pb_grpc
 from catur.service.collector import CollectorConfig, TraceCollector
 from catur.service.serving import ModelHolder
 from catur.service.servicer import DEFAULT_MAX_BATCH, DEFAULT_MAX_HOSTS, SERVICE_NAME, PlacementServicer
-from catur.service.admission import AdmissionConfig, CallAdmission
+from catur.service.admission import DEFAULT_WORKERS, AdmissionConfig, CallAdmission
 from catur.service.interceptor import GRPC_RECEIVE_LIMIT, CallInterceptor
 from catur.service.telemetry import ServiceMetrics
 
 log = logging.getLogger("catur.service")
 
-DEFAULT_WORKERS = 8
 DEFAULT_MAX_CONCURRENT_RPCS = None  # adaptive: see catur.service.admission
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # grpcio-reflection serves only v1alpha; v1's messages are the same on the wire, so the same
