@@ -201,6 +201,8 @@ def main() -> None:
     parser.add_argument("--closed-duration", type=float, default=5.0, help="seconds per closed-loop run (default 5)")
     parser.add_argument("--policies", default="greedy,model", help="service policies to measure (default greedy,model)")
     parser.add_argument("--in-process-only", action="store_true", help="only the in-process table (no server)")
+    parser.add_argument("--also-model", metavar="DIR", help="one more in-process row: this model directory + shield d=1 "
+                        "(e.g. a hidden-layer scorer, against the shipped default in the same run)")
     args = parser.parse_args()
     if args.rate <= 0 or args.duration <= 0 or args.duration > 120 or args.closed_duration > 120:
         raise SystemExit("--rate must be > 0 and durations in (0, 120] seconds")
@@ -226,6 +228,7 @@ def main() -> None:
             (f"{model_label} + shield d=1 (counts sent)", model, 1, 0.0, True),
             ("resident-greedy + shield d=1 (counts sent)", None, 1, RESIDENT_WEIGHT, True),
             ("greedy + shield d=2", None, 2, 0.0, False),
+            *([(f"{args.also_model} + shield d=1 (counts sent)", args.also_model, 1, 0.0, True)] if args.also_model else []),
         )
         p50s = {}
         deciders = [
@@ -241,6 +244,9 @@ def main() -> None:
         scorer, primitive = p50s[rows[2][0]], p50s[rows[1][0]]
         print(f"\n{model_label} + shield d=1 takes {scorer / primitive:.2f}x the primitive-action model's p50 "
               f"({scorer:.0f} vs {primitive:.0f} µs; issue 12 allows 1.5x).")
+        greedy = p50s[rows[0][0]]
+        for label in (rows[2][0], *([rows[-1][0]] if args.also_model else [])):
+            print(f"{label}: {p50s[label] / greedy:.2f}x greedy + shield d=1's p50")
         if args.in_process_only:
             return
 
