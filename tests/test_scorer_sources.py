@@ -151,3 +151,14 @@ def test_train_is_the_scorer_trainer_and_points_old_usage_to_train_primitives(tm
     assert not (tmp_path / "m").exists()
     assert build_parser().parse_args(["train-scorer", "--algo", "ppo", "--out", "m"]).func is \
         build_parser().parse_args(["train", "--algo", "ppo", "--out", "m"]).func
+
+
+@pytest.mark.parametrize("args", [["--timesteps", "1000"], ["--envs", "8"], ["--ppo-exclude-start"]])
+def test_ppo_options_with_evolution_strategies_are_refused_not_ignored(tmp_path, capsys, args):
+    """`catur train --timesteps N` (the primitive trainer's habit) with the default --algo es would
+    silently train by ES for its own budget: it is refused, exit 2, naming the option, nothing written."""
+    from catur.cli.main import main
+
+    assert main(["train", *args, "--out", str(tmp_path / "m")]) == 2
+    assert f"{args[0]} applies to --algo ppo" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

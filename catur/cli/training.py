@@ -9,7 +9,7 @@ import functools
 import sys
 from pathlib import Path
 
-from catur.cli.options import add_cluster_arguments, add_command, config_from_args, config_option
+from catur.cli.options import add_cluster_arguments, add_command, config_from_args, config_option, field_default
 from catur.errors import CaturError
 from catur.registry import REGISTRY_ENV
 from catur.training.collapse import GROUP_BY
@@ -208,6 +208,12 @@ def _scorer_algorithm(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r}: choose es or ppo (the primitive-action trainer is 'catur train-primitives')")
 
 
+#: Options only ``--algo ppo`` reads: (flag, dest, PPOScorerConfig field); given a value other
+#: than their default with ``--algo es``, they are refused rather than silently ignored.
+PPO_ONLY = (("--timesteps", "timesteps", "timesteps"), ("--envs", "envs", "envs"), ("--n-steps", "n_steps", "n_steps"),
+            ("--shaping-weight", "shaping_weight", "shaping_weight"), ("--checkpoints", "checkpoints", "checkpoints"),
+            ("--ppo-learning-rate", "ppo_learning_rate", "learning_rate"), ("--ppo-exclude-start", "keep_start", "keep_start"))
+
 #: What ``train-scorer --algo`` (and ``train --algo``) trains the after-state scorer with.
 SCORER_ALGORITHMS = ("es", "ppo")
 
@@ -336,6 +342,12 @@ def cmd_train_scorer(args: argparse.Namespace) -> int:
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     if args.algo == "ppo":
         return _train_ppo_scorer(args, config, log)
+    from catur.training.ppo_scorer import PPOScorerConfig
+
+    ppo_only = [flag for flag, dest, name in PPO_ONLY if getattr(args, dest) != field_default(PPOScorerConfig, name)]
+    if ppo_only:  # before PPO trained the scorer, --timesteps was the primitive trainer's option
+        raise CaturError(f"{', '.join(ppo_only)} appl{'ies' if len(ppo_only) == 1 else 'y'} to --algo ppo; evolution "
+                         "strategies (--algo es, the default) take --generations, --pairs and --hosts-per-replay")
     sources = scorer_sources(args, log)
     result = train_scorer(sources, config, args.out, progress=not args.quiet, log=log)  # LosesToGreedy: exit 3
     from catur.verdict import Comparison
